@@ -1,0 +1,268 @@
+"""Typed ORM models. No column ever holds a name, a raw patient ID or a birth date.
+
+Lineage runs source_file -> dicom_image / dexa_exam / annotation -> pair -> export
+-> augmented copy -> snapshot member -> snapshot -> training run -> model version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SHA256 = 64
+UID = 64  # DICOM UIDs are at most 64 characters
+PATH = 1024
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class SourceFile(Base):
+    """Every input file ever seen, by path and content hash (a changed file is a new row)."""
+
+    __tablename__ = "source_file"
+    __table_args__ = (UniqueConstraint("path", "sha256", name="uq_source_file_path_sha"),)
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # dicom | dexa | annotation
+    path: Mapped[str] = mapped_column(String(PATH))
+    sha256: Mapped[str] = mapped_column(String(SHA256), index=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+    status: Mapped[str] = mapped_column(String(16), default="ingested")  # ingested | quarantined
+
+
+class Patient(Base):
+    __tablename__ = "patient"
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    patient_key: Mapped[str] = mapped_column(String(32), unique=True)  # keyed-hash pseudonym
+    sex: Mapped[str | None] = mapped_column(String(1))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+
+class DicomImage(Base):
+    __tablename__ = "dicom_image"
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(UID), unique=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(UID))
+    series_instance_uid: Mapped[str] = mapped_column(String(UID))
+    source_file_id: Mapped[int] = mapped_column(ForeignKey("source_file.id"), index=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    study_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    age_at_exam: Mapped[int | None] = mapped_column(Integer)
+    modality: Mapped[str] = mapped_column(String(16))
+    body_part: Mapped[str | None] = mapped_column(String(64))
+    laterality: Mapped[str] = mapped_column(String(1))  # L | R
+    n_rows: Mapped[int] = mapped_column(Integer)
+    n_columns: Mapped[int] = mapped_column(Integer)
+    bits_stored: Mapped[int] = mapped_column(Integer)
+    photometric: Mapped[str] = mapped_column(String(16))
+    pixel_spacing_mm: Mapped[float | None] = mapped_column(Float)
+    transfer_syntax: Mapped[str] = mapped_column(String(UID))
+    ingested_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+    source_file: Mapped[SourceFile] = relationship()
+    patient: Mapped[Patient] = relationship()
+
+
+class DexaExam(Base):
+    """One DEXA exam; the same exam re-exported in a later CSV is not a new exam."""
+
+    __tablename__ = "dexa_exam"
+    __table_args__ = (
+        UniqueConstraint("patient_id", "exam_date", "side", name="uq_dexa_exam_natural"),
+        Index("ix_dexa_exam_patient_date", "patient_id", "exam_date"),
+    )
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    exam_date: Mapped[dt.date] = mapped_column(Date)
+    side: Mapped[str] = mapped_column(String(1), default="-")  # L | R | - (not given)
+    neck_bmd: Mapped[float | None] = mapped_column(Float)
+    t_score: Mapped[float] = mapped_column(Float)
+    t_score_derived: Mapped[bool] = mapped_column(Boolean, default=False)
+    z_score: Mapped[float | None] = mapped_column(Float)
+    age_at_exam: Mapped[int | None] = mapped_column(Integer)
+    source_file_id: Mapped[int] = mapped_column(ForeignKey("source_file.id"), index=True)
+    source_row: Mapped[int] = mapped_column(Integer)  # 1-based data row number in the file
+    ingested_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+    patient: Mapped[Patient] = relationship()
+    source_file: Mapped[SourceFile] = relationship()
+
+
+class Annotation(Base):
+    """A LabelImg (Pascal VOC) femoral-neck box, in the image's original pixel space."""
+
+    __tablename__ = "annotation"
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(UID), unique=True)
+    label: Mapped[str] = mapped_column(String(64))
+    box_xmin: Mapped[int] = mapped_column(Integer)  # xmin/xmax are PostgreSQL system columns
+    box_ymin: Mapped[int] = mapped_column(Integer)
+    box_xmax: Mapped[int] = mapped_column(Integer)
+    box_ymax: Mapped[int] = mapped_column(Integer)
+    source_file_id: Mapped[int] = mapped_column(ForeignKey("source_file.id"), index=True)
+    ingested_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+    source_file: Mapped[SourceFile] = relationship()
+
+
+class Pair(Base):
+    """Result of sql/pair_xray_dexa.sql: at most one DEXA exam per image."""
+
+    __tablename__ = "pair"
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("dicom_image.id"), unique=True)
+    dexa_exam_id: Mapped[int] = mapped_column(ForeignKey("dexa_exam.id"), index=True)
+    gap_days: Mapped[int] = mapped_column(Integer)
+    t_score: Mapped[float] = mapped_column(Float)
+    label: Mapped[int] = mapped_column(Integer)  # 1 = osteoporosis (T <= -2.5)
+    label3: Mapped[str] = mapped_column(String(16))  # normal | osteopenia | osteoporosis
+    rule_version: Mapped[str] = mapped_column(String(32))
+    window_days: Mapped[int] = mapped_column(Integer)
+    paired_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+    image: Mapped[DicomImage] = relationship()
+    dexa_exam: Mapped[DexaExam] = relationship()
+
+
+class Export(Base):
+    """A labelled femoral-neck PNG, or the measured reason it was excluded."""
+
+    __tablename__ = "export"
+    __table_args__ = (UniqueConstraint("image_id", "recipe_digest", name="uq_export_image_recipe"),)
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("dicom_image.id"), index=True)
+    annotation_id: Mapped[int] = mapped_column(ForeignKey("annotation.id"))
+    # digest of everything decided before decoding (box, size, margin, thresholds, code version)
+    recipe_digest: Mapped[str] = mapped_column(String(SHA256))
+    transform: Mapped[dict] = mapped_column(JSON)  # every parameter the export actually applied
+    status: Mapped[str] = mapped_column(String(16))  # exported | excluded
+    exclusion: Mapped[str | None] = mapped_column(String(16))  # metal | blur
+    metal_fraction: Mapped[float] = mapped_column(Float)
+    blur_score: Mapped[float] = mapped_column(Float)
+    path: Mapped[str | None] = mapped_column(String(PATH))
+    sha256: Mapped[str | None] = mapped_column(String(SHA256))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+    image: Mapped[DicomImage] = relationship()
+    annotation: Mapped[Annotation] = relationship()
+
+
+class Quarantine(Base):
+    """Bad input with the stage and a plain reason; a rerun never adds the same entry twice."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (
+        UniqueConstraint("stage", "source_sha256", "source_row", "reason", name="uq_quarantine_entry"),
+    )
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32))
+    source_path: Mapped[str] = mapped_column(String(PATH))
+    source_sha256: Mapped[str] = mapped_column(String(SHA256))
+    source_row: Mapped[int] = mapped_column(Integer, default=0)  # 0 = whole file
+    reason: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+
+class Snapshot(Base):
+    """A training data set, identified by the digest of its whole manifest."""
+
+    __tablename__ = "snapshot"
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(SHA256), unique=True)
+    n_members: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict] = mapped_column(JSON)
+    manifest_path: Mapped[str] = mapped_column(String(PATH))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+    members: Mapped[list[SnapshotMember]] = relationship(back_populates="snapshot")
+
+
+class SnapshotMember(Base):
+    __tablename__ = "snapshot_member"
+    __table_args__ = (UniqueConstraint("snapshot_id", "export_id", name="uq_snapshot_member"),)
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshot.id"), index=True)
+    export_id: Mapped[int] = mapped_column(ForeignKey("export.id"), index=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pair.id"))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    split: Mapped[str] = mapped_column(String(16))  # train | test
+    fold: Mapped[int] = mapped_column(Integer)  # validation fold of train members; -1 for test
+    label: Mapped[int] = mapped_column(Integer)
+
+    snapshot: Mapped[Snapshot] = relationship(back_populates="members")
+    export: Mapped[Export] = relationship()
+
+
+class AugmentedCopy(Base):
+    __tablename__ = "augmented_copy"
+    __table_args__ = (UniqueConstraint("export_id", "seed", "params_digest", name="uq_augmented_copy"),)
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    export_id: Mapped[int] = mapped_column(ForeignKey("export.id"), index=True)
+    seed: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict] = mapped_column(JSON)
+    params_digest: Mapped[str] = mapped_column(String(SHA256))
+    path: Mapped[str] = mapped_column(String(PATH))
+    sha256: Mapped[str] = mapped_column(String(SHA256))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+
+class TrainingRun(Base):
+    """Links an MLflow run (and the model version it registered) back to its snapshot."""
+
+    __tablename__ = "training_run"
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshot.id"), index=True)
+    mlflow_run_id: Mapped[str] = mapped_column(String(64), unique=True)
+    arch: Mapped[str] = mapped_column(String(32))
+    preset: Mapped[str] = mapped_column(String(32))
+    model_name: Mapped[str | None] = mapped_column(String(128))
+    model_version: Mapped[str | None] = mapped_column(String(32))
+    test_auc: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+    snapshot: Mapped[Snapshot] = relationship()
+
+
+class RefreshRun(Base):
+    """One refresh, with its counts (what the nightly report shows)."""
+
+    __tablename__ = "refresh_run"
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, server_default=func.now())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    counts: Mapped[dict | None] = mapped_column(JSON)

@@ -1,0 +1,182 @@
+"""Idempotent writes of ingest results: a rerun adds nothing, new input adds only itself.
+
+Each function takes the session from the caller and works in batches (one query per
+batch for what already exists), so ten thousand files cost tens of queries, not tens
+of thousands.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from db.models import Annotation, DexaExam, DicomImage, Patient, Quarantine, SourceFile
+
+IN_CHUNK = 500
+BOX = ("box_xmin", "box_ymin", "box_xmax", "box_ymax")  # Oracle allows at most 1000 expressions in an IN list
+
+
+def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def quarantine(session: Session, *, stage: str, path: str, sha256: str, reason: str,
+               detail: str = "", row: int = 0) -> bool:
+    """Record bad input once; returns True when the entry is new."""
+    exists = session.scalar(
+        select(Quarantine.id).where(
+            Quarantine.stage == stage,
+            Quarantine.source_sha256 == sha256,
+            Quarantine.source_row == row,
+            Quarantine.reason == reason[:64],
+        )
+    )
+    if exists is not None:
+        return False
+    session.add(Quarantine(stage=stage, source_path=path[:1024], source_sha256=sha256, source_row=row,
+                           reason=reason[:64], detail=(detail or "")[:1000]))
+    return True
+
+
+def source_files(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], SourceFile]:
+    """Existing source_file rows for (path, sha256) pairs."""
+    found: dict[tuple[str, str], SourceFile] = {}
+    for chunk in _chunks(list(pairs)):
+        stmt = select(SourceFile).where(tuple_(SourceFile.path, SourceFile.sha256).in_(chunk))
+        for sf in session.scalars(stmt):
+            found[(sf.path, sf.sha256)] = sf
+    return found
+
+
+def get_or_create_source(session: Session, *, kind: str, path: str, sha256: str, size: int,
+                         status: str = "ingested") -> tuple[SourceFile, bool]:
+    sf = session.scalar(select(SourceFile).where(SourceFile.path == path, SourceFile.sha256 == sha256))
+    if sf is not None:
+        return sf, False
+    sf = SourceFile(kind=kind, path=path, sha256=sha256, size_bytes=size, status=status)
+    session.add(sf)
+    session.flush()
+    return sf, True
+
+
+def patients_by_key(session: Session, keys: Iterable[str], sexes: dict[str, str | None] | None = None) -> dict[str, Patient]:
+    wanted = sorted(set(keys))
+    found: dict[str, Patient] = {}
+    for chunk in _chunks(wanted):
+        for p in session.scalars(select(Patient).where(Patient.patient_key.in_(chunk))):
+            found[p.patient_key] = p
+    for key in wanted:
+        if key not in found:
+            found[key] = Patient(patient_key=key, sex=(sexes or {}).get(key))
+            session.add(found[key])
+    session.flush()
+    return found
+
+
+def store_dicom_results(session: Session, results: list[dict[str, Any]]) -> Counter:
+    """Write one batch of header results (see osteo.etl.dicom_headers.read_one)."""
+    counts: Counter = Counter(files=len(results))
+    known = source_files(session, [(r["path"], r["sha256"]) for r in results])
+    uids = [r["record"]["sop_instance_uid"] for r in results if "record" in r]
+    existing_uids: dict[str, int] = {}
+    for chunk in _chunks(uids):
+        for uid, sf_id in session.execute(
+            select(DicomImage.sop_instance_uid, DicomImage.source_file_id).where(DicomImage.sop_instance_uid.in_(chunk))
+        ):
+            existing_uids[uid] = sf_id
+    good = [r for r in results if "record" in r]
+    patients = patients_by_key(session, (r["record"]["patient_key"] for r in good),
+                               {r["record"]["patient_key"]: r["record"]["sex"] for r in good})
+    shas_by_sf: dict[int, str] = {}
+    if existing_uids:
+        for chunk in _chunks(sorted(set(existing_uids.values()))):
+            for sf_id, sha in session.execute(select(SourceFile.id, SourceFile.sha256).where(SourceFile.id.in_(chunk))):
+                shas_by_sf[sf_id] = sha
+    for r in results:
+        path, sha = r["path"], r["sha256"]
+        if (path, sha) in known:
+            counts["already_known"] += 1
+            continue
+        if "error" in r:
+            reason, detail = r["error"]
+            sf = SourceFile(kind="dicom", path=path, sha256=sha, size_bytes=r["size"], status="quarantined")
+            session.add(sf)
+            known[(path, sha)] = sf
+            counts["quarantined"] += quarantine(session, stage="ingest_dicom", path=path, sha256=sha,
+                                                reason=reason, detail=detail)
+            continue
+        rec = dict(r["record"])
+        uid = rec["sop_instance_uid"]
+        sf = SourceFile(kind="dicom", path=path, sha256=sha, size_bytes=r["size"])
+        session.add(sf)
+        known[(path, sha)] = sf
+        if uid in existing_uids:
+            if shas_by_sf.get(existing_uids[uid]) == sha:
+                counts["duplicate_copies"] += 1  # the same file again under another path
+                continue
+            sf.status = "quarantined"
+            counts["quarantined"] += quarantine(
+                session, stage="ingest_dicom", path=path, sha256=sha, reason="sop_uid_conflict",
+                detail="another file with different content already has this SOP Instance UID")
+            continue
+        session.flush()  # assigns sf.id
+        patient = patients[rec.pop("patient_key")]
+        rec.pop("sex", None)
+        session.add(DicomImage(**rec, source_file_id=sf.id, patient_id=patient.id))
+        existing_uids[uid] = sf.id
+        shas_by_sf[sf.id] = sha
+        counts["images"] += 1
+    session.flush()
+    return counts
+
+
+def store_dexa_rows(session: Session, sf: SourceFile, rows: list[dict[str, Any]],
+                    errors: list[tuple[int, str, str]]) -> Counter:
+    counts: Counter = Counter(rows=len(rows) + len(errors))
+    for row_no, reason, detail in errors:
+        counts["quarantined"] += quarantine(session, stage="ingest_dexa", path=sf.path, sha256=sf.sha256,
+                                            row=row_no, reason=reason, detail=detail)
+    patients = patients_by_key(session, (r["patient_key"] for r in rows))
+    for r in rows:
+        patient = patients[r["patient_key"]]
+        existing = session.scalar(select(DexaExam).where(
+            DexaExam.patient_id == patient.id, DexaExam.exam_date == r["exam_date"], DexaExam.side == r["side"]))
+        if existing is not None:
+            same = (existing.t_score is not None and abs(existing.t_score - r["t_score"]) < 1e-9
+                    and (existing.neck_bmd or 0) == (r["neck_bmd"] or 0))
+            if same:
+                counts["duplicate_rows"] += 1
+            else:
+                counts["quarantined"] += quarantine(
+                    session, stage="ingest_dexa", path=sf.path, sha256=sf.sha256, row=r["source_row"],
+                    reason="conflicting_exam",
+                    detail=f"exam of {r['exam_date']} is already recorded with other values (exam {existing.id})")
+            continue
+        session.add(DexaExam(
+            patient_id=patient.id, exam_date=r["exam_date"], side=r["side"], neck_bmd=r["neck_bmd"],
+            t_score=r["t_score"], t_score_derived=r["t_score_derived"], z_score=r["z_score"],
+            age_at_exam=r["age_at_exam"], source_file_id=sf.id, source_row=r["source_row"]))
+        session.flush()
+        counts["exams"] += 1
+    return counts
+
+
+def store_annotation(session: Session, sf: SourceFile, box: dict[str, Any]) -> Counter:
+    """A later annotation of the same image replaces the box (re-exported under a new recipe)."""
+    counts: Counter = Counter()
+    existing = session.scalar(select(Annotation).where(Annotation.sop_instance_uid == box["sop_instance_uid"]))
+    if existing is None:
+        session.add(Annotation(**box, source_file_id=sf.id))
+        counts["annotations"] += 1
+    elif any(getattr(existing, k) != box[k] for k in BOX):
+        for k in ("label", *BOX):
+            setattr(existing, k, box[k])
+        existing.source_file_id = sf.id
+        counts["annotations_updated"] += 1
+    session.flush()
+    return counts

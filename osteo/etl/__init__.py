@@ -1,0 +1,1 @@
+"""Plain ETL functions (no Prefect, no MLflow): the refresh tasks wrap these."""

@@ -1,0 +1,187 @@
+"""DEXA CSV exports -> validated, pseudonymised exam rows (one bad row never costs a good one)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from osteo.etl.errors import InputError
+from osteo.etl.pseudonym import pseudonymise
+
+# Header aliases, compared after lower-casing and dropping spaces, '_' and '-'.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "patient_id": ("patientid", "chartno", "病歷號", "病歷號碼", "mrn"),
+    "exam_date": ("examdate", "studydate", "檢查日期"),
+    "neck_bmd": ("neckbmd", "股骨頸bmd", "femoralneckbmd"),
+    "t_score": ("tscore", "neckt", "t值", "necktscore"),
+    "side": ("side", "左右", "laterality"),
+    "z_score": ("zscore", "neckz", "z值"),
+    "age": ("age", "年齡"),
+}
+REQUIRED = ("patient_id", "exam_date")
+T_RANGE = 10.0  # |T| beyond this is a data-entry error, not a patient
+BMD_RANGE = (0.05, 2.5)  # g/cm2
+
+
+def normalise_header(name: str) -> str:
+    return re.sub(r"[\s_\-]", "", name.strip().lstrip("\ufeff")).lower()
+
+
+def resolve_columns(header: list[str], mapping: dict[str, str] | None = None) -> dict[str, int]:
+    """Map canonical field -> column index; a mapping file names columns of any other layout."""
+    wanted: dict[str, str] = {}
+    for canonical, names in ALIASES.items():
+        for n in names:
+            wanted[n] = canonical
+    for source, canonical in (mapping or {}).items():
+        wanted[normalise_header(source)] = canonical
+    found: dict[str, int] = {}
+    for idx, col in enumerate(header):
+        canonical = wanted.get(normalise_header(col))
+        if canonical and canonical not in found:
+            found[canonical] = idx
+    missing = [c for c in REQUIRED if c not in found]
+    if missing or not ({"neck_bmd", "t_score"} & found.keys()):
+        missing += [] if ({"neck_bmd", "t_score"} & found.keys()) else ["neck_bmd|t_score"]
+        raise InputError("unrecognised_columns", f"no column for {', '.join(missing)} in {header[:12]}")
+    return found
+
+
+def decode_text(data: bytes) -> str:
+    for encoding in ("utf-8-sig", "big5hkscs", "cp950"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise InputError("unknown_encoding", "file is neither UTF-8 nor Big5")
+
+
+_SEPARATED = re.compile(r"^(\d{2,4})[-/.](\d{1,2})[-/.](\d{1,2})$")
+
+
+def parse_date(value: str) -> dt.date:
+    """YYYY-MM-DD, YYYY/MM/DD, YYYYMMDD, or ROC (Minguo) YYY/MM/DD, e.g. 112/12/16 = 2023-12-16."""
+    text = value.strip()
+    if re.fullmatch(r"\d{8}", text):
+        year, month, day = int(text[:4]), int(text[4:6]), int(text[6:])
+    elif re.fullmatch(r"\d{7}", text):  # ROC without separators: 1121216
+        year, month, day = int(text[:3]) + 1911, int(text[3:5]), int(text[5:])
+    else:
+        m = _SEPARATED.match(text)
+        if not m:
+            raise ValueError(f"unrecognised date {text!r}")
+        y, month, day = int(m.group(1)), int(m.group(2)), int(m.group(3))
+        year = y + 1911 if len(m.group(1)) <= 3 else y
+    return dt.date(year, month, day)
+
+
+def parse_float(value: str) -> float | None:
+    text = value.strip()
+    if text in ("", "-", "NA", "N/A", "n/a", "na", "null", "NULL"):
+        return None
+    out = float(text)
+    if not math.isfinite(out):
+        raise ValueError("not finite")
+    return out
+
+
+@dataclass
+class ParsedCsv:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[tuple[int, str, str]] = field(default_factory=list)  # (row number, reason, detail)
+
+
+def parse_dexa_csv(
+    data: bytes,
+    key: bytes,
+    *,
+    bmd_young_mean: float = 0.858,
+    bmd_young_sd: float = 0.120,
+    mapping: dict[str, str] | None = None,
+) -> ParsedCsv:
+    """Validate every row; raises InputError only when the file as a whole is unusable."""
+    text = decode_text(data)
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration as exc:
+        raise InputError("empty_file", "no header row") from exc
+    cols = resolve_columns(header, mapping)
+    out = ParsedCsv()
+    for row_no, row in enumerate(reader, start=1):
+        if not any(cell.strip() for cell in row):
+            continue
+        try:
+            out.rows.append(_parse_row(row, cols, key, bmd_young_mean, bmd_young_sd) | {"source_row": row_no})
+        except InputError as exc:
+            out.errors.append((row_no, exc.reason, exc.detail))
+    return out
+
+
+def _cell(row: list[str], cols: dict[str, int], name: str) -> str:
+    idx = cols.get(name)
+    if idx is None:
+        return ""
+    if idx >= len(row):
+        raise InputError("short_row", f"row has {len(row)} fields, column {name} is field {idx + 1}")
+    return row[idx]
+
+
+def _parse_row(row, cols, key, mean, sd) -> dict[str, Any]:
+    if len(row) < max(cols.values()) + 1:
+        raise InputError("short_row", f"row has {len(row)} fields, header has more")
+    raw_id = _cell(row, cols, "patient_id").strip()
+    if not raw_id:
+        raise InputError("missing_patient_id", "patient ID is empty")
+    try:
+        exam_date = parse_date(_cell(row, cols, "exam_date"))
+    except ValueError as exc:
+        raise InputError("bad_date", "exam date is not a date in any accepted format") from exc
+    try:
+        bmd = parse_float(_cell(row, cols, "neck_bmd"))
+        t_score = parse_float(_cell(row, cols, "t_score"))
+        z_score = parse_float(_cell(row, cols, "z_score"))
+    except ValueError as exc:
+        raise InputError("bad_number", "BMD, T-score or Z-score is not a number") from exc
+    if bmd is not None and not (BMD_RANGE[0] <= bmd <= BMD_RANGE[1]):
+        raise InputError("bmd_out_of_range", f"neck BMD {bmd} g/cm2 is outside {BMD_RANGE}")
+    derived = False
+    if t_score is None:
+        if bmd is None:
+            raise InputError("missing_bmd_and_t", "neither neck BMD nor T-score is given")
+        t_score = (bmd - mean) / sd
+        derived = True
+    if abs(t_score) > T_RANGE:
+        raise InputError("t_score_out_of_range", f"T-score {t_score} is beyond +-{T_RANGE}")
+    side = _cell(row, cols, "side").strip().upper()[:1]
+    if side not in ("L", "R"):
+        side = "-"
+    age_text = _cell(row, cols, "age").strip()
+    return {
+        "patient_key": pseudonymise(raw_id, key),
+        "exam_date": exam_date,
+        "side": side,
+        "neck_bmd": bmd,
+        "t_score": t_score,
+        "t_score_derived": derived,
+        "z_score": z_score,
+        "age_at_exam": int(float(age_text)) if re.fullmatch(r"\d{1,3}(\.\d+)?", age_text) else None,
+    }
+
+
+def load_mapping(path: Path | None) -> dict[str, str] | None:
+    """A column-mapping file: JSON {"source column": "patient_id|exam_date|neck_bmd|t_score|side|z_score"}."""
+    if path is None:
+        return None
+    mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+    unknown = set(mapping.values()) - set(ALIASES)
+    if unknown:
+        raise ValueError(f"mapping names unknown fields {sorted(unknown)}; known: {sorted(ALIASES)}")
+    return mapping

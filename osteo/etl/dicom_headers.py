@@ -1,0 +1,143 @@
+"""Read DICOM headers (never the pixels) into plain, de-identified records.
+
+A record holds what the pipeline needs and nothing that names a patient: the raw
+Patient ID is turned into its pseudonym here, in the worker, and birth date becomes
+age at exam. Names, accession numbers and free text are never read out of the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from osteo.etl.errors import InputError
+from osteo.etl.pseudonym import pseudonymise
+
+REQUIRED = (
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "StudyDate",
+    "Modality",
+    "Rows",
+    "Columns",
+    "BitsStored",
+    "PhotometricInterpretation",
+)
+# Only these are parsed: faster than a full header and nothing else is ever touched.
+WANTED = REQUIRED + (
+    "PatientSex",
+    "PatientBirthDate",
+    "PatientAge",
+    "BodyPartExamined",
+    "ImageLaterality",
+    "Laterality",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+)
+
+
+def parse_da(value: str) -> dt.date:
+    return dt.datetime.strptime(str(value).strip()[:8], "%Y%m%d").date()
+
+
+def age_at(study: dt.date, birth: str | None, patient_age: str | None) -> int | None:
+    if patient_age:
+        text = str(patient_age).strip().upper()
+        if text.endswith("Y") and text[:-1].isdigit():
+            return int(text[:-1])
+    if birth:
+        try:
+            born = parse_da(birth)
+        except ValueError:
+            return None
+        return study.year - born.year - ((study.month, study.day) < (born.month, born.day))
+    return None
+
+
+def header_record(data: bytes, key: bytes) -> dict[str, Any]:
+    """Parse one file's bytes into a header record; raises InputError for bad input."""
+    if len(data) < 132:
+        raise InputError("not_dicom", "file is shorter than a DICOM preamble")
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(WANTED))
+    except InvalidDicomError as exc:
+        raise InputError("not_dicom", str(exc)[:200]) from exc
+    except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise InputError("truncated", f"header could not be read: {type(exc).__name__}") from exc
+    try:
+        for tag in REQUIRED:
+            if tag not in ds or ds[tag].value in (None, ""):
+                raise InputError(f"missing_tag:{tag}", f"required tag {tag} is absent or empty")
+        laterality = str(ds.get("ImageLaterality") or ds.get("Laterality") or "").strip().upper()
+        if laterality not in ("L", "R"):
+            raise InputError("missing_tag:ImageLaterality", f"image laterality is {laterality or 'absent'}")
+        try:
+            study_date = parse_da(ds.StudyDate)
+        except ValueError as exc:
+            raise InputError("bad_tag:StudyDate", "StudyDate is not a DICOM date") from exc
+        spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+        tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        return {
+            "sop_instance_uid": str(ds.SOPInstanceUID),
+            "study_instance_uid": str(ds.StudyInstanceUID),
+            "series_instance_uid": str(ds.SeriesInstanceUID),
+            "patient_key": pseudonymise(str(ds.PatientID), key),
+            "sex": (str(ds.get("PatientSex") or "").strip().upper()[:1] or None),
+            "study_date": study_date,
+            "age_at_exam": age_at(study_date, ds.get("PatientBirthDate"), ds.get("PatientAge")),
+            "modality": str(ds.Modality)[:16],
+            "body_part": (str(ds.get("BodyPartExamined") or "")[:64] or None),
+            "laterality": laterality,
+            "n_rows": int(ds.Rows),
+            "n_columns": int(ds.Columns),
+            "bits_stored": int(ds.BitsStored),
+            "photometric": str(ds.PhotometricInterpretation)[:16],
+            "pixel_spacing_mm": float(spacing[0]) if spacing else None,
+            "transfer_syntax": str(tsyntax) if tsyntax else "1.2.840.10008.1.2",
+        }
+    except InputError:
+        raise
+    except (AttributeError, ValueError, TypeError) as exc:
+        raise InputError("bad_header", f"{type(exc).__name__}: {str(exc)[:160]}") from exc
+
+
+def read_one(path: str, key: bytes) -> dict[str, Any]:
+    """Hash and parse one file, reading it once; bad input comes back as a result, not an exception."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:  # transient faults are retried by the task; a vanished file is reported
+        return {"path": path, "sha256": "", "size": 0, "error": ("unreadable", str(exc)[:200])}
+    out: dict[str, Any] = {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    try:
+        out["record"] = header_record(data, key)
+    except InputError as exc:
+        out["error"] = (exc.reason, exc.detail)
+    return out
+
+
+def _read_chunk(args: tuple[list[str], bytes]) -> list[dict[str, Any]]:
+    paths, key = args
+    return [read_one(p, key) for p in paths]
+
+
+def read_headers(paths: list[str], key: bytes, *, workers: int = 1) -> list[dict[str, Any]]:
+    """Read many headers, in worker processes when workers > 1 (parsing is CPU-bound Python)."""
+    if workers <= 1 or len(paths) < 64:
+        return _read_chunk((paths, key))
+    size = max(16, len(paths) // (workers * 4))
+    chunks = [(paths[i : i + size], key) for i in range(0, len(paths), size)]
+    # forkserver: the caller may be a threaded Prefect worker, where plain fork is unsafe
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        return [r for chunk in pool.map(_read_chunk, chunks) for r in chunk]

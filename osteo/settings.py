@@ -1,0 +1,82 @@
+"""All settings in one object, read from the environment (nothing happens at import time)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OSTEO_", extra="ignore")
+
+    # embedded defaults live in git-ignored folders of the checkout
+    var_dir: Path = REPO_ROOT / "var"
+    database_url: str = ""
+    data_dir: Path = Field(default=REPO_ROOT / "data")
+    pseudonym_key: str = ""
+    # production refuses to invent a pseudonym key; the demo keeps one in var/
+    production: bool = False
+
+    mlflow_tracking_uri: str = Field(default="", validation_alias="MLFLOW_TRACKING_URI")
+    mlflow_experiment: str = "osteo-screening"
+    registered_model: str = "osteo-classifier"
+
+    # data rules (DESIGN.md)
+    pair_window_days: int = 183
+    osteoporosis_t: float = -2.5
+    normal_t: float = -1.0
+    bmd_young_mean: float = 0.858  # NHANES III young-women femoral neck, g/cm2
+    bmd_young_sd: float = 0.120
+    test_year: int = 2022
+
+    # export
+    export_size: int = 256
+    roi_margin: float = 0.15
+    metal_threshold: float = 0.005  # fraction of ROI pixels at metal level
+    blur_threshold: float = 6.0  # Laplacian std of the ROI below this is blurred
+
+    ingest_batch_size: int = 200
+    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    dask_address: str = ""
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.var_dir / 'osteo.sqlite'}"
+
+    def resolved_tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{REPO_ROOT / 'mlruns' / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return REPO_ROOT / "mlruns" / "artifacts"
+
+    def resolved_pseudonym_key(self) -> bytes:
+        """The key of the patient pseudonyms; the local default is generated once and kept."""
+        if self.pseudonym_key:
+            return self.pseudonym_key.encode()
+        if self.production:
+            raise RuntimeError(
+                "OSTEO_PSEUDONYM_KEY is not set: production mode refuses to pseudonymise "
+                "patients with an ad-hoc key (pseudonyms must stay stable across runs)."
+            )
+        key_file = self.var_dir / "pseudonym.key"
+        if not key_file.exists():
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(secrets.token_hex(32))
+            key_file.chmod(0o600)
+        return key_file.read_text().strip().encode()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

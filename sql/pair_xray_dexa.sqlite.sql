@@ -1,0 +1,31 @@
+-- pair_xray_dexa (rule version 1), SQLite override: dates are ISO text there and plain
+-- subtraction of two dates is silently wrong ('2022-03-01' - '2021-12-31' = 1), so the gap
+-- is taken between Julian day numbers. Same rule as pair_xray_dexa.sql.
+WITH candidates AS (
+    SELECT i.id AS image_id,
+           e.id AS dexa_exam_id,
+           e.exam_date,
+           e.t_score,
+           CASE WHEN e.side = i.laterality THEN 0 ELSE 1 END AS other_side,
+           CAST(ABS(julianday(i.study_date) - julianday(e.exam_date)) AS INTEGER) AS gap_days
+      FROM dicom_image i
+      JOIN dexa_exam e ON e.patient_id = i.patient_id
+),
+ranked AS (
+    SELECT c.*,
+           ROW_NUMBER() OVER (PARTITION BY c.image_id
+                              ORDER BY c.gap_days, c.exam_date, c.other_side, c.dexa_exam_id) AS rn
+      FROM candidates c
+     WHERE c.gap_days < :window_days
+)
+SELECT r.image_id,
+       r.dexa_exam_id,
+       r.gap_days,
+       r.t_score,
+       CASE WHEN r.t_score <= :osteoporosis_t THEN 1 ELSE 0 END AS label,
+       CASE WHEN r.t_score <= :osteoporosis_t THEN 'osteoporosis'
+            WHEN r.t_score >= :normal_t THEN 'normal'
+            ELSE 'osteopenia' END AS label3
+  FROM ranked r
+ WHERE r.rn = 1
+ ORDER BY r.image_id

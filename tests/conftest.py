@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Telemetry off and every store inside the test's temporary folders (set before Prefect/MLflow load).
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+PG_URL = os.environ.get("OSTEO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_available() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3):
+            return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+        return f"no PostgreSQL server answers on 127.0.0.1:5432 ({type(exc).__name__})"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def engine(request, tmp_path):
+    """The same tests on SQLite and on the local PostgreSQL server, each in a clean schema."""
+    from sqlalchemy import text
+
+    from db import create_schema, make_engine
+
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path / 'osteo.sqlite'}")
+        create_schema(eng)
+        yield eng
+        eng.dispose()
+        return
+    why = _pg_available()
+    if why:
+        pytest.skip(why)
+    schema = f"t_{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**8}"
+    admin = make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    eng = make_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    create_schema(eng)
+    yield eng
+    eng.dispose()
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
