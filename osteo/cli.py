@@ -1,0 +1,125 @@
+"""The `osteo` command. Every command prints a short summary, or one JSON object with --json."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from osteo.settings import get_settings
+
+
+EXTRA_COMMANDS: tuple[str, ...] = ()
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
+    if args.json:
+        print(json.dumps(payload, default=str, ensure_ascii=False))
+    else:
+        print(human)
+
+
+def _setup() -> None:
+    from osteo.runtime import configure_environment
+
+    configure_environment(get_settings())
+
+
+def _fmt_counts(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
+
+
+def refresh_summary(c: dict[str, Any]) -> str:
+    return "\n".join([
+        f"files seen      {c['files_seen']}",
+        f"ingested        {c['ingested']} new records ({c['new']['images']} images, {c['new']['dexa_exams']} DEXA exams,"
+        f" {c['new']['annotations']} annotations)",
+        f"quarantined     {sum(c['quarantined'].values())} ({_fmt_counts(c['quarantined'])})",
+        f"pairs           {c['pairs']} ({c['positives']} osteoporosis, {c['negatives']} not)",
+        f"waiting         {_fmt_counts(c['waiting'])}",
+        f"exported        {c['exported']} PNGs ({c['new_files']} new this run)",
+        f"excluded        {sum(c['excluded'].values())} ({_fmt_counts(c['excluded'])})",
+        f"this run added  {c['new_rows']} rows, {c['new_files']} files",
+    ])
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from osteo.synth import generate_cohort
+
+    out = Path(args.out)
+    summary = generate_cohort(out, patients=args.patients, seed=args.seed)
+    _emit(args, {"out": str(out), **summary}, f"synthetic cohort in {out}: " + _fmt_counts(
+        {k: v for k, v in summary.items() if isinstance(v, int | float)}))
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    _setup()
+    from flows.refresh import refresh_flow
+
+    counts = refresh_flow(dicom_dir=str(Path(args.dicom).resolve()), dexa_dir=str(Path(args.dexa).resolve()),
+                          annotations_dir=str(Path(args.annotations).resolve()) if args.annotations else None,
+                          column_map_file=args.column_map)
+    _emit(args, counts, refresh_summary(counts))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from osteo.etl import imaging
+
+    try:
+        info = imaging.render_png(args.file, args.out)
+    except Exception as exc:  # noqa: BLE001
+        reason = getattr(exc, "reason", type(exc).__name__)
+        _emit(args, {"ok": False, "reason": reason, "detail": str(exc)}, f"cannot render {args.file}: {exc}")
+        return 2
+    _emit(args, {"ok": True, **info}, f"wrote {args.out} ({_fmt_counts({k: v for k, v in info.items() if k != 'sha256'})})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="osteo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("synth", cmd_synth, "write a synthetic cohort (DICOM, DEXA CSV, VOC boxes, truth.csv)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--patients", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add("refresh", cmd_refresh, "the nightly refresh: ingest, pair, label, quality-check, export PNGs")
+    p.add_argument("--dicom", required=True)
+    p.add_argument("--dexa", required=True)
+    p.add_argument("--annotations")
+    p.add_argument("--column-map", help="JSON file mapping other DEXA column names to ours")
+
+    p = add("render", cmd_render, "one whole DICOM through the export's normalisation, as PNG")
+    p.add_argument("file")
+    p.add_argument("--out", required=True)
+
+    # later stages own their commands: each module has register(add)
+    for module in EXTRA_COMMANDS:
+        importlib.import_module(module).register(add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    code = args.func(args)
+    if not args.json:
+        print(f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

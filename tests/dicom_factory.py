@@ -1,0 +1,46 @@
+"""Small but valid DICOM files for tests (pydicom writer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+
+def make_dicom(path: Path, *, patient_id: str = "A1234567", name: str = "CHEN^MEI LING", study_date: str = "20210315",
+               laterality: str = "L", rows: int = 64, cols: int = 64, sop_uid: str | None = None,
+               pixels: np.ndarray | None = None, drop: tuple[str, ...] = ()) -> str:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = patient_id
+    ds.PatientName = name
+    ds.PatientBirthDate = "19500102"
+    ds.PatientSex = "F"
+    ds.AccessionNumber = "ACC0001"
+    ds.StudyDate = study_date
+    ds.Modality = "DX"
+    ds.BodyPartExamined = "HIP"
+    ds.ImageLaterality = laterality
+    ds.PixelSpacing = [0.5, 0.5]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, cols
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if pixels is None:
+        rng = np.random.default_rng(0)
+        pixels = rng.integers(200, 3000, size=(rows, cols), dtype=np.uint16)
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    for tag in drop:
+        delattr(ds, tag)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return ds.SOPInstanceUID
