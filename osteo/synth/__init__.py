@@ -1,0 +1,212 @@
+"""Synthetic cohort generator: a hospital-like export of hip radiographs, DEXA CSVs,
+LabelImg annotations, and the generator's ground truth.
+
+    from osteo.synth import generate_cohort
+    summary = generate_cohort(Path("cohort"), patients=200, seed=0)
+
+Layout written under ``out``::
+
+    dicom/S{study:05d}/IM{k:04d}.dcm   hip radiographs (a few without the .dcm suffix)
+    dicom/README.txt, dicom/Thumbs.db  junk that is not DICOM
+    dicom/S{n}/IM0001.dcm ...          junk DICOM: truncated, missing PatientID, missing dates
+    dexa/*.csv                         four DEXA exports (UTF-8, UTF-8 BOM, Big5; 4 date styles)
+    annotations/<SOPInstanceUID>.xml   LabelImg Pascal VOC femoral-neck boxes (~90% of images)
+    truth.csv                          per cohort image ground truth (never read by the pipeline)
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from osteo.synth.dicomio import render_and_write, uid_for
+from osteo.synth.plan import PAIR_WINDOW_DAYS, make_plan, truth_rows
+from osteo.synth.tables import write_bad_voc, write_dexa, write_voc
+
+__all__ = ["generate_cohort", "TRUTH_COLUMNS"]
+
+TRUTH_COLUMNS = [
+    "sop_instance_uid", "patient_id", "laterality", "study_date", "bmd", "t_score",
+    "expected_pair", "expected_label", "expected_exclusion", "annotated", "expected_export",
+    # extras (not needed by the rules, handy for checks)
+    "file", "study_instance_uid", "modality", "photometric", "bits_stored", "transfer_syntax",
+    "rotation_deg", "box_xmin", "box_ymin", "box_xmax", "box_ymax",
+]
+
+
+def _workers(requested: int | None) -> int:
+    if requested is not None:
+        return max(1, requested)
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def generate_cohort(
+    out: Path,
+    patients: int = 200,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    workers: int | None = None,
+    window_days: int = PAIR_WINDOW_DAYS,
+) -> dict[str, Any]:
+    """Write a synthetic cohort under ``out`` (its dicom/, dexa/, annotations/ and truth.csv are
+    replaced) and return a summary of counts. Deterministic for a given ``seed`` and
+    ``patients`` (independent of ``workers``)."""
+    out = Path(out)
+    plan = make_plan(int(patients), int(seed))
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("dicom", "dexa", "annotations"):
+        if (out / sub).exists():
+            shutil.rmtree(out / sub)
+    dicom_dir, ann_dir = out / "dicom", out / "annotations"
+    dicom_dir.mkdir()
+    ann_dir.mkdir()
+
+    # ---- per-image specs
+    specs: list[dict[str, Any]] = []
+    study_uid = {s: uid_for(seed, "study", s) for s in plan.studies}
+    for im in plan.images:
+        p = plan.patients[im.patient]
+        name = f"IM{im.instance:04d}" + ("" if im.no_extension else ".dcm")
+        specs.append({
+            "idx": im.idx,
+            "seed_seq": [int(seed), 7, im.idx],
+            "path": str(dicom_dir / f"S{im.study + 1:05d}" / name),
+            "sop_uid": uid_for(seed, "sop", im.idx),
+            "study_uid": study_uid[im.study],
+            "series_uid": uid_for(seed, "series", im.study),
+            "study_id": f"{im.study + 1}",
+            "accession": f"XR{im.date:%y%m%d}{(im.study * 7919 + seed) % 10000:04d}",
+            "instance": im.instance,
+            "date": im.date,
+            "laterality": im.laterality,
+            "patient_id": p.patient_id,
+            "patient_name": p.name,
+            "birth": p.birth,
+            "sex": p.sex,
+            "bmd": p.bmd_at(im.date),
+            "rotation": im.rotation,
+            "implant": im.implant,
+            "exclusion": im.exclusion,
+        })
+
+    # ---- junk DICOM specs (not in truth): missing PatientID, missing dates, truncated
+    n_st = len(plan.studies)
+    junk_specs = []
+    for k, drop in enumerate((("PatientID",), ("StudyDate", "SeriesDate", "ContentDate", "AcquisitionDate"))):
+        base = dict(specs[k % len(specs)])
+        base.update({
+            "idx": None,
+            "seed_seq": [int(seed), 9, k],
+            "path": str(dicom_dir / f"S{n_st + 1 + k:05d}" / "IM0001.dcm"),
+            "sop_uid": uid_for(seed, "junk-sop", k),
+            "study_uid": uid_for(seed, "junk-study", k),
+            "series_uid": uid_for(seed, "junk-series", k),
+            "study_id": f"{n_st + 1 + k}",
+            "exclusion": "none",
+            "implant": None,
+            "drop_tags": drop,
+        })
+        junk_specs.append(base)
+
+    total = len(specs) + len(junk_specs)
+    results: list[dict[str, Any] | None] = [None] * len(specs)
+    done = 0
+    nw = _workers(workers)
+    if nw == 1:
+        it = map(render_and_write, specs + junk_specs)
+        for res in it:
+            if res["idx"] is not None:
+                results[res["idx"]] = res
+            done += 1
+            if progress:
+                progress(done, total)
+    else:
+        with ProcessPoolExecutor(max_workers=nw) as ex:
+            for res in ex.map(render_and_write, specs + junk_specs, chunksize=4):
+                if res["idx"] is not None:
+                    results[res["idx"]] = res
+                done += 1
+                if progress:
+                    progress(done, total)
+
+    # truncated DICOM: a copy of the first junk file cut inside the header
+    trunc = dicom_dir / f"S{n_st + 3:05d}" / "IM0001.dcm"
+    trunc.parent.mkdir(parents=True, exist_ok=True)
+    raw = Path(junk_specs[0]["path"]).read_bytes()
+    trunc.write_bytes(raw[:420])
+    (dicom_dir / "README.txt").write_text(
+        "PACS export job 2023-01-05\r\nExported studies: HIP AP\r\nContact: radiology IT ext. 3021\r\n",
+        encoding="utf-8",
+    )
+    (dicom_dir / "Thumbs.db").write_bytes(bytes(np.random.default_rng(seed).integers(0, 256, 512, dtype=np.uint8)))
+    junk_files = len(junk_specs) + 3
+
+    # ---- annotations
+    annotated = 0
+    malformed_xml = 0
+    for im, res, spec in zip(plan.images, results, specs):
+        if im.annotated:
+            write_voc(ann_dir / f"{spec['sop_uid']}.xml", spec["sop_uid"], res["cols"], res["rows"], res["box"])
+            annotated += 1
+        elif im.malformed_xml:
+            write_bad_voc(ann_dir / f"{spec['sop_uid']}.xml", spec["sop_uid"])
+            malformed_xml += 1
+
+    # ---- DEXA
+    dexa = write_dexa(plan, out / "dexa", np.random.default_rng(np.random.SeedSequence([int(seed), 11])))
+
+    # ---- truth
+    rows = truth_rows(plan, window_days)
+    with open(out / "truth.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=TRUTH_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        for row, res, spec, im in zip(rows, results, specs, plan.images):
+            row = dict(row)
+            row.pop("idx")
+            row.update({
+                "sop_instance_uid": spec["sop_uid"],
+                "file": Path(spec["path"]).relative_to(out).as_posix(),
+                "study_instance_uid": spec["study_uid"],
+                "modality": res["modality"],
+                "photometric": res["photometric"],
+                "bits_stored": res["bits"],
+                "transfer_syntax": res["transfer_syntax"],
+                "rotation_deg": f"{im.rotation:.2f}",
+                "box_xmin": res["box"][0], "box_ymin": res["box"][1],
+                "box_xmax": res["box"][2], "box_ymax": res["box"][3],
+            })
+            w.writerow(row)
+
+    paired = sum(r["expected_pair"] for r in rows)
+    positives = sum(1 for r in rows if r["expected_label"] == 1)
+    ts_counts: dict[str, int] = {}
+    for r in results:
+        ts_counts[r["transfer_syntax"]] = ts_counts.get(r["transfer_syntax"], 0) + 1
+    return {
+        "out": str(out),
+        "seed": int(seed),
+        "patients": len(plan.patients),
+        "studies": len(plan.studies),
+        "images": len(plan.images),
+        "junk_files": junk_files,
+        "annotated": annotated,
+        "malformed_xml": malformed_xml,
+        **dexa,
+        "exams_valid": sum(1 for e in plan.exams if e.valid),
+        "paired": paired,
+        "positives": positives,
+        "excluded_metal": sum(1 for im in plan.images if im.exclusion == "metal"),
+        "excluded_blur": sum(1 for im in plan.images if im.exclusion == "blur"),
+        "expected_export": sum(r["expected_export"] for r in rows),
+        "test_images": sum(1 for r in rows if r["expected_export"] and r["laterality"] == "L"
+                           and r["study_date"].startswith("2022")),
+        "transfer_syntaxes": ts_counts,
+    }

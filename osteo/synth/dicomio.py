@@ -1,0 +1,228 @@
+"""Write one synthetic hip radiograph as a DICOM file (runs in worker processes).
+
+Every random choice of an image comes from its own seed, so the bytes do not
+depend on the number of workers or on the order in which images are written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    PYDICOM_IMPLEMENTATION_UID,
+    RLELossless,
+    generate_uid,
+)
+
+from osteo.synth.phantom import render_hip
+
+DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+CR_IMAGE = "1.2.840.10008.5.1.4.1.1.1"
+
+STUDY_DESCRIPTIONS = ["HIP AP", "X-RAY HIP AP", "PELVIS/HIP AP", "HIP JOINT AP VIEW", "FEMUR PROXIMAL AP"]
+MANUFACTURERS = [("FUJIFILM Corporation", "FCR PROFECT CS"), ("Carestream Health", "DRX-Evolution"),
+                 ("SIEMENS", "Ysio Max"), ("Philips Medical Systems", "DigitalDiagnost"),
+                 ("KONICA MINOLTA", "REGIUS 210")]
+
+
+def _encoder_available(uid) -> bool:
+    try:
+        from pydicom.pixels import get_encoder
+
+        return bool(get_encoder(uid).is_available)
+    except Exception:  # pragma: no cover - depends on installed plugins
+        return False
+
+
+def uid_for(seed: int, kind: str, n: int) -> str:
+    return generate_uid(entropy_srcs=[f"osteo-synth:{seed}:{kind}:{n}"])
+
+
+def _da(d: dt.date) -> str:
+    return d.strftime("%Y%m%d")
+
+
+def image_params(rng: np.random.Generator) -> dict[str, Any]:
+    """Acquisition parameters of one image (also returned into the truth)."""
+    modality = "DX" if rng.random() < 0.55 else "CR"
+    p: dict[str, Any] = {
+        "modality": modality,
+        "rows": int(rng.integers(560, 721)),
+        "cols": int(rng.integers(480, 641)),
+        "photometric": "MONOCHROME1" if rng.random() < 0.45 else "MONOCHROME2",
+        "bits": int(rng.choice([10, 12, 16])),
+        "spacing": round(float(rng.uniform(0.30, 0.60)), 4),
+    }
+    r = rng.random()
+    p["compression"] = "rle" if r < 0.15 else ("j2k" if r < 0.25 else "none")
+    options = [(1.0, 0.0), (1.0, -1024.0), (0.5, 0.0), (2.0, -100.0)]
+    if modality == "DX":
+        p["rescale"] = options[int(rng.integers(len(options)))]
+        p["window"] = True  # DX for presentation: VOI window is required
+    else:
+        p["rescale"] = options[1 + int(rng.integers(3))] if rng.random() < 0.4 else None
+        p["window"] = bool(rng.random() < 0.3)
+    p["laterality_tag"] = modality == "CR" and rng.random() < 0.5
+    p["manufacturer"] = MANUFACTURERS[int(rng.integers(len(MANUFACTURERS)))]
+    p["time"] = f"{int(rng.integers(7, 20)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}"
+    p["description"] = STUDY_DESCRIPTIONS[int(rng.integers(len(STUDY_DESCRIPTIONS)))]
+    return p
+
+
+def _window(frac: np.ndarray, p: dict[str, Any], rng: np.random.Generator) -> tuple[float, float]:
+    """VOI window in modality units. MONOCHROME1 windows are centred on the middle of the
+    modality range (so they read the same whichever way a reader inverts)."""
+    maxv = 2 ** p["bits"] - 1
+    slope, intercept = p["rescale"] or (1.0, 0.0)
+    lo_f, hi_f = np.percentile(frac[::4, ::4], [1.0, 99.0])
+    lo_f -= rng.uniform(0.0, 0.06)
+    hi_f += rng.uniform(0.0, 0.06)
+    if p["photometric"] == "MONOCHROME1":
+        half = max(0.5 - lo_f, hi_f - 0.5) * rng.uniform(1.02, 1.10)
+        center_f, width_f = 0.5, 2 * half
+    else:
+        center_f, width_f = (lo_f + hi_f) / 2, hi_f - lo_f
+    center = intercept + slope * center_f * maxv
+    width = slope * width_f * maxv
+    return round(float(center), 1), round(float(width), 1)
+
+
+def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], rng) -> Dataset:
+    sop_class = DX_FOR_PRESENTATION if p["modality"] == "DX" else CR_IMAGE
+    ds = Dataset()
+    fm = FileMetaDataset()
+    fm.MediaStorageSOPClassUID = sop_class
+    fm.MediaStorageSOPInstanceUID = spec["sop_uid"]
+    fm.TransferSyntaxUID = ExplicitVRLittleEndian
+    fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    fm.ImplementationVersionName = "OSTEO_SYNTH_1"
+    ds.file_meta = fm
+
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = spec["sop_uid"]
+    day = _da(spec["date"])
+    ds.StudyDate = day
+    ds.SeriesDate = day
+    ds.ContentDate = day
+    ds.AcquisitionDate = day
+    ds.StudyTime = p["time"]
+    ds.SeriesTime = p["time"]
+    ds.ContentTime = p["time"]
+    ds.AccessionNumber = spec["accession"]
+    ds.Modality = p["modality"]
+    if p["modality"] == "DX":
+        ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.Manufacturer, ds.ManufacturerModelName = p["manufacturer"]
+    ds.InstitutionName = "Taichung General Hospital"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = p["description"]
+    ds.SeriesDescription = f"HIP {'LT' if spec['laterality'] == 'L' else 'RT'} AP"
+    ds.PatientName = spec["patient_name"]
+    ds.PatientID = spec["patient_id"]
+    ds.PatientBirthDate = _da(spec["birth"])
+    ds.PatientSex = spec["sex"]
+    age = spec["date"].year - spec["birth"].year - ((spec["date"].month, spec["date"].day) < (spec["birth"].month, spec["birth"].day))
+    ds.PatientAge = f"{age:03d}Y"
+    ds.BodyPartExamined = "HIP"
+    ds.ViewPosition = "AP"
+    ds.StudyInstanceUID = spec["study_uid"]
+    ds.SeriesInstanceUID = spec["series_uid"]
+    ds.StudyID = spec["study_id"]
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = spec["instance"]
+    ds.PatientOrientation = ["L", "F"]
+    ds.ImageLaterality = spec["laterality"]
+    if p["laterality_tag"]:
+        ds.Laterality = spec["laterality"]
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    ds.PixelSpacing = [p["spacing"], p["spacing"]]
+    if p["modality"] == "DX":
+        ds.ImagerPixelSpacing = [p["spacing"], p["spacing"]]
+        ds.DetectorType = "SCINTILLATOR"
+        ds.PixelIntensityRelationship = "LOG"
+        ds.PixelIntensityRelationshipSign = 1 if p["photometric"] == "MONOCHROME1" else -1
+    rows, cols = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = p["photometric"]
+    ds.Rows = rows
+    ds.Columns = cols
+    ds.BitsAllocated = 16
+    ds.BitsStored = p["bits"]
+    ds.HighBit = p["bits"] - 1
+    ds.PixelRepresentation = 0
+    if p["rescale"] is not None:
+        ds.RescaleIntercept = f"{p['rescale'][1]:g}"
+        ds.RescaleSlope = f"{p['rescale'][0]:g}"
+        ds.RescaleType = "US"
+    if p["window"]:
+        c, w = spec["_window"]
+        ds.WindowCenter = f"{c:g}"
+        ds.WindowWidth = f"{w:g}"
+        ds.VOILUTFunction = "LINEAR"
+    ds.PixelData = stored.astype("<u2").tobytes()
+    return ds
+
+
+def render_and_write(spec: dict[str, Any]) -> dict[str, Any]:
+    """Render one image, write it to spec['path'], return what the truth/annotations need."""
+    rng = np.random.default_rng(np.random.SeedSequence(spec["seed_seq"]))
+    p = image_params(rng)
+    blur = float(rng.uniform(4.5, 7.0)) if spec["exclusion"] == "blur" else 0.0
+    r = render_hip(
+        rng,
+        rows=p["rows"],
+        cols=p["cols"],
+        bmd=spec["bmd"],
+        laterality=spec["laterality"],
+        rotation_deg=spec["rotation"],
+        implant=spec["implant"],
+        blur_sigma=blur,
+    )
+    maxv = 2 ** p["bits"] - 1
+    stored = np.rint(r.frac.astype(np.float64) * maxv).astype(np.uint16)
+    if p["photometric"] == "MONOCHROME1":
+        stored = (maxv - stored).astype(np.uint16)
+    spec = dict(spec)
+    if p["window"]:
+        spec["_window"] = _window(r.frac, p, rng)
+    ds = build_dataset(spec, stored, p, rng)
+    for tag in spec.get("drop_tags", ()):
+        if tag in ds:
+            delattr(ds, tag)
+    ts = ExplicitVRLittleEndian
+    if p["compression"] == "rle" and _encoder_available(RLELossless):
+        ds.compress(RLELossless)
+        ts = RLELossless
+    elif p["compression"] == "j2k" and _encoder_available(JPEG2000Lossless):
+        ds.compress(JPEG2000Lossless)
+        ts = JPEG2000Lossless
+    path = Path(spec["path"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+    # annotator jitter on the tight neck box (original, unflipped pixel coordinates)
+    x0, y0, x1, y1 = r.box
+    j = rng.integers(-3, 4, size=4)
+    x0 = int(np.clip(x0 + j[0], 0, p["cols"] - 1))
+    y0 = int(np.clip(y0 + j[1], 0, p["rows"] - 1))
+    x1 = int(np.clip(x1 + j[2], x0 + 1, p["cols"] - 1))
+    y1 = int(np.clip(y1 + j[3], y0 + 1, p["rows"] - 1))
+    return {
+        "idx": spec.get("idx"),
+        "box": (x0, y0, x1, y1),
+        "rows": p["rows"],
+        "cols": p["cols"],
+        "modality": p["modality"],
+        "photometric": p["photometric"],
+        "bits": p["bits"],
+        "transfer_syntax": str(ts),
+    }
