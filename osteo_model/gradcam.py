@@ -1,0 +1,211 @@
+"""Grad-CAM for the one-logit classifiers, without a backward pass through the backbone.
+
+Grad-CAM needs the activation A of the last conv block and dlogit/dA. Everything after A is
+a cheap "head" (ReLU/pooling + the classifier), so we:
+
+1. run the backbone up to A under ``torch.no_grad()`` (no graph is built);
+2. detach A, ``requires_grad_()``, run only the head to get the logit;
+3. ``torch.autograd.grad(logit, A)`` — backprop through the head only.
+
+This is exact (the gradient of the logit w.r.t. A does not depend on anything before A), and
+it costs one forward pass plus a tiny backward instead of a full one. :func:`gradcam_reference`
+is the classic hook-based implementation (full forward with grad + full backward), used by the
+tests to show equality.
+
+Split points (:func:`split_model`), in eval mode:
+
+- resnet18/34: A = layer4 output; head = avgpool -> flatten -> fc
+- densenet121: A = ``features`` output (after norm5); head = relu -> global avg pool -> classifier
+- vgg16: A = output of the last conv ReLU (features[29], 14x14 at 224 px, before the last
+  max-pool); head = features[30] (max-pool) -> avgpool -> flatten -> classifier
+- googlenet: A = inception5b output; head = avgpool -> flatten -> dropout -> fc
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FeaturesFn = Callable[[torch.Tensor], torch.Tensor]
+HeadFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _arch_of(model: nn.Module) -> str:
+    from torchvision.models import DenseNet, GoogLeNet, ResNet, VGG
+
+    if isinstance(model, ResNet):
+        return "resnet"
+    if isinstance(model, DenseNet):
+        return "densenet"
+    if isinstance(model, VGG):
+        return "vgg"
+    if isinstance(model, GoogLeNet):
+        return "googlenet"
+    raise TypeError(f"Grad-CAM split not implemented for {type(model).__name__}")
+
+
+def _vgg_last_relu(model) -> int:
+    idx = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)][-1]
+    return idx + 1  # the ReLU after the last conv
+
+
+def split_model(model: nn.Module) -> tuple[FeaturesFn, HeadFn]:
+    """(features_fn, head_fn) with ``head_fn(features_fn(x)) == model(x)`` in eval mode."""
+    kind = _arch_of(model)
+    if kind == "resnet":
+        def features(x):
+            m = model
+            x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+            return m.layer4(m.layer3(m.layer2(m.layer1(x))))
+
+        def head(a):
+            return model.fc(torch.flatten(model.avgpool(a), 1))
+    elif kind == "densenet":
+        def features(x):
+            return model.features(x)
+
+        def head(a):
+            out = F.adaptive_avg_pool2d(F.relu(a), (1, 1))
+            return model.classifier(torch.flatten(out, 1))
+    elif kind == "vgg":
+        cut = _vgg_last_relu(model) + 1
+
+        def features(x):
+            return model.features[:cut](x)
+
+        def head(a):
+            a = model.features[cut:](a)
+            return model.classifier(torch.flatten(model.avgpool(a), 1))
+    else:  # googlenet
+        def features(x):
+            m = model
+            x = m._transform_input(x)
+            x = m.maxpool1(m.conv1(x))
+            x = m.maxpool2(m.conv3(m.conv2(x)))
+            x = m.maxpool3(m.inception3b(m.inception3a(x)))
+            x = m.inception4c(m.inception4b(m.inception4a(x)))
+            x = m.maxpool4(m.inception4e(m.inception4d(x)))
+            return m.inception5b(m.inception5a(x))
+
+        def head(a):
+            return model.fc(model.dropout(torch.flatten(model.avgpool(a), 1)))
+    return features, head
+
+
+def target_layer(model: nn.Module) -> nn.Module:
+    """The module whose output is A (for :func:`gradcam_reference`)."""
+    kind = _arch_of(model)
+    if kind == "resnet":
+        return model.layer4
+    if kind == "densenet":
+        return model.features
+    if kind == "vgg":
+        return model.features[_vgg_last_relu(model)]
+    return model.inception5b
+
+
+def _cam(a: torch.Tensor, grads: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * a).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
+    flat = cam.flatten(1)
+    lo = flat.min(dim=1).values[:, None, None]
+    hi = flat.max(dim=1).values[:, None, None]
+    rng = hi - lo
+    return torch.where(rng > 0, (cam - lo) / rng.clamp_min(1e-12), torch.zeros_like(cam))
+
+
+def _batch(x: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(0) if x.dim() == 3 else x
+
+
+class _EvalMode:
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+
+
+def gradcam(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM of the osteoporosis logit.
+
+    ``x``: N x C x H x W (or C x H x W) preprocessed input on the model's device.
+    Returns (heatmaps N x H x W in [0, 1] (each map min-max scaled; all zeros when flat),
+    probabilities N) as detached float tensors. Runs in eval mode (restored afterwards).
+    """
+    x = _batch(x)
+    features, head = split_model(model)
+    with _EvalMode(model):
+        with torch.no_grad():
+            a = features(x)
+        a = a.detach().float().requires_grad_(True)
+        with torch.enable_grad():
+            logit = head(a)
+            (grads,) = torch.autograd.grad(logit.sum(), a)
+        heat = _cam(a.detach(), grads, x.shape[-2:])
+    return heat.detach(), torch.sigmoid(logit.detach().view(-1))
+
+
+def gradcam_reference(
+    model: nn.Module, x: torch.Tensor, target: nn.Module | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classic Grad-CAM: hooks on ``target`` (default :func:`target_layer`), a full forward
+    pass with autograd and a full backward pass. Same outputs as :func:`gradcam`."""
+    x = _batch(x)
+    target = target if target is not None else target_layer(model)
+    store: dict[str, torch.Tensor] = {}
+
+    def fwd_hook(_module, _inp, out):
+        store["a"] = out
+        out.register_hook(lambda g: store.__setitem__("g", g))
+
+    handle = target.register_forward_hook(fwd_hook)
+    try:
+        with _EvalMode(model), torch.enable_grad():
+            xin = x.detach().requires_grad_(True)  # so the whole graph is built and traversed
+            logit = model(xin)
+            model.zero_grad(set_to_none=True)
+            logit.sum().backward()
+            heat = _cam(store["a"].detach(), store["g"], x.shape[-2:])
+        model.zero_grad(set_to_none=True)
+    finally:
+        handle.remove()
+    return heat.detach(), torch.sigmoid(logit.detach().view(-1))
+
+
+def _jet(v: np.ndarray) -> np.ndarray:
+    """Jet colormap for values in [0, 1] -> float RGB in [0, 1] (no matplotlib needed)."""
+    v = np.clip(v, 0, 1)[..., None]
+    r = np.clip(1.5 - np.abs(4 * v - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * v - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * v - 1), 0, 1)
+    return np.concatenate([r, g, b], axis=-1)
+
+
+def overlay(image_gray_uint8: np.ndarray, heat, alpha: float = 0.4) -> np.ndarray:
+    """Blend a heat map (HxW in [0, 1], any size; resized bilinearly to the image) over a
+    grayscale uint8 image; returns H x W x 3 uint8 RGB."""
+    from PIL import Image
+
+    img = np.asarray(image_gray_uint8)
+    if img.ndim == 3:
+        img = np.asarray(Image.fromarray(img).convert("L"))
+    if isinstance(heat, torch.Tensor):
+        heat = heat.detach().float().cpu().numpy()
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.shape != img.shape:
+        heat = np.asarray(
+            Image.fromarray(heat, mode="F").resize(img.shape[::-1], Image.Resampling.BILINEAR)
+        )
+    base = np.repeat(img.astype(np.float32)[..., None] / 255.0, 3, axis=-1)
+    out = (1 - alpha) * base + alpha * _jet(heat)
+    return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
