@@ -81,6 +81,83 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_summary(r: dict[str, Any]) -> str:
+    folds = ", ".join(f"fold {f['fold']} val loss {f['val_loss']:.3f} AUC {f['val_auc']:.3f}" for f in r["folds"])
+    return "\n".join([
+        f"snapshot        {r['snapshot_digest'][:16]} ({r['n_train']} train, {r['n_test']} test images)",
+        f"folds           {folds}",
+        f"best fold       {r['best_fold']}",
+        f"test year       AUC {r['test_auc']:.3f}, accuracy {r['test_accuracy']:.3f}, "
+        f"osteoporosis recall {r['test_recall']:.3f}, specificity {r['test_specificity']:.3f}",
+        f"baseline        mean-intensity logistic regression AUC {r['baseline_auc']:.3f}",
+        f"registered      {r['model_name']} version {r['model_version']} (challenger)"
+        + (" -> champion" if r["champion"] else f"; champion stays version {r['champion_version']}"),
+        f"decision        {r['decision']}",
+        f"MLflow run      {r['run_id']}",
+    ])
+
+
+def _train(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.train import train_flow
+
+    return train_flow(preset=args.preset, arch=args.arch, folds=args.folds, epochs=args.epochs,
+                      test_year=args.test_year, select_by=args.select_by,
+                      pretrained_weights=args.pretrained_weights, seed=args.seed)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _setup()
+    result = _train(args)
+    _emit(args, result, train_summary(result))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """synth + refresh + train on the embedded defaults."""
+    _setup()
+    from flows.refresh import refresh_flow
+    from osteo.synth import generate_cohort
+
+    settings = get_settings()
+    cohort = Path(settings.data_dir) / "demo-cohort"
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if not (cohort / "truth.csv").exists():
+        generate_cohort(cohort, patients=args.patients, seed=args.seed)
+    timings["synth_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    counts = refresh_flow(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
+                          annotations_dir=str(cohort / "annotations"))
+    timings["refresh_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = _train(args)
+    timings["train_s"] = time.perf_counter() - t0
+    uri = settings.resolved_tracking_uri()
+    where = {
+        "mlflow_ui": f"{sys.executable.rsplit('/', 1)[0]}/mlflow ui --backend-store-uri {uri}",
+        "model_uri": f"models:/{result['model_name']}@champion",
+        "lineage": f"osteo lineage model {result['model_name']}@champion",
+    }
+    payload = {"refresh": counts, **result, "timings": timings, "where": where}
+    human = "\n".join([refresh_summary(counts), "", train_summary(result), "",
+                       f"look at the runs:    {where['mlflow_ui']}",
+                       f"load the model:      mlflow.pyfunc.load_model('{where['model_uri']}')",
+                       f"trace it:            {where['lineage']}"])
+    _emit(args, payload, human)
+    return 0
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=["demo", "paper"], default="demo")
+    p.add_argument("--arch", choices=["resnet18", "resnet34", "googlenet", "densenet121", "vgg16"])
+    p.add_argument("--folds", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--test-year", type=int)
+    p.add_argument("--select-by", choices=["val_loss", "val_recall", "val_auc"])
+    p.add_argument("--pretrained-weights", help="a local torchvision state dict (nothing is downloaded)")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="osteo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("render", cmd_render, "one whole DICOM through the export's normalisation, as PNG")
     p.add_argument("file")
     p.add_argument("--out", required=True)
+
+    p = add("train", cmd_train, "augmentation, k-fold training, test-year evaluation, MLflow registration")
+    _train_options(p)
+
+    p = add("demo", cmd_demo, "synth + refresh + train on the embedded defaults, end to end")
+    _train_options(p)
+    p.add_argument("--patients", type=int, default=300)
 
     # later stages own their commands: each module has register(add)
     for module in EXTRA_COMMANDS:

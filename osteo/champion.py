@@ -1,0 +1,22 @@
+"""The champion gate: a challenger takes the champion alias only when it is better on the test year."""
+
+from __future__ import annotations
+
+import math
+
+
+def should_promote(challenger: dict, champion: dict | None) -> tuple[bool, str]:
+    """Higher test ROC AUC wins; an equal AUC is decided by osteoporosis recall.
+
+    Both dicts hold `roc_auc` and `recall_1` (osteoporosis recall) measured on the same (the challenger's) test set.
+    """
+    if champion is None:
+        return True, "no champion yet"
+    new_auc, old_auc = challenger.get("roc_auc", math.nan), champion.get("roc_auc", math.nan)
+    if math.isnan(new_auc):
+        return False, "challenger has no test AUC"
+    if math.isnan(old_auc) or new_auc > old_auc + 1e-9:
+        return True, f"test AUC {new_auc:.4f} > champion's {old_auc:.4f}"
+    if abs(new_auc - old_auc) <= 1e-9 and challenger.get("recall_1", 0.0) > champion.get("recall_1", 0.0):
+        return True, f"equal test AUC, recall {challenger['recall_1']:.4f} > {champion['recall_1']:.4f}"
+    return False, f"test AUC {new_auc:.4f} does not beat the champion's {old_auc:.4f}"

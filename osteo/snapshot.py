@@ -1,0 +1,109 @@
+"""Dataset snapshots: the exported, labelled, not-excluded images, split and recorded with a digest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import AugmentedCopy, DicomImage, Export, Pair, Patient, Snapshot, SnapshotMember
+from osteo_model.splits import assign_splits, check_splits
+
+MANIFEST_COLUMNS = ["member_id", "image_id", "pair_id", "patient_id", "patient_key", "path", "sha256", "label",
+                    "laterality", "study_year", "split", "fold"]
+
+
+def current_exports(session: Session) -> pd.DataFrame:
+    """The newest successful export of every paired image, with its label."""
+    newest = (select(Export.image_id, func.max(Export.id).label("export_id"))
+              .where(Export.status == "exported").group_by(Export.image_id).subquery())
+    rows = session.execute(
+        select(Export.id, DicomImage.id, Pair.id, Patient.id, Patient.patient_key, Export.path, Export.sha256,
+               Pair.label, DicomImage.laterality, DicomImage.study_date)
+        .join(newest, newest.c.export_id == Export.id)
+        .join(DicomImage, DicomImage.id == Export.image_id)
+        .join(Pair, Pair.image_id == DicomImage.id)
+        .join(Patient, Patient.id == DicomImage.patient_id)
+        .order_by(Export.id)
+    ).all()
+    df = pd.DataFrame(rows, columns=["member_id", "image_id", "pair_id", "patient_id", "patient_key", "path",
+                                     "sha256", "label", "laterality", "study_date"])
+    df["study_year"] = pd.to_datetime(df["study_date"]).dt.year.astype(int) if len(df) else pd.Series(dtype=int)
+    return df.drop(columns=["study_date"])
+
+
+def manifest_digest(manifest: pd.DataFrame) -> str:
+    """Content digest of the whole manifest: members, their PNG hashes, labels and splits."""
+    cols = ["member_id", "sha256", "label", "patient_key", "split", "fold"]
+    canon = manifest[cols].sort_values("member_id").to_csv(index=False, lineterminator="\n")
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def take_snapshot(factory: sessionmaker[Session], out_dir: Path, *, test_year: int, folds: int,
+                  seed: int) -> dict[str, Any]:
+    """Split the current exports, check no patient crosses, and record the snapshot (idempotent)."""
+    with factory() as session:
+        exports = current_exports(session)
+    if exports.empty:
+        raise RuntimeError("no exported images: run `osteo refresh` first")
+    manifest = assign_splits(exports, test_year=test_year, folds=folds, seed=seed)
+    manifest = manifest[manifest["split"] != "unused"].reset_index(drop=True)[MANIFEST_COLUMNS]
+    check_splits(manifest)  # fails the run loudly if any patient crosses
+    digest = manifest_digest(manifest)
+    params = {"test_year": test_year, "folds": folds, "seed": seed}
+    path = Path(out_dir) / f"{digest}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        manifest.to_csv(tmp, index=False)
+        tmp.replace(path)
+    with factory() as session, session.begin():
+        snap = session.scalar(select(Snapshot).where(Snapshot.digest == digest))
+        if snap is None:
+            snap = Snapshot(digest=digest, n_members=len(manifest), params=params, manifest_path=str(path))
+            session.add(snap)
+            session.flush()
+            session.add_all(
+                SnapshotMember(snapshot_id=snap.id, export_id=int(r.member_id), pair_id=int(r.pair_id),
+                               patient_id=int(r.patient_id), split=r.split, fold=int(r.fold), label=int(r.label))
+                for r in manifest.itertuples()
+            )
+        snapshot_id = snap.id
+    counts = manifest.groupby("split")["label"].agg(["count", "sum"])
+    return {
+        "snapshot_id": snapshot_id,
+        "digest": digest,
+        "manifest_path": str(path),
+        "n_members": len(manifest),
+        "n_train": int(counts.loc["train", "count"]) if "train" in counts.index else 0,
+        "n_test": int(counts.loc["test", "count"]) if "test" in counts.index else 0,
+        "test_positives": int(counts.loc["test", "sum"]) if "test" in counts.index else 0,
+        "params": params,
+    }
+
+
+def load_manifest(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"patient_key": str})
+
+
+def record_augmented_copies(factory: sessionmaker[Session], copies: pd.DataFrame) -> int:
+    """Record each materialised copy once (lineage names its seed, parameters and hash)."""
+    added = 0
+    with factory() as session, session.begin():
+        for r in copies.itertuples():
+            params = dict(r.params)
+            pdigest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+            exists = session.scalar(select(AugmentedCopy.id).where(
+                AugmentedCopy.export_id == int(r.source_member_id), AugmentedCopy.seed == int(r.seed),
+                AugmentedCopy.params_digest == pdigest))
+            if exists is None:
+                session.add(AugmentedCopy(export_id=int(r.source_member_id), seed=int(r.seed),
+                                          params=params | {"augment_version": r.augment_version},
+                                          params_digest=pdigest, path=str(r.path), sha256=r.sha256))
+                added += 1
+    return added

@@ -1,0 +1,84 @@
+"""MLflow at the edge: experiment, runs, metrics from the training callback, registry aliases."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+import osteo
+from osteo.settings import REPO_ROOT, Settings
+
+
+def client(settings: Settings) -> MlflowClient:
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri())
+    mlflow.set_registry_uri(settings.resolved_tracking_uri())
+    return MlflowClient(settings.resolved_tracking_uri(), settings.resolved_tracking_uri())
+
+
+def experiment_id(c: MlflowClient, settings: Settings) -> str:
+    exp = c.get_experiment_by_name(settings.mlflow_experiment)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if not settings.mlflow_tracking_uri:  # embedded default: artifacts beside the store in mlruns/
+        settings.artifact_root.mkdir(parents=True, exist_ok=True)
+        location = settings.artifact_root.as_uri()
+    return c.create_experiment(settings.mlflow_experiment, artifact_location=location)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def code_tags() -> dict[str, str]:
+    return {"git_commit": git_commit(), "code_version": osteo.__version__, "mlflow.source.git.commit": git_commit()}
+
+
+def clean_params(params: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v)[:6000] for k, v in params.items() if v is not None}
+
+
+def log_epoch(c: MlflowClient, run_id: str, epoch: int, record: dict[str, Any]) -> None:
+    """The training callback: one batch of finite metrics per epoch."""
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, epoch) for k, v in record.items()
+               if k != "epoch" and isinstance(v, int | float) and math.isfinite(float(v))]
+    if metrics:
+        c.log_batch(run_id, metrics=metrics)
+
+
+def log_metrics(c: MlflowClient, run_id: str, metrics: dict[str, Any], prefix: str = "") -> None:
+    now = int(time.time() * 1000)
+    batch = [Metric(prefix + k, float(v), now, 0) for k, v in metrics.items()
+             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))]
+    if batch:
+        c.log_batch(run_id, metrics=batch)
+
+
+def log_artifacts(c: MlflowClient, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
+    if folder.exists() and any(folder.iterdir()):
+        c.log_artifacts(run_id, str(folder), artifact_path)
+
+
+def set_alias(c: MlflowClient, name: str, alias: str, version: str) -> None:
+    c.set_registered_model_alias(name, alias, version)
+
+
+def alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return c.get_model_version_by_alias(name, alias).version
+    except mlflow.exceptions.MlflowException:
+        return None
