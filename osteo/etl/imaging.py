@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import struct
 import warnings
 from dataclasses import dataclass, field
 from os import PathLike
@@ -173,7 +174,7 @@ def _parse(data: bytes) -> Dataset:
                     ds.file_meta.TransferSyntaxUID = ts
         except ExportError:
             raise
-        except (EOFError, OSError) as exc:
+        except (EOFError, OSError, struct.error) as exc:  # struct.error: a cut element header
             raise ExportError("truncated", f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - any parser failure is a quarantine reason
             raise ExportError("unreadable_dicom", f"{type(exc).__name__}: {exc}") from exc
@@ -254,6 +255,8 @@ def _decode_first_frame(ds: Dataset) -> np.ndarray:
 
 def _as_codes(arr: np.ndarray, bits_allocated: int, signed: bool) -> np.ndarray:
     """The raw container codes as unsigned ints (a view, no copy, for the usual dtypes)."""
+    if not arr.dtype.isnative:  # big endian transfer syntaxes decode to '>u2'/'>i2'
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype.kind in "iu" and arr.dtype.itemsize in (1, 2):
         return arr.view(np.uint8 if arr.dtype.itemsize == 1 else np.uint16)
     if arr.dtype.kind not in "iu":
