@@ -200,10 +200,10 @@ def render_and_write(spec: dict[str, Any]) -> dict[str, Any]:
             delattr(ds, tag)
     ts = ExplicitVRLittleEndian
     if p["compression"] == "rle" and _encoder_available(RLELossless):
-        ds.compress(RLELossless)
+        ds.compress(RLELossless, generate_instance_uid=False)
         ts = RLELossless
     elif p["compression"] == "j2k" and _encoder_available(JPEG2000Lossless):
-        ds.compress(JPEG2000Lossless)
+        ds.compress(JPEG2000Lossless, generate_instance_uid=False)
         ts = JPEG2000Lossless
     path = Path(spec["path"])
     path.parent.mkdir(parents=True, exist_ok=True)
