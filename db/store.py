@@ -144,18 +144,18 @@ def store_dexa_rows(session: Session, sf: SourceFile, rows: list[dict[str, Any]]
     patients = patients_by_key(session, (r["patient_key"] for r in rows))
     for r in rows:
         patient = patients[r["patient_key"]]
-        existing = session.scalar(select(DexaExam).where(
-            DexaExam.patient_id == patient.id, DexaExam.exam_date == r["exam_date"], DexaExam.side == r["side"]))
-        if existing is not None:
-            same = (existing.t_score is not None and abs(existing.t_score - r["t_score"]) < 1e-9
-                    and (existing.neck_bmd or 0) == (r["neck_bmd"] or 0))
-            if same:
+        # the same exam exported again (perhaps without its side) is not a new exam
+        same_day = session.scalars(select(DexaExam).where(
+            DexaExam.patient_id == patient.id, DexaExam.exam_date == r["exam_date"])).all()
+        matches = [e for e in same_day if e.side == r["side"] or "-" in (e.side, r["side"])]
+        if matches:
+            if any(_same_values(e, r) for e in matches):
                 counts["duplicate_rows"] += 1
             else:
                 counts["quarantined"] += quarantine(
                     session, stage="ingest_dexa", path=sf.path, sha256=sf.sha256, row=r["source_row"],
                     reason="conflicting_exam",
-                    detail=f"exam of {r['exam_date']} is already recorded with other values (exam {existing.id})")
+                    detail=f"an exam of this patient on {r['exam_date']} is already recorded with other values")
             continue
         session.add(DexaExam(
             patient_id=patient.id, exam_date=r["exam_date"], side=r["side"], neck_bmd=r["neck_bmd"],
@@ -164,6 +164,11 @@ def store_dexa_rows(session: Session, sf: SourceFile, rows: list[dict[str, Any]]
         session.flush()
         counts["exams"] += 1
     return counts
+
+
+def _same_values(exam: DexaExam, row: dict[str, Any]) -> bool:
+    close = lambda a, b: (a is None and b is None) or (a is not None and b is not None and abs(a - b) < 1e-6)  # noqa: E731
+    return close(exam.t_score, row["t_score"]) and close(exam.neck_bmd, row["neck_bmd"])
 
 
 def store_annotation(session: Session, sf: SourceFile, box: dict[str, Any]) -> Counter:

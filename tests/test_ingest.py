@@ -141,6 +141,12 @@ def test_dexa_ingest_rerun_duplicates_and_conflicts(factory, tmp_path):
     with factory() as s:
         reasons = sorted(s.scalars(select(Quarantine.reason)))
     assert reasons == ["bad_date", "conflicting_exam"]
+    # the same exam with a side in one export and none in another is still one exam
+    (d / "s.csv").write_text("PatientID,ExamDate,Neck_BMD,T-score,Side\nA9,2020-09-18,0.51,-2.9,R\n")
+    (d / "t.csv").write_text("PatientID,ExamDate,Neck_BMD,T-score\nA9,109/09/18,0.51,-2.9\n")
+    sided = refresh.ingest_dexa(factory, [str(d / "s.csv"), str(d / "t.csv")], KEY, settings)
+    assert sided["exams"] == 1 and sided["duplicate_rows"] == 1
+    assert count(factory, DexaExam) == 3
     # an unusable file is quarantined as a whole, the others still count
     (d / "c.csv").write_text("foo,bar\n1,2\n")
     bad = refresh.ingest_dexa(factory, [str(d / "c.csv")], KEY, settings)
