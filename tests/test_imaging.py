@@ -167,6 +167,38 @@ def test_jpeg_baseline_8bit_decodes(tmp_path):
     assert np.abs(unit * 255 - px).mean() < 2.0  # lossy, but the same picture
 
 
+PYDICOM_FILES = Path(__import__("pydicom").__file__).parent / "data" / "test_files"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR_small_RLE.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS: decode-only plugin, no encoder here
+        "MR_small_padded.dcm",
+    ],
+)
+def test_files_bundled_with_pydicom_decode_identically(name):
+    """Files written by other toolkits (bundled with pydicom, no download): signed 16-bit MR."""
+    if not (PYDICOM_FILES / name).exists():
+        pytest.skip(f"{name} not bundled with this pydicom")
+    ref_d, ref_u = im.to_display(im.read_dicom(PYDICOM_FILES / "MR_small.dcm"))
+    d, u = im.to_display(im.read_dicom(PYDICOM_FILES / name))
+    np.testing.assert_array_equal(d, ref_d)
+    np.testing.assert_array_equal(u, ref_u)
+
+
+def test_bundled_12bit_jpeg_extended_and_truncated_file():
+    if not (PYDICOM_FILES / "JPGExtended.dcm").exists():
+        pytest.skip("pydicom test files not bundled")
+    d, _ = im.to_display(im.read_dicom(PYDICOM_FILES / "JPGExtended.dcm"))
+    assert d.shape == (1024, 256) and 0.0 <= d.min() < d.max() <= 1.0
+    assert _reason(im.read_dicom, PYDICOM_FILES / "MR_truncated.dcm") == "truncated"
+
+
 @pytest.mark.parametrize("bits_stored,bits_allocated", [(8, 8), (10, 16), (12, 16), (16, 16)])
 def test_unit_spans_stored_range(tmp_path, bits_stored, bits_allocated):
     top = 2**bits_stored - 1
