@@ -39,6 +39,7 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, get_decoder
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -273,7 +274,7 @@ def _as_codes(arr: np.ndarray, bits_allocated: int, signed: bool) -> np.ndarray:
 
 
 def _first(value: Any) -> float:
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+    if isinstance(value, (list, tuple, MultiValue)):
         value = value[0]
     return float(value)
 
@@ -358,7 +359,7 @@ def _histogram_stride(shape: tuple[int, ...]) -> int:
 def _percentile_window(m: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     stride = _histogram_stride(codes.shape)
     sample = codes if stride == 1 else codes[::stride, ::stride]
-    counts = np.bincount(sample.ravel(), minlength=1 << (8 * codes.dtype.itemsize))
+    counts = np.bincount(sample.ravel(), minlength=max(1 << (8 * codes.dtype.itemsize), m.size))
     counts = counts.reshape(-1, m.size).sum(axis=0)  # codes differing only above BitsStored are one value
     order = np.argsort(m, kind="stable")
     cum = np.cumsum(counts[order])
