@@ -378,7 +378,7 @@ def test_metal_is_excluded(tmp_path):
 
 
 def test_blur_is_excluded(tmp_path):
-    from scipy.ndimage import gaussian_filter
+    gaussian_filter = pytest.importorskip("scipy.ndimage").gaussian_filter  # scipy comes with scikit-learn
 
     sharp = textured()
     blurred = gaussian_filter(sharp.astype(np.float64), sigma=4).round().astype(np.uint16)
