@@ -72,7 +72,7 @@ def resize_uint8(img: Image.Image, image_size: int) -> np.ndarray:
     """Grayscale PIL image -> HxW uint8 array at image_size x image_size (bilinear)."""
     if img.size != (image_size, image_size):
         img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)  # a writable copy
 
 
 def normalize_uint8(arr: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -135,6 +135,19 @@ class _EvalMode:
         self.model.train(self.was_training)
 
 
+def activation_and_grad(model: nn.Module, x: torch.Tensor):
+    """The fast path's ingredients: (A, dlogit/dA, logit), backprop through the head only.
+    Call in eval mode (:func:`gradcam` does)."""
+    features, head = split_model(model)
+    with torch.no_grad():
+        a = features(_batch(x))
+    a = a.detach().float().requires_grad_(True)
+    with torch.enable_grad():
+        logit = head(a)
+        (grads,) = torch.autograd.grad(logit.sum(), a)
+    return a.detach(), grads.detach(), logit.detach()
+
+
 def gradcam(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM of the osteoporosis logit.
 
@@ -143,29 +156,27 @@ def gradcam(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     probabilities N) as detached float tensors. Runs in eval mode (restored afterwards).
     """
     x = _batch(x)
-    features, head = split_model(model)
     with _EvalMode(model):
-        with torch.no_grad():
-            a = features(x)
-        a = a.detach().float().requires_grad_(True)
-        with torch.enable_grad():
-            logit = head(a)
-            (grads,) = torch.autograd.grad(logit.sum(), a)
-        heat = _cam(a.detach(), grads, x.shape[-2:])
-    return heat.detach(), torch.sigmoid(logit.detach().view(-1))
+        a, grads, logit = activation_and_grad(model, x)
+        heat = _cam(a, grads, x.shape[-2:])
+    return heat, torch.sigmoid(logit.view(-1))
 
 
 def gradcam_reference(
-    model: nn.Module, x: torch.Tensor, target: nn.Module | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model: nn.Module, x: torch.Tensor, target: nn.Module | None = None, *,
+    return_parts: bool = False,
+):
     """Classic Grad-CAM: hooks on ``target`` (default :func:`target_layer`), a full forward
-    pass with autograd and a full backward pass. Same outputs as :func:`gradcam`."""
+    pass with autograd and a full backward pass. Same outputs as :func:`gradcam`; with
+    ``return_parts=True`` also (A, dlogit/dA) for comparison with :func:`activation_and_grad`."""
     x = _batch(x)
     target = target if target is not None else target_layer(model)
     store: dict[str, torch.Tensor] = {}
 
     def fwd_hook(_module, _inp, out):
-        store["a"] = out
+        # clone: the next op may be in place (DenseNet applies F.relu(inplace=True) to the
+        # features), which would otherwise change the stored activation after the hook
+        store["a"] = out.detach().clone()
         out.register_hook(lambda g: store.__setitem__("g", g))
 
     handle = target.register_forward_hook(fwd_hook)
@@ -179,7 +190,10 @@ def gradcam_reference(
         model.zero_grad(set_to_none=True)
     finally:
         handle.remove()
-    return heat.detach(), torch.sigmoid(logit.detach().view(-1))
+    out = (heat.detach(), torch.sigmoid(logit.detach().view(-1)))
+    if return_parts:
+        return out + (store["a"].detach(), store["g"].detach())
+    return out
 
 
 def _jet(v: np.ndarray) -> np.ndarray:

@@ -146,7 +146,8 @@ def plot_roc(y_true, prob, path: str | os.PathLike, title: str = "ROC") -> Path:
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
     return _save(fig, path)
 
 
@@ -167,7 +168,8 @@ def plot_pr(y_true, prob, path: str | os.PathLike, title: str = "Precision-recal
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
-    ax.legend(loc="lower left")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left")
     return _save(fig, path)
 
 
