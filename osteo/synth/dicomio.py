@@ -186,6 +186,7 @@ def render_and_write(spec: dict[str, Any]) -> dict[str, Any]:
         rotation_deg=spec["rotation"],
         implant=spec["implant"],
         blur_sigma=blur,
+        centred=p["window"] and p["photometric"] == "MONOCHROME1",
     )
     maxv = 2 ** p["bits"] - 1
     stored = np.rint(r.frac.astype(np.float64) * maxv).astype(np.uint16)

@@ -49,8 +49,8 @@ def _smooth_inside(sdf: np.ndarray, edge: float = 1.2) -> np.ndarray:
 
 def _sdf_capsule(u, v, a, b, r):
     """Signed distance to a capsule from point a to point b with radius r (r may be an array)."""
-    ax, ay = a
-    bx, by = b
+    ax, ay = float(a[0]), float(a[1])
+    bx, by = float(b[0]), float(b[1])
     pax, pay = u - ax, v - ay
     bax, bay = bx - ax, by - ay
     h = np.clip((pax * bax + pay * bay) / (bax * bax + bay * bay), 0.0, 1.0)
@@ -60,7 +60,7 @@ def _sdf_capsule(u, v, a, b, r):
 
 def _sdf_ellipse(u, v, c, rx, ry):
     """Approximate signed distance to an axis-aligned ellipse (good near the edge)."""
-    x, y = (u - c[0]) / rx, (v - c[1]) / ry
+    x, y = (u - float(c[0])) / float(rx), (v - float(c[1])) / float(ry)
     k = np.sqrt(x * x + y * y)
     return (k - 1.0) * min(rx, ry)
 
@@ -120,6 +120,7 @@ def render_hip(
     rotation_deg: float,
     implant: str | None = None,
     blur_sigma: float = 0.0,
+    centred: bool = False,
 ) -> Rendered:
     q = bmd_quality(bmd)
     H, W = rows, cols
@@ -128,14 +129,14 @@ def render_hip(
     # head centre in the canonical (unrotated) frame
     ox = W * rng.uniform(0.36, 0.44)
     oy = H * rng.uniform(0.30, 0.38)
-    rot = np.deg2rad(rotation_deg)
+    rot = float(np.deg2rad(rotation_deg))
     cx, cy = W / 2.0, H / 2.0
     tx, ty = rng.uniform(-0.04, 0.04) * W, rng.uniform(-0.04, 0.04) * H
 
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     # inverse transform: output pixel -> canonical coordinates
     px, py = xx - cx - tx, yy - cy - ty
-    cr, sr = np.cos(-rot), np.sin(-rot)
+    cr, sr = float(np.cos(-rot)), float(np.sin(-rot))
     u = cr * px - sr * py + cx
     v = sr * px + cr * py + cy
     del px, py
@@ -188,7 +189,7 @@ def render_hip(
     # connectivity loss: low-frequency break-up of strands at low BMD
     g = g - np.float32((1.0 - q) * 0.9) * np.clip(brk, 0, None)
     bvtv = 0.22 + 0.33 * q  # bone volume fraction
-    thr = np.quantile(g[:: 7, :: 7], 1.0 - bvtv)
+    thr = float(np.quantile(g[::7, ::7], 1.0 - bvtv))
     sharp = 2.0 + 2.0 * q  # thick smooth vs thin crisp strands
     strands = 1.0 / (1.0 + np.exp(-sharp * (g - thr) / 0.35))
     strands = strands.astype(np.float32)
@@ -243,11 +244,15 @@ def render_hip(
 
     # ---- exposure: gamma and range mapping (random, label-independent)
     dens = np.clip(dens / 1.25, 0.0, 1.0)
-    dens = dens ** rng.uniform(0.75, 1.35)
-    lo = rng.uniform(ANATOMY_LO, 0.14)
-    hi = rng.uniform(0.55, ANATOMY_HI)
+    dens = dens ** np.float32(rng.uniform(0.75, 1.35))
+    if centred:  # anatomy centred on the middle of the stored range (symmetric VOI windows)
+        lo = rng.uniform(0.18, 0.28)
+        hi = rng.uniform(0.72, ANATOMY_HI)
+    else:
+        lo = rng.uniform(ANATOMY_LO, 0.14)
+        hi = rng.uniform(0.55, ANATOMY_HI)
     frac = lo + (hi - lo) * dens
-    noise_sd = rng.uniform(0.004, 0.012) * (hi - lo) / 0.6
+    noise_sd = rng.uniform(0.005, 0.012) * (hi - lo) / 0.6
     frac = frac + rng.standard_normal(frac.shape).astype(np.float32) * noise_sd
     if blur_sigma > 0:
         frac = ndimage.gaussian_filter(frac, blur_sigma)

@@ -146,7 +146,7 @@ def make_plan(n_patients: int, seed: int) -> Plan:
         sex = "F" if rng.random() < 0.8 else "M"
         name, name_zh = make_name(rng, sex)
         birth = dt.date(int(rng.integers(1928, 1966)), int(rng.integers(1, 13)), int(rng.integers(1, 29)))
-        t0 = float(np.clip(rng.normal(-2.05, 1.0), -4.6, 1.8))
+        t0 = float(np.clip(rng.normal(-1.95, 1.0), -4.6, 1.8))
         bmd0 = BMD_MEAN + BMD_SD * t0
         decline = float(rng.uniform(0.003, 0.012))
         patients.append(Patient(i, ids[i], name, name_zh, sex, birth, bmd0, decline))
