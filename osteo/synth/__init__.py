@@ -141,7 +141,8 @@ def generate_cohort(
     trunc = dicom_dir / f"S{n_st + 3:05d}" / "IM0001.dcm"
     trunc.parent.mkdir(parents=True, exist_ok=True)
     raw = Path(junk_specs[0]["path"]).read_bytes()
-    trunc.write_bytes(raw[:420])
+    cut = raw.find(b"\x08\x00\x18\x00UI")  # inside the SOPInstanceUID value of the dataset
+    trunc.write_bytes(raw[: (cut + 20) if cut > 132 else 420])
     (dicom_dir / "README.txt").write_text(
         "PACS export job 2023-01-05\r\nExported studies: HIP AP\r\nContact: radiology IT ext. 3021\r\n",
         encoding="utf-8",

@@ -1,0 +1,337 @@
+"""The synthetic cohort generator: determinism, valid DICOM, DEXA layouts, truth rules."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import JPEG2000Lossless, RLELossless
+
+from osteo.synth import generate_cohort
+
+PATIENTS = 30
+SEED = 3
+WINDOW = 183
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "cohort"
+    seen = []
+    summary = generate_cohort(out, patients=PATIENTS, seed=SEED, progress=lambda d, t: seen.append((d, t)))
+    truth = list(csv.DictReader(open(out / "truth.csv", encoding="utf-8")))
+    return out, summary, truth, seen
+
+
+def _digest_tree(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_deterministic_and_independent_of_workers(tmp_path):
+    a = generate_cohort(tmp_path / "a", patients=8, seed=11, workers=1)
+    b = generate_cohort(tmp_path / "b", patients=8, seed=11, workers=2)
+    a.pop("out"), b.pop("out")
+    assert a == b
+    assert _digest_tree(tmp_path / "a") == _digest_tree(tmp_path / "b")
+    c = generate_cohort(tmp_path / "c", patients=8, seed=12, workers=1)
+    assert (tmp_path / "a" / "truth.csv").read_bytes() != (tmp_path / "c" / "truth.csv").read_bytes()
+    assert c["images"] >= 8
+
+
+def test_summary_and_progress(cohort):
+    out, summary, truth, seen = cohort
+    assert summary["patients"] == PATIENTS
+    assert summary["images"] == len(truth)
+    assert summary["junk_files"] == 5
+    assert summary["malformed_rows"] == 6
+    assert summary["dexa_files"] == 4
+    assert summary["annotated"] == sum(int(r["annotated"]) for r in truth)
+    assert summary["paired"] == sum(int(r["expected_pair"]) for r in truth)
+    assert summary["expected_export"] == sum(int(r["expected_export"]) for r in truth)
+    assert summary["excluded_metal"] >= 1 and summary["excluded_blur"] >= 1
+    assert seen[-1][0] == seen[-1][1] and len(seen) == seen[-1][1]
+
+
+REQUIRED = [
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "PatientName",
+    "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyDescription", "StudyDate", "SeriesDate",
+    "ContentDate", "Modality", "BodyPartExamined", "ImageLaterality", "ViewPosition", "PixelSpacing",
+    "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored",
+    "HighBit", "PixelRepresentation",
+]
+SOP_CLASS = {"DX": "1.2.840.10008.5.1.4.1.1.1.1", "CR": "1.2.840.10008.5.1.4.1.1.1"}
+
+
+def test_every_image_reads_and_decodes(cohort):
+    out, _, truth, _ = cohort
+    syntaxes, photometrics, bits, no_ext = set(), set(), set(), 0
+    for row in truth:
+        path = out / row["file"]
+        assert re.fullmatch(r"dicom/S\d{5}/IM\d{4}(\.dcm)?", row["file"])
+        no_ext += not path.name.endswith(".dcm")
+        ds = pydicom.dcmread(path)
+        for tag in REQUIRED:
+            assert tag in ds and ds[tag].value not in (None, ""), (row["file"], tag)
+        assert ds.SOPInstanceUID == row["sop_instance_uid"] == ds.file_meta.MediaStorageSOPInstanceUID
+        assert ds.SOPClassUID == SOP_CLASS[ds.Modality] == ds.file_meta.MediaStorageSOPClassUID
+        assert ds.StudyInstanceUID == row["study_instance_uid"]
+        assert ds.ImageLaterality == row["laterality"]
+        assert ds.BodyPartExamined == "HIP" and ds.ViewPosition == "AP"
+        assert ds.PatientID == row["patient_id"] and re.fullmatch(r"[A-Z]\d{7}", ds.PatientID)
+        assert re.fullmatch(r"[A-Z]+\^[A-Z]+ [A-Z]+", str(ds.PatientName))
+        assert dt.datetime.strptime(ds.StudyDate, "%Y%m%d").date().isoformat() == row["study_date"]
+        assert 2018 <= int(ds.StudyDate[:4]) <= 2022
+        assert ds.BitsAllocated == 16 and ds.BitsStored in (10, 12, 16) and ds.HighBit == ds.BitsStored - 1
+        assert ds.PixelRepresentation == 0 and ds.SamplesPerPixel == 1
+        if ds.Modality == "DX":
+            assert "RescaleSlope" in ds and "WindowCenter" in ds and ds.PresentationIntentType == "FOR PRESENTATION"
+        arr = ds.pixel_array
+        assert arr.shape == (ds.Rows, ds.Columns) and 480 <= ds.Rows <= 720 and 480 <= ds.Columns <= 720
+        assert int(arr.max()) <= 2**ds.BitsStored - 1
+        syntaxes.add(str(ds.file_meta.TransferSyntaxUID))
+        photometrics.add(ds.PhotometricInterpretation)
+        bits.add(int(ds.BitsStored))
+    assert {RLELossless, JPEG2000Lossless} <= syntaxes
+    assert photometrics == {"MONOCHROME1", "MONOCHROME2"}
+    assert bits == {10, 12, 16}
+    assert no_ext >= 1
+    mods = {r["modality"] for r in truth}
+    assert mods == {"CR", "DX"}
+
+
+def _display_fraction(ds) -> np.ndarray:
+    arr = ds.pixel_array.astype(np.float64) / (2**ds.BitsStored - 1)
+    return 1.0 - arr if ds.PhotometricInterpretation == "MONOCHROME1" else arr
+
+
+def test_stored_value_contract(cohort):
+    out, _, truth, _ = cohort
+    for row in truth:
+        frac = _display_fraction(pydicom.dcmread(out / row["file"]))
+        metal = frac >= 0.97
+        anat = frac[~metal]
+        assert anat.min() >= 0.05 - 1e-3 and anat.max() <= 0.80 + 1e-3
+        assert metal.any() == (row["expected_exclusion"] == "metal")
+        if row["expected_exclusion"] == "metal":  # the implant overlaps the neck box
+            x0, y0, x1, y1 = (int(row[k]) for k in ("box_xmin", "box_ymin", "box_xmax", "box_ymax"))
+            assert metal[y0:y1, x0:x1].mean() > 0.05
+
+
+def test_export_measures_agree_with_truth(cohort):
+    imaging = pytest.importorskip("osteo.etl.imaging")
+    out, _, truth, _ = cohort
+    for row in truth:
+        dm = imaging.prepare_display(pydicom.dcmread(out / row["file"]))
+        x0, y0, x1, y1 = (int(row[k]) for k in ("box_xmin", "box_ymin", "box_xmax", "box_ymax"))
+        sl = (slice(y0, y1), slice(x0, x1))
+        q = imaging.measure_quality(dm.unit(sl), dm.display(sl))
+        cls = row["expected_exclusion"]
+        if cls == "metal":
+            assert q["metal_fraction"] > 0.05
+        else:
+            assert q["metal_fraction"] == 0.0
+            assert (q["blur_score"] < 3.0) if cls == "blur" else (q["blur_score"] > 12.0), (row, q)
+
+
+def test_junk_files(cohort):
+    out, _, truth, _ = cohort
+    in_truth = {r["file"] for r in truth}
+    all_files = [p.relative_to(out).as_posix() for p in (out / "dicom").rglob("*") if p.is_file()]
+    junk = sorted(set(all_files) - in_truth)
+    assert len(junk) == 5
+    assert "dicom/README.txt" in junk and "dicom/Thumbs.db" in junk
+    kinds = []
+    for rel in junk:
+        try:
+            ds = pydicom.dcmread(out / rel)
+        except Exception:
+            kinds.append("not_dicom")
+            continue
+        if "PixelData" not in ds:
+            kinds.append("truncated")
+            assert (out / rel).stat().st_size < 1000 and "PatientID" not in ds
+        elif "PatientID" not in ds:
+            kinds.append("no_patient_id")
+        elif "StudyDate" not in ds:
+            kinds.append("no_study_date")
+            ds.pixel_array  # noqa: B018 - a real image, only the date is missing
+        else:
+            kinds.append("other")
+    assert sorted(kinds) == ["no_patient_id", "no_study_date", "not_dicom", "not_dicom", "truncated"]
+
+
+# ---------------------------------------------------------------- independent DEXA reading
+
+SYN = {
+    "patient": {"patientid", "chartno", "病歷號"},
+    "date": {"examdate", "studydate", "檢查日期"},
+    "bmd": {"neckbmd", "股骨頸bmd"},
+    "t": {"tscore", "neckt", "t值"},
+}
+
+
+def _norm(h: str) -> str:
+    return re.sub(r"[\s_\-]", "", h.strip().lstrip("\ufeff")).lower()
+
+
+def _parse_date(s: str) -> tuple[dt.date, str] | None:
+    s = s.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
+            return dt.datetime.strptime(s, "%Y-%m-%d").date(), "iso"
+        if re.fullmatch(r"\d{4}/\d{2}/\d{2}", s):
+            return dt.datetime.strptime(s, "%Y/%m/%d").date(), "slash"
+        if re.fullmatch(r"\d{8}", s):
+            return dt.datetime.strptime(s, "%Y%m%d").date(), "compact"
+        m = re.fullmatch(r"(\d{2,3})/(\d{1,2})/(\d{1,2})", s)
+        if m:
+            return dt.date(int(m[1]) + 1911, int(m[2]), int(m[3])), "roc"
+    except ValueError:
+        return None
+    return None
+
+
+def read_dexa(folder: Path):
+    exams, bad, encodings, formats = [], 0, set(), set()
+    for path in sorted(folder.glob("*.csv")):
+        raw = path.read_bytes()
+        if raw.startswith(b"\xef\xbb\xbf"):
+            text, enc = raw.decode("utf-8-sig"), "utf-8-sig"
+        else:
+            try:
+                text, enc = raw.decode("utf-8"), "utf-8"
+            except UnicodeDecodeError:
+                text, enc = raw.decode("big5"), "big5"
+        encodings.add(enc)
+        rows = list(csv.reader(text.splitlines()))
+        header = [_norm(h) for h in rows[0]]
+        col = {k: next(i for i, h in enumerate(header) if h in names) for k, names in SYN.items()}
+        for r in rows[1:]:
+            if len(r) != len(header):
+                bad += 1
+                continue
+            pid = r[col["patient"]].strip()
+            d = _parse_date(r[col["date"]])
+            b, t = r[col["bmd"]].strip(), r[col["t"]].strip()
+            try:
+                tv = float(t) if t else (float(b) - 0.858) / 0.120
+            except ValueError:
+                tv = None
+            if not pid or d is None or tv is None or abs(tv) > 10:
+                bad += 1
+                continue
+            formats.add(d[1])
+            exams.append((pid, d[0], tv, t))
+    return exams, bad, encodings, formats
+
+
+def test_dexa_layouts_and_truth_pairing(cohort):
+    out, summary, truth, _ = cohort
+    exams, bad, encodings, formats = read_dexa(out / "dexa")
+    assert encodings == {"utf-8", "utf-8-sig", "big5"}
+    assert formats == {"iso", "slash", "compact", "roc"}
+    assert bad == summary["malformed_rows"] == 6
+    # the same (patient, date) never carries two different values
+    seen: dict = {}
+    for pid, d, tv, _ in exams:
+        assert seen.setdefault((pid, d), tv) == tv
+    by_pid: dict = {}
+    for pid, d, tv, t in set(exams):
+        by_pid.setdefault(pid, []).append((d, tv, t))
+    labels = []
+    for row in truth:
+        day = dt.date.fromisoformat(row["study_date"])
+        cands = [(abs((d - day).days), d, tv, t) for d, tv, t in by_pid.get(row["patient_id"], [])]
+        cands = sorted(c for c in cands if c[0] < WINDOW)
+        if not cands:
+            assert row["expected_pair"] == "0" and row["expected_label"] == "" and row["t_score"] == ""
+        else:
+            _, _, tv, _ = cands[0]
+            assert row["expected_pair"] == "1"
+            assert abs(float(row["t_score"]) - tv) < 1e-3
+            assert int(row["expected_label"]) == int(tv <= -2.5)
+            labels.append(int(tv <= -2.5))
+            if len(row["t_score"].split(".")[-1]) > 1:  # derived from BMD: clear of the threshold
+                assert abs(tv + 2.5) >= 0.01
+        export = row["expected_pair"] == "1" and row["annotated"] == "1" and row["expected_exclusion"] == "none"
+        assert row["expected_export"] == str(int(export))
+    assert 0 < sum(labels) < len(labels)
+
+
+def test_edge_cases_present(cohort):
+    out, _, truth, _ = cohort
+    exams, *_ = read_dexa(out / "dexa")
+    by_pid: dict = {}
+    for pid, d, tv, _ in set(exams):
+        by_pid.setdefault(pid, []).append((d, tv))
+    found = {"183_unpaired": False, "182_paired": False, "tie_earlier": False, "other_patient_same_day": False}
+    exam_days = {(d, pid) for pid, d, _, _ in exams}
+    for row in truth:
+        day = dt.date.fromisoformat(row["study_date"])
+        gaps = sorted(((d - day).days, tv) for d, tv in by_pid.get(row["patient_id"], []))
+        absg = [abs(g) for g, _ in gaps]
+        if 183 in absg and min(absg) == 183 and row["expected_pair"] == "0":
+            found["183_unpaired"] = True
+        if min(absg, default=999) == 182 and row["expected_pair"] == "1":
+            found["182_paired"] = True
+        for g, tv in gaps:
+            if g < 0 and any(g2 == -g for g2, _ in gaps) and min(absg) == -g:
+                assert abs(float(row["t_score"]) - tv) < 1e-3  # the earlier exam wins
+                found["tie_earlier"] = True
+        if any(d == day and pid != row["patient_id"] for d, pid in exam_days):
+            found["other_patient_same_day"] = True
+    assert all(found.values()), found
+
+
+def test_annotations(cohort):
+    out, summary, truth, _ = cohort
+    files = {p.stem: p for p in (out / "annotations").glob("*.xml")}
+    malformed = 0
+    for row in truth:
+        sop = row["sop_instance_uid"]
+        if row["annotated"] == "0":
+            if sop in files:
+                with pytest.raises(ET.ParseError):
+                    ET.parse(files[sop])
+                malformed += 1
+            continue
+        root = ET.parse(files[sop]).getroot()
+        assert root.findtext("filename") == f"{sop}.png"
+        ds = pydicom.dcmread(out / row["file"], stop_before_pixels=True)
+        assert int(root.findtext("size/width")) == ds.Columns
+        assert int(root.findtext("size/height")) == ds.Rows
+        assert root.findtext("size/depth") == "1"
+        obj = root.find("object")
+        assert obj.findtext("name") == "femoral_neck"
+        box = [int(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
+        assert box == [int(row[k]) for k in ("box_xmin", "box_ymin", "box_xmax", "box_ymax")]
+        assert 0 <= box[0] < box[2] < ds.Columns and 0 <= box[1] < box[3] < ds.Rows
+        assert 60 <= box[2] - box[0] <= 170 and 60 <= box[3] - box[1] <= 170
+    assert malformed == summary["malformed_xml"] == 2
+    assert len(files) == summary["annotated"] + malformed
+
+
+def test_years_and_lateralities(cohort):
+    _, _, truth, _ = cohort
+    for year in range(2018, 2023):
+        lats = {r["laterality"] for r in truth if r["study_date"].startswith(str(year))}
+        assert lats == {"L", "R"}, year
+    share_2022 = sum(r["study_date"].startswith("2022") for r in truth) / len(truth)
+    assert share_2022 >= 0.2
+    per_patient: dict = {}
+    for r in truth:
+        per_patient.setdefault(r["patient_id"], []).append(r)
+    assert max(len(v) for v in per_patient.values()) <= 3
+    assert {r["expected_exclusion"] for r in truth} == {"none", "metal", "blur"}
+    assert any(abs(float(r["rotation_deg"])) >= 20 for r in truth)
