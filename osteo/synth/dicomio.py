@@ -53,8 +53,8 @@ def image_params(rng: np.random.Generator) -> dict[str, Any]:
     modality = "DX" if rng.random() < 0.55 else "CR"
     p: dict[str, Any] = {
         "modality": modality,
-        "rows": int(rng.integers(560, 721)),
-        "cols": int(rng.integers(480, 641)),
+        "rows": int(rng.integers(528, 689)),
+        "cols": int(rng.integers(480, 609)),
         "photometric": "MONOCHROME1" if rng.random() < 0.45 else "MONOCHROME2",
         "bits": int(rng.choice([10, 12, 16])),
         "spacing": round(float(rng.uniform(0.30, 0.60)), 4),

@@ -223,9 +223,11 @@ def render_hip(
     # ---- pelvis: ilium, acetabular roof, pubis/ischium with obturator foramen
     sd_il = _sdf_ellipse(u, v, O + np.array([-0.4 * L, -2.9 * L]), 3.2 * L, 2.3 * L)
     ilium = _smooth_inside(sd_il, 3.0)
-    rr = np.sqrt((u - O[0]) ** 2 + (v - O[1]) ** 2)
-    ang = np.arctan2(v - O[1], u - O[0])
-    roof = _smooth_inside(np.abs(rr - R * 1.22) - 0.16 * L, 1.5) * (ang < 0.15) * (ang > -np.pi * 1.02)
+    du, dv = u - O[0], v - O[1]
+    rr = np.sqrt(du * du + dv * dv)
+    # the acetabular roof: the arc above the head, running a little below horizontal laterally
+    above = dv < np.float32(0.15) * np.maximum(du, 0)
+    roof = _smooth_inside(np.abs(rr - R * 1.22) - 0.16 * L, 1.5) * above
     sd_isch = _sdf_ellipse(u, v, O + np.array([-1.2 * L, 2.1 * L]), 1.7 * L, 1.4 * L)
     sd_obt = _sdf_ellipse(u, v, O + np.array([-1.25 * L, 2.15 * L]), 1.0 * L, 0.72 * L)
     isch = _smooth_inside(np.maximum(sd_isch, -sd_obt), 1.5)
