@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     production: bool = False
 
     mlflow_tracking_uri: str = Field(default="", validation_alias="MLFLOW_TRACKING_URI")
+    mlflow_artifact_root: Path = REPO_ROOT / "mlruns" / "artifacts"
     mlflow_experiment: str = "osteo-screening"
     registered_model: str = "osteo-classifier"
 
@@ -56,9 +57,6 @@ class Settings(BaseSettings):
             return self.mlflow_tracking_uri
         return f"sqlite:///{REPO_ROOT / 'mlruns' / 'mlflow.db'}"
 
-    @property
-    def artifact_root(self) -> Path:
-        return REPO_ROOT / "mlruns" / "artifacts"
 
     def resolved_pseudonym_key(self) -> bytes:
         """The key of the patient pseudonyms; the local default is generated once and kept."""

@@ -27,9 +27,10 @@ def experiment_id(c: MlflowClient, settings: Settings) -> str:
     if exp is not None:
         return exp.experiment_id
     location = None
-    if not settings.mlflow_tracking_uri:  # embedded default: artifacts beside the store in mlruns/
-        settings.artifact_root.mkdir(parents=True, exist_ok=True)
-        location = settings.artifact_root.as_uri()
+    if not settings.resolved_tracking_uri().startswith(("http://", "https://", "databricks")):
+        # a local store keeps its artifacts beside it (mlruns/ by default), never in the working directory
+        settings.mlflow_artifact_root.mkdir(parents=True, exist_ok=True)
+        location = settings.mlflow_artifact_root.resolve().as_uri()
     return c.create_experiment(settings.mlflow_experiment, artifact_location=location)
 
 

@@ -1,0 +1,97 @@
+"""End to end under Prefect's test harness: synthetic cohort -> refresh -> exactly truth.csv's exports."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    from osteo.synth import generate_cohort
+
+    out = tmp_path_factory.mktemp("cohort")
+    generate_cohort(out, patients=80, seed=7)
+    return out
+
+
+@pytest.fixture(scope="module")
+def refreshed(cohort, tmp_path_factory, prefect_harness):
+    """Two refreshes over the same cohort in a fresh database."""
+    from tests.helpers import isolated_settings
+
+    home = tmp_path_factory.mktemp("home")
+    with isolated_settings(home):
+        from flows.refresh import refresh_flow
+
+        kwargs = dict(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
+                      annotations_dir=str(cohort / "annotations"))
+        first = refresh_flow(**kwargs)
+        pngs_after_first = _tree_digest(home / "data" / "export")
+        second = refresh_flow(**kwargs)
+        pngs_after_second = _tree_digest(home / "data" / "export")
+        from tasks.context import session_factory
+
+        factory = session_factory()
+        yield {"first": first, "second": second, "factory": factory, "home": home,
+               "pngs": (pngs_after_first, pngs_after_second)}
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_exports_exactly_the_expected_images_with_expected_labels(cohort, refreshed):
+    from db.models import DicomImage, Export, Pair
+
+    truth = pd.read_csv(cohort / "truth.csv", dtype=str)
+    with refreshed["factory"]() as s:
+        rows = s.execute(select(DicomImage.sop_instance_uid, Export.status, Export.exclusion, Pair.label)
+                         .join(Export, Export.image_id == DicomImage.id)
+                         .join(Pair, Pair.image_id == DicomImage.id)).all()
+        paired = dict(s.execute(select(DicomImage.sop_instance_uid, Pair.label)
+                                .join(Pair, Pair.image_id == DicomImage.id)).all())
+    exported = {uid: label for uid, status, _, label in rows if status == "exported"}
+    excluded = {uid: exclusion for uid, status, exclusion, _ in rows if status == "excluded"}
+    expected = truth[truth["expected_export"] == "1"]
+    assert set(exported) == set(expected["sop_instance_uid"])
+    assert all(exported[r.sop_instance_uid] == int(r.expected_label) for r in expected.itertuples())
+    want_pair = truth[truth["expected_pair"] == "1"]
+    assert set(paired) == set(want_pair["sop_instance_uid"])
+    assert all(paired[r.sop_instance_uid] == int(r.expected_label) for r in want_pair.itertuples())
+    want_excl = truth[(truth["expected_exclusion"] != "none") & (truth["expected_pair"] == "1")
+                      & (truth["annotated"] == "1")]
+    assert excluded == dict(zip(want_excl["sop_instance_uid"], want_excl["expected_exclusion"]))
+    counts = refreshed["first"]
+    assert counts["exported"] == len(expected)
+    assert counts["positives"] + counts["negatives"] == counts["pairs"] == len(want_pair)
+    assert set(counts) >= {"files_seen", "ingested", "quarantined", "pairs", "positives", "negatives", "waiting",
+                           "exported", "excluded"}
+    assert counts["quarantined"], "the cohort's junk files and bad rows must be quarantined, not dropped"
+
+
+def test_second_refresh_adds_nothing(refreshed):
+    second = refreshed["second"]
+    assert second["new_rows"] == 0 and second["new_files"] == 0
+    assert refreshed["pngs"][0] == refreshed["pngs"][1]
+    assert second["exported"] == refreshed["first"]["exported"]
+
+
+def test_pngs_carry_no_patient_identifier(cohort, refreshed):
+    from PIL import Image
+
+    truth = pd.read_csv(cohort / "truth.csv", dtype=str)
+    ids = set(truth["patient_id"])
+    for path in (refreshed["home"] / "data" / "export").rglob("*.png"):
+        with Image.open(path) as im:
+            assert not im.info, f"{path} has metadata {list(im.info)}"
+        data = path.read_bytes()
+        assert not any(pid.encode() in data for pid in ids)
+        assert not any(pid in path.name for pid in ids)
