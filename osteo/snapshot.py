@@ -107,3 +107,16 @@ def record_augmented_copies(factory: sessionmaker[Session], copies: pd.DataFrame
                                           params_digest=pdigest, path=str(r.path), sha256=r.sha256))
                 added += 1
     return added
+
+
+def record_training_run(factory: sessionmaker[Session], *, snapshot_id: int, run_id: str, arch: str, preset: str,
+                        model_name: str | None, model_version: str | None, test_auc: float | None) -> None:
+    """The database side of lineage: which snapshot an MLflow run (and its model version) came from."""
+    from db.models import TrainingRun
+
+    with factory() as session, session.begin():
+        row = session.scalar(select(TrainingRun).where(TrainingRun.mlflow_run_id == run_id))
+        if row is None:
+            row = TrainingRun(snapshot_id=snapshot_id, mlflow_run_id=run_id, arch=arch, preset=preset)
+            session.add(row)
+        row.model_name, row.model_version, row.test_auc = model_name, model_version, test_auc

@@ -73,6 +73,7 @@ def run_fold(manifest: pd.DataFrame, fold: int, config, out_dir: Path, *, device
     val_metrics = M.compute_metrics(fit.val_labels, fit.val_probs, config.threshold)
     result = {
         "fold": fold,
+        "arch": config.arch,
         "checkpoint": str(checkpoint),
         "best_epoch": fit.best_epoch,
         "val_loss": fit.best_metrics["val_loss"],

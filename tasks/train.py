@@ -157,6 +157,10 @@ def register_model(best: dict, evaluation: dict, snapshot: dict, manifest_path: 
     if promote:
         tracking.set_alias(c, s.registered_model, "champion", version)
     c.set_tag(parent_run_id, "champion_decision", why)
+    snap.record_training_run(session_factory(), snapshot_id=snapshot["snapshot_id"], run_id=parent_run_id,
+                             arch=best["arch"], preset=c.get_run(parent_run_id).data.tags.get("preset", ""),
+                             model_name=s.registered_model, model_version=version,
+                             test_auc=evaluation["metrics"].get("roc_auc"))
     c.set_terminated(parent_run_id, "FINISHED")
     return {"model_name": s.registered_model, "model_version": version, "champion": promote,
             "champion_version": version if promote else champion_version, "decision": why,
