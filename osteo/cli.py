@@ -13,7 +13,7 @@ from typing import Any
 from osteo.settings import get_settings
 
 
-EXTRA_COMMANDS: tuple[str, ...] = ()
+EXTRA_COMMANDS: tuple[str, ...] = ("bench.cli",)
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
