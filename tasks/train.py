@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ def start_training_run(snapshot: dict, config: dict, run_dir: str, preset: str) 
         {**config, "preset": preset, "snapshot_digest": snapshot["digest"], "n_train": snapshot["n_train"],
          "n_test": snapshot["n_test"], **{f"split_{k}": v for k, v in snapshot["params"].items()}}).items()])
     manifest = snap.load_manifest(snapshot["manifest_path"])
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
     # the dataset input: our own digest, and no patient key (schema and profile only)
     dataset = mlflow.data.from_pandas(
         manifest[["member_id", "sha256", "label", "laterality", "study_year", "split", "fold"]],
