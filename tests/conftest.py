@@ -59,3 +59,29 @@ def prefect_harness(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, prefect_harness):
+    """The demo end to end, once per session: synthetic cohort -> refresh -> train (demo preset).
+
+    Yields a dict with home, cohort, refresh counts, training summary; the isolated settings
+    stay active for the whole session of tests that use it.
+    """
+    from tests.helpers import isolated_settings
+
+    home = tmp_path_factory.mktemp("demo")
+    with isolated_settings(home) as settings:
+        from flows.refresh import refresh_flow
+        from flows.train import train_flow
+        from osteo.synth import generate_cohort
+
+        cohort = home / "cohort"
+        generate_cohort(cohort, patients=DEMO_PATIENTS, seed=0)
+        counts = refresh_flow(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
+                              annotations_dir=str(cohort / "annotations"))
+        result = train_flow(preset="demo")
+        yield {"home": home, "cohort": cohort, "refresh": counts, "train": result, "settings": settings}
+
+
+DEMO_PATIENTS = 300  # the same cohort size as `osteo demo`

@@ -1,0 +1,142 @@
+"""Training end to end on the demo cohort: learning, MLflow layout, registry, pyfunc, serving."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    from osteo.settings import get_settings
+
+    s = get_settings()
+    return MlflowClient(s.resolved_tracking_uri(), s.resolved_tracking_uri()), s
+
+
+def test_champion_learns_from_the_bone_not_the_exposure(demo_run):
+    result = demo_run["train"]
+    assert result["test_auc"] >= 0.90, result
+    assert result["baseline_auc"] <= 0.65, result
+    assert result["champion"] and result["model_version"] == "1"
+
+
+def test_mlflow_parent_with_one_child_per_fold_and_artifacts(demo_run):
+    client, s = _client()
+    result = demo_run["train"]
+    parent = client.get_run(result["run_id"])
+    exp = parent.info.experiment_id
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(int(c.data.tags["fold"]) for c in children) == list(range(len(result["folds"])))
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "val_loss")
+        assert len(history) >= 2 and [m.step for m in history] == sorted(m.step for m in history)
+    assert parent.data.params["arch"] == "resnet18" and "snapshot_digest" in parent.data.params
+    assert parent.data.tags["git_commit"] and parent.data.tags["code_version"]
+    assert parent.data.metrics["test_roc_auc"] == pytest.approx(result["test_auc"])
+    names = {a.path for a in client.list_artifacts(parent.info.run_id, "test")}
+    for want in ("confusion_matrix.png", "roc.png", "pr.png", "reliability.png", "classification_report.txt"):
+        assert f"test/{want}" in names
+    assert any(a.path.endswith(".png") for a in client.list_artifacts(parent.info.run_id, "test/gradcam"))
+    (dataset_input,) = parent.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == result["snapshot_digest"][:36]
+
+
+def _png_and_dicom(demo_run) -> tuple[bytes, bytes]:
+    from db.models import SourceFile
+    from osteo.snapshot import load_manifest
+    from sqlalchemy import select
+    from tasks.context import session_factory
+
+    snapshots = sorted((Path(demo_run["settings"].data_dir) / "snapshots").glob("*[0-9a-f].csv"))
+    test = load_manifest(snapshots[0]).query("split == 'test'")
+    with session_factory()() as s:
+        dicom_path = s.scalar(select(SourceFile.path).where(SourceFile.kind == "dicom",
+                                                            SourceFile.status == "ingested"))
+    return Path(test["path"].iloc[0]).read_bytes(), Path(dicom_path).read_bytes()
+
+
+def test_champion_pyfunc_predicts_png_and_dicom(demo_run):
+    import mlflow
+    from PIL import Image
+
+    png, dcm = _png_and_dicom(demo_run)
+    model = mlflow.pyfunc.load_model("models:/osteo-classifier@champion")
+    out = model.predict(pd.DataFrame({"image": [png, dcm]}))
+    assert list(out.columns) == ["probability", "label", "label_name", "heatmap_png"]
+    assert ((out["probability"] >= 0) & (out["probability"] <= 1)).all()
+    assert set(out["label"]) <= {0, 1}
+    heat = Image.open(io.BytesIO(base64.b64decode(out["heatmap_png"].iloc[0])))
+    assert heat.size[0] == heat.size[1] > 0
+    arrays = model.unwrap_python_model().predict_images([np.asarray(Image.open(io.BytesIO(png)))])
+    assert arrays[0]["probability"] == pytest.approx(out["probability"].iloc[0], abs=1e-5)
+
+
+def test_a_worse_challenger_does_not_take_the_champion(demo_run):
+    from flows.train import train_flow
+
+    client, s = _client()
+    weak = train_flow(preset="demo", epochs=1, folds=2)
+    assert weak["model_version"] == "2"
+    assert client.get_model_version_by_alias(s.registered_model, "challenger").version == "2"
+    champion = client.get_model_version_by_alias(s.registered_model, "champion").version
+    # the gate compares both models on the same test images
+    assert (champion == "2") == weak["champion"]
+    if not weak["champion"]:
+        assert champion == "1" and weak["champion_test_auc"] >= weak["test_auc"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_mlflow_models_serve(demo_run, tmp_path):
+    png, _ = _png_and_dicom(demo_run)
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": demo_run["settings"].resolved_tracking_uri()}
+    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    proc = subprocess.Popen([mlflow_bin, "models", "serve", "-m", "models:/osteo-classifier@champion",
+                             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
+                time.sleep(0.5)
+        body = json.dumps({"dataframe_split": {"columns": ["image"],
+                                               "data": [[base64.b64encode(png).decode()]]}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            answer = json.loads(r.read())
+        (pred,) = answer["predictions"]
+        assert 0 <= pred["probability"] <= 1 and pred["label"] in (0, 1) and pred["heatmap_png"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
