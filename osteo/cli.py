@@ -13,7 +13,7 @@ from typing import Any
 from osteo.settings import get_settings
 
 
-EXTRA_COMMANDS: tuple[str, ...] = ("bench.cli",)
+EXTRA_COMMANDS: tuple[str, ...] = ("bench.cli", "osteo.lineage_cli")
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:

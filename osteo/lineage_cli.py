@@ -1,0 +1,213 @@
+"""`osteo lineage model|patient|image|verify`: the auditors' commands (see docs/lineage.md).
+
+Exit codes: 0 fine, 1 verification found a missing or changed file, 2 the thing asked
+about is unknown (no such model version, patient or image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from osteo.cli import _setup
+from osteo.settings import get_settings
+
+SHOW = 20  # source files listed in the human summary (--csv / --json have all)
+
+
+def _factory():
+    from tasks.context import ensure_schema, session_factory
+
+    ensure_schema()
+    return session_factory()
+
+
+def _model(ref: str) -> dict[str, Any]:
+    """MLflow registry lookup, then the database's lineage of that model version."""
+    _setup()
+    from osteo import lineage
+    from tasks.tracking import client
+
+    version = lineage.resolve_model_version(client(get_settings()), ref)
+    with _factory()() as session:
+        return lineage.model_lineage(session, version)
+
+
+def _print(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
+    text = json.dumps(payload, default=str, ensure_ascii=False, indent=None) if args.json else human
+    if getattr(args, "out", None):
+        Path(args.out).write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8")
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text)
+
+
+def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from osteo.lineage import LineageError
+
+        try:
+            return fn(args)
+        except (LineageError, ValueError) as exc:
+            if args.json:
+                print(json.dumps({"ok": False, "error": str(exc)}))
+            else:
+                print(f"lineage: {exc}", file=sys.stderr)
+            return 2
+    run.__name__ = fn.__name__
+    return run
+
+
+def model_summary(lin: dict[str, Any], show: int = SHOW) -> str:
+    m, s, tr = lin["model"], lin["snapshot"], lin["training_run"]
+    splits = "; ".join(f"{k} {v['n']} images ({v['positives']} osteoporosis), folds "
+                       + ", ".join(f"{f}: {n}" for f, n in v["folds"].items()) for k, v in lin["splits"].items())
+    c = lin["counts"]
+    lines = [
+        f"model           {m['name']} version {m['version']}" + (f" (aliases {', '.join(m['aliases'])})"
+                                                                 if m["aliases"] else ""),
+        f"MLflow run      {m['run_id']} ({tr['arch']}, preset {tr['preset']}, test AUC {tr['test_auc']})",
+        f"code            {m.get('git_commit')}",
+        f"snapshot        {s['digest']} created {s['created']} params {json.dumps(s['params'])}",
+        f"manifest        {s['manifest_path']}",
+        f"members         {c['members']}: {splits}",
+        f"augmented       {c['augmented_copies']} copies",
+        f"source files    {c['source_files']} (" + ", ".join(f"{k[:-6]} {v}" for k, v in sorted(c.items())
+                                                            if k.endswith("_files") and k != "source_files") + ")",
+    ]
+    for src in lin["source_files"][:show]:
+        lines.append(f"  {src['kind']:<10} {src['sha256'][:16]}  {src['size_bytes']:>9}  {src['path']}")
+    if len(lin["source_files"]) > show:
+        lines.append(f"  ... {len(lin['source_files']) - show} more (--csv or --json lists every file)")
+    lines += [f"note            {n}" for n in lin.get("notes", [])]
+    return "\n".join(lines)
+
+
+@_guard
+def cmd_model(args: argparse.Namespace) -> int:
+    from osteo.lineage import lineage_csv
+
+    lin = _model(args.ref)
+    if args.csv:
+        text = lineage_csv(lin)
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+            print(f"wrote {args.out} ({len(lin['source_files'])} source files)", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
+    _print(args, lin, model_summary(lin))
+    return 0
+
+
+@_guard
+def cmd_patient(args: argparse.Namespace) -> int:
+    _setup()
+    from osteo.lineage import patient_lineage
+
+    with _factory()() as session:
+        lin = patient_lineage(session, args.key)
+    lines = [f"patient         {lin['patient']['patient_key']} (sex {lin['patient']['sex'] or '?'})",
+             f"images          {len(lin['images'])}"]
+    for im in lin["images"]:
+        exported = [e for e in im["exports"] if e["status"] == "exported"]
+        lines.append(f"  {im['study_date']} {im['laterality']} {im['sop_instance_uid']}"
+                     f"  label {im['pair']['label'] if im['pair'] else '-'}"
+                     f"  {'exported' if exported else (im['exports'][0]['exclusion'] if im['exports'] else 'not exported')}"
+                     f"  <- {im['source_file']['path']}")
+    lines.append(f"DEXA exams      {len(lin['dexa_exams'])}")
+    for e in lin["dexa_exams"]:
+        lines.append(f"  {e['exam_date']} side {e['side']} T {e['t_score']:.2f}  <- {e['source_file']} row {e['source_row']}")
+    lines.append(f"snapshots       {len(lin['snapshots'])}")
+    for s in lin["snapshots"]:
+        lines.append(f"  {s['digest'][:16]} {'+'.join(s['splits'])} ({len(s['members'])} images)")
+    lines.append(f"model versions  {len(lin['model_versions'])}")
+    for r in lin["model_versions"]:
+        lines.append(f"  {r['model_name']} version {r['model_version']} ({'+'.join(r['used_as'])}) run {r['mlflow_run_id']}")
+    _print(args, lin, "\n".join(lines))
+    return 0
+
+
+@_guard
+def cmd_image(args: argparse.Namespace) -> int:
+    _setup()
+    from osteo.lineage import image_lineage
+
+    with _factory()() as session:
+        lin = image_lineage(session, args.sop_uid)
+    if lin["image"] is None:
+        lines = [f"no image record for {args.sop_uid}; quarantine:"]
+    else:
+        im, sf = lin["image"], lin["source_file"]
+        lines = [f"image           {im['sop_instance_uid']} ({im['modality']} {im['laterality']} {im['study_date']},"
+                 f" patient {im['patient_key']})",
+                 f"source file     {sf['path']} sha256 {sf['sha256'][:16]} {sf['size_bytes']} bytes, first seen {sf['first_seen']}"]
+        if lin["annotation"]:
+            lines.append(f"annotation      {lin['annotation']['source_file']['path']} box {lin['annotation']['box']}")
+        p = lin["pair"]
+        if p:
+            d = p["dexa_exam"]
+            lines.append(f"pair            {p['rule_version']} window {p['window_days']} d, gap {p['gap_days']} d,"
+                         f" label {p['label']} ({p['label3']}) <- DEXA {d['exam_date']} {d['source_file']['path']}"
+                         f" row {d['source_row']}")
+        else:
+            lines.append("pair            none")
+        for e in lin["exports"]:
+            lines.append(f"export          #{e['id']} {e['status']}{' (' + e['exclusion'] + ')' if e['exclusion'] else ''}"
+                         f" {e['path'] or ''} {(e['sha256'] or '')[:16]}")
+            for c in e["augmented_copies"]:
+                lines.append(f"  augmented     seed {c['seed']} {c['path']} {c['sha256'][:16]}")
+        for s in lin["snapshots"]:
+            runs = ", ".join(f"{r['model_name']}/{r['model_version']}" for r in s["training_runs"]) or "no training run"
+            lines.append(f"snapshot        {s['digest'][:16]} {s['split']} fold {s['fold']} -> {runs}")
+    for q in lin["quarantine"]:
+        lines.append(f"quarantine      {q['stage']}: {q['reason']} {q['path']} {q['detail'] or ''}")
+    _print(args, lin, "\n".join(lines))
+    return 0
+
+
+@_guard
+def cmd_verify(args: argparse.Namespace) -> int:
+    from osteo.lineage import verify_lineage
+
+    lin = _model(args.ref)
+    result = verify_lineage(lin)
+    payload = {"model": lin["model"], "snapshot_digest": lin["snapshot"]["digest"], **result}
+    lines = [f"verified        {result['checked']} files of {lin['model']['name']} version {lin['model']['version']} ("
+             + ", ".join(f"{k} {v}" for k, v in result["by_role"].items()) + ")"]
+    for f in result["missing"]:
+        lines.append(f"MISSING         {f['role']:<10} {f['path']}")
+    for f in result["changed"]:
+        lines.append(f"CHANGED         {f['role']:<10} {f['path']}")
+    lines += [f"NOTE            {n}" for n in result["notes"]]
+    lines.append("result          " + ("OK: every file is present and unchanged" if result["ok"] else
+                                       f"FAILED: {len(result['missing'])} missing, {len(result['changed'])} changed"))
+    _print(args, payload, "\n".join(lines))
+    return 0 if result["ok"] else 1
+
+
+def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add("lineage", lambda a: 2, "trace models to source files, patients and images to models")
+    sub = p.add_subparsers(dest="lineage_command", required=True, metavar="{model,patient,image,verify}")
+
+    def child(name: str, func: Callable, help_: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_, description=help_)
+        # --json after the subcommand too; SUPPRESS keeps `osteo lineage --json model ...` working
+        c.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+        c.add_argument("--out", help="write the output to this file instead of stdout")
+        c.set_defaults(func=func)
+        return c
+
+    c = child("model", cmd_model, "a model version's snapshot, members by split and every source file with its hash")
+    c.add_argument("ref", metavar="NAME@ALIAS|NAME/VERSION")
+    c.add_argument("--csv", action="store_true", help="one row per source file (for auditors)")
+    c = child("patient", cmd_patient, "every image, exam, snapshot and model version of one pseudonymised patient")
+    c.add_argument("key", metavar="KEY", help="the patient's pseudonym (patient_key)")
+    c = child("image", cmd_image, "one image's path through the pipeline, from source file to model versions")
+    c.add_argument("sop_uid", metavar="SOP_INSTANCE_UID")
+    c = child("verify", cmd_verify, "re-hash every file a model's lineage names; exit 1 if any is missing or changed")
+    c.add_argument("ref", metavar="NAME@ALIAS|NAME/VERSION")
