@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 from tqdm import tqdm
 
+from osteo.orchestration import SettingsTaskRunner, quarantine_table, refresh_lock, sweep_partial_files
 from osteo.refresh import batched
 from osteo.settings import get_settings
 from tasks.refresh import (
@@ -28,10 +30,20 @@ def _bar(total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
 
 
-@flow(name="nightly-refresh", log_prints=False)
+# export batches are submitted: one thread here (each batch has its own process pool), separate
+# Dask workers when OSTEO_DASK_ADDRESS is set (osteo/orchestration.py)
+@flow(name="nightly-refresh", log_prints=False, task_runner=SettingsTaskRunner(threads=1))
 def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = None,
                  column_map_file: str | None = None) -> dict:
     settings = get_settings()
+    # one refresh at a time on this machine's database and export folder; a second is refused
+    with refresh_lock(settings):
+        sweep_partial_files(Path(settings.data_dir) / "export")  # half-written PNGs of a killed run
+        return _refresh(settings, dicom_dir, dexa_dir, annotations_dir, column_map_file)
+
+
+def _refresh(settings, dicom_dir: str, dexa_dir: str, annotations_dir: str | None,
+             column_map_file: str | None) -> dict:
     prepare_database()
 
     # 1. find the inputs (DICOM files often carry no suffix, so every file is a candidate)
@@ -56,8 +68,10 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
     # 6. export labelled PNGs of the annotated femoral neck, in batches
     todo = plan_exports()
     with _bar(len(todo), "export PNG") as bar:
-        for batch in batched(todo, settings.ingest_batch_size):
-            new.update({f"export_{k}": v for k, v in export_batch(batch).items()})
+        batches = batched(todo, settings.ingest_batch_size)
+        futures = [export_batch.submit(batch) for batch in batches]
+        for batch, future in zip(batches, futures):
+            new.update({f"export_{k}": v for k, v in future.result().items()})
             bar.update(len(batch))
 
     # 7. report
@@ -85,5 +99,12 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
         table=[{"count": k, "value": v} for k, v in counts.items() if isinstance(v, int)]
         + [{"count": f"quarantined: {k}", "value": v} for k, v in counts["quarantined"].items()],
         description="Counts of this refresh (totals in the database, and what this run added)",
+    )
+    from tasks.context import session_factory
+
+    create_table_artifact(
+        key="refresh-quarantine",
+        table=quarantine_table(session_factory()) or [{"stage": "-", "reason": "nothing quarantined", "count": 0}],
+        description="Quarantined inputs by stage and reason (totals in the database)",
     )
     return counts

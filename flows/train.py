@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from osteo.orchestration import SettingsTaskRunner, mlflow_links
 from osteo.settings import get_settings
 from osteo.training import pick_best, training_digest
 from tasks.train import (
@@ -20,7 +20,8 @@ from tasks.train import (
 )
 
 
-@flow(name="train", task_runner=ThreadPoolTaskRunner(max_workers=1))
+# one fold at a time here (torch uses every core); one fold per Dask worker when OSTEO_DASK_ADDRESS is set
+@flow(name="train", task_runner=SettingsTaskRunner(threads=1))
 def train_flow(preset: str = "demo", arch: str | None = None, folds: int | None = None, epochs: int | None = None,
                test_year: int | None = None, select_by: str | None = None, pretrained_weights: str | None = None,
                seed: int = 0) -> dict:
@@ -72,4 +73,24 @@ def train_flow(preset: str = "demo", arch: str | None = None, folds: int | None 
                            + [f"| {k} | {v} |" for k, v in summary.items() if not isinstance(v, list)]),
         description="Test-year result and registry decision",
     )
+    _link_artifacts(settings, summary)
     return summary
+
+
+def _link_artifacts(settings, summary: dict) -> None:
+    """Links to the parent MLflow run and the registered model version."""
+    from tasks import tracking
+
+    try:
+        experiment_id = tracking.client(settings).get_run(summary["run_id"]).info.experiment_id
+    except Exception:  # noqa: BLE001 - a link without the experiment is still a link
+        experiment_id = None
+    links = mlflow_links(settings.resolved_tracking_uri(), experiment_id, summary["run_id"],
+                         summary.get("model_name"), summary.get("model_version"))
+    if "run" in links:
+        create_link_artifact(key="mlflow-run", link=links["run"], link_text=f"MLflow run {summary['run_id']}",
+                             description="The parent MLflow run of this training (folds are its children)")
+    if "model_version" in links:
+        create_link_artifact(key="mlflow-model-version", link=links["model_version"],
+                             link_text=f"{summary['model_name']} version {summary['model_version']}",
+                             description="The registered model version (alias challenger)")

@@ -36,3 +36,7 @@ def transient_only(task, task_run, state) -> bool:
     except Exception:  # noqa: BLE001 - anything else is a bug or bad input: fail now
         return False
     return False
+
+
+# Retries with backoff (2 s, 10 s, 30 s, each +-20 % jitter) on transient faults only.
+RETRY = dict(retries=3, retry_delay_seconds=[2, 10, 30], retry_jitter_factor=0.2, retry_condition_fn=transient_only)
