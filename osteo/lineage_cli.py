@@ -64,8 +64,10 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
 
 def model_summary(lin: dict[str, Any], show: int = SHOW) -> str:
     m, s, tr = lin["model"], lin["snapshot"], lin["training_run"]
+    fold_name = {"-1": "none", "-2": "always-train"}
     splits = "; ".join(f"{k} {v['n']} images ({v['positives']} osteoporosis), folds "
-                       + ", ".join(f"{f}: {n}" for f, n in v["folds"].items()) for k, v in lin["splits"].items())
+                       + ", ".join(f"{fold_name.get(f, f)}: {n}" for f, n in v["folds"].items())
+                       for k, v in lin["splits"].items())
     c = lin["counts"]
     lines = [
         f"model           {m['name']} version {m['version']}" + (f" (aliases {', '.join(m['aliases'])})"

@@ -1,0 +1,226 @@
+"""Lineage: the champion traced back to every source file; verify catches one changed byte."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+from sqlalchemy import text
+
+from osteo.lineage import lineage_csv, parse_model_ref
+
+
+# ---------------------------------------------------------------- cheap unit tests
+
+
+def test_parse_model_ref():
+    assert parse_model_ref("osteo-classifier@champion") == ("osteo-classifier", "champion", None)
+    assert parse_model_ref("osteo-classifier/3") == ("osteo-classifier", None, "3")
+    assert parse_model_ref("models:/m@challenger") == ("m", "challenger", None)
+    for bad in ("osteo-classifier", "a@b@c", "m/x", "@champion", ""):
+        with pytest.raises(ValueError):
+            parse_model_ref(bad)
+
+
+def test_lineage_csv_has_one_row_per_source_file():
+    lin = {"source_files": [
+        {"kind": "dicom", "path": "/d/a.dcm", "sha256": "a" * 64, "size_bytes": 10, "first_seen": "2024-01-01",
+         "status": "ingested", "n_members": 1, "splits": {"train": 1}},
+        {"kind": "dexa", "path": "/x/b.csv", "sha256": "b" * 64, "size_bytes": 5, "first_seen": "2024-01-01",
+         "status": "ingested", "n_members": 3, "splits": {"test": 1, "train": 2}},
+    ]}
+    rows = list(csv.DictReader(io.StringIO(lineage_csv(lin))))
+    assert [r["path"] for r in rows] == ["/d/a.dcm", "/x/b.csv"]
+    assert rows[1]["splits"] == "test=1;train=2"
+
+
+# ---------------------------------------------------------------- one full pipeline for the module
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, prefect_harness):
+    from tests.audit_pipeline import demo_pipeline
+    from tests.helpers import isolated_settings
+
+    run = demo_pipeline(tmp_path_factory)
+    with isolated_settings(run["home"]):
+        yield run
+
+
+def _osteo(capsys, *argv: str) -> tuple[int, str]:
+    from osteo.cli import main
+
+    capsys.readouterr()
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def _lineage(capsys, ref: str) -> dict:
+    code, out = _osteo(capsys, "lineage", "model", ref, "--json")
+    assert code == 0, out
+    return json.loads(out)
+
+
+@pytest.mark.slow
+def test_model_lineage_names_snapshot_members_and_sources(pipeline, capsys):
+    lin = _lineage(capsys, pipeline["ref"])
+    train = pipeline["train"]
+    assert lin["model"]["version"] == train["champion_version"]
+    assert lin["model"]["run_id"] == lin["training_run"]["mlflow_run_id"]
+    assert lin["snapshot"]["digest"] == train["snapshot_digest"]
+    assert lin["splits"]["train"]["n"] == train["n_train"] and lin["splits"]["test"]["n"] == train["n_test"]
+    # folds 0..k-1, and -2 for patients with right femurs only (always train); test members have -1
+    assert {"0", "1"} <= set(lin["splits"]["train"]["folds"]) <= {"-2", "0", "1"}
+    assert set(lin["splits"]["test"]["folds"]) == {"-1"}
+    assert not lin["notes"]
+    for m in lin["members"]:
+        assert m["export"]["sha256"] and m["export"]["transform"]
+        assert m["pair"]["rule_version"] and m["pair"]["window_days"] > 0
+        assert m["dexa_exam"]["source_row"] >= 1 and m["dexa_exam"]["source_file"].endswith(".csv")
+        assert m["annotation"]["source_file"].endswith(".xml")
+        # the offline augmentation: one recorded copy per training image, none for the test year
+        if m["split"] == "train":
+            assert m["augmented_copies"] and all(c["sha256"] and "seed" in c for c in m["augmented_copies"])
+        else:
+            assert not m["augmented_copies"]
+    kinds = {s["kind"] for s in lin["source_files"]}
+    assert kinds == {"dicom", "dexa", "annotation"}
+    assert all(len(s["sha256"]) == 64 and s["size_bytes"] > 0 and s["first_seen"] for s in lin["source_files"])
+
+    code, out = _osteo(capsys, "lineage", "model", pipeline["ref"], "--csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert sorted(r["sha256"] for r in rows) == sorted(s["sha256"] for s in lin["source_files"])
+
+    code, out = _osteo(capsys, "lineage", "model", f"{pipeline['model_name']}/{lin['model']['version']}")
+    assert code == 0 and lin["snapshot"]["digest"] in out and "source files" in out
+
+
+@pytest.mark.slow
+def test_source_count_equals_distinct_sources_behind_snapshot(pipeline, capsys):
+    """Counted independently: members -> exports -> images / pairs -> DEXA rows / annotations -> files."""
+    lin = _lineage(capsys, pipeline["ref"])
+    from mlflow import MlflowClient
+
+    from osteo.settings import get_settings
+    from tasks.context import session_factory
+
+    s = get_settings()
+    version = MlflowClient(s.resolved_tracking_uri()).get_model_version_by_alias(pipeline["model_name"], "champion")
+    sql = text("""
+        SELECT COUNT(DISTINCT u.sf) FROM (
+            SELECT i.source_file_id AS sf FROM training_run r
+              JOIN snapshot_member m ON m.snapshot_id = r.snapshot_id
+              JOIN export e ON e.id = m.export_id JOIN dicom_image i ON i.id = e.image_id
+             WHERE r.mlflow_run_id = :run
+            UNION
+            SELECT d.source_file_id FROM training_run r
+              JOIN snapshot_member m ON m.snapshot_id = r.snapshot_id
+              JOIN pair p ON p.id = m.pair_id JOIN dexa_exam d ON d.id = p.dexa_exam_id
+             WHERE r.mlflow_run_id = :run
+            UNION
+            SELECT a.source_file_id FROM training_run r
+              JOIN snapshot_member m ON m.snapshot_id = r.snapshot_id
+              JOIN export e ON e.id = m.export_id JOIN annotation a ON a.id = e.annotation_id
+             WHERE r.mlflow_run_id = :run
+        ) u""")
+    with session_factory()() as session:
+        expected = session.execute(sql, {"run": version.run_id}).scalar_one()
+        n_members = session.execute(text(
+            "SELECT n_members FROM snapshot WHERE digest = :d"), {"d": lin["snapshot"]["digest"]}).scalar_one()
+    assert len(lin["source_files"]) == lin["counts"]["source_files"] == expected
+    # one DICOM and one annotation file per member image, and the DEXA CSVs behind their pairs
+    assert lin["counts"]["dicom_files"] == lin["counts"]["annotation_files"] == n_members == len(lin["members"])
+    assert 1 <= lin["counts"]["dexa_files"] <= 4
+
+
+@pytest.mark.slow
+def test_verify_passes_then_names_the_one_changed_byte(pipeline, capsys):
+    ref = pipeline["ref"]
+    code, out = _osteo(capsys, "lineage", "verify", ref, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["ok"], out
+    assert result["by_role"]["manifest"] == 1 and result["by_role"]["dicom"] > 0 and result["by_role"]["augmented"] > 0
+
+    lin = _lineage(capsys, ref)
+    victim = next(s["path"] for s in lin["source_files"] if s["kind"] == "dicom")
+    original = open(victim, "rb").read()
+    changed = bytearray(original)
+    changed[-1] ^= 0x01  # one bit of the last pixel
+    try:
+        with open(victim, "wb") as f:
+            f.write(changed)
+        code, out = _osteo(capsys, "lineage", "verify", ref, "--json")
+        result = json.loads(out)
+        assert code == 1 and not result["ok"]
+        assert [c["path"] for c in result["changed"]] == [victim] and not result["missing"]
+        code, out = _osteo(capsys, "lineage", "verify", ref)
+        assert code == 1 and f"CHANGED         dicom      {victim}" in out and "FAILED" in out
+    finally:
+        with open(victim, "wb") as f:
+            f.write(original)
+
+    png = next(m["export"]["path"] for m in lin["members"])
+    shutil.move(png, png + ".away")
+    try:
+        code, out = _osteo(capsys, "lineage", "verify", ref, "--json")
+        result = json.loads(out)
+        assert code == 1 and [m["path"] for m in result["missing"]] == [png] and not result["changed"]
+    finally:
+        shutil.move(png + ".away", png)
+    code, _ = _osteo(capsys, "lineage", "verify", ref)
+    assert code == 0
+
+
+@pytest.mark.slow
+def test_image_and_patient_lookups_agree_with_the_model_lineage(pipeline, capsys):
+    lin = _lineage(capsys, pipeline["ref"])
+    version = lin["model"]["version"]
+    for split in ("train", "test"):
+        member = next(m for m in lin["members"] if m["split"] == split)
+        uid, key = member["image"]["sop_instance_uid"], member["patient_key"]
+
+        code, out = _osteo(capsys, "lineage", "image", uid, "--json")
+        assert code == 0
+        img = json.loads(out)
+        assert img["image"]["patient_key"] == key
+        assert img["source_file"]["sha256"] == member["image"]["source_sha256"]
+        assert img["pair"]["dexa_exam"]["source_row"] == member["dexa_exam"]["source_row"]
+        exp = next(e for e in img["exports"] if e["id"] == member["export"]["id"])
+        assert exp["sha256"] == member["export"]["sha256"]
+        assert [c["sha256"] for c in exp["augmented_copies"]] == [c["sha256"] for c in member["augmented_copies"]]
+        snap = next(s for s in img["snapshots"] if s["digest"] == lin["snapshot"]["digest"])
+        assert (snap["split"], snap["fold"]) == (member["split"], member["fold"])
+        assert any(r["model_version"] == version and r["split"] == split for r in img["model_versions"])
+        assert img["quarantine"] == []
+
+        code, out = _osteo(capsys, "lineage", "patient", key, "--json")
+        assert code == 0
+        pat = json.loads(out)
+        assert uid in {i["sop_instance_uid"] for i in pat["images"]}
+        assert all(e["source_row"] >= 1 for e in pat["dexa_exams"]) and pat["dexa_exams"]
+        snap = next(s for s in pat["snapshots"] if s["digest"] == lin["snapshot"]["digest"])
+        assert split in snap["splits"]
+        mv = next(m for m in pat["model_versions"] if m["model_version"] == version)
+        assert mv["trained_on" if split == "train" else "tested_on"]
+        # the patient's members of the snapshot are exactly the model lineage's members for that key
+        assert sorted(m["sop_instance_uid"] for m in snap["members"]) == sorted(
+            m["image"]["sop_instance_uid"] for m in lin["members"] if m["patient_key"] == key)
+        code, out = _osteo(capsys, "lineage", "patient", key)
+        assert code == 0 and key in out and uid in out
+
+
+@pytest.mark.slow
+def test_unknown_things_exit_2(pipeline, capsys):
+    import pandas as pd
+
+    raw_id = pd.read_csv(pipeline["cohort"] / "truth.csv", dtype=str)["patient_id"].iloc[0]
+    code, out = _osteo(capsys, "lineage", "patient", raw_id, "--json")
+    assert code == 2 and json.loads(out)["ok"] is False
+    code, out = _osteo(capsys, "lineage", "model", f"{pipeline['model_name']}@nosuchalias", "--json")
+    assert code == 2 and "nosuchalias" in json.loads(out)["error"]
+    code, out = _osteo(capsys, "lineage", "image", "1.2.3.4.5.6.7.8.9", "--json")
+    assert code == 2
