@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -271,50 +272,67 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+def _server_env(home: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "OSTEO_"))}
+    env.update({
+        "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false",
+    })
+    return env
+
+
+@contextmanager
+def start_prefect_server(home: Path, timeout: float = 150):
+    """`prefect server start` on a free 127.0.0.1 port; yields its API URL, or None if it did not start."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    log = home / "server.log"
+    proc = subprocess.Popen([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            env=_server_env(home, port), cwd=home, start_new_session=True,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        try:
+            _wait_until(lambda: _healthy(api) or proc.poll() is not None, timeout, "the Prefect server")
+        except TimeoutError:
+            pass
+        yield api if proc.poll() is None and _healthy(api) else None
+    finally:
+        _stop(proc)
+
+
 @pytest.mark.slow
 def test_deploy_and_run_nightly_refresh_on_a_local_server(tmp_path):
+    """prefect server + process work pool + `prefect deploy` of deployment.yaml + a worker: a run completes."""
+    import asyncio
+
     from osteo.synth import generate_cohort
 
     cohort = tmp_path / "cohort"
     generate_cohort(cohort, patients=20, seed=1, workers=1)
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "OSTEO_"))}
-    env.update({
-        "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api, "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
-        "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false",
-        # the worker's flow runs inherit these: every store of the run goes into tmp_path
-        "OSTEO_VAR_DIR": str(tmp_path / "home" / "var"), "OSTEO_DATA_DIR": str(tmp_path / "home" / "data"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}",
-        "OSTEO_MLFLOW_ARTIFACT_ROOT": str(tmp_path / "home" / "artifacts"), "OSTEO_WORKERS": "1",
-    })
-    prefect = str(VENV_BIN / "prefect")
+    home = tmp_path / "home"
     logs = tmp_path / "logs"
     logs.mkdir()
-    procs: list[subprocess.Popen] = []
+    prefect = str(VENV_BIN / "prefect")
 
-    def start(name: str, *args: str) -> subprocess.Popen:
-        proc = subprocess.Popen([prefect, *args], env=env, cwd=REPO_ROOT, start_new_session=True,
-                                stdout=(logs / f"{name}.log").open("w"), stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc
+    with start_prefect_server(tmp_path / "prefect") as api:
+        if api is None:
+            pytest.skip("the Prefect server did not start: "
+                        + (tmp_path / "prefect" / "server.log").read_text()[-2000:])
+        env = _server_env(tmp_path / "prefect", int(api.rsplit(":", 1)[1].split("/")[0])) | {
+            # the worker passes its environment to the flow runs: every store of the run goes into tmp_path
+            "OSTEO_VAR_DIR": str(home / "var"), "OSTEO_DATA_DIR": str(home / "data"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+            "OSTEO_MLFLOW_ARTIFACT_ROOT": str(home / "artifacts"), "OSTEO_WORKERS": "1",
+        }
 
-    def cli(*args: str, timeout: float = 180) -> str:
-        r = subprocess.run([prefect, *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
-                           timeout=timeout)
-        assert r.returncode == 0, f"prefect {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
-        return r.stdout
-
-    try:
-        server = start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port))
-        try:
-            _wait_until(lambda: _healthy(api) or server.poll() is not None, 150, "the Prefect server")
-        except TimeoutError:
-            pytest.skip(f"the Prefect server did not start: {(logs / 'server.log').read_text()[-2000:]}")
-        if server.poll() is not None:
-            pytest.skip(f"the Prefect server did not start: {(logs / 'server.log').read_text()[-2000:]}")
+        def cli(*args: str, timeout: float = 180) -> str:
+            r = subprocess.run([prefect, *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=timeout)
+            assert r.returncode == 0, f"prefect {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
+            return r.stdout
 
         cli("work-pool", "create", "osteo-process", "--type", "process")
         cli("--no-prompt", "deploy", "--all", "--prefect-file", str(DEPLOYMENT_FILE), timeout=300)
@@ -325,38 +343,32 @@ def test_deploy_and_run_nightly_refresh_on_a_local_server(tmp_path):
                   "--param", f"dicom_dir={cohort / 'dicom'}", "--param", f"dexa_dir={cohort / 'dexa'}",
                   "--param", f"annotations_dir={cohort / 'annotations'}", "--param", "train=false")
         run_id = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
-        start("worker", "worker", "start", "--pool", "osteo-process", "--run-once")
-
-        import asyncio
-
-        from prefect.client.orchestration import get_client
-
-        async def final_state():
-            async with get_client() as client:
-                flow_run = await client.read_flow_run(run_id)
-                return flow_run, await client.read_deployment(flow_run.deployment_id)
-
-        old = {k: os.environ.get(k) for k in ("PREFECT_API_URL",)}
-        os.environ["PREFECT_API_URL"] = api
+        worker = subprocess.Popen([prefect, "worker", "start", "--pool", "osteo-process", "--run-once"],
+                                  env=env, cwd=REPO_ROOT, start_new_session=True,
+                                  stdout=(logs / "worker.log").open("w"), stderr=subprocess.STDOUT)
         try:
+            from prefect.client.orchestration import get_client
             from prefect.settings import PREFECT_API_URL, temporary_settings
 
+            async def read():
+                async with get_client() as client:
+                    flow_run = await client.read_flow_run(run_id)
+                    return flow_run, await client.read_deployment(flow_run.deployment_id)
+
             with temporary_settings({PREFECT_API_URL: api}):
-                flow_run = _wait_until(
-                    lambda: (fr := asyncio.run(final_state())[0]).state.is_final() and fr, 240,
-                    "the nightly-refresh flow run", interval=1.0)
-                deployment = asyncio.run(final_state())[1]
+                def finished():
+                    fr = asyncio.run(read())[0]
+                    return fr if fr.state is not None and fr.state.is_final() else None
+
+                flow_run = _wait_until(finished, 300, "the nightly-refresh flow run", interval=1.0)
+                deployment = asyncio.run(read())[1]
+            worker.wait(timeout=60)  # --run-once: it exits after the run
         finally:
-            for k, v in old.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            _stop(worker)
         worker_log = (logs / "worker.log").read_text()
         assert flow_run.state.is_completed(), f"{flow_run.state}\n{worker_log[-4000:]}"
-        assert deployment.concurrency_limit == 1 or getattr(deployment, "global_concurrency_limit", None)
-        schedules = [s.schedule for s in deployment.schedules]
-        assert [(s.cron, s.timezone) for s in schedules] == [("0 2 * * *", "Asia/Taipei")]
+        assert deployment.concurrency_limit == 1
+        assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [("0 2 * * *", "Asia/Taipei")]
         # the run used the isolated settings: its database and exports are under tmp_path
-        assert (tmp_path / "home" / "var" / "osteo.sqlite").exists()
-        assert list((tmp_path / "home" / "data" / "export").rglob("*.png"))
-    finally:
-        for proc in reversed(procs):
-            _stop(proc)
+        assert (home / "var" / "osteo.sqlite").exists()
+        assert len(list((home / "data" / "export").rglob("*.png"))) == 19

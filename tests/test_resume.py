@@ -157,15 +157,16 @@ def test_half_written_fold_marker_means_unfinished(tmp_path, monkeypatch):
 
 # --- kill -9 and resume (slow) --------------------------------------------------------------------
 
-def _env(home: Path) -> dict[str, str]:
+def _env(home: Path, api: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "OSTEO_", "MLFLOW_"))}
+    if api:  # one Prefect server for all runs of the test (else each run starts its own ephemeral one)
+        env.update({"PREFECT_API_URL": api, "PREFECT_HOME": str(home / "prefect-client")})
     env.update({
         "OSTEO_VAR_DIR": str(home / "var"), "OSTEO_DATA_DIR": str(home / "data"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
         "OSTEO_MLFLOW_ARTIFACT_ROOT": str(home / "artifacts"),
         "OSTEO_PSEUDONYM_KEY": "resume-test-key-0123456789abcdef",
-        # one file per batch: many small transactions, so the kills land between and inside them
-        "OSTEO_INGEST_BATCH_SIZE": "1", "OSTEO_WORKERS": "1",
+        "OSTEO_WORKERS": "1",
         "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     })
     return env
@@ -186,9 +187,11 @@ def _count(db_file: Path, table: str) -> int:
         return 0
 
 
-def _run_and_kill(cohort: Path, home: Path, ready, timeout: float = 150) -> bool:
+def _run_and_kill(cohort: Path, home: Path, api: str | None, ready, timeout: float = 150) -> bool:
     """Start a refresh, SIGKILL its whole process group as soon as ready() holds; True if it was killed."""
-    proc = subprocess.Popen(_refresh_cmd(cohort), env=_env(home), cwd=REPO_ROOT, start_new_session=True,
+    # one file per batch: many small transactions, so the kill lands between and inside them
+    env = _env(home, api) | {"OSTEO_INGEST_BATCH_SIZE": "1"}
+    proc = subprocess.Popen(_refresh_cmd(cohort), env=env, cwd=REPO_ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     try:
@@ -210,15 +213,27 @@ def _run_and_kill(cohort: Path, home: Path, ready, timeout: float = 150) -> bool
                 pass
 
 
-def _run(cohort: Path, home: Path) -> dict:
-    r = subprocess.run(_refresh_cmd(cohort), env=_env(home), cwd=REPO_ROOT, capture_output=True, text=True,
+def _run(cohort: Path, home: Path, api: str | None) -> dict:
+    r = subprocess.run(_refresh_cmd(cohort), env=_env(home, api), cwd=REPO_ROOT, capture_output=True, text=True,
                        timeout=240)
     assert r.returncode == 0, r.stderr[-4000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture
+def prefect_api(tmp_path):
+    """A Prefect server for the test's runs (started once: each CLI run would otherwise start its own);
+    None, and ephemeral servers, where it does not start."""
+    from tests.test_deployment import start_prefect_server
+
+    with start_prefect_server(tmp_path / "prefect-server") as api:
+        yield api
+
+
 @pytest.mark.slow
-def test_refresh_killed_mid_ingest_and_mid_export_resumes_to_the_clean_state(tmp_path):
+def test_refresh_killed_mid_ingest_and_mid_export_resumes_to_the_clean_state(tmp_path, prefect_api):
+    from concurrent.futures import ThreadPoolExecutor
+
     from osteo.synth import generate_cohort
 
     cohort = tmp_path / "cohort"
@@ -226,16 +241,18 @@ def test_refresh_killed_mid_ingest_and_mid_export_resumes_to_the_clean_state(tmp
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
     db = crashed / "var" / "osteo.sqlite"
 
-    # 1. killed during the DICOM header ingest: some images are in, others not yet
-    killed_ingest = _run_and_kill(cohort, crashed, lambda: _count(db, "dicom_image") >= 3)
-    n_ingested = _count(db, "dicom_image")
-    # 2. started again, killed during the PNG export: some exports recorded, others not yet
-    killed_export = _run_and_kill(cohort, crashed, lambda: _count(db, "export") >= 2)
-    n_exported = _count(db, "export")
-    assert killed_ingest or killed_export, "both runs finished before they could be killed"
-    # 3. started again: finishes
-    resumed = _run(cohort, crashed)
-    fresh = _run(cohort, clean)
+    with ThreadPoolExecutor(1) as pool:
+        fresh_future = pool.submit(_run, cohort, clean, prefect_api)  # the clean run, meanwhile
+        # 1. killed during the DICOM header ingest: some images are in, others not yet
+        killed_ingest = _run_and_kill(cohort, crashed, prefect_api, lambda: _count(db, "dicom_image") >= 3)
+        n_ingested = _count(db, "dicom_image")
+        # 2. started again, killed during the PNG export: some exports recorded, others not yet
+        killed_export = _run_and_kill(cohort, crashed, prefect_api, lambda: _count(db, "export") >= 2)
+        n_exported = _count(db, "export")
+        assert killed_ingest or killed_export, "both runs finished before they could be killed"
+        # 3. started again: finishes
+        resumed = _run(cohort, crashed, prefect_api)
+        fresh = fresh_future.result()
 
     assert table_contents(db, crashed) == table_contents(clean / "var" / "osteo.sqlite", clean)
     assert tree_digest(crashed / "data" / "export") == tree_digest(clean / "data" / "export")
