@@ -94,6 +94,11 @@ def cmd_model(args: argparse.Namespace) -> int:
     from osteo.lineage import lineage_csv
 
     lin = _model(args.ref)
+    if args.openlineage:
+        from osteo.lineage import emit_openlineage
+
+        run_id = emit_openlineage(lin, args.openlineage)
+        print(f"OpenLineage run event {run_id} sent to {args.openlineage}", file=sys.stderr)
     if args.csv:
         text = lineage_csv(lin)
         if args.out:
@@ -207,6 +212,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     c = child("model", cmd_model, "a model version's snapshot, members by split and every source file with its hash")
     c.add_argument("ref", metavar="NAME@ALIAS|NAME/VERSION")
     c.add_argument("--csv", action="store_true", help="one row per source file (for auditors)")
+    c.add_argument("--openlineage", metavar="FILE|URL",
+                   help="also emit an OpenLineage run event (openlineage-python) to this file or endpoint")
     c = child("patient", cmd_patient, "every image, exam, snapshot and model version of one pseudonymised patient")
     c.add_argument("key", metavar="KEY", help="the patient's pseudonym (patient_key)")
     c = child("image", cmd_image, "one image's path through the pipeline, from source file to model versions")

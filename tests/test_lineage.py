@@ -224,3 +224,19 @@ def test_unknown_things_exit_2(pipeline, capsys):
     assert code == 2 and "nosuchalias" in json.loads(out)["error"]
     code, out = _osteo(capsys, "lineage", "image", "1.2.3.4.5.6.7.8.9", "--json")
     assert code == 2
+
+
+@pytest.mark.slow
+def test_openlineage_run_event_to_a_file(pipeline, capsys, tmp_path):
+    pytest.importorskip("openlineage.client")
+    target = tmp_path / "ol" / "events.jsonl"
+    code, out = _osteo(capsys, "lineage", "model", pipeline["ref"], "--json", "--openlineage", str(target))
+    assert code == 0
+    lin = json.loads(out)
+    events = [json.loads(line) for line in target.read_text().splitlines()]
+    assert len(events) == 1 and events[0]["eventType"] == "COMPLETE"
+    ev = events[0]
+    assert ev["run"]["runId"].replace("-", "") == lin["model"]["run_id"]
+    files = {(i["name"], i["facets"]["version"]["datasetVersion"]) for i in ev["inputs"] if i["namespace"] == "file"}
+    assert files == {(s["path"], s["sha256"]) for s in lin["source_files"]}
+    assert ev["outputs"][0]["name"] == f"models:/{pipeline['model_name']}/{lin['model']['version']}"

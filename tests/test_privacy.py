@@ -116,12 +116,20 @@ def test_logs_and_prefect_hold_no_identifier(pipeline, needles):
                 hits = needles.search(path.read_bytes())
                 if hits:
                     found[str(path)] = hits
+    from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, TaskRunFilter
+    from prefect.client.schemas.sorting import ArtifactSort
+
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts()
-        logs = []
+        artifacts, logs, flow_runs = [], [], []
+        # every filter spelled out: this Prefect's sync client sends nulls the server rejects
+        while batch := client.read_artifacts(artifact_filter=ArtifactFilter(), flow_run_filter=FlowRunFilter(),
+                                             task_run_filter=TaskRunFilter(), sort=ArtifactSort.CREATED_DESC,
+                                             limit=200, offset=len(artifacts)):
+            artifacts.extend(batch)
         while batch := client.read_logs(limit=200, offset=len(logs)):
             logs.extend(batch)
-        flow_runs = client.read_flow_runs()
+        while batch := client.read_flow_runs(limit=200, offset=len(flow_runs)):
+            flow_runs.extend(batch)
     assert any(a.key == "training-summary" for a in artifacts), "the training flow's artifact is reachable"
     for a in artifacts:
         hits = needles.search(json.dumps([a.key, a.description, a.data], default=str, ensure_ascii=False).encode())
