@@ -133,6 +133,17 @@ def test_training_follows_only_a_new_snapshot_digest():
     assert decide_training("a" * 64, {"a" * 64}, force=True).train
 
 
+def test_nightly_decision_task_on_an_empty_database(tmp_path):
+    from tasks.nightly import decide_training
+    from tests.helpers import isolated_settings
+
+    with isolated_settings(tmp_path):
+        assert decide_training.fn(2022, 5, 0) == {"train": False, "reason": "no exported, labelled images yet",
+                                                   "digest": None}
+        off = decide_training.fn(2022, 5, 0, enabled=False)
+        assert not off["train"] and "switched off" in off["reason"]
+
+
 @pytest.fixture(scope="module")
 def small_cohort(tmp_path_factory) -> Path:
     from osteo.synth import generate_cohort
@@ -367,7 +378,9 @@ def test_deploy_and_run_nightly_refresh_on_a_local_server(tmp_path):
             _stop(worker)
         worker_log = (logs / "worker.log").read_text()
         assert flow_run.state.is_completed(), f"{flow_run.state}\n{worker_log[-4000:]}"
-        assert deployment.concurrency_limit == 1
+        # one nightly at a time, a second start cancelled (the server holds the limit)
+        assert deployment.global_concurrency_limit is not None and deployment.global_concurrency_limit.limit == 1
+        assert deployment.concurrency_options.collision_strategy.value == "CANCEL_NEW"
         assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [("0 2 * * *", "Asia/Taipei")]
         # the run used the isolated settings: its database and exports are under tmp_path
         assert (home / "var" / "osteo.sqlite").exists()
