@@ -34,7 +34,7 @@ SIZES: dict[str, dict[str, Any]] = {
                   training=[(96, 16, 32, 1), (224, 5, 10, 1)], cuda_paper=(20, 1), inference=8,
                   demo=["--patients", "40", "--folds", "2", "--epochs", "1"], reuse_demo=False),
     "quick": dict(cohort=40, ingest=[1_000], orchestration=1_000, pairing=[10_000, 100_000], repeats=2,
-                  training=[(96, 16, 96, 1), (224, 5, 30, 1)], cuda_paper=(200, 2), inference=20,
+                  training=[(96, 16, 64, 1), (224, 5, 20, 1)], cuda_paper=(200, 2), inference=20,
                   demo=["--patients", "40", "--folds", "2", "--epochs", "1"], reuse_demo=True),
     "full": dict(cohort=120, ingest=[1_000, 10_000], orchestration=10_000, pairing=[10_000, 100_000, 1_000_000],
                  repeats=3, training=[(96, 16, 480, 2), (224, 5, 200, 1)], cuda_paper=(1218, 50), inference=100,
