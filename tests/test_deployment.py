@@ -72,7 +72,6 @@ def test_every_entrypoint_loads_and_every_parameter_set_validates():
         for sched in dep.get("schedules") or []:
             assert validate(sched.get("parameters") or {}, schema, raise_on_error=True, ignore_required=True) == []
     # and a bad parameter set is caught the same way (the check above can fail)
-    from prefect.exceptions import ParameterTypeError  # noqa: F401 - imported for the name only
     from prefect.utilities.schema_tools.validation import ValidationError
 
     flow = load_flow_from_entrypoint("flows/nightly.py:nightly_flow")
