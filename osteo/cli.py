@@ -60,10 +60,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_refresh(args: argparse.Namespace) -> int:
     _setup()
     from flows.refresh import refresh_flow
+    from osteo.orchestration import RefreshAlreadyRunning
 
-    counts = refresh_flow(dicom_dir=str(Path(args.dicom).resolve()), dexa_dir=str(Path(args.dexa).resolve()),
-                          annotations_dir=str(Path(args.annotations).resolve()) if args.annotations else None,
-                          column_map_file=args.column_map)
+    try:
+        counts = refresh_flow(
+            dicom_dir=str(Path(args.dicom).resolve()), dexa_dir=str(Path(args.dexa).resolve()),
+            annotations_dir=str(Path(args.annotations).resolve()) if args.annotations else None,
+            column_map_file=args.column_map)
+    except RefreshAlreadyRunning as exc:
+        _emit(args, {"ok": False, "reason": "refresh_already_running", "detail": str(exc)}, f"refused: {exc}")
+        return 3
     _emit(args, counts, refresh_summary(counts))
     return 0
 
