@@ -83,20 +83,17 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]]) -> Coun
     counts: Counter = Counter(files=len(results))
     known = source_files(session, [(r["path"], r["sha256"]) for r in results])
     uids = [r["record"]["sop_instance_uid"] for r in results if "record" in r]
-    existing_uids: dict[str, int] = {}
+    sha_of_uid: dict[str, str] = {}  # SOP Instance UID -> sha256 of the file that brought it
     for chunk in _chunks(uids):
-        for uid, sf_id in session.execute(
-            select(DicomImage.sop_instance_uid, DicomImage.source_file_id).where(DicomImage.sop_instance_uid.in_(chunk))
+        for uid, sha in session.execute(
+            select(DicomImage.sop_instance_uid, SourceFile.sha256)
+            .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
+            .where(DicomImage.sop_instance_uid.in_(chunk))
         ):
-            existing_uids[uid] = sf_id
+            sha_of_uid[uid] = sha
     good = [r for r in results if "record" in r]
     patients = patients_by_key(session, (r["record"]["patient_key"] for r in good),
                                {r["record"]["patient_key"]: r["record"]["sex"] for r in good})
-    shas_by_sf: dict[int, str] = {}
-    if existing_uids:
-        for chunk in _chunks(sorted(set(existing_uids.values()))):
-            for sf_id, sha in session.execute(select(SourceFile.id, SourceFile.sha256).where(SourceFile.id.in_(chunk))):
-                shas_by_sf[sf_id] = sha
     for r in results:
         path, sha = r["path"], r["sha256"]
         if (path, sha) in known:
@@ -115,8 +112,8 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]]) -> Coun
         sf = SourceFile(kind="dicom", path=path, sha256=sha, size_bytes=r["size"])
         session.add(sf)
         known[(path, sha)] = sf
-        if uid in existing_uids:
-            if shas_by_sf.get(existing_uids[uid]) == sha:
+        if uid in sha_of_uid:
+            if sha_of_uid[uid] == sha:
                 counts["duplicate_copies"] += 1  # the same file again under another path
                 continue
             sf.status = "quarantined"
@@ -124,12 +121,11 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]]) -> Coun
                 session, stage="ingest_dicom", path=path, sha256=sha, reason="sop_uid_conflict",
                 detail="another file with different content already has this SOP Instance UID")
             continue
-        session.flush()  # assigns sf.id
         patient = patients[rec.pop("patient_key")]
         rec.pop("sex", None)
-        session.add(DicomImage(**rec, source_file_id=sf.id, patient_id=patient.id))
-        existing_uids[uid] = sf.id
-        shas_by_sf[sf.id] = sha
+        # ids are assigned at the one flush below, through the relationships
+        session.add(DicomImage(**rec, source_file=sf, patient=patient))
+        sha_of_uid[uid] = sha
         counts["images"] += 1
     session.flush()
     return counts

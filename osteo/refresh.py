@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from osteo.etl import dicom_headers
 from osteo.etl.annotations import parse_voc
 from osteo.etl.dexa import parse_dexa_csv
 from osteo.etl.errors import InputError
+from osteo.etl.pool import shared_pool
 from osteo.settings import Settings
 
 Progress = Callable[[int], None] | None
@@ -169,9 +168,7 @@ def export_images(factory: sessionmaker[Session], image_ids: list[int], settings
                 "metal_threshold": recipe["metal_threshold"], "blur_threshold": recipe["blur_threshold"],
             })
     if workers > 1 and len(jobs) >= 8:
-        ctx = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            results = list(pool.map(_export_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+        results = list(shared_pool(workers).map(_export_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
     else:
         results = [_export_one(j) for j in jobs]
     by_id = {j["image_id"]: j for j in jobs}

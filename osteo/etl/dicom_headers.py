@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from osteo.etl.errors import InputError
+from osteo.etl.pool import shared_pool
 from osteo.etl.pseudonym import pseudonymise
 
 REQUIRED = (
@@ -137,7 +136,5 @@ def read_headers(paths: list[str], key: bytes, *, workers: int = 1) -> list[dict
         return _read_chunk((paths, key))
     size = max(16, len(paths) // (workers * 4))
     chunks = [(paths[i : i + size], key) for i in range(0, len(paths), size)]
-    # forkserver: the caller may be a threaded Prefect worker, where plain fork is unsafe
-    ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        return [r for chunk in pool.map(_read_chunk, chunks) for r in chunk]
+    pool = shared_pool(workers)
+    return [r for chunk in pool.map(_read_chunk, chunks) for r in chunk]
