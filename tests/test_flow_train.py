@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.slow
+# the demo run (synth, refresh, 3-fold training) is set up by the first test: give it time on 2 cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def _client():
