@@ -123,7 +123,7 @@ def machine_info() -> dict[str, Any]:
 @contextmanager
 def isolated_home(home: Path):
     """Every store of the settings (database, data, MLflow, Prefect) inside `home`, restored after."""
-    from osteo.settings import get_settings
+    from osteo.settings import settings_from
 
     env = {
         "OSTEO_VAR_DIR": str(home / "var"),
@@ -133,18 +133,10 @@ def isolated_home(home: Path):
         "OSTEO_MLFLOW_ARTIFACT_ROOT": str(home / "artifacts"),
         "OSTEO_PSEUDONYM_KEY": "osteo-bench-key",
     }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
     try:
-        yield get_settings()
+        with settings_from(env) as settings:
+            yield settings
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
         _forget_session_factories()
 
 

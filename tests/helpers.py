@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from pathlib import Path
 @contextmanager
 def isolated_settings(home: Path, **extra: str):
     """Point every store (database, data, MLflow, pseudonym key) into `home` for the duration."""
-    from osteo.settings import get_settings
+    from osteo.settings import settings_from
 
     env = {
         "OSTEO_VAR_DIR": str(home / "var"),
@@ -19,15 +18,5 @@ def isolated_settings(home: Path, **extra: str):
         "OSTEO_MLFLOW_ARTIFACT_ROOT": str(home / "artifacts"),
         **extra,
     }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    try:
-        yield get_settings()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+    with settings_from(env) as settings:
+        yield settings
