@@ -17,6 +17,8 @@ from osteo_model.train import (
     evaluate,
     fit,
     get_preset,
+    make_optimizer,
+    make_scheduler,
     seed_everything,
     select_device,
     train_fold,
@@ -49,6 +51,37 @@ def test_presets():
     with pytest.raises(ValueError):
         TrainConfig(imbalance="smote")
     assert select_device().type in ("cpu", "cuda")
+
+
+def _lrs(cfg):
+    model = torch.nn.Linear(2, 1)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg)
+    lrs = []
+    for _ in range(cfg.epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return opt, lrs
+
+
+def test_optimizers_and_schedules():
+    opt, lrs = _lrs(TrainConfig(epochs=31))  # the seed's: SGD, lr / 10 every 15 epochs
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
+    assert lrs[0] == lrs[14] == pytest.approx(1e-3) and lrs[15] == pytest.approx(1e-4)
+    assert lrs[30] == pytest.approx(1e-5)
+    cfg = TrainConfig(optimizer="adamw", lr=0.01, weight_decay=0.05, schedule="cosine", warmup_epochs=2,
+                      epochs=12)
+    opt, lrs = _lrs(cfg)
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["weight_decay"] == 0.05
+    # linear warm-up from lr / 10, the full lr after it, then a monotone decay towards 0
+    assert lrs[0] == pytest.approx(1e-3) and lrs[0] < lrs[1] < lrs[2] == pytest.approx(0.01)
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:])) and lrs[-1] < 0.05 * cfg.lr
+    _, no_warmup = _lrs(cfg.replace(warmup_epochs=0))
+    assert no_warmup[0] == pytest.approx(0.01)
+    for bad in (dict(optimizer="adam"), dict(schedule="onecycle")):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
 
 
 def test_tiny_fit_overfits_eight_images(tmp_path):
