@@ -2,7 +2,7 @@
 
     osteo bench [--quick] [--json] [--out DIR]        (or: python -m bench.run ...)
 
-Sizes per mode are in SIZES ('smoke' is the test suite's, smaller than --quick). Each row holds
+Sizes per mode are in SIZES (--quick is also the test suite's). Each row holds
 ours, the baseline, ratio = ours / baseline in the row's unit, the work size, the target and
 PASS/MISS (INFO where the issue sets no target). Writes bench.json and bench.md to --out
 (default bench/results/, git-ignored). Every store (SQLite, exports, MLflow, Prefect) lives in a
@@ -30,9 +30,6 @@ DEFAULT_OUT = REPO / "bench" / "results"
 DEMO_RECORD = "demo-run.json"
 
 SIZES: dict[str, dict[str, Any]] = {
-    "smoke": dict(cohort=12, ingest=[200], orchestration=200, pairing=[2_000, 10_000], repeats=1,
-                  training=[(96, 16, 32, 1), (224, 5, 10, 1)], cuda_paper=(20, 1), inference=8,
-                  demo=["--patients", "40", "--folds", "2", "--epochs", "1"], reuse_demo=False),
     "quick": dict(cohort=40, ingest=[1_000], orchestration=1_000, pairing=[10_000, 100_000], repeats=2,
                   training=[(96, 16, 64, 1), (224, 5, 20, 1)], cuda_paper=(200, 2), inference=20,
                   demo=["--patients", "40", "--folds", "2", "--epochs", "1"], reuse_demo=True),
@@ -183,7 +180,7 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
         "stage_seconds": timings,
         "wall_s": round(time.perf_counter() - started, 1),
         "info": info,
-        "command": "osteo bench" + {"quick": " --quick", "smoke": " --smoke", "full": ""}[mode],
+        "command": "osteo bench" + {"quick": " --quick", "full": ""}[mode],
     }
     if out:
         write_outputs(report, Path(out))
@@ -248,14 +245,11 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
 
 
 def mode_of(args: argparse.Namespace) -> str:
-    if getattr(args, "smoke", False):
-        return "smoke"
     return "quick" if args.quick else "full"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="smaller sizes (well under 10 minutes on 2 cores)")
-    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # the test suite's, even smaller
     p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for bench.json and bench.md (default bench/results)")
     p.add_argument("--work", help="scratch folder (default: a temporary folder, removed afterwards)")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")

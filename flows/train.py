@@ -24,19 +24,20 @@ from tasks.train import (
 @flow(name="train", task_runner=SettingsTaskRunner(threads=1))
 def train_flow(preset: str = "demo", arch: str | None = None, folds: int | None = None, epochs: int | None = None,
                test_year: int | None = None, select_by: str | None = None, pretrained_weights: str | None = None,
-               seed: int = 0) -> dict:
+               augment: str | None = None, seed: int = 0) -> dict:
     from osteo_model.train import get_preset
 
     settings = get_settings()
     overrides = {k: v for k, v in dict(arch=arch, folds=folds, epochs=epochs, select_by=select_by,
-                                       pretrained_weights=pretrained_weights, seed=seed).items() if v is not None}
+                                       pretrained_weights=pretrained_weights, augment=augment,
+                                       seed=seed).items() if v is not None}
     config = get_preset(preset, **overrides)
 
     # 1. the dataset snapshot: exported, labelled, not excluded; split by patient, digest recorded
     snapshot = take_snapshot(test_year or settings.test_year, config.folds, seed)
     run_dir = str(Path(settings.data_dir) / "training" / training_digest(snapshot["digest"], config.to_dict())[:16])
 
-    # 2. the seed's augmentation: one recorded copy per training image
+    # 2. the seed's augmentation: one recorded copy per training image ('online': drawn anew each epoch instead)
     copies = augment_training_set(snapshot["manifest_path"], seed, config.copies) if config.augment == "offline" else None
 
     # 3. the parent MLflow run, with the snapshot as its dataset input

@@ -108,7 +108,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 
     return train_flow(preset=args.preset, arch=args.arch, folds=args.folds, epochs=args.epochs,
                       test_year=args.test_year, select_by=args.select_by,
-                      pretrained_weights=args.pretrained_weights, seed=args.seed)
+                      pretrained_weights=args.pretrained_weights, augment=args.augment, seed=args.seed)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -161,6 +161,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-year", type=int)
     p.add_argument("--select-by", choices=["val_loss", "val_recall", "val_auc"])
     p.add_argument("--pretrained-weights", help="a local torchvision state dict (nothing is downloaded)")
+    p.add_argument("--augment", choices=["offline", "online", "none"],
+                   help="offline: one recorded copy per training image (the seed's); online: new draws every epoch")
     p.add_argument("--seed", type=int, default=0)
 
 

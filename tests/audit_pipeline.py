@@ -40,7 +40,8 @@ def demo_pipeline(tmp_path_factory) -> dict[str, Any]:
                                annotations_dir=str(cohort / "annotations"))
         timings["refresh_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        train = train_flow(preset="demo", epochs=1, folds=2)
+        # offline copies whatever the preset says: the audit follows a model to its augmented copies
+        train = train_flow(preset="demo", epochs=1, folds=2, augment="offline")
         timings["train_s"] = time.perf_counter() - t0
         model_name = settings.registered_model
     _CACHE["run"] = {"cohort": cohort, "home": home, "refresh": refresh, "train": train, "timings": timings,

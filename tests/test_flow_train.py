@@ -35,17 +35,10 @@ def test_the_exposure_alone_cannot_predict_the_label(demo_run):
 
 
 def test_champion_learns_from_the_bone(demo_run):
-    """A floor under which the demo preset has regressed; the issue's 0.90 goal is the test below."""
+    """The issue's goal: test-year ROC AUC >= 0.90 for the registered champion on the demo cohort."""
     result = demo_run["train"]
-    assert result["test_auc"] >= 0.85, result
+    assert result["test_auc"] >= 0.90, result
     assert result["champion"] and result["model_version"] == "1"
-
-
-@pytest.mark.skipif(os.environ.get("OSTEO_DEMO_AUC_GATE") != "1",
-                    reason="the demo preset reaches test AUC ~0.90 (0.898 measured on this cohort), not reliably "
-                           ">= 0.90 yet: set OSTEO_DEMO_AUC_GATE=1 to assert the goal")
-def test_champion_reaches_the_auc_goal(demo_run):
-    assert demo_run["train"]["test_auc"] >= 0.90, demo_run["train"]
 
 
 def test_mlflow_parent_with_one_child_per_fold_and_artifacts(demo_run):
