@@ -10,9 +10,13 @@ from osteo.settings import get_settings
 from tasks.context import ensure_schema, session_factory, transient_only
 
 RETRY = dict(retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=transient_only)
+# No task tags here: Prefect 3.8 makes a blocking API call per tagged task run to take tag
+# concurrency slots (even when no limit exists), ~0.3 s each while the ingest workers hold both
+# cores: 6 of the 7 s a 1k-file refresh spent in Prefect (docs/performance.md). The flow runs
+# are tagged by their deployment, and one refresh at a time is the deployment's limit.
 
 
-@task(name="prepare-database", tags=["db"], **RETRY)
+@task(name="prepare-database", **RETRY)
 def prepare_database() -> None:
     ensure_schema()
 
@@ -22,25 +26,25 @@ def discover_files(root: str | None, suffixes: tuple[str, ...] | None = None) ->
     return refresh.discover(root, suffixes)
 
 
-@task(name="ingest-dicom-headers", tags=["db", "ingest"], **RETRY)
+@task(name="ingest-dicom-headers", **RETRY)
 def ingest_dicom_batch(paths: list[str]) -> dict:
     s = get_settings()
     return dict(refresh.ingest_dicom(session_factory(), paths, s.resolved_pseudonym_key(), workers=s.workers))
 
 
-@task(name="ingest-dexa", tags=["db", "ingest"], **RETRY)
+@task(name="ingest-dexa", **RETRY)
 def ingest_dexa_files(paths: list[str], mapping_file: str | None = None) -> dict:
     s = get_settings()
     mapping = load_mapping(mapping_file) if mapping_file else None
     return dict(refresh.ingest_dexa(session_factory(), paths, s.resolved_pseudonym_key(), s, mapping))
 
 
-@task(name="ingest-annotations", tags=["db", "ingest"], **RETRY)
+@task(name="ingest-annotations", **RETRY)
 def ingest_annotation_files(paths: list[str]) -> dict:
     return dict(refresh.ingest_annotations(session_factory(), paths))
 
 
-@task(name="pair-and-label", tags=["db"], **RETRY)
+@task(name="pair-and-label", **RETRY)
 def pair_and_label() -> dict:
     from db.pairing import sync_pairs
 
@@ -50,17 +54,17 @@ def pair_and_label() -> dict:
                                normal_t=s.normal_t))
 
 
-@task(name="plan-exports", tags=["db"], **RETRY)
+@task(name="plan-exports", **RETRY)
 def plan_exports() -> list[int]:
     return refresh.plan_exports(session_factory(), get_settings())
 
 
-@task(name="export-pngs", tags=["db", "export"], **RETRY)
+@task(name="export-pngs", **RETRY)
 def export_batch(image_ids: list[int]) -> dict:
     s = get_settings()
     return dict(refresh.export_images(session_factory(), image_ids, s, workers=s.workers))
 
 
-@task(name="summarise-refresh", tags=["db"], **RETRY)
+@task(name="summarise-refresh", **RETRY)
 def summarise_refresh() -> dict:
     return refresh.summarise(session_factory())
