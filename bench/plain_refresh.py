@@ -33,7 +33,7 @@ def refresh_direct(dicom_dir: str, dexa_dir: str, annotations_dir: str | None, *
                                  normal_t=s.normal_t)
         todo = refresh.plan_exports(factory, s)
         if export:
-            for batch in refresh.batched(todo, s.ingest_batch_size):
+            for batch in refresh.batched(todo, s.export_batch_size):
                 new.update({f"export_{k}": v for k, v in refresh.export_images(factory, batch, s, workers=s.workers).items()})
         state = refresh.summarise(factory)
         return {"files_seen": len(dicoms) + len(csvs) + len(xmls), "images": new["images"],

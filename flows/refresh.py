@@ -68,7 +68,7 @@ def _refresh(settings, dicom_dir: str, dexa_dir: str, annotations_dir: str | Non
     # 6. export labelled PNGs of the annotated femoral neck, in batches
     todo = plan_exports()
     with _bar(len(todo), "export PNG") as bar:
-        batches = batched(todo, settings.ingest_batch_size)
+        batches = batched(todo, settings.export_batch_size)
         futures = [export_batch.submit(batch) for batch in batches]
         for batch, future in zip(batches, futures):
             new.update({f"export_{k}": v for k, v in future.result().items()})

@@ -45,7 +45,11 @@ class Settings(BaseSettings):
     metal_threshold: float = 0.005  # fraction of ROI pixels at metal level
     blur_threshold: float = 6.0  # Laplacian std of the ROI below this is blurred
 
-    ingest_batch_size: int = 200
+    # files per ingest task: a Prefect task run costs ~50 ms of API round trips, and 1000 headers
+    # are ~1-2 s of work (200 made the flow 1.26x the direct calls on 10k files)
+    ingest_batch_size: int = 1000
+    # images per export task: ~15 s of work per worker; the unit Dask workers share out
+    export_batch_size: int = 200
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     dask_address: str = ""
 
