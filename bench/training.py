@@ -58,8 +58,10 @@ def ours_loop(paths, labels, size, batch, epochs, device, preset="demo") -> None
     from osteo_model.models import build_model
     from osteo_model.train import fit, get_preset, seed_everything
 
+    # the plain loop's optimiser whatever the preset uses (AdamW costs more per step than SGD)
     config = get_preset(preset, image_size=size, batch_size=batch, epochs=epochs, augment="online",
-                        imbalance="none", lr=0.001, weight_decay=0.0)
+                        imbalance="none", optimizer="sgd", momentum=0.9, schedule="step", lr=0.001,
+                        weight_decay=0.0)
     seed_everything(0)
     model = build_model("resnet18")
     ds = PngDataset(paths, labels, image_size=size, augment=True, seed=0)
