@@ -92,7 +92,7 @@ PRESETS: dict[str, TrainConfig] = {
         weight_decay=0.0, step_size=15, gamma=0.1, folds=5, imbalance="none",
         select_by="val_loss", augment="offline", copies=1,
     ),
-    # k-fold on a few hundred images in a few minutes on 2 CPU cores (docs/performance.md has the
+    # k-fold on a few hundred images in a few minutes on 2 CPU cores (docs/training.md has the
     # runs behind each choice). From scratch on ~150 images per fold, one fixed augmented copy let
     # ResNet18 memorise the set (train loss ~0.01, test AUC ~0.92); new rotation/brightness draws
     # every epoch ('online', the same recipe) and AdamW with a warm-up and a cosine decay to 0
