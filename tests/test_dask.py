@@ -51,7 +51,7 @@ def test_refresh_on_a_dask_cluster_matches_the_default_runner(tmp_path, prefect_
     kwargs = dict(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
                   annotations_dir=str(cohort / "annotations"))
     common = {"OSTEO_PSEUDONYM_KEY": "dask-test-key-0123456789abcdef", "OSTEO_WORKERS": "1",
-              "OSTEO_INGEST_BATCH_SIZE": "4"}  # several export batches, so the workers share them
+              "OSTEO_EXPORT_BATCH_SIZE": "4"}  # several export batches, so the workers share them
 
     with isolated_settings(tmp_path / "threads", **common):
         from flows.refresh import refresh_flow
