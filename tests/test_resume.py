@@ -190,7 +190,7 @@ def _count(db_file: Path, table: str) -> int:
 def _run_and_kill(cohort: Path, home: Path, api: str | None, ready, timeout: float = 150) -> bool:
     """Start a refresh, SIGKILL its whole process group as soon as ready() holds; True if it was killed."""
     # one file per batch: many small transactions, so the kill lands between and inside them
-    env = _env(home, api) | {"OSTEO_INGEST_BATCH_SIZE": "1"}
+    env = _env(home, api) | {"OSTEO_INGEST_BATCH_SIZE": "1", "OSTEO_EXPORT_BATCH_SIZE": "1"}
     proc = subprocess.Popen(_refresh_cmd(cohort), env=env, cwd=REPO_ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
