@@ -12,7 +12,7 @@ from tasks.context import ensure_schema, session_factory, transient_only
 RETRY = dict(retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=transient_only)
 # No task tags here: Prefect 3.8 makes a blocking API call per tagged task run to take tag
 # concurrency slots (even when no limit exists), ~0.3 s each while the ingest workers hold both
-# cores: 6 of the 7 s a 1k-file refresh spent in Prefect (docs/performance.md). The flow runs
+# cores: 6.2 s of a 10 s flow over 1k files that took 1.9 s called directly (docs/performance.md). The flow runs
 # are tagged by their deployment, and one refresh at a time is the deployment's limit.
 
 
