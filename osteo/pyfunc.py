@@ -2,18 +2,40 @@
 
 Preprocessing is inside: PNG/JPEG bytes of a femoral-neck crop, DICOM bytes (through the
 export's normalisation), or arrays (via `unwrap_python_model().predict_images`).
+
+The model is logged as code (MLflow "models from code"): the registry holds the small script in
+MODEL_CODE, this package (code_paths) and the weights, and loading it imports code instead of
+unpickling an object, so nothing in the registry is a pickle (the checkpoint is a state dict
+read with ``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 LABEL_NAMES = {0: "not osteoporosis", 1: "osteoporosis"}
+
+MODEL_CODE = '''"""osteo-classifier, logged as code: MLflow runs this file to build the model (no pickle)."""
+from mlflow.models import set_model
+
+from osteo.pyfunc import OsteoClassifier
+
+set_model(OsteoClassifier())
+'''
+
+
+def write_model_code(folder: str | Path) -> Path:
+    """The models-from-code script, written where log_model can copy it from."""
+    path = Path(folder) / "osteo_classifier.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(MODEL_CODE, encoding="utf-8")
+    return path
 
 
 def is_dicom(data: bytes) -> bool:
@@ -49,7 +71,9 @@ class OsteoClassifier(PythonModel):
     def predict_images(self, images: list, heatmaps: bool = True) -> list[dict]:
         return self.predictor.predict([decode_image(i) for i in images], heatmaps=heatmaps)
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:  # noqa: ARG002
+    # the DataFrame hint (what serving and the signature hand in) turns off MLflow's type-hint
+    # validation quietly; arrays and lists still work when called directly
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:  # noqa: ARG002
         if isinstance(model_input, pd.DataFrame):
             images = list(model_input["image"])
         elif isinstance(model_input, np.ndarray) and model_input.ndim == 2:

@@ -127,7 +127,7 @@ def register_model(best: dict, evaluation: dict, snapshot: dict, manifest_path: 
     from mlflow.models import infer_signature
 
     from osteo.champion import should_promote
-    from osteo.pyfunc import OsteoClassifier
+    from osteo.pyfunc import write_model_code
     from osteo.settings import REPO_ROOT
 
     s = get_settings()
@@ -135,13 +135,13 @@ def register_model(best: dict, evaluation: dict, snapshot: dict, manifest_path: 
     manifest = snap.load_manifest(manifest_path)
     test = manifest[manifest["split"] == "test"]
     example = pd.DataFrame({"image": [Path(test["path"].iloc[0]).read_bytes()]})
-    model = OsteoClassifier()
     signature = infer_signature(example, pd.DataFrame({"probability": [0.5], "label": [1], "label_name": ["x"],
                                                        "heatmap_png": ["x"]}), params={"heatmap": True})
     with mlflow.start_run(run_id=parent_run_id):
         mlflow.log_artifact(best["checkpoint"], "checkpoint")
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=model, artifacts={"checkpoint": best["checkpoint"]},
+            name="model", python_model=str(write_model_code(Path(best["checkpoint"]).parent / "model-code")),
+            artifacts={"checkpoint": best["checkpoint"]},
             code_paths=[str(REPO_ROOT / "osteo_model"), str(REPO_ROOT / "osteo")],
             signature=signature, input_example=example, registered_model_name=s.registered_model,
             pip_requirements=_requirements(),

@@ -90,6 +90,12 @@ def test_champion_pyfunc_predicts_png_and_dicom(demo_run):
     assert heat.size[0] == heat.size[1] > 0
     arrays = model.unwrap_python_model().predict_images([np.asarray(Image.open(io.BytesIO(png)))])
     assert arrays[0]["probability"] == pytest.approx(out["probability"].iloc[0], abs=1e-5)
+    # logged as code: MLflow imports osteo_classifier.py to build it; nothing in the model is a pickle
+    meta = model.metadata.flavors["python_function"]
+    assert meta["loader_module"] == "mlflow.pyfunc.loaders.code_model", meta
+    local = Path(mlflow.artifacts.download_artifacts("models:/osteo-classifier@champion"))
+    assert (local / "osteo_classifier.py").is_file()
+    assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle")]
 
 
 def test_a_worse_challenger_does_not_take_the_champion(demo_run):

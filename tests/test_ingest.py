@@ -115,6 +115,36 @@ def test_dicom_ingest_quarantines_each_bad_kind_and_keeps_the_good(factory, tmp_
     assert count(factory, Quarantine) == 5
 
 
+def test_the_dicom_reader_is_silent_on_malformed_values(factory, tmp_path, capfd, caplog):
+    """pydicom warns and logs on values that break their VR, quoting some of them ("Invalid value
+    for VR UI: '1.2.826.0.1.'"): on a hospital's files that is console noise at best and a quoted
+    header value at worst. Our reads keep it quiet and still take the file."""
+    import logging
+    import warnings
+
+    from pydicom import config
+
+    from osteo.etl.imaging import read_dicom
+
+    raw_id, bad_uid = "B987654321-" + "7" * 60, "1.2.826.0.1.3680043.99.1."  # LO over 64; UI ending in '.'
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the writer warns too: that is the test's own doing
+        make_dicom(tmp_path / "in" / "odd.dcm", patient_id=raw_id, sop_uid=bad_uid)
+    capfd.readouterr()
+    caplog.clear()
+    mode = config.settings.reading_validation_mode
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="pydicom"):
+        warnings.simplefilter("always")
+        counts = refresh.ingest_dicom(factory, refresh.discover(tmp_path / "in"), KEY)
+        assert read_dicom(tmp_path / "in" / "odd.dcm").Rows == 64
+    out, err = capfd.readouterr()
+    assert counts["images"] == 1, counts
+    assert not [str(w.message) for w in caught] and not caplog.records and not (out + err).strip()
+    assert config.settings.reading_validation_mode == mode  # validation is back for everyone else
+    with factory() as s:
+        assert s.scalar(select(DicomImage.sop_instance_uid)) == bad_uid
+
+
 def test_parallel_header_reading_matches_serial(tmp_path):
     from osteo.etl.dicom_headers import read_headers
 

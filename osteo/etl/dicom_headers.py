@@ -19,6 +19,7 @@ from pydicom.errors import InvalidDicomError
 from osteo.etl.errors import InputError
 from osteo.etl.pool import shared_pool
 from osteo.etl.pseudonym import pseudonymise
+from osteo.etl.quiet import unvalidated_reads
 
 REQUIRED = (
     "SOPInstanceUID",
@@ -67,6 +68,11 @@ def header_record(data: bytes, key: bytes) -> dict[str, Any]:
     """Parse one file's bytes into a header record; raises InputError for bad input."""
     if len(data) < 132:
         raise InputError("not_dicom", "file is shorter than a DICOM preamble")
+    with unvalidated_reads():  # pydicom's warnings would quote a malformed birth date or ID
+        return _header_record(data, key)
+
+
+def _header_record(data: bytes, key: bytes) -> dict[str, Any]:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(WANTED))
     except InvalidDicomError as exc:

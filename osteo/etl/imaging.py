@@ -50,6 +50,7 @@ from pydicom.uid import (
 
 from osteo.etl.errors import InputError
 from osteo.etl.files import atomic_write_bytes, sha256_bytes, sha256_file
+from osteo.etl.quiet import unvalidated_reads
 
 __all__ = [
     "ALGORITHM_VERSION",
@@ -154,7 +155,7 @@ def _check_complete(ds: Dataset, nbytes: int, caught: list[warnings.WarningMessa
 
 
 def _parse(data: bytes) -> Dataset:
-    with warnings.catch_warnings(record=True) as caught:
+    with unvalidated_reads(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             try:
