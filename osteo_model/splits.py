@@ -62,6 +62,22 @@ def _check_columns(manifest: pd.DataFrame, columns: Iterable[str]) -> None:
         raise KeyError(f"manifest lacks column(s) {missing}")
 
 
+def _group_codes(rows: pd.DataFrame) -> np.ndarray:
+    """One integer per patient, numbered in an order that the data fixes.
+
+    StratifiedGroupKFold sorts the group labels before it shuffles them with the seed. Sorted
+    pseudonyms would tie the folds to the site's secret key (a fresh install draws a new one), so
+    the same data and seed gave other folds, and another model, on every install. With a
+    ``sha256`` column (snapshots always have it: the PNG digest) patients are numbered by their
+    smallest image digest, which depends on the pixels only; without one, by pseudonym.
+    """
+    keys = rows["patient_key"].astype(str)
+    first = rows.groupby(keys)["sha256"].transform("min").astype(str) if "sha256" in rows.columns else keys
+    # np.unique sorts: patients in digest order; the pseudonym only breaks a tie (one identical image)
+    _, codes = np.unique((first + "|" + keys).to_numpy(), return_inverse=True)
+    return codes
+
+
 def assign_splits(
     manifest: pd.DataFrame, *, test_year: int = 2022, folds: int = 5, seed: int = 0
 ) -> pd.DataFrame:
@@ -92,7 +108,8 @@ def assign_splits(
 
     left_train = orig.loc[is_train & (lat == "L")]
     if len(left_train):
-        groups = left_train["patient_key"].astype(str).to_numpy()
+        keys = left_train["patient_key"].astype(str).to_numpy()
+        groups = _group_codes(left_train)
         n_groups = len(np.unique(groups))
         if n_groups < folds:
             raise ValueError(
@@ -104,8 +121,8 @@ def assign_splits(
         patient_fold: dict[str, int] = {}
         y = left_train["label"].astype(int).to_numpy()
         for k, (_, val_idx) in enumerate(sgkf.split(np.zeros(len(y)), y, groups)):
-            for g in np.unique(groups[val_idx]):
-                patient_fold[str(g)] = k
+            for key in np.unique(keys[val_idx]):
+                patient_fold[str(key)] = k
     else:
         patient_fold = {}
 

@@ -135,3 +135,21 @@ def test_assign_splits_is_deterministic_and_needs_enough_patients(tmp_path):
     with pytest.raises(ValueError):
         assign_splits(m.head(3), folds=5)
     assert np.issubdtype(a.fold.dtype, np.integer)
+
+
+def test_folds_follow_the_data_not_the_pseudonym_key(tmp_path):
+    """Another site key gives every patient another pseudonym; the folds must not move, or the
+    same data and seed train another model on every install."""
+    import hashlib
+
+    m = toy_manifest(tmp_path, n_patients=80, seed=3, write=False)
+    m["sha256"] = [hashlib.sha256(f"png-{i}".encode()).hexdigest() for i in m["member_id"]]
+    other = m.assign(patient_key=[hashlib.sha256(f"other-key|{k}".encode()).hexdigest()[:16]
+                                  for k in m["patient_key"]])
+    a, b = assign_splits(m, folds=5, seed=0), assign_splits(other, folds=5, seed=0)
+    assert a["fold"].tolist() == b["fold"].tolist() and a["split"].tolist() == b["split"].tolist()
+    assert set(a.loc[a["fold"] >= 0, "fold"]) == set(range(5))
+    # without image digests the order is the pseudonyms' (and so it moves): the digest is what fixes it
+    c, d = assign_splits(m.drop(columns="sha256"), folds=5, seed=0), assign_splits(other.drop(columns="sha256"),
+                                                                                    folds=5, seed=0)
+    assert c["fold"].tolist() != d["fold"].tolist()
