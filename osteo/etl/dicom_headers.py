@@ -68,7 +68,7 @@ def header_record(data: bytes, key: bytes) -> dict[str, Any]:
     """Parse one file's bytes into a header record; raises InputError for bad input."""
     if len(data) < 132:
         raise InputError("not_dicom", "file is shorter than a DICOM preamble")
-    with unvalidated_reads():  # pydicom's warnings would quote a malformed birth date or ID
+    with unvalidated_reads():  # pydicom's validation warnings quote header values
         return _header_record(data, key)
 
 

@@ -1,8 +1,10 @@
-"""Read DICOM without pydicom's value validation, which quotes the values it rejects.
+"""Parse DICOM without pydicom's value validation, which quotes some of the values it rejects.
 
-pydicom warns and logs "Invalid value for VR DA: '1945-03-12'" when a header value breaks its VR:
-a malformed birth date or patient ID would reach stderr and, under Prefect, the console log of
-the flow. Our own checks decide what is bad input, so the reads run with validation off.
+pydicom warns and logs when a value breaks its VR, and for the pattern-checked VRs (UI, CS, AS,
+DS, IS, ...) it quotes the value ("Invalid value for VR UI: '1.2.826.0.1.'"): noise on stderr and,
+under Prefect, in the flow's console log. Our own checks decide what is bad input, so the header
+reader and the export's parser run with validation off. Values converted later (the display
+attributes the export reads after parsing) are validated as usual.
 """
 
 from __future__ import annotations
