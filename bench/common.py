@@ -141,7 +141,7 @@ def isolated_home(home: Path):
 
 
 def _forget_session_factories() -> None:
-    mod = sys.modules.get("tasks.context")
+    mod = sys.modules.get("db.session")
     if mod is not None:
         mod._factory.cache_clear()
 

@@ -28,7 +28,7 @@ def run_demo(home: Path, args: list[str], timeout: int = 3600) -> dict[str, Any]
     })
     env.pop("OSTEO_DATABASE_URL", None)
     env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "osteo.cli", "demo", "--json", *args]
+    cmd = [sys.executable, "-m", "osteo_cli.main", "demo", "--json", *args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
@@ -36,7 +36,7 @@ def run_demo(home: Path, args: list[str], timeout: int = 3600) -> dict[str, Any]
         raise RuntimeError(f"osteo demo failed ({proc.returncode}): {proc.stderr[-2000:]}")
     payload = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"args": args, "wall_s": wall, "timings": payload["timings"],
-            "images": payload["refresh"].get("images"), "exported": payload["refresh"].get("exported"),
+            "images": payload["refresh"]["totals"]["images"], "exported": payload["refresh"]["totals"]["exported"],
             "n_train": payload.get("n_train"), "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 

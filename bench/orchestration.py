@@ -41,11 +41,7 @@ def run(dicom_dir: str, dexa_dir: str, ann_dir: str, tmp: Path, n_files: int) ->
 
     os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
     configure_environment(get_settings())
-    from prefect import flow
-
-    @flow(name="osteo-bench-noop")
-    def noop() -> int:
-        return 1
+    from flows.probe import noop_flow as noop
 
     t_start, _ = timed(noop)  # the first flow call starts the ephemeral server
     t_noop, _ = timed(noop)
@@ -54,10 +50,9 @@ def run(dicom_dir: str, dexa_dir: str, ann_dir: str, tmp: Path, n_files: int) ->
 
         t_flow, flow_counts = timed(lambda: refresh_flow(dicom_dir=dicom_dir, dexa_dir=dexa_dir,
                                                           annotations_dir=ann_dir))
-    same = (plain_counts["images"], plain_counts["pairs"], plain_counts["exported"]) == (
-        flow_counts["new"]["images"], flow_counts["pairs"], flow_counts["exported"])
-    work = (f"{n_files} DICOM files ({plain_counts['images']} images, {plain_counts['pairs']} pairs, "
-            f"{plain_counts['exported']} PNGs)")
+    same = plain_counts.this_run == flow_counts.this_run and plain_counts.totals == flow_counts.totals
+    t = plain_counts.totals
+    work = f"{n_files} DICOM files ({t.images} images, {t.pairs} pairs, {t.exported} PNGs)"
     api = os.environ.get("PREFECT_API_URL") or "ephemeral"
     return [
         row("refresh through Prefect vs direct", stage="orchestration", ours=t_flow, baseline=t_plain, unit="s",

@@ -56,7 +56,8 @@ def plain_loop(paths, labels, size, batch, epochs, device) -> None:
 def ours_loop(paths, labels, size, batch, epochs, device, preset="demo") -> None:
     from osteo_model.data import PngDataset, make_loader
     from osteo_model.models import build_model
-    from osteo_model.train import fit, get_preset, seed_everything
+    from osteo_model.config import get_preset
+    from osteo_model.train import fit, seed_everything
 
     # the plain loop's optimiser whatever the preset uses (AdamW costs more per step than SGD)
     config = get_preset(preset, image_size=size, batch_size=batch, epochs=epochs, augment="online",

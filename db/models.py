@@ -240,18 +240,23 @@ class AugmentedCopy(Base):
 
 
 class TrainingRun(Base):
-    """Links an MLflow run (and the model version it registered) back to its snapshot."""
+    """One registered model version, linked to the MLflow run that made it and back to its snapshot.
+
+    A rerun may register the same run again as a new version: each version keeps its own row.
+    """
 
     __tablename__ = "training_run"
+    __table_args__ = (UniqueConstraint("model_name", "model_version", name="uq_training_run_version"),)
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshot.id"), index=True)
-    mlflow_run_id: Mapped[str] = mapped_column(String(64), unique=True)
+    mlflow_run_id: Mapped[str] = mapped_column(String(64), index=True)
     arch: Mapped[str] = mapped_column(String(32))
     preset: Mapped[str] = mapped_column(String(32))
     model_name: Mapped[str | None] = mapped_column(String(128))
     model_version: Mapped[str | None] = mapped_column(String(32))
     test_auc: Mapped[float | None] = mapped_column(Float)
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(SHA256))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
 
     snapshot: Mapped[Snapshot] = relationship()
@@ -265,4 +270,7 @@ class RefreshRun(Base):
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, server_default=func.now())
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    counts: Mapped[dict | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | finished (a killed run stays running)
+    code_version: Mapped[str] = mapped_column(String(80))
+    inputs: Mapped[dict] = mapped_column(JSON)  # the folders and column-map file it read
+    counts: Mapped[dict | None] = mapped_column(JSON)  # RefreshReport.to_dict(): this run and the totals

@@ -14,15 +14,10 @@ from typing import Any
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
+from osteo_common.chunks import chunks
 from db.models import Annotation, DexaExam, DicomImage, Patient, Quarantine, SourceFile
 
-IN_CHUNK = 500
-BOX = ("box_xmin", "box_ymin", "box_xmax", "box_ymax")  # Oracle allows at most 1000 expressions in an IN list
-
-
-def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+BOX = ("box_xmin", "box_ymin", "box_xmax", "box_ymax")
 
 
 def quarantine(session: Session, *, stage: str, path: str, sha256: str, reason: str,
@@ -46,7 +41,7 @@ def quarantine(session: Session, *, stage: str, path: str, sha256: str, reason: 
 def source_files(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], SourceFile]:
     """Existing source_file rows for (path, sha256) pairs."""
     found: dict[tuple[str, str], SourceFile] = {}
-    for chunk in _chunks(list(pairs)):
+    for chunk in chunks(list(pairs)):
         stmt = select(SourceFile).where(tuple_(SourceFile.path, SourceFile.sha256).in_(chunk))
         for sf in session.scalars(stmt):
             found[(sf.path, sf.sha256)] = sf
@@ -67,7 +62,7 @@ def get_or_create_source(session: Session, *, kind: str, path: str, sha256: str,
 def patients_by_key(session: Session, keys: Iterable[str], sexes: dict[str, str | None] | None = None) -> dict[str, Patient]:
     wanted = sorted(set(keys))
     found: dict[str, Patient] = {}
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted):
         for p in session.scalars(select(Patient).where(Patient.patient_key.in_(chunk))):
             found[p.patient_key] = p
     for key in wanted:
@@ -84,7 +79,7 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]]) -> Coun
     known = source_files(session, [(r["path"], r["sha256"]) for r in results])
     uids = [r["record"]["sop_instance_uid"] for r in results if "record" in r]
     sha_of_uid: dict[str, str] = {}  # SOP Instance UID -> sha256 of the file that brought it
-    for chunk in _chunks(uids):
+    for chunk in chunks(uids):
         for uid, sha in session.execute(
             select(DicomImage.sop_instance_uid, SourceFile.sha256)
             .join(SourceFile, SourceFile.id == DicomImage.source_file_id)

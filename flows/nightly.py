@@ -8,6 +8,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.refresh import refresh_flow
 from flows.train import train_flow
 from osteo.settings import get_settings
+from osteo_model.config import get_preset
 from tasks.nightly import decide_training
 
 
@@ -20,22 +21,17 @@ def nightly_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
 
     train=False never trains; force_train=True trains even on an already-trained snapshot.
     """
-    from osteo_model.train import get_preset
-
-    settings = get_settings()
-    counts = refresh_flow(dicom_dir=dicom_dir, dexa_dir=dexa_dir, annotations_dir=annotations_dir,
+    report = refresh_flow(dicom_dir=dicom_dir, dexa_dir=dexa_dir, annotations_dir=annotations_dir,
                           column_map_file=column_map_file)
-    config = get_preset(preset, **({"arch": arch} if arch else {}))
-    year = test_year or settings.test_year
-    decision = decide_training(year, config.folds, seed, enabled=train, force=force_train)
-    get_run_logger().info("training: %s", decision["reason"])
-    result = None
-    if decision["train"]:
-        result = train_flow(preset=preset, arch=arch, test_year=year, seed=seed)
+    year = test_year or get_settings().test_year
+    folds = get_preset(preset, **({"arch": arch} if arch else {})).folds
+    decision = decide_training(year, folds, seed, enabled=train, force=force_train)
+    get_run_logger().info("training: %s", decision.reason)
+    result = train_flow(preset=preset, arch=arch, test_year=year, seed=seed) if decision.train else None
+    registered = f"\n\nregistered {result.registration.model_name} version {result.registration.model_version}"
     create_markdown_artifact(
         key="nightly-decision",
-        markdown=f"**training**: {'yes' if decision['train'] else 'no'}: {decision['reason']}"
-        + (f"\n\nregistered {result['model_name']} version {result['model_version']}" if result else ""),
-        description="Why this night did or did not train",
-    )
-    return {"refresh": counts, "decision": decision, "training": result}
+        markdown=f"**training**: {'yes' if decision.train else 'no'}: {decision.reason}" + (registered if result else ""),
+        description="Why this night did or did not train")
+    return {"refresh": report.to_dict(), "decision": decision.to_dict(),
+            "training": result.to_dict() if result else None}

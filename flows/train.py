@@ -7,9 +7,12 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from osteo.orchestration import SettingsTaskRunner, mlflow_links
+from flows.runner import SettingsTaskRunner
 from osteo.settings import get_settings
-from osteo.training import pick_best, training_digest
+from osteo.training import TrainingReport, pick_best, training_digest
+from osteo_mlflow import registry
+from osteo_mlflow.client import client
+from osteo_model.config import get_preset
 from tasks.train import (
     augment_training_set,
     evaluate_test_year,
@@ -24,74 +27,38 @@ from tasks.train import (
 @flow(name="train", task_runner=SettingsTaskRunner(threads=1))
 def train_flow(preset: str = "demo", arch: str | None = None, folds: int | None = None, epochs: int | None = None,
                test_year: int | None = None, select_by: str | None = None, pretrained_weights: str | None = None,
-               augment: str | None = None, seed: int = 0) -> dict:
-    from osteo_model.train import get_preset
-
+               augment: str | None = None, seed: int = 0) -> TrainingReport:
     settings = get_settings()
-    overrides = {k: v for k, v in dict(arch=arch, folds=folds, epochs=epochs, select_by=select_by,
-                                       pretrained_weights=pretrained_weights, augment=augment,
-                                       seed=seed).items() if v is not None}
-    config = get_preset(preset, **overrides)
-
-    # 1. the dataset snapshot: exported, labelled, not excluded; split by patient, digest recorded
-    snapshot = take_snapshot(test_year or settings.test_year, config.folds, seed)
-    run_dir = str(Path(settings.data_dir) / "training" / training_digest(snapshot["digest"], config.to_dict())[:16])
-
-    # 2. the seed's augmentation: one recorded copy per training image ('online': drawn anew each epoch instead)
-    copies = augment_training_set(snapshot["manifest_path"], seed, config.copies) if config.augment == "offline" else None
-
-    # 3. the parent MLflow run, with the snapshot as its dataset input
-    parent = start_training_run(snapshot, config.to_dict(), run_dir, preset)
-
-    # 4. one task per fold (separate workers can take them); finished folds are not retrained
-    futures = [train_fold.submit(snapshot["manifest_path"], copies, k, config.to_dict(), run_dir, parent)
+    config = get_preset(preset, **{k: v for k, v in dict(
+        arch=arch, folds=folds, epochs=epochs, select_by=select_by, pretrained_weights=pretrained_weights,
+        augment=augment, seed=seed).items() if v is not None})
+    # the dataset snapshot: exported, labelled, not excluded; split by patient, digest recorded
+    snap = take_snapshot(test_year or settings.test_year, config.folds, seed)
+    run_dir = str(Path(settings.data_dir) / "training" / training_digest(snap.digest, config.to_dict())[:16])
+    # the seed's augmentation: one recorded copy per training image ('online': new draws each epoch instead)
+    copies = augment_training_set(snap.manifest_path, seed, config.copies) if config.augment == "offline" else None
+    parent = start_training_run(snap, config.to_dict(), run_dir, preset)
+    # one task per fold (separate workers can take them); finished folds are not retrained
+    futures = [train_fold.submit(snap.manifest_path, copies, k, config.to_dict(), run_dir, parent)
                for k in range(config.folds)]
     results = [f.result() for f in futures]
-
-    # 5. the best fold on the test year, 6. registry: challenger, champion if better
     best = pick_best(results, config.select_by)
-    evaluation = evaluate_test_year(best, snapshot["manifest_path"], run_dir, parent)
-    registered = register_model(best, evaluation, snapshot, snapshot["manifest_path"], parent)
-
-    summary = {
-        "run_id": parent,
-        "snapshot_digest": snapshot["digest"],
-        "n_train": snapshot["n_train"],
-        "n_test": snapshot["n_test"],
-        "best_fold": best["fold"],
-        "folds": [{k: r[k] for k in ("fold", "val_loss", "val_auc", "val_recall", "best_epoch", "resumed")}
-                  for r in results],
-        "test_auc": evaluation["metrics"].get("roc_auc"),
-        "test_accuracy": evaluation["metrics"].get("accuracy"),
-        "test_recall": evaluation["metrics"].get("recall_1"),
-        "test_specificity": evaluation["metrics"].get("specificity"),
-        "baseline_auc": evaluation["baseline_auc"],
-        **registered,
-    }
-    create_markdown_artifact(
-        key="training-summary",
-        markdown="\n".join(["| metric | value |", "|---|---|"]
-                           + [f"| {k} | {v} |" for k, v in summary.items() if not isinstance(v, list)]),
-        description="Test-year result and registry decision",
-    )
-    _link_artifacts(settings, summary)
-    return summary
+    evaluation = evaluate_test_year(best, snap.manifest_path, run_dir, parent)
+    registration = register_model(best, evaluation, snap, parent)
+    report = TrainingReport(parent, snap, results, best.fold, evaluation, registration)
+    _publish(report, settings)
+    return report
 
 
-def _link_artifacts(settings, summary: dict) -> None:
-    """Links to the parent MLflow run and the registered model version."""
-    from tasks import tracking
-
-    try:
-        experiment_id = tracking.client(settings).get_run(summary["run_id"]).info.experiment_id
-    except Exception:  # noqa: BLE001 - a link without the experiment is still a link
-        experiment_id = None
-    links = mlflow_links(settings.resolved_tracking_uri(), experiment_id, summary["run_id"],
-                         summary.get("model_name"), summary.get("model_version"))
-    if "run" in links:
-        create_link_artifact(key="mlflow-run", link=links["run"], link_text=f"MLflow run {summary['run_id']}",
-                             description="The parent MLflow run of this training (folds are its children)")
-    if "model_version" in links:
-        create_link_artifact(key="mlflow-model-version", link=links["model_version"],
-                             link_text=f"{summary['model_name']} version {summary['model_version']}",
-                             description="The registered model version (alias challenger)")
+def _publish(report: TrainingReport, settings) -> None:
+    """The summary and links to the MLflow run and the registered version, as Prefect artifacts."""
+    create_markdown_artifact(key="training-summary", markdown=report.markdown(),
+                             description="Test-year result and registry decision")
+    reg = report.registration
+    links = registry.links(settings.resolved_tracking_uri(), registry.experiment_of(client(settings), report.run_id),
+                           report.run_id, reg.model_name, reg.model_version)
+    create_link_artifact(key="mlflow-run", link=links["run"], link_text=f"MLflow run {report.run_id}",
+                         description="The parent MLflow run of this training (folds are its children)")
+    create_link_artifact(key="mlflow-model-version", link=links["model_version"],
+                         link_text=f"{reg.model_name} version {reg.model_version}",
+                         description="The registered model version (alias challenger)")

@@ -23,6 +23,9 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, aliased
 
+from osteo_common.chunks import chunks
+from osteo_common.files import sha256_file
+
 from db.models import (
     Annotation,
     AugmentedCopy,
@@ -38,7 +41,6 @@ from db.models import (
     TrainingRun,
 )
 
-IN_CHUNK = 500  # Oracle allows at most 1000 expressions in an IN list
 CSV_COLUMNS = ["kind", "path", "sha256", "size_bytes", "first_seen", "status", "n_members", "splits"]
 
 
@@ -62,38 +64,7 @@ def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
     return m["name"], m["alias"], m["version"]
 
 
-def resolve_model_version(client: Any, ref: str) -> dict[str, Any]:
-    """The registry's view of a model version (the one place that talks to MLflow)."""
-    name, alias, version = parse_model_ref(ref)
-    try:
-        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    except Exception as exc:  # noqa: BLE001 - MlflowException: unknown model, alias or version
-        raise LineageError(f"no registered model version {ref!r}: {str(exc).splitlines()[0][:200]}") from exc
-    return {
-        "ref": ref,
-        "name": name,
-        "alias": alias,
-        "version": str(mv.version),
-        "run_id": mv.run_id,
-        "aliases": sorted(getattr(mv, "aliases", None) or []),
-        "tags": dict(mv.tags or {}),
-        "source": mv.source,
-        "created": _ms(getattr(mv, "creation_timestamp", None)),
-    }
-
-
-def _ms(stamp: int | None) -> str | None:
-    if not stamp:
-        return None
-    return dt.datetime.fromtimestamp(stamp / 1000, dt.timezone.utc).isoformat(timespec="seconds")
-
-
 # ---------------------------------------------------------------- helpers
-
-
-def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def _iso(value: Any) -> Any:
@@ -117,24 +88,16 @@ def _snapshot(s: Snapshot) -> dict[str, Any]:
             "n_members": s.n_members, "manifest_path": s.manifest_path}
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def training_run_for(session: Session, *, run_id: str | None = None, name: str | None = None,
                      version: str | None = None) -> TrainingRun:
-    """The database's record of an MLflow run (by run id, else by registered name and version)."""
+    """The database's record of a model version (by registered name and version, else by MLflow run id)."""
     row = None
-    if run_id:
-        row = session.scalar(select(TrainingRun).where(TrainingRun.mlflow_run_id == run_id))
-    if row is None and name and version:
+    if name and version:
         row = session.scalar(select(TrainingRun).where(TrainingRun.model_name == name,
-                                                       TrainingRun.model_version == str(version))
-                             .order_by(TrainingRun.id.desc()))
+                                                       TrainingRun.model_version == str(version)))
+    if row is None and run_id:
+        row = session.scalars(select(TrainingRun).where(TrainingRun.mlflow_run_id == run_id)
+                              .order_by(TrainingRun.id)).first()
     if row is None:
         raise LineageError(f"no training run recorded for MLflow run {run_id} ({name} version {version}): "
                            "was it trained against another database?")
@@ -167,7 +130,7 @@ def snapshot_lineage(session: Session, snapshot_id: int) -> dict[str, Any]:
     ).all()
     export_ids = [r[1].id for r in rows]
     copies: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for chunk in _chunks(export_ids):
+    for chunk in chunks(export_ids):
         for c in session.scalars(select(AugmentedCopy).where(AugmentedCopy.export_id.in_(chunk))
                                  .order_by(AugmentedCopy.id)):
             copies[c.export_id].append({"id": c.id, "seed": c.seed, "params": c.params, "path": c.path,
@@ -309,7 +272,7 @@ def verify_lineage(lineage: dict[str, Any]) -> dict[str, Any]:
 def _runs_by_snapshot(session: Session, snapshot_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
     ids = sorted(set(snapshot_ids))
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         for tr in session.scalars(select(TrainingRun).where(TrainingRun.snapshot_id.in_(chunk))
                                   .order_by(TrainingRun.id)):
             out[tr.snapshot_id].append(_run(tr))

@@ -1,9 +1,6 @@
-"""Orchestration decisions as plain functions: task runner, the one-refresh-at-a-time lock, and
+"""Orchestration decisions as plain functions (no Prefect here): the one-refresh-at-a-time lock, and
 whether the nightly run trains (nothing here runs at import time).
 
-- Task runner: `SettingsTaskRunner` is what the flows' decorators hold; Prefect asks it for a copy
-  when a flow run starts (`duplicate()`), and that is when the settings are read: a Dask scheduler
-  address (OSTEO_DASK_ADDRESS) gives a DaskTaskRunner on that cluster, anything else a thread pool.
 - Refresh lock: an exclusive, non-blocking `flock` on `<var_dir>/refresh.lock` holding the owner's
   PID. The kernel drops it when the owner dies (kill -9 included), so a crash never leaves a stale
   lock behind. It guards one machine; across machines the deployment's concurrency limit does.
@@ -22,51 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-
 from osteo.settings import Settings, get_settings
-
-
-# --- task runner ----------------------------------------------------------------------------
-
-def make_task_runner(settings: Settings, threads: int = 1) -> TaskRunner:
-    """DaskTaskRunner on the scheduler at settings.dask_address, else a pool of `threads` threads."""
-    if settings.dask_address:
-        try:
-            from prefect_dask import DaskTaskRunner
-        except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise RuntimeError("OSTEO_DASK_ADDRESS is set but prefect-dask is not installed "
-                               "(pip install 'prefect-dask>=0.3,<0.4')") from exc
-        return DaskTaskRunner(address=settings.dask_address)
-    return ThreadPoolTaskRunner(max_workers=max(1, threads))
-
-
-class SettingsTaskRunner(TaskRunner):
-    """A placeholder that becomes the settings' task runner when a flow run starts.
-
-    Prefect's flow engine enters `flow.task_runner.duplicate()`; returning the concrete runner
-    there means the choice follows the environment of the process that runs the flow (a worker's
-    job variables, a test's isolated settings), not the one that imported the module.
-    """
-
-    def __init__(self, threads: int = 1):
-        super().__init__()
-        self.threads = threads
-
-    @property
-    def name(self) -> str:
-        return "settings"
-
-    def duplicate(self) -> TaskRunner:  # type: ignore[override]
-        return make_task_runner(get_settings(), self.threads)
-
-    def submit(self, task, parameters, wait_for=None, dependencies=None):  # pragma: no cover - never entered
-        raise RuntimeError("SettingsTaskRunner is resolved by duplicate() when a flow run starts")
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SettingsTaskRunner) and other.threads == self.threads
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 # --- one refresh at a time ------------------------------------------------------------------
@@ -175,33 +128,13 @@ def trained_digests(factory) -> set[str]:
         return set(session.scalars(select(Snapshot.digest).join(TrainingRun, TrainingRun.snapshot_id == Snapshot.id)))
 
 
-# --- artifacts -------------------------------------------------------------------------------
-
-def quarantine_table(factory) -> list[dict[str, Any]]:
-    """Quarantined inputs by stage and reason (totals in the database)."""
-    from sqlalchemy import func, select
-
-    from db.models import Quarantine
-
-    with factory() as session:
-        rows = session.execute(select(Quarantine.stage, Quarantine.reason, func.count(Quarantine.id))
-                               .group_by(Quarantine.stage, Quarantine.reason)
-                               .order_by(Quarantine.stage, Quarantine.reason)).all()
-    return [{"stage": stage, "reason": reason, "count": int(n)} for stage, reason, n in rows]
-
-
-def mlflow_links(tracking_uri: str, experiment_id: str | None, run_id: str, model_name: str | None,
-                 model_version: str | None) -> dict[str, str]:
-    """Links to the MLflow run and the registered version: UI pages on a tracking server, URIs otherwise."""
-    links: dict[str, str] = {}
-    base = tracking_uri.rstrip("/")
-    if base.startswith(("http://", "https://")):
-        if experiment_id:
-            links["run"] = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
-        if model_name and model_version:
-            links["model_version"] = f"{base}/#/models/{model_name}/versions/{model_version}"
-    else:
-        links["run"] = f"runs:/{run_id}"
-        if model_name and model_version:
-            links["model_version"] = f"models:/{model_name}/{model_version}"
-    return links
+def training_decision(factory, *, test_year: int, folds: int, seed: int, enabled: bool = True,
+                      force: bool = False) -> TrainingDecision:
+    """Whether tonight trains: the candidate snapshot's digest against those already trained."""
+    if not enabled:
+        return decide_training(None, set(), enabled=False)
+    try:
+        digest = candidate_digest(factory, test_year=test_year, folds=folds, seed=seed)
+    except ValueError as exc:  # e.g. fewer patients of a class than folds: training would fail the same way
+        return TrainingDecision(False, f"the labelled set cannot be split for training yet: {exc}")
+    return decide_training(digest, trained_digests(factory), enabled=enabled, force=force)

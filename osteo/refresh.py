@@ -5,24 +5,26 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Annotation, DicomImage, Export, Pair, Quarantine, SourceFile
+from db.models import Annotation, DexaExam, DicomImage, Export, Pair, Quarantine, RefreshRun, SourceFile
+from db.pairing import sync_pairs
 from db.store import get_or_create_source, quarantine, store_annotation, store_dexa_rows, store_dicom_results
 from osteo.etl import dicom_headers
 from osteo.etl.annotations import parse_voc
 from osteo.etl.dexa import parse_dexa_csv
+from osteo.errors import UserError
 from osteo.etl.errors import InputError
+from osteo.etl.imaging import ALGORITHM_VERSION
 from osteo.etl.pool import shared_pool
+from osteo.refresh_report import ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun, Totals
 from osteo.settings import Settings
-
-Progress = Callable[[int], None] | None
-EXPORT_VERSION = "roi-export-1"
+from osteo.version import code_version, utcnow
+from osteo_common.files import sha256_bytes
 
 
 def discover(root: Path | str | None, suffixes: tuple[str, ...] | None = None) -> list[str]:
@@ -30,32 +32,36 @@ def discover(root: Path | str | None, suffixes: tuple[str, ...] | None = None) -
     if not root:
         return []
     base = Path(root)
-    if not base.exists():
-        raise FileNotFoundError(f"input folder {base} does not exist")
+    check_folder(base)
     files = [p for p in base.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts)]
     if suffixes:
         files = [p for p in files if p.suffix.lower() in suffixes]
     return sorted(str(p.resolve()) for p in files)
 
 
-def batched(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def check_folder(path: Path | str, what: str = "input folder") -> None:
+    """A folder that the refresh reads must exist and be a folder (a user's mistake, said plainly)."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError("no_such_folder", f"{what} {p} does not exist; check the path")
+    if not p.is_dir():
+        raise UserError("not_a_folder", f"{what} {p} is a file, not a folder; pass the folder that holds the files")
 
 
-def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *, workers: int = 1) -> Counter:
+def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *, workers: int = 1) -> StageCounts:
     """Header ingest of one batch: parse in worker processes, write in one transaction."""
     results = dicom_headers.read_headers(paths, key, workers=workers)
     with factory() as session, session.begin():
-        return store_dicom_results(session, results)
+        return StageCounts.from_counter(store_dicom_results(session, results), added="images")
 
 
 def _file_bytes(path: str) -> tuple[bytes, str]:
     data = Path(path).read_bytes()
-    return data, hashlib.sha256(data).hexdigest()
+    return data, sha256_bytes(data)
 
 
 def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, settings: Settings,
-                mapping: dict[str, str] | None = None) -> Counter:
+                mapping: dict[str, str] | None = None) -> StageCounts:
     counts: Counter = Counter()
     for path in paths:
         data, sha = _file_bytes(path)
@@ -74,10 +80,10 @@ def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, se
                                                     reason=exc.reason, detail=exc.detail)
                 continue
             counts.update(store_dexa_rows(session, sf, parsed.rows, parsed.errors))
-    return counts
+    return StageCounts.from_counter(counts, added="exams")
 
 
-def ingest_annotations(factory: sessionmaker[Session], paths: list[str]) -> Counter:
+def ingest_annotations(factory: sessionmaker[Session], paths: list[str]) -> StageCounts:
     counts: Counter = Counter()
     with factory() as session, session.begin():
         for path in paths:
@@ -95,7 +101,7 @@ def ingest_annotations(factory: sessionmaker[Session], paths: list[str]) -> Coun
                                                     reason=exc.reason, detail=exc.detail)
                 continue
             counts.update(store_annotation(session, sf, box))
-    return counts
+    return StageCounts.from_counter(counts, added="annotations", updated="annotations_updated")
 
 
 # --- export -----------------------------------------------------------------------------
@@ -103,7 +109,7 @@ def ingest_annotations(factory: sessionmaker[Session], paths: list[str]) -> Coun
 def export_recipe(image: DicomImage, ann: Annotation, settings: Settings) -> tuple[dict, str]:
     """Everything that decides an export before any pixel is read, and its digest."""
     recipe = {
-        "version": EXPORT_VERSION,
+        "version": ALGORITHM_VERSION,  # bumped when exported pixels change: every image exports again
         "box": [ann.box_xmin, ann.box_ymin, ann.box_xmax, ann.box_ymax],
         "laterality": image.laterality,
         "size": settings.export_size,
@@ -142,13 +148,12 @@ def _export_one(job: dict[str, Any]) -> dict[str, Any]:
             margin=job["margin"], metal_threshold=job["metal_threshold"], blur_threshold=job["blur_threshold"],
         )
         return {"image_id": job["image_id"], "result": out}
-    except Exception as exc:  # noqa: BLE001 - bad pixels are quarantined, never fatal
-        reason = getattr(exc, "reason", None) or "undecodable_pixels"
-        return {"image_id": job["image_id"], "error": (reason, (getattr(exc, "detail", None) or str(exc))[:500])}
+    except InputError as exc:  # bad input is quarantined; anything else is our bug and fails the batch
+        return {"image_id": job["image_id"], "error": (exc.reason, (exc.detail or str(exc))[:500])}
 
 
 def export_images(factory: sessionmaker[Session], image_ids: list[int], settings: Settings, *,
-                  workers: int = 1, progress: Progress = None) -> Counter:
+                  workers: int = 1) -> ExportCounts:
     out_dir = Path(settings.data_dir) / "export"
     jobs: list[dict[str, Any]] = []
     with factory() as session:
@@ -173,6 +178,7 @@ def export_images(factory: sessionmaker[Session], image_ids: list[int], settings
         results = [_export_one(j) for j in jobs]
     by_id = {j["image_id"]: j for j in jobs}
     counts: Counter = Counter()
+    reasons: Counter = Counter()
     with factory() as session, session.begin():
         for r in results:
             job = by_id[r["image_id"]]
@@ -190,18 +196,27 @@ def export_images(factory: sessionmaker[Session], image_ids: list[int], settings
             ))
             counts[res["status"]] += 1
             if res.get("exclusion"):
-                counts[f"excluded_{res['exclusion']}"] += 1
-    if progress:
-        progress(len(results))
-    return counts
+                reasons[res["exclusion"]] += 1
+    return ExportCounts(exported=counts["exported"], excluded=counts["excluded"], quarantined=counts["quarantined"],
+                        excluded_by_reason=dict(sorted(reasons.items())))
 
 
-# --- summary ------------------------------------------------------------------------------
+# --- pairing, summary, the refresh_run row ------------------------------------------------
 
-def summarise(factory: sessionmaker[Session]) -> dict[str, Any]:
-    """State of the database after a refresh: what the nightly report shows."""
+def pair_and_label(factory: sessionmaker[Session], settings: Settings) -> PairCounts:
+    """Run the pairing SQL and bring the pair table in line (sql/pair_xray_dexa.sql)."""
+    with factory() as session, session.begin():
+        c = sync_pairs(session, window_days=settings.pair_window_days, osteoporosis_t=settings.osteoporosis_t,
+                       normal_t=settings.normal_t)
+    return PairCounts(new=c["new"], changed=c["changed"], removed=c["removed"])
+
+
+def summarise(factory: sessionmaker[Session]) -> Totals:
+    """What the database holds after a refresh: the totals half of the nightly report."""
     with factory() as session:
-        n = lambda stmt: int(session.scalar(stmt) or 0)  # noqa: E731
+        def n(stmt) -> int:
+            return int(session.scalar(stmt) or 0)
+
         images = n(select(func.count(DicomImage.id)))
         pairs = n(select(func.count(Pair.id)))
         positives = n(select(func.count(Pair.id)).where(Pair.label == 1))
@@ -209,23 +224,46 @@ def summarise(factory: sessionmaker[Session]) -> dict[str, Any]:
         no_annotation = n(select(func.count(Pair.id)).join(DicomImage, DicomImage.id == Pair.image_id)
                           .where(DicomImage.sop_instance_uid.not_in(annotated_uids)))
         latest = select(Export.status, Export.exclusion, func.count(Export.id)).group_by(Export.status, Export.exclusion)
-        exported = excluded_total = 0
-        excluded: dict[str, int] = {}
+        exported = 0
+        excluded: Counter = Counter()
         for status, exclusion, count in session.execute(latest):
             if status == "exported":
                 exported += count
             else:
-                excluded[exclusion or "other"] = excluded.get(exclusion or "other", 0) + count
-                excluded_total += count
-        quarantined = dict(session.execute(
-            select(Quarantine.reason, func.count(Quarantine.id)).group_by(Quarantine.reason)).all())
-        return {
-            "images": images,
-            "pairs": pairs,
-            "positives": positives,
-            "negatives": pairs - positives,
-            "waiting": {"no_dexa": images - pairs, "no_annotation": no_annotation},
-            "exported": exported,
-            "excluded": excluded,
-            "quarantined": {k: int(v) for k, v in sorted(quarantined.items())},
-        }
+                excluded[exclusion or "other"] += count
+        quarantined = {k: int(v) for k, v in sorted(session.execute(
+            select(Quarantine.reason, func.count(Quarantine.id)).group_by(Quarantine.reason)).all())}
+        return Totals(
+            images=images, dexa_exams=n(select(func.count(DexaExam.id))), annotations=n(select(func.count(Annotation.id))),
+            pairs=pairs, positives=positives, negatives=pairs - positives, exported=exported,
+            excluded=sum(excluded.values()), quarantined=sum(quarantined.values()),
+            waiting={"no_dexa": images - pairs, "no_annotation": no_annotation},
+            excluded_by_reason=dict(sorted(excluded.items())), quarantined_by_reason=quarantined,
+        )
+
+
+def quarantine_table(factory: sessionmaker[Session]) -> list[dict[str, Any]]:
+    """Quarantined inputs by stage and reason (totals in the database)."""
+    with factory() as session:
+        rows = session.execute(select(Quarantine.stage, Quarantine.reason, func.count(Quarantine.id))
+                               .group_by(Quarantine.stage, Quarantine.reason)
+                               .order_by(Quarantine.stage, Quarantine.reason)).all()
+    return [{"stage": stage, "reason": reason, "count": int(n)} for stage, reason, n in rows]
+
+
+def start_refresh_run(factory: sessionmaker[Session], inputs: dict[str, str | None]) -> int:
+    """The auditors' row for this refresh: when, which code, which inputs (finished by finish_refresh_run)."""
+    with factory() as session, session.begin():
+        row = RefreshRun(code_version=code_version(), inputs=inputs, status="running")
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def finish_refresh_run(factory: sessionmaker[Session], refresh_id: int, this_run: ThisRun) -> RefreshReport:
+    """Record what this run did, and report it beside the database's totals."""
+    report = RefreshReport(refresh_id=refresh_id, this_run=this_run, totals=summarise(factory))
+    with factory() as session, session.begin():
+        row = session.get(RefreshRun, refresh_id)
+        row.finished_at, row.status, row.counts = utcnow(), "finished", report.to_dict()
+    return report

@@ -7,8 +7,9 @@ their settings from the environment when first loaded.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from osteo.settings import REPO_ROOT, Settings
+from osteo.settings import Settings
 
 
 def configure_environment(settings: Settings) -> None:
@@ -23,5 +24,7 @@ def configure_environment(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_HOME", str(prefect_home))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.resolved_tracking_uri())
-    (REPO_ROOT / "mlruns").mkdir(exist_ok=True)
+    uri = settings.resolved_tracking_uri()
+    os.environ.setdefault("MLFLOW_TRACKING_URI", uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

@@ -18,16 +18,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OSTEO_", extra="ignore")
 
-    # embedded defaults live in git-ignored folders of the checkout
-    var_dir: Path = REPO_ROOT / "var"
+    # OSTEO_HOME moves every store at once (database, var, data, MLflow store and artifacts,
+    # Prefect home); each one below can still be set on its own. Default: the checkout.
+    home: Path = REPO_ROOT
+    var_dir: Path | None = None  # <home>/var
     database_url: str = ""
-    data_dir: Path = Field(default=REPO_ROOT / "data")
+    data_dir: Path | None = None  # <home>/data
     pseudonym_key: str = ""
     # production refuses to invent a pseudonym key; the demo keeps one in var/
     production: bool = False
 
     mlflow_tracking_uri: str = Field(default="", validation_alias="MLFLOW_TRACKING_URI")
-    mlflow_artifact_root: Path = REPO_ROOT / "mlruns" / "artifacts"
+    mlflow_artifact_root: Path | None = None  # <home>/mlruns/artifacts
     mlflow_experiment: str = "osteo-screening"
     registered_model: str = "osteo-classifier"
 
@@ -54,6 +56,11 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     dask_address: str = ""
 
+    def model_post_init(self, _context) -> None:
+        self.var_dir = self.var_dir or self.home / "var"
+        self.data_dir = self.data_dir or self.home / "data"
+        self.mlflow_artifact_root = self.mlflow_artifact_root or self.home / "mlruns" / "artifacts"
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -62,8 +69,7 @@ class Settings(BaseSettings):
     def resolved_tracking_uri(self) -> str:
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
-        return f"sqlite:///{REPO_ROOT / 'mlruns' / 'mlflow.db'}"
-
+        return f"sqlite:///{self.home / 'mlruns' / 'mlflow.db'}"
 
     def resolved_pseudonym_key(self) -> bytes:
         """The key of the patient pseudonyms; the local default is generated once and kept."""
@@ -80,6 +86,13 @@ class Settings(BaseSettings):
             key_file.write_text(secrets.token_hex(32))
             key_file.chmod(0o600)
         return key_file.read_text().strip().encode()
+
+
+def session_factory(settings: Settings, *, create: bool = False):
+    """The database of these settings (see db.session); `create=True` creates missing tables."""
+    from db.session import session_factory as factory_for
+
+    return factory_for(settings.resolved_database_url(), create=create)
 
 
 @lru_cache(maxsize=1)

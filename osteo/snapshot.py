@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,22 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import AugmentedCopy, DicomImage, Export, Pair, Patient, Snapshot, SnapshotMember
+from osteo_common.files import atomic_write_text
 from osteo_model.splits import assign_splits, check_splits
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A recorded snapshot: its digest, manifest file and split sizes."""
+
+    snapshot_id: int
+    digest: str
+    manifest_path: str
+    n_members: int
+    n_train: int
+    n_test: int
+    test_positives: int
+    params: dict[str, int]
+
 
 MANIFEST_COLUMNS = ["member_id", "image_id", "pair_id", "patient_id", "patient_key", "path", "sha256", "label",
                     "laterality", "study_year", "split", "fold"]
@@ -45,7 +61,7 @@ def manifest_digest(manifest: pd.DataFrame) -> str:
 
 
 def take_snapshot(factory: sessionmaker[Session], out_dir: Path, *, test_year: int, folds: int,
-                  seed: int) -> dict[str, Any]:
+                  seed: int) -> SnapshotInfo:
     """Split the current exports, check no patient crosses, and record the snapshot (idempotent)."""
     with factory() as session:
         exports = current_exports(session)
@@ -59,9 +75,7 @@ def take_snapshot(factory: sessionmaker[Session], out_dir: Path, *, test_year: i
     path = Path(out_dir) / f"{digest}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        manifest.to_csv(tmp, index=False)
-        tmp.replace(path)
+        atomic_write_text(path, manifest.to_csv(index=False))
     with factory() as session, session.begin():
         snap = session.scalar(select(Snapshot).where(Snapshot.digest == digest))
         if snap is None:
@@ -75,16 +89,12 @@ def take_snapshot(factory: sessionmaker[Session], out_dir: Path, *, test_year: i
             )
         snapshot_id = snap.id
     counts = manifest.groupby("split")["label"].agg(["count", "sum"])
-    return {
-        "snapshot_id": snapshot_id,
-        "digest": digest,
-        "manifest_path": str(path),
-        "n_members": len(manifest),
-        "n_train": int(counts.loc["train", "count"]) if "train" in counts.index else 0,
-        "n_test": int(counts.loc["test", "count"]) if "test" in counts.index else 0,
-        "test_positives": int(counts.loc["test", "sum"]) if "test" in counts.index else 0,
-        "params": params,
-    }
+    def count(split: str, what: str) -> int:
+        return int(counts.loc[split, what]) if split in counts.index else 0
+
+    return SnapshotInfo(snapshot_id=snapshot_id, digest=digest, manifest_path=str(path), n_members=len(manifest),
+                        n_train=count("train", "count"), n_test=count("test", "count"),
+                        test_positives=count("test", "sum"), params=params)
 
 
 def load_manifest(path: str | Path) -> pd.DataFrame:
@@ -110,13 +120,15 @@ def record_augmented_copies(factory: sessionmaker[Session], copies: pd.DataFrame
 
 
 def record_training_run(factory: sessionmaker[Session], *, snapshot_id: int, run_id: str, arch: str, preset: str,
-                        model_name: str | None, model_version: str | None, test_auc: float | None) -> None:
-    """The database side of lineage: which snapshot an MLflow run (and its model version) came from."""
+                        model_name: str, model_version: str, test_auc: float | None,
+                        checkpoint_sha256: str | None = None) -> None:
+    """The database side of lineage: one row per registered model version, never overwritten by another."""
     from db.models import TrainingRun
 
     with factory() as session, session.begin():
-        row = session.scalar(select(TrainingRun).where(TrainingRun.mlflow_run_id == run_id))
+        row = session.scalar(select(TrainingRun).where(TrainingRun.model_name == model_name,
+                                                       TrainingRun.model_version == model_version))
         if row is None:
-            row = TrainingRun(snapshot_id=snapshot_id, mlflow_run_id=run_id, arch=arch, preset=preset)
-            session.add(row)
-        row.model_name, row.model_version, row.test_auc = model_name, model_version, test_auc
+            session.add(TrainingRun(snapshot_id=snapshot_id, mlflow_run_id=run_id, arch=arch, preset=preset,
+                                    model_name=model_name, model_version=model_version, test_auc=test_auc,
+                                    checkpoint_sha256=checkpoint_sha256))

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance
 
+from osteo_common.files import atomic_write_bytes, sha256_file
+
 MAX_ROTATION_DEG = 20.0
 BRIGHTNESS_P = 0.3
 BRIGHTNESS_RANGE = (0.7, 1.3)
@@ -71,25 +73,9 @@ def encode_png(img: Image.Image) -> bytes:
 
 def _sha256_file(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path)
     except FileNotFoundError:
         return None
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder + os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def materialize_copies(
@@ -132,7 +118,7 @@ def materialize_copies(
             path = out / f"{member_id}_aug{c}.png"
             written = _sha256_file(path) != digest
             if written:
-                write_atomic(path, data)
+                atomic_write_bytes(path, data)
             row = {k: v for k, v in rec.items() if k not in ("member_id", "source_member_id")}
             row.update(
                 source_member_id=member_id,

@@ -11,9 +11,9 @@ Checkpoint format (``.pth``, loadable with ``torch.load(..., weights_only=True)`
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from osteo_common.files import atomic_write_bytes
 from osteo_model.data import preprocess
 
 CHECKPOINT_FORMAT = "osteo-checkpoint/1"
@@ -141,16 +142,10 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config, extra: di
         "config": cfg,
         "extra": _plain(extra or {}),
     }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.getbuffer())
     return path
 
 
@@ -165,7 +160,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu"):
     """(model in eval mode, TrainConfig, extra dict) from :func:`save_checkpoint`'s file,
     loaded with ``weights_only=True`` (no code runs while loading)."""
     from osteo_model.models import build_model
-    from osteo_model.train import TrainConfig
+    from osteo_model.config import TrainConfig
 
     payload = torch.load(Path(path), map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:

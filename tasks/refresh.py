@@ -1,4 +1,4 @@
-"""Refresh tasks: batches of paths or ids in, small count dicts out."""
+"""Refresh tasks: a decorator and one call each; batches of paths or ids in, small typed counts out."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ from prefect import task
 
 from osteo import refresh
 from osteo.etl.dexa import load_mapping
-from osteo.settings import get_settings
-from tasks.context import ensure_schema, session_factory, transient_only
+from osteo.refresh_report import ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun
+from osteo.settings import get_settings, session_factory
+from tasks.policy import RETRY
 
-RETRY = dict(retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=transient_only)
 # No task tags here: Prefect 3.8 makes a blocking API call per tagged task run to take tag
 # concurrency slots (even when no limit exists), ~0.3 s each while the ingest workers hold both
-# cores: 6.2 s of a 10 s flow over 1k files that took 1.9 s called directly (docs/performance.md). The flow runs
-# are tagged by their deployment, and one refresh at a time is the deployment's limit.
+# cores: 6.2 s of a 10 s flow over 1k files that took 1.9 s called directly (docs/performance.md).
+# The flow runs are tagged by their deployment, and one refresh at a time is the deployment's limit.
 
 
-@task(name="prepare-database", **RETRY)
-def prepare_database() -> None:
-    ensure_schema()
+@task(name="start-refresh-run", **RETRY)
+def start_refresh_run(inputs: dict[str, str | None]) -> int:
+    return refresh.start_refresh_run(session_factory(get_settings(), create=True), inputs)
 
 
 @task(name="discover-files")
@@ -27,44 +27,40 @@ def discover_files(root: str | None, suffixes: tuple[str, ...] | None = None) ->
 
 
 @task(name="ingest-dicom-headers", **RETRY)
-def ingest_dicom_batch(paths: list[str]) -> dict:
+def ingest_dicom_batch(paths: list[str]) -> StageCounts:
     s = get_settings()
-    return dict(refresh.ingest_dicom(session_factory(), paths, s.resolved_pseudonym_key(), workers=s.workers))
+    return refresh.ingest_dicom(session_factory(s), paths, s.resolved_pseudonym_key(), workers=s.workers)
 
 
 @task(name="ingest-dexa", **RETRY)
-def ingest_dexa_files(paths: list[str], mapping_file: str | None = None) -> dict:
+def ingest_dexa_files(paths: list[str], mapping_file: str | None = None) -> StageCounts:
     s = get_settings()
-    mapping = load_mapping(mapping_file) if mapping_file else None
-    return dict(refresh.ingest_dexa(session_factory(), paths, s.resolved_pseudonym_key(), s, mapping))
+    return refresh.ingest_dexa(session_factory(s), paths, s.resolved_pseudonym_key(), s, load_mapping(mapping_file))
 
 
 @task(name="ingest-annotations", **RETRY)
-def ingest_annotation_files(paths: list[str]) -> dict:
-    return dict(refresh.ingest_annotations(session_factory(), paths))
+def ingest_annotation_files(paths: list[str]) -> StageCounts:
+    return refresh.ingest_annotations(session_factory(get_settings()), paths)
 
 
 @task(name="pair-and-label", **RETRY)
-def pair_and_label() -> dict:
-    from db.pairing import sync_pairs
-
+def pair_and_label() -> PairCounts:
     s = get_settings()
-    with session_factory()() as session, session.begin():
-        return dict(sync_pairs(session, window_days=s.pair_window_days, osteoporosis_t=s.osteoporosis_t,
-                               normal_t=s.normal_t))
+    return refresh.pair_and_label(session_factory(s), s)
 
 
 @task(name="plan-exports", **RETRY)
 def plan_exports() -> list[int]:
-    return refresh.plan_exports(session_factory(), get_settings())
+    s = get_settings()
+    return refresh.plan_exports(session_factory(s), s)
 
 
 @task(name="export-pngs", **RETRY)
-def export_batch(image_ids: list[int]) -> dict:
+def export_batch(image_ids: list[int]) -> ExportCounts:
     s = get_settings()
-    return dict(refresh.export_images(session_factory(), image_ids, s, workers=s.workers))
+    return refresh.export_images(session_factory(s), image_ids, s, workers=s.workers)
 
 
-@task(name="summarise-refresh", **RETRY)
-def summarise_refresh() -> dict:
-    return refresh.summarise(session_factory())
+@task(name="finish-refresh-run", **RETRY)
+def finish_refresh_run(refresh_id: int, this_run: ThisRun) -> RefreshReport:
+    return refresh.finish_refresh_run(session_factory(get_settings()), refresh_id, this_run)

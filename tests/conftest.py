@@ -78,10 +78,37 @@ def demo_run(tmp_path_factory, prefect_harness):
 
         cohort = home / "cohort"
         generate_cohort(cohort, patients=DEMO_PATIENTS, seed=0)
-        counts = refresh_flow(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
+        report = refresh_flow(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
                               annotations_dir=str(cohort / "annotations"))
         result = train_flow(preset="demo")
-        yield {"home": home, "cohort": cohort, "refresh": counts, "train": result, "settings": settings}
+        # the JSON view, as `osteo demo --json` prints it
+        yield {"home": home, "cohort": cohort, "refresh": report.to_dict(), "train": result.to_dict(),
+               "settings": settings}
 
 
 DEMO_PATIENTS = 300  # the same cohort size as `osteo demo`
+AUDIT_PATIENTS, AUDIT_SEED = 70, 11
+
+
+@pytest.fixture(scope="session")
+def audit_run(tmp_path_factory, prefect_harness):
+    """One small full pipeline for the lineage and privacy tests, built once per session: a cohort
+    of 70 patients, one refresh, one tiny training (1 epoch, 2 folds, offline copies so that the
+    audit follows a model to its augmented copies). Each module re-enters its settings."""
+    from tests.helpers import isolated_settings
+
+    root = tmp_path_factory.mktemp("audit")
+    cohort, home = root / "cohort", root / "home"
+    from osteo.synth import generate_cohort
+
+    generate_cohort(cohort, patients=AUDIT_PATIENTS, seed=AUDIT_SEED)
+    with isolated_settings(home) as settings:
+        from flows.refresh import refresh_flow
+        from flows.train import train_flow
+
+        report = refresh_flow(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
+                              annotations_dir=str(cohort / "annotations"))
+        result = train_flow(preset="demo", epochs=1, folds=2, augment="offline")
+        name = settings.registered_model
+    return {"cohort": cohort, "home": home, "refresh": report.to_dict(), "train": result.to_dict(),
+            "model_name": name, "ref": f"{name}@champion"}

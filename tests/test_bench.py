@@ -22,7 +22,7 @@ def _run_bench(flag: str, tmp_path: Path, timeout: int) -> dict:
     env.pop("PREFECT_API_URL", None)  # the bench's own ephemeral server, never a shared one
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "osteo.cli", "bench", flag, "--json", "--out", str(out), "--work", str(tmp_path / "work")],
+        [sys.executable, "-m", "osteo_cli.main", "bench", flag, "--json", "--out", str(out), "--work", str(tmp_path / "work")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -145,7 +145,7 @@ def test_pairing_baseline_agrees_with_our_sql_on_sqlite(tmp_path):
 
 
 def test_cli_has_bench_command():
-    from osteo.cli import build_parser
+    from osteo_cli.main import build_parser
 
     args = build_parser().parse_args(["bench", "--quick", "--json", "--out", "x"])
     assert args.quick and args.json and args.out == "x"

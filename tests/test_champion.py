@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from osteo.champion import should_promote
+from osteo_mlflow.champion import should_promote
 
 
 def test_first_model_becomes_champion():

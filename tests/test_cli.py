@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from osteo.cli import main
+from osteo_cli.main import main
 
 
 @pytest.fixture(scope="module")

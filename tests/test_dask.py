@@ -9,7 +9,7 @@ import pytest
 def test_task_runner_follows_the_settings(tmp_path):
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from osteo.orchestration import SettingsTaskRunner, make_task_runner
+    from flows.runner import SettingsTaskRunner, make_task_runner
     from osteo.settings import Settings
     from tests.helpers import isolated_settings
 
@@ -31,7 +31,7 @@ def test_flows_use_the_settings_runner():
     from flows.nightly import nightly_flow  # noqa: F401 - loads without a runner choice at import
     from flows.refresh import refresh_flow
     from flows.train import train_flow
-    from osteo.orchestration import SettingsTaskRunner
+    from flows.runner import SettingsTaskRunner
 
     assert isinstance(refresh_flow.task_runner, SettingsTaskRunner)
     assert isinstance(train_flow.task_runner, SettingsTaskRunner)

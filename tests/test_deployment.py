@@ -132,15 +132,17 @@ def test_training_follows_only_a_new_snapshot_digest():
     assert decide_training("a" * 64, {"a" * 64}, force=True).train
 
 
-def test_nightly_decision_task_on_an_empty_database(tmp_path):
-    from tasks.nightly import decide_training
+def test_nightly_decision_on_an_empty_database(tmp_path):
+    from osteo.orchestration import TrainingDecision, training_decision
+    from osteo.settings import session_factory
     from tests.helpers import isolated_settings
 
-    with isolated_settings(tmp_path):
-        assert decide_training.fn(2022, 5, 0) == {"train": False, "reason": "no exported, labelled images yet",
-                                                   "digest": None}
-        off = decide_training.fn(2022, 5, 0, enabled=False)
-        assert not off["train"] and "switched off" in off["reason"]
+    with isolated_settings(tmp_path) as settings:
+        factory = session_factory(settings, create=True)
+        assert training_decision(factory, test_year=2022, folds=5, seed=0) == TrainingDecision(
+            False, "no exported, labelled images yet", None)
+        off = training_decision(factory, test_year=2022, folds=5, seed=0, enabled=False)
+        assert not off.train and "switched off" in off.reason
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +169,9 @@ def test_candidate_digest_is_the_digest_training_records(engine, tmp_path, small
     plain_refresh(factory, small_cohort, settings)
     predicted = candidate_digest(factory, test_year=2022, folds=2, seed=0)
     snap = take_snapshot(factory, tmp_path / "snapshots", test_year=2022, folds=2, seed=0)
-    assert predicted == snap["digest"]
+    assert predicted == snap.digest
     assert trained_digests(factory) == set()
-    record_training_run(factory, snapshot_id=snap["snapshot_id"], run_id="r1", arch="resnet18", preset="demo",
+    record_training_run(factory, snapshot_id=snap.snapshot_id, run_id="r1", arch="resnet18", preset="demo",
                         model_name="m", model_version="1", test_auc=0.9)
     assert trained_digests(factory) == {predicted}
     assert candidate_digest(factory, test_year=2022, folds=3, seed=0) != predicted
@@ -235,8 +237,8 @@ def test_refresh_flow_refuses_while_locked(tmp_path, prefect_harness):
         with refresh_lock(settings):
             with pytest.raises(RefreshAlreadyRunning):
                 refresh_flow(dicom_dir=str(tmp_path / "in"), dexa_dir=str(tmp_path / "in"))
-        counts = refresh_flow(dicom_dir=str(tmp_path / "in"), dexa_dir=str(tmp_path / "in"))
-        assert counts["files_seen"] == 0
+        report = refresh_flow(dicom_dir=str(tmp_path / "in"), dexa_dir=str(tmp_path / "in"))
+        assert report.this_run.files_seen == 0
 
 
 # --- a real deployment on a throw-away server (slow) ---------------------------------------------

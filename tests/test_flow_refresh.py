@@ -36,9 +36,9 @@ def refreshed(cohort, tmp_path_factory, prefect_harness):
         pngs_after_first = _tree_digest(home / "data" / "export")
         second = refresh_flow(**kwargs)
         pngs_after_second = _tree_digest(home / "data" / "export")
-        from tasks.context import session_factory
+        from osteo.settings import get_settings, session_factory
 
-        factory = session_factory()
+        factory = session_factory(get_settings())
         yield {"first": first, "second": second, "factory": factory, "home": home,
                "pngs": (pngs_after_first, pngs_after_second)}
 
@@ -69,19 +69,23 @@ def test_exports_exactly_the_expected_images_with_expected_labels(cohort, refres
     want_excl = truth[(truth["expected_exclusion"] != "none") & (truth["expected_pair"] == "1")
                       & (truth["annotated"] == "1")]
     assert excluded == dict(zip(want_excl["sop_instance_uid"], want_excl["expected_exclusion"]))
-    counts = refreshed["first"]
-    assert counts["exported"] == len(expected)
-    assert counts["positives"] + counts["negatives"] == counts["pairs"] == len(want_pair)
-    assert set(counts) >= {"files_seen", "ingested", "quarantined", "pairs", "positives", "negatives", "waiting",
-                           "exported", "excluded"}
-    assert counts["quarantined"], "the cohort's junk files and bad rows must be quarantined, not dropped"
+    first = refreshed["first"]
+    assert first.totals.exported == first.this_run.export.exported == len(expected)
+    assert first.totals.positives + first.totals.negatives == first.totals.pairs == len(want_pair)
+    assert set(first.to_dict()) == {"refresh_id", "this_run", "totals"}
+    assert first.this_run.files_seen > 0 and first.totals.images == first.this_run.dicom.added
+    # the cohort's junk files and bad rows are quarantined, not dropped
+    assert first.totals.quarantined == first.this_run.to_dict()["quarantined"] > 0
 
 
 def test_second_refresh_adds_nothing(refreshed):
-    second = refreshed["second"]
-    assert second["new_rows"] == 0 and second["new_files"] == 0
+    first, second = refreshed["first"], refreshed["second"]
+    assert not second.this_run.added_anything(), second.this_run
+    assert second.this_run.to_dict()["quarantined"] == 0  # this run's count, not the database's total
+    assert second.this_run.to_dict()["already_known"] == second.this_run.files_seen
     assert refreshed["pngs"][0] == refreshed["pngs"][1]
-    assert second["exported"] == refreshed["first"]["exported"]
+    assert second.totals == first.totals
+    assert second.refresh_id == first.refresh_id + 1
 
 
 def test_pngs_carry_no_patient_identifier(cohort, refreshed):

@@ -66,11 +66,11 @@ def _png_and_dicom(demo_run) -> tuple[bytes, bytes]:
     from db.models import SourceFile
     from osteo.snapshot import load_manifest
     from sqlalchemy import select
-    from tasks.context import session_factory
+    from osteo.settings import get_settings, session_factory
 
     manifest = Path(demo_run["settings"].data_dir) / "snapshots" / f"{demo_run['train']['snapshot_digest']}.csv"
     test = load_manifest(manifest).query("split == 'test'")
-    with session_factory()() as s:
+    with session_factory(get_settings())() as s:
         dicom_path = s.scalar(select(SourceFile.path).where(SourceFile.kind == "dicom",
                                                             SourceFile.status == "ingested"))
     return Path(test["path"].iloc[0]).read_bytes(), Path(dicom_path).read_bytes()

@@ -30,7 +30,7 @@ from pydicom.uid import (
 )
 
 from osteo.etl import imaging as im
-from osteo.etl.files import atomic_write_bytes, sha256_file
+from osteo_common.files import atomic_write_bytes, sha256_file
 
 PATIENT_ID = "PID-7766554"
 PATIENT_NAME = "WANG^XIAO MING"

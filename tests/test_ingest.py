@@ -89,7 +89,7 @@ def test_dicom_ingest_quarantines_each_bad_kind_and_keeps_the_good(factory, tmp_
     (tmp_path / "in" / "cut.dcm").write_bytes(whole[:300])
     paths = refresh.discover(tmp_path / "in")
     counts = refresh.ingest_dicom(factory, paths, KEY)
-    assert counts["images"] == 1 and counts["quarantined"] == 4
+    assert counts.added == 1 and counts.quarantined == 4
     with factory() as s:
         reasons = dict(s.execute(select(Quarantine.source_path, Quarantine.reason)).all())
         img = s.scalar(select(DicomImage))
@@ -103,15 +103,15 @@ def test_dicom_ingest_quarantines_each_bad_kind_and_keeps_the_good(factory, tmp_
     assert by_name["cut.dcm"] in ("truncated", "not_dicom", "missing_tag:SOPInstanceUID")
     # a rerun adds nothing; a copy of a known file under another path is not a new image
     again = refresh.ingest_dicom(factory, paths, KEY)
-    assert again["images"] == 0 and again["quarantined"] == 0 and again["already_known"] == 5
+    assert again.added == 0 and again.quarantined == 0 and again.already_known == 5
     (tmp_path / "in2").mkdir()
     (tmp_path / "in2" / "copy.dcm").write_bytes(whole)
     copy = refresh.ingest_dicom(factory, refresh.discover(tmp_path / "in2"), KEY)
-    assert copy["duplicate_copies"] == 1 and count(factory, DicomImage) == 1
+    assert copy.duplicates == 1 and count(factory, DicomImage) == 1
     # the same SOP Instance UID with other content is a conflict, quarantined
     make_dicom(tmp_path / "in3" / "clash.dcm", sop_uid=good, study_date="20200101")
     clash = refresh.ingest_dicom(factory, refresh.discover(tmp_path / "in3"), KEY)
-    assert clash["quarantined"] == 1 and count(factory, DicomImage) == 1
+    assert clash.quarantined == 1 and count(factory, DicomImage) == 1
     assert count(factory, Quarantine) == 5
 
 
@@ -138,7 +138,7 @@ def test_the_dicom_reader_is_silent_on_malformed_values(factory, tmp_path, capfd
         counts = refresh.ingest_dicom(factory, refresh.discover(tmp_path / "in"), KEY)
         assert read_dicom(tmp_path / "in" / "odd.dcm").Rows == 64
     out, err = capfd.readouterr()
-    assert counts["images"] == 1, counts
+    assert counts.added == 1, counts
     assert not [str(w.message) for w in caught] and not caplog.records and not (out + err).strip()
     assert config.settings.reading_validation_mode == mode  # validation is back for everyone else
     with factory() as s:
@@ -161,12 +161,12 @@ def test_dexa_ingest_rerun_duplicates_and_conflicts(factory, tmp_path):
     (d / "a.csv").write_text("PatientID,ExamDate,Neck_BMD,T-score\nA1,2021-01-02,0.6,-2.2\nA2,bad,0.6,-2.2\n")
     first = refresh.ingest_dexa(factory, refresh.discover(d), KEY, settings)
     again = refresh.ingest_dexa(factory, refresh.discover(d), KEY, settings)
-    assert first["exams"] == 1 and first["quarantined"] == 1 and again["already_known"] == 1 and again["exams"] == 0
+    assert first.added == 1 and first.quarantined == 1 and again.already_known == 1 and again.added == 0
     # a later export repeating the exam adds nothing; one with other values for it is quarantined
     (d / "b.csv").write_text("PatientID,ExamDate,Neck_BMD,T-score\nA1,2021/01/02,0.6,-2.2\nA1,110/01/02,0.5,-3.0\n"
                              "A1,2022-01-02,0.5,-3.0\n")
     later = refresh.ingest_dexa(factory, refresh.discover(d), KEY, settings)
-    assert later["duplicate_rows"] == 1 and later["quarantined"] == 1 and later["exams"] == 1
+    assert later.duplicates == 1 and later.quarantined == 1 and later.added == 1
     assert count(factory, DexaExam) == 2
     with factory() as s:
         reasons = sorted(s.scalars(select(Quarantine.reason)))
@@ -175,12 +175,12 @@ def test_dexa_ingest_rerun_duplicates_and_conflicts(factory, tmp_path):
     (d / "s.csv").write_text("PatientID,ExamDate,Neck_BMD,T-score,Side\nA9,2020-09-18,0.51,-2.9,R\n")
     (d / "t.csv").write_text("PatientID,ExamDate,Neck_BMD,T-score\nA9,109/09/18,0.51,-2.9\n")
     sided = refresh.ingest_dexa(factory, [str(d / "s.csv"), str(d / "t.csv")], KEY, settings)
-    assert sided["exams"] == 1 and sided["duplicate_rows"] == 1
+    assert sided.added == 1 and sided.duplicates == 1
     assert count(factory, DexaExam) == 3
     # an unusable file is quarantined as a whole, the others still count
     (d / "c.csv").write_text("foo,bar\n1,2\n")
     bad = refresh.ingest_dexa(factory, [str(d / "c.csv")], KEY, settings)
-    assert bad["quarantined"] == 1
+    assert bad.quarantined == 1
 
 
 def test_annotations_ingest_bad_xml_and_updates(factory, tmp_path):
@@ -194,10 +194,10 @@ def test_annotations_ingest_bad_xml_and_updates(factory, tmp_path):
     (d / "broken.xml").write_text("<annotation><filename>")
     (d / "bomb.xml").write_text('<!DOCTYPE x [<!ENTITY a "aaaa">]><annotation>&a;</annotation>')
     first = refresh.ingest_annotations(factory, refresh.discover(d))
-    assert first["annotations"] == 1 and first["quarantined"] == 2
-    assert refresh.ingest_annotations(factory, refresh.discover(d))["already_known"] == 3
+    assert first.added == 1 and first.quarantined == 2
+    assert refresh.ingest_annotations(factory, refresh.discover(d)).already_known == 3
     (d / "1.2.3.xml").write_text(voc("1.2.3", 12))  # a corrected box replaces the old one
-    assert refresh.ingest_annotations(factory, refresh.discover(d))["annotations_updated"] == 1
+    assert refresh.ingest_annotations(factory, refresh.discover(d)).updated == 1
     with factory() as s:
         ann = s.scalar(select(Annotation))
         assert (ann.box_xmin, ann.box_xmax) == (12, 40)

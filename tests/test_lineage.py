@@ -41,17 +41,15 @@ def test_lineage_csv_has_one_row_per_source_file():
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, prefect_harness):
-    from tests.audit_pipeline import demo_pipeline
+def pipeline(audit_run):
     from tests.helpers import isolated_settings
 
-    run = demo_pipeline(tmp_path_factory)
-    with isolated_settings(run["home"]):
-        yield run
+    with isolated_settings(audit_run["home"]):
+        yield audit_run
 
 
 def _osteo(capsys, *argv: str) -> tuple[int, str]:
-    from osteo.cli import main
+    from osteo_cli.main import main
 
     capsys.readouterr()
     code = main(list(argv))
@@ -105,8 +103,7 @@ def test_source_count_equals_distinct_sources_behind_snapshot(pipeline, capsys):
     lin = _lineage(capsys, pipeline["ref"])
     from mlflow import MlflowClient
 
-    from osteo.settings import get_settings
-    from tasks.context import session_factory
+    from osteo.settings import get_settings, session_factory
 
     s = get_settings()
     version = MlflowClient(s.resolved_tracking_uri()).get_model_version_by_alias(pipeline["model_name"], "champion")
@@ -127,7 +124,7 @@ def test_source_count_equals_distinct_sources_behind_snapshot(pipeline, capsys):
               JOIN export e ON e.id = m.export_id JOIN annotation a ON a.id = e.annotation_id
              WHERE r.mlflow_run_id = :run
         ) u""")
-    with session_factory()() as session:
+    with session_factory(get_settings())() as session:
         expected = session.execute(sql, {"run": version.run_id}).scalar_one()
         n_members = session.execute(text(
             "SELECT n_members FROM snapshot WHERE digest = :d"), {"d": lin["snapshot"]["digest"]}).scalar_one()

@@ -11,12 +11,10 @@ from model_toy import toy_manifest, toy_set
 from osteo_model.data import PngDataset, UndersampleSampler, make_loader, preprocess
 from osteo_model.models import build_model
 from osteo_model.predict import Predictor, load_checkpoint, save_checkpoint
+from osteo_model.config import PRESETS, TrainConfig, get_preset
 from osteo_model.train import (
-    PRESETS,
-    TrainConfig,
     evaluate,
     fit,
-    get_preset,
     make_optimizer,
     make_scheduler,
     seed_everything,

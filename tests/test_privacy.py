@@ -20,13 +20,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, prefect_harness):
-    from tests.audit_pipeline import demo_pipeline
+def pipeline(audit_run):
     from tests.helpers import isolated_settings
 
-    run = demo_pipeline(tmp_path_factory)
-    with isolated_settings(run["home"]):
-        yield run
+    with isolated_settings(audit_run["home"]):
+        yield audit_run
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +59,11 @@ def test_database_holds_no_identifier(pipeline, needles):
     from sqlalchemy import select
 
     from db.models import Base
-    from tasks.context import session_factory
+    from osteo.settings import get_settings, session_factory
 
     found: dict[str, list[tuple[str, str]]] = {}
     n_rows = 0
-    with session_factory()() as session:
+    with session_factory(get_settings())() as session:
         for table in Base.metadata.sorted_tables:
             for row in session.execute(select(table)).mappings():
                 n_rows += 1

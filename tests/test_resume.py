@@ -77,16 +77,15 @@ def test_dropped_connection_is_retried_and_bad_input_is_not(tmp_path, monkeypatc
         calls = {"factory": 0, "plan": 0}
         real_factory = task_mod.session_factory
 
-        def flaky_factory():
+        def flaky_factory(settings, **kw):
             calls["factory"] += 1
             if calls["factory"] == 1:
                 raise OperationalError("SELECT 1", {}, ConnectionResetError("server closed the connection"))
-            return real_factory()
+            return real_factory(settings, **kw)
 
         monkeypatch.setattr(task_mod, "session_factory", flaky_factory)
-        task_mod.prepare_database()
-        summary = task_mod.summarise_refresh.with_options(retry_delay_seconds=0)()
-        assert summary["images"] == 0 and calls["factory"] == 2  # failed once, retried, succeeded
+        refresh_id = task_mod.start_refresh_run.with_options(retry_delay_seconds=0)({"dicom_dir": "x"})
+        assert refresh_id == 1 and calls["factory"] == 2  # failed once, retried, succeeded
 
         def bad_input(*_a, **_k):
             calls["plan"] += 1
@@ -103,7 +102,7 @@ def test_transient_only_classifies_faults():
     from prefect.states import Completed, Failed
     from sqlalchemy.exc import OperationalError
 
-    from tasks.context import RETRY, transient_only
+    from tasks.policy import RETRY, transient_only
 
     def failed(exc):
         return Failed(data=exc)
@@ -121,8 +120,9 @@ def test_transient_only_classifies_faults():
 
 def test_finished_fold_is_not_trained_again(tmp_path, monkeypatch):
     import osteo_model.train as model_train
-    from osteo.training import run_fold, write_json
-    from osteo_model.train import get_preset
+    from osteo.training import run_fold
+    from osteo_common.files import write_json
+    from osteo_model.config import get_preset
 
     def must_not_train(*_a, **_k):
         raise AssertionError("a finished fold was trained again")
@@ -133,14 +133,14 @@ def test_finished_fold_is_not_trained_again(tmp_path, monkeypatch):
             "history": [], "seconds": 1.0, "resumed": False}
     write_json(tmp_path / "fold-1.json", done)
     result = run_fold(None, 1, get_preset("demo"), tmp_path)  # the manifest is not even looked at
-    assert result["resumed"] is True and result["val_loss"] == 0.4
+    assert result.resumed is True and result.val_loss == 0.4
 
 
 def test_half_written_fold_marker_means_unfinished(tmp_path, monkeypatch):
     """A kill during write_json leaves only fold-k.json.tmp: the fold is not finished and trains again."""
     import osteo_model.train as model_train
     from osteo.training import run_fold
-    from osteo_model.train import get_preset
+    from osteo_model.config import get_preset
 
     class Trained(Exception):
         pass
@@ -150,7 +150,7 @@ def test_half_written_fold_marker_means_unfinished(tmp_path, monkeypatch):
 
     monkeypatch.setattr(model_train, "train_fold", trainer)
     monkeypatch.setattr("osteo.training.fold_frames", lambda manifest, fold: (None, None))
-    (tmp_path / "fold-0.json.tmp").write_text('{"fold": 0, "val_lo')
+    (tmp_path / ".fold-0.json.x1.tmp").write_text('{"fold": 0, "val_lo')
     with pytest.raises(Trained):
         run_fold(None, 0, get_preset("demo"), tmp_path)
 

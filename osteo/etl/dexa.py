@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from osteo.errors import UserError
 from osteo.etl.errors import InputError
 from osteo.etl.pseudonym import pseudonymise
 
@@ -176,12 +177,22 @@ def _parse_row(row, cols, key, mean, sd) -> dict[str, Any]:
     }
 
 
-def load_mapping(path: Path | None) -> dict[str, str] | None:
+def load_mapping(path: str | Path | None) -> dict[str, str] | None:
     """A column-mapping file: JSON {"source column": "patient_id|exam_date|neck_bmd|t_score|side|z_score"}."""
-    if path is None:
+    if not path:
         return None
-    mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError("no_such_file", f"column-map file {path} does not exist; check the path") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError("column_map_not_json", f"column-map file {path} is not JSON ({exc.__class__.__name__}); "
+                        'write it as {"Source Column": "patient_id", ...}') from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+        raise UserError("column_map_not_an_object", f'column-map file {path} must be one JSON object of '
+                        'column names, e.g. {"Chart No": "patient_id"}')
     unknown = set(mapping.values()) - set(ALIASES)
     if unknown:
-        raise ValueError(f"mapping names unknown fields {sorted(unknown)}; known: {sorted(ALIASES)}")
+        raise UserError("column_map_unknown_fields", f"column-map file {path} names unknown fields "
+                        f"{sorted(unknown)}; known: {sorted(ALIASES)}")
     return mapping

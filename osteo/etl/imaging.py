@@ -49,7 +49,7 @@ from pydicom.uid import (
 )
 
 from osteo.etl.errors import InputError
-from osteo.etl.files import atomic_write_bytes, sha256_bytes, sha256_file
+from osteo_common.files import atomic_write_bytes, sha256_bytes, sha256_file
 from osteo.etl.quiet import unvalidated_reads
 
 __all__ = [

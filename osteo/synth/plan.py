@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from osteo.errors import UserError
 from osteo.synth.people import make_chart_numbers, make_name
 
 BMD_MEAN = 0.858
@@ -138,7 +139,8 @@ def pair_image(date: dt.date, exams: list[Exam], window: int = PAIR_WINDOW_DAYS)
 
 def make_plan(n_patients: int, seed: int) -> Plan:
     if n_patients < 6:
-        raise ValueError("need at least 6 patients for the edge cases")
+        raise UserError("too_few_patients", f"--patients {n_patients} is too few: the cohort needs at least 6 "
+                        "patients for its edge cases")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 20240601]))
     ids = make_chart_numbers(rng, n_patients)
     patients: list[Patient] = []

@@ -1,9 +1,8 @@
-"""MLflow at the edge: experiment, runs, metrics from the training callback, registry aliases."""
+"""The MLflow client and small logging helpers: experiment, tags, metrics, artifacts, aliases."""
 
 from __future__ import annotations
 
 import math
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,9 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-import osteo
-from osteo.settings import REPO_ROOT, Settings
+from osteo import __version__
+from osteo.settings import Settings
+from osteo.version import git_commit
 
 
 def client(settings: Settings) -> MlflowClient:
@@ -34,18 +34,8 @@ def experiment_id(c: MlflowClient, settings: Settings) -> str:
     return c.create_experiment(settings.mlflow_experiment, artifact_location=location)
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def code_tags() -> dict[str, str]:
-    return {"git_commit": git_commit(), "code_version": osteo.__version__, "mlflow.source.git.commit": git_commit()}
+    return {"git_commit": git_commit(), "code_version": __version__, "mlflow.source.git.commit": git_commit()}
 
 
 def clean_params(params: dict[str, Any]) -> dict[str, str]:

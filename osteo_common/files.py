@@ -1,11 +1,13 @@
-"""File helpers shared by the ETL: streamed hashing and crash-safe writes."""
+"""One helper per file job: streamed hashing and crash-safe (fsync + rename) writes."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 _CHUNK = 1 << 20
 
@@ -51,3 +53,20 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | m
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _jsonable(value: Any) -> Any:
+    # numpy scalars and arrays without importing numpy here
+    for method in ("item", "tolist"):
+        if hasattr(value, method):
+            return getattr(value, method)()
+    return str(value)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Atomically write `obj` as indented JSON (numpy values become plain numbers)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable))

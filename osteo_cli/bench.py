@@ -1,4 +1,4 @@
-"""`osteo bench [--quick] [--json] [--out DIR]`, plugged into osteo.cli through EXTRA_COMMANDS."""
+"""`osteo bench [--quick] [--json] [--out DIR]`: every stage against its plain baseline (bench/)."""
 
 from __future__ import annotations
 

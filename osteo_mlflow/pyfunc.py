@@ -24,7 +24,7 @@ LABEL_NAMES = {0: "not osteoporosis", 1: "osteoporosis"}
 MODEL_CODE = '''"""osteo-classifier, logged as code: MLflow runs this file to build the model (no pickle)."""
 from mlflow.models import set_model
 
-from osteo.pyfunc import OsteoClassifier
+from osteo_mlflow.pyfunc import OsteoClassifier
 
 set_model(OsteoClassifier())
 '''

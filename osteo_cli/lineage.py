@@ -13,26 +13,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from osteo.cli import _setup
-from osteo.settings import get_settings
+from osteo.errors import UserError
+from osteo.settings import get_settings, session_factory
+from osteo.runtime import configure_environment
 
 SHOW = 20  # source files listed in the human summary (--csv / --json have all)
 
 
-def _factory():
-    from tasks.context import ensure_schema, session_factory
+def _setup() -> None:
+    configure_environment(get_settings())
 
-    ensure_schema()
-    return session_factory()
+
+def _factory():
+    return session_factory(get_settings(), create=True)
 
 
 def _model(ref: str) -> dict[str, Any]:
     """MLflow registry lookup, then the database's lineage of that model version."""
     _setup()
     from osteo import lineage
-    from tasks.tracking import client
+    from osteo_mlflow.client import client
+    from osteo_mlflow.registry import resolve_model_version
 
-    version = lineage.resolve_model_version(client(get_settings()), ref)
+    version = resolve_model_version(client(get_settings()), ref)
     with _factory()() as session:
         return lineage.model_lineage(session, version)
 
@@ -52,12 +55,10 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
 
         try:
             return fn(args)
-        except (LineageError, ValueError) as exc:
-            if args.json:
-                print(json.dumps({"ok": False, "error": str(exc)}))
-            else:
-                print(f"lineage: {exc}", file=sys.stderr)
-            return 2
+        except LineageError as exc:
+            raise UserError("unknown", str(exc)) from None
+        except ValueError as exc:  # a malformed NAME@ALIAS
+            raise UserError("bad_reference", str(exc)) from None
     run.__name__ = fn.__name__
     return run
 
@@ -198,7 +199,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
-    p = add("lineage", lambda a: 2, "trace models to source files, patients and images to models")
+    p = add("lineage", None, "trace models to source files, patients and images to models")
     sub = p.add_subparsers(dest="lineage_command", required=True, metavar="{model,patient,image,verify}")
 
     def child(name: str, func: Callable, help_: str) -> argparse.ArgumentParser:

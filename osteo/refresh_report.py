@@ -1,0 +1,149 @@
+"""What a refresh did (this run) and what the database holds (totals): typed, then JSON, text, tables.
+
+The two halves use the same key names where they count the same thing, so that a nightly alert
+on `this_run.quarantined` means "new bad input tonight", never a total.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, astuple, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StageCounts:
+    """One input stage in this run (DICOM headers, DEXA rows, femoral-neck boxes)."""
+
+    files: int = 0  # inputs looked at
+    added: int = 0  # new records
+    updated: int = 0  # records replaced by a newer input (a box drawn again)
+    already_known: int = 0  # files seen before: a rerun adds nothing
+    duplicates: int = 0  # records already held, met again in a new file (a copied DICOM, a re-exported exam)
+    quarantined: int = 0  # new quarantine entries
+
+    def __add__(self, other: StageCounts) -> StageCounts:
+        return StageCounts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    @classmethod
+    def from_counter(cls, c: Counter, *, added: str, updated: str = "") -> StageCounts:
+        return cls(files=c["files"], added=c[added], updated=c[updated] if updated else 0,
+                   already_known=c["already_known"], duplicates=c["duplicate_copies"] + c["duplicate_rows"],
+                   quarantined=c["quarantined"])
+
+
+@dataclass(frozen=True)
+class ExportCounts:
+    """One export batch: PNGs written, images excluded by the quality check (by reason), quarantined."""
+
+    exported: int = 0
+    excluded: int = 0
+    quarantined: int = 0
+    excluded_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def __add__(self, other: ExportCounts) -> ExportCounts:
+        reasons = Counter(self.excluded_by_reason) + Counter(other.excluded_by_reason)
+        return ExportCounts(self.exported + other.exported, self.excluded + other.excluded,
+                            self.quarantined + other.quarantined, dict(sorted(reasons.items())))
+
+
+@dataclass(frozen=True)
+class PairCounts:
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What the database holds after the refresh."""
+
+    images: int
+    dexa_exams: int
+    annotations: int
+    pairs: int
+    positives: int
+    negatives: int
+    exported: int
+    excluded: int
+    quarantined: int
+    waiting: dict[str, int]
+    excluded_by_reason: dict[str, int]
+    quarantined_by_reason: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ThisRun:
+    """What this refresh did."""
+
+    files_seen: int
+    dicom: StageCounts
+    dexa: StageCounts
+    annotations: StageCounts
+    pairing: PairCounts
+    export: ExportCounts
+
+    def to_dict(self) -> dict[str, Any]:
+        stages = (self.dicom, self.dexa, self.annotations)
+        return {
+            "files_seen": self.files_seen,
+            "already_known": sum(s.already_known for s in stages),
+            "duplicates": sum(s.duplicates for s in stages),
+            "images": self.dicom.added,
+            "dexa_exams": self.dexa.added,
+            "annotations": self.annotations.added + self.annotations.updated,
+            "pairs": self.pairing.new,
+            "pairs_changed": self.pairing.changed,
+            "pairs_removed": self.pairing.removed,
+            "exported": self.export.exported,
+            "excluded": self.export.excluded,
+            "quarantined": sum(s.quarantined for s in stages) + self.export.quarantined,
+            "excluded_by_reason": self.export.excluded_by_reason,
+            "quarantined_by_stage": {"ingest_dicom": self.dicom.quarantined, "ingest_dexa": self.dexa.quarantined,
+                                     "ingest_annotation": self.annotations.quarantined,
+                                     "export": self.export.quarantined},
+        }
+
+    def added_anything(self) -> bool:
+        d = self.to_dict()
+        return any(d[k] for k in ("images", "dexa_exams", "annotations", "pairs", "pairs_changed", "exported",
+                                  "excluded", "quarantined"))
+
+
+def _fmt(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items() if v) or "none"
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    refresh_id: int  # the refresh_run row (osteo lineage refreshes)
+    this_run: ThisRun
+    totals: Totals
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"refresh_id": self.refresh_id, "this_run": self.this_run.to_dict(), "totals": asdict(self.totals)}
+
+    def summary(self) -> str:
+        r, t = self.this_run.to_dict(), self.totals
+        return "\n".join([
+            f"this run        {r['files_seen']} files seen, {r['already_known']} already known",
+            f"  added         {r['images']} images, {r['dexa_exams']} DEXA exams, {r['annotations']} annotations,"
+            f" {r['pairs']} pairs ({r['pairs_changed']} changed)",
+            f"  exported      {r['exported']} PNGs, {r['excluded']} excluded ({_fmt(r['excluded_by_reason'])})",
+            f"  quarantined   {r['quarantined']} ({_fmt(r['quarantined_by_stage'])})",
+            f"totals          {t.images} images, {t.dexa_exams} DEXA exams, {t.annotations} annotations",
+            f"  pairs         {t.pairs} ({t.positives} osteoporosis, {t.negatives} not)",
+            f"  waiting       {_fmt(t.waiting)}",
+            f"  exported      {t.exported} PNGs, {t.excluded} excluded ({_fmt(t.excluded_by_reason)})",
+            f"  quarantined   {t.quarantined} ({_fmt(t.quarantined_by_reason)})",
+            f"refresh run     #{self.refresh_id}",
+        ])
+
+    def table(self) -> list[dict[str, Any]]:
+        """Rows for the Prefect table artifact: this run beside the totals, one key a row."""
+        run, tot = self.this_run.to_dict(), asdict(self.totals)
+        keys = [f.name for f in fields(Totals) if not isinstance(tot[f.name], dict)]
+        rows = [{"count": k, "this_run": run.get(k, ""), "totals": tot[k]} for k in keys]
+        rows += [{"count": f"quarantined: {k}", "this_run": "", "totals": v}
+                 for k, v in self.totals.quarantined_by_reason.items()]
+        return rows

@@ -1,0 +1,1 @@
+"""The entry layer: the `osteo` command and its command modules (the only code that imports flows)."""

@@ -1,0 +1,175 @@
+"""`osteo synth | refresh | render | train | demo`: the pipeline's commands (they call the flows)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from osteo.errors import UserError
+from osteo.settings import get_settings
+from osteo_cli.output import emit, fmt_counts
+from osteo.runtime import configure_environment
+from osteo_model.config import AUGMENT, PRESETS, SELECT_BY
+
+ARCHS = ("resnet18", "resnet34", "googlenet", "densenet121", "vgg16")
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from osteo.synth import generate_cohort
+
+    out = Path(args.out)
+    summary = generate_cohort(out, patients=args.patients, seed=args.seed)
+    emit(args, {"out": str(out), **summary}, f"synthetic cohort in {out}: " + fmt_counts(
+        {k: v for k, v in summary.items() if isinstance(v, int | float)}))
+    return 0
+
+
+def check_refresh_inputs(dicom: str, dexa: str, annotations: str | None, column_map: str | None) -> None:
+    """Everything a refresh can refuse, checked before Prefect starts (seconds) and a flow run fails."""
+    from osteo.etl.dexa import load_mapping
+    from osteo.refresh import check_folder
+
+    check_folder(dicom, "--dicom folder")
+    check_folder(dexa, "--dexa folder")
+    if annotations:
+        check_folder(annotations, "--annotations folder")
+    load_mapping(column_map)
+    get_settings().resolved_pseudonym_key()  # production without a key is refused here
+
+
+def refresh(dicom: str, dexa: str, annotations: str | None, column_map: str | None = None):
+    check_refresh_inputs(dicom, dexa, annotations, column_map)
+    configure_environment(get_settings())
+    from flows.refresh import refresh_flow
+
+    return refresh_flow(dicom_dir=str(Path(dicom).resolve()), dexa_dir=str(Path(dexa).resolve()),
+                        annotations_dir=str(Path(annotations).resolve()) if annotations else None,
+                        column_map_file=str(Path(column_map).resolve()) if column_map else None)
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from osteo.orchestration import RefreshAlreadyRunning
+
+    try:
+        report = refresh(args.dicom, args.dexa, args.annotations, args.column_map)
+    except RefreshAlreadyRunning as exc:
+        raise UserError("refresh_already_running", str(exc)) from None
+    emit(args, report.to_dict(), report.summary())
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from osteo.etl import imaging
+
+    try:
+        info = imaging.render_png(args.file, args.out)
+    except imaging.ExportError as exc:
+        raise UserError(exc.reason, f"cannot render {args.file}: {exc}") from None
+    emit(args, {"ok": True, **info}, f"wrote {args.out} ({fmt_counts({k: v for k, v in info.items() if k != 'sha256'})})")
+    return 0
+
+
+def check_trainable() -> None:
+    """Training needs exported images; say so in one line instead of failing inside the flow."""
+    from sqlalchemy import func, select
+
+    from db.models import Export
+    from osteo.settings import session_factory
+
+    with session_factory(get_settings(), create=True)() as session:
+        exported = session.scalar(select(func.count(Export.id)).where(Export.status == "exported"))
+    if not exported:
+        raise UserError("nothing_exported", "no exported images to train on yet: run `osteo refresh --dicom DIR "
+                        "--dexa DIR --annotations DIR` (or `osteo demo`) first")
+
+
+def train(args: argparse.Namespace):
+    check_trainable()
+    configure_environment(get_settings())
+    from flows.train import train_flow
+
+    return train_flow(preset=args.preset, arch=args.arch, folds=args.folds, epochs=args.epochs,
+                      test_year=args.test_year, select_by=args.select_by,
+                      pretrained_weights=args.pretrained_weights, augment=args.augment, seed=args.seed)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    report = train(args)
+    emit(args, report.to_dict(), report.summary())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """synth + refresh + train on the embedded defaults."""
+    from osteo.synth import generate_cohort
+
+    settings = get_settings()
+    cohort = Path(settings.data_dir) / "demo-cohort"
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if not (cohort / "truth.csv").exists():
+        generate_cohort(cohort, patients=args.patients, seed=args.seed)
+    timings["synth_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = refresh(str(cohort / "dicom"), str(cohort / "dexa"), str(cohort / "annotations"))
+    timings["refresh_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = train(args)
+    timings["train_s"] = time.perf_counter() - t0
+    name = result.registration.model_name
+    where = {
+        "ui": f"{Path(sys.executable).parent / 'osteo'} ui   (Prefect and MLflow UIs on this machine)",
+        "model_uri": f"models:/{name}@champion",
+        "lineage": f"osteo lineage model {name}@champion",
+    }
+    payload: dict[str, Any] = {"refresh": report.to_dict(), **result.to_dict(), "timings": timings, "where": where}
+    human = "\n".join([report.summary(), "", result.summary(), "",
+                       f"look at the runs:    {where['ui']}",
+                       f"load the model:      mlflow.pyfunc.load_model('{where['model_uri']}')",
+                       f"trace it:            {where['lineage']}"])
+    emit(args, payload, human)
+    return 0
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+                   help="demo: small and fast on a CPU; paper: the seed study's recipe (default: %(default)s)")
+    p.add_argument("--arch", choices=ARCHS, help="network (default: the preset's, resnet18)")
+    p.add_argument("--folds", type=int, help="cross-validation folds, grouped by patient (default: the preset's)")
+    p.add_argument("--epochs", type=int, help="epochs per fold (default: the preset's)")
+    p.add_argument("--test-year", type=int, help="held-out year of left-femur images (default: OSTEO_TEST_YEAR, 2022)")
+    p.add_argument("--select-by", choices=SELECT_BY,
+                   help="rule for the best epoch and the best fold (default: the preset's, val_loss)")
+    p.add_argument("--pretrained-weights", metavar="FILE",
+                   help="a local torchvision state dict to start from (nothing is downloaded; default: none)")
+    p.add_argument("--augment", choices=AUGMENT,
+                   help="offline: one recorded copy per training image (the seed's); online: new draws every "
+                        "epoch; none (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of folds, augmentation and weights (default: 0)")
+
+
+def register(add) -> None:
+    p = add("synth", cmd_synth, "write a synthetic cohort (DICOM, DEXA CSV, VOC boxes, truth.csv)")
+    p.add_argument("--out", required=True, help="folder to write the cohort into")
+    p.add_argument("--patients", type=int, default=200, help="number of patients, at least 6 (default: 200)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+    p = add("refresh", cmd_refresh, "the nightly refresh: ingest, pair, label, quality-check, export PNGs")
+    p.add_argument("--dicom", required=True, help="folder of DICOM files (searched recursively)")
+    p.add_argument("--dexa", required=True, help="folder of DEXA CSV exports")
+    p.add_argument("--annotations", help="folder of LabelImg VOC XML boxes (default: none)")
+    p.add_argument("--column-map", metavar="FILE", help="JSON file mapping other DEXA column names to ours")
+
+    p = add("render", cmd_render, "one whole DICOM through the export's normalisation, as PNG")
+    p.add_argument("file", help="a DICOM file")
+    p.add_argument("--out", required=True, help="the PNG to write")
+
+    p = add("train", cmd_train, "augmentation, k-fold training, test-year evaluation, MLflow registration")
+    _train_options(p)
+
+    p = add("demo", cmd_demo, "synth + refresh + train on the embedded defaults, end to end")
+    _train_options(p)
+    p.add_argument("--patients", type=int, default=300, help="synthetic cohort size (default: 300)")

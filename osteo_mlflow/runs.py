@@ -1,0 +1,97 @@
+"""A training's MLflow runs: the parent run with its dataset input, one child run per fold, the test year.
+
+Plain functions with the client, settings and paths passed in; tasks/train.py wraps each in a task.
+A killed training resumes: the run ids sit in marker files in the training's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Param
+from mlflow.tracking import MlflowClient
+
+from osteo import snapshot as snap
+from osteo import training
+from osteo.settings import Settings
+from osteo.snapshot import SnapshotInfo
+from osteo.training import Evaluation, FoldResult
+from osteo_common.files import write_json
+from osteo_mlflow.client import clean_params, code_tags, experiment_id, log_artifacts, log_epoch, log_metrics
+
+
+def _params(values: dict[str, Any]) -> list[Param]:
+    return [Param(k, v) for k, v in clean_params(values).items()]
+
+
+def start_parent_run(c: MlflowClient, settings: Settings, snapshot: SnapshotInfo, config: dict[str, Any],
+                     run_dir: str, preset: str) -> str:
+    """The parent MLflow run (reused when a killed training is started again), the snapshot its input."""
+    marker = Path(run_dir) / "parent_run.json"
+    if marker.exists():
+        return json.loads(marker.read_text())["run_id"]
+    run = c.create_run(experiment_id(c, settings), run_name=f"{config['arch']}-{preset}-{snapshot.digest[:8]}",
+                       tags={**code_tags(), "snapshot_digest": snapshot.digest, "preset": preset})
+    c.log_batch(run.info.run_id, params=_params(
+        {**config, "preset": preset, "snapshot_digest": snapshot.digest, "n_train": snapshot.n_train,
+         "n_test": snapshot.n_test, **{f"split_{k}": v for k, v in snapshot.params.items()}}))
+    manifest = snap.load_manifest(snapshot.manifest_path)
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+    # the dataset input: our own digest, and no patient key (schema and profile only)
+    dataset = mlflow.data.from_pandas(
+        manifest[["member_id", "sha256", "label", "laterality", "study_year", "split", "fold"]],
+        source=snapshot.manifest_path, targets="label", name=f"snapshot-{snapshot.digest[:12]}",
+        digest=snapshot.digest[:36])
+    with mlflow.start_run(run_id=run.info.run_id):
+        mlflow.log_input(dataset, context="training")
+    write_json(marker, {"run_id": run.info.run_id})
+    return run.info.run_id
+
+
+def fold_run(c: MlflowClient, parent_run_id: str, fold: int, run_dir: Path) -> str:
+    """The fold's child run: created once, found again through its marker file on a resume."""
+    marker = run_dir / f"fold-{fold}.run"
+    if marker.exists():
+        return marker.read_text().strip()
+    parent = c.get_run(parent_run_id)
+    child_id = c.create_run(parent.info.experiment_id, run_name=f"fold-{fold}",
+                            tags={"mlflow.parentRunId": parent_run_id, "fold": str(fold), **code_tags()}).info.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(child_id)
+    return child_id
+
+
+def train_fold_tracked(c: MlflowClient, manifest_path: str, copies_path: str | None, fold: int,
+                       config: dict[str, Any], run_dir: str, parent_run_id: str, device=None) -> FoldResult:
+    """Train one fold (or take its finished result), every epoch logged to the fold's child run."""
+    from osteo_model.config import TrainConfig
+
+    out_dir = Path(run_dir)
+    child_id = fold_run(c, parent_run_id, fold, out_dir)
+    manifest = training.training_frame(manifest_path, copies_path)
+    result = training.run_fold(manifest, fold, TrainConfig.from_dict(config), out_dir, device=device,
+                               on_epoch=lambda epoch, rec: log_epoch(c, child_id, epoch, rec))
+    if not result.resumed:
+        c.log_batch(child_id, params=_params({"fold": fold, "n_train": result.n_train, "n_val": result.n_val}))
+        log_metrics(c, child_id, {"best_epoch": result.best_epoch, **result.val_metrics}, "best_val_")
+        log_artifacts(c, child_id, out_dir / f"fold-{fold}")
+        c.set_terminated(child_id, "FINISHED")
+    return replace(result, run_id=child_id)
+
+
+def evaluate_tracked(c: MlflowClient, best: FoldResult, manifest_path: str, run_dir: str, parent_run_id: str,
+                     device=None) -> Evaluation:
+    """The best fold on the test year; metrics and plots on the parent run."""
+    out_dir = Path(run_dir) / "test"
+    result = training.evaluate_on_test(best.checkpoint, snap.load_manifest(manifest_path), out_dir, device=device)
+    log_metrics(c, parent_run_id, result.metrics, "test_")
+    log_metrics(c, parent_run_id, {"baseline_mean_intensity_auc": result.baseline_auc, "best_fold": best.fold,
+                                   "best_fold_val_loss": best.val_loss})
+    log_artifacts(c, parent_run_id, out_dir, "test")
+    return result
