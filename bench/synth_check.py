@@ -5,8 +5,8 @@
 Measures, on every cohort image of truth.csv:
   * the stored-value contract (anatomy within 5%..80% of the stored range in display
     polarity, metal >= 97%);
-  * metal_fraction and blur_score on the femoral-neck box (the export's definitions; taken from
-    osteo.etl.imaging when that module provides them) per expected_exclusion class;
+  * metal_fraction and blur_score on the femoral-neck box (osteo.etl.imaging's definitions) per
+    expected_exclusion class;
 and, on paired images without exclusion (right hips flipped, box crop resized to 112 px):
   (a) ROC AUC of a logistic regression on the mean crop intensity (must be <= 0.65);
   (b) ROC AUC of gradient boosting on simple texture statistics, out-of-fold over
@@ -33,7 +33,7 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from osteo.synth import generate_cohort  # noqa: E402
+from osteo.synth import generate_cohort: E402
 
 
 def modality_display(ds) -> tuple[np.ndarray, np.ndarray]:
@@ -47,31 +47,6 @@ def modality_display(ds) -> tuple[np.ndarray, np.ndarray]:
     if ds.PhotometricInterpretation == "MONOCHROME1":
         mod = lo + hi - mod
     return mod, (mod - lo) / (hi - lo)
-
-
-def normalise(ds, mod: np.ndarray) -> np.ndarray:
-    """Display image in 0..255: VOI window if present else 0.5/99.5 percentiles."""
-    if "WindowCenter" in ds and "WindowWidth" in ds:
-        c = float(np.atleast_1d(ds.WindowCenter)[0])
-        w = float(np.atleast_1d(ds.WindowWidth)[0])
-        slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-        icpt = float(getattr(ds, "RescaleIntercept", 0) or 0)
-        if ds.PhotometricInterpretation == "MONOCHROME1":
-            maxv = 2 ** int(ds.BitsStored) - 1
-            c = icpt + (icpt + maxv * slope) - c  # mirror the centre into display polarity
-        lo, hi = c - w / 2, c + w / 2
-    else:
-        lo, hi = np.percentile(mod, [0.5, 99.5])
-    return np.clip((mod - lo) / max(hi - lo, 1e-9), 0, 1) * 255.0
-
-
-def own_metal_fraction(frac_crop: np.ndarray) -> float:
-    return float((frac_crop >= 0.95).mean())
-
-
-def own_blur_score(disp_crop: np.ndarray) -> float:
-    k = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)
-    return float(ndimage.convolve(disp_crop.astype(np.float64), k, mode="nearest").std())
 
 
 def texture_features(x: np.ndarray) -> np.ndarray:
@@ -117,13 +92,8 @@ def main() -> int:
         report["generate_s"] = round(time.time() - t0, 1)
         report["summary"] = summary
 
-    try:  # the export module's own normalisation and measures, when present
-        from osteo.etl import imaging  # type: ignore
+    from osteo.etl import imaging  # the export's own normalisation and measures
 
-        imaging.prepare_display, imaging.measure_quality  # noqa: B018
-    except Exception:
-        imaging = None
-    report["measures_from"] = "osteo.etl.imaging" if imaging else "bench/synth_check.py"
 
     truth = list(csv.DictReader(open(out / "truth.csv", encoding="utf-8")))
     per_class: dict[str, dict[str, list[float]]] = {}
@@ -131,18 +101,13 @@ def main() -> int:
     X_mean, X_tex, y, groups, crops = [], [], [], [], []
     for row in truth:
         ds = pydicom.dcmread(out / row["file"])
-        mod, frac = modality_display(ds)
+        _, frac = modality_display(ds)
         x0, y0, x1, y1 = (int(row[k]) for k in ("box_xmin", "box_ymin", "box_xmax", "box_ymax"))
         sl = (slice(y0, y1), slice(x0, x1))  # max exclusive, as the export reads VOC boxes
-        if imaging is not None:
-            dm = imaging.prepare_display(ds)
-            disp = dm.display() * 255.0
-            q = imaging.measure_quality(dm.unit(sl), dm.display(sl))
-            mf, bs = q["metal_fraction"], q["blur_score"]
-        else:
-            disp = normalise(ds, mod)
-            mf = own_metal_fraction(frac[sl])
-            bs = own_blur_score(disp[sl])
+        dm = imaging.prepare_display(ds)
+        disp = dm.display() * 255.0
+        q = imaging.measure_quality(dm.unit(sl), dm.display(sl))
+        mf, bs = q["metal_fraction"], q["blur_score"]
         cls = row["expected_exclusion"]
         d = per_class.setdefault(cls, {"metal_fraction": [], "blur_score": []})
         d["metal_fraction"].append(mf)
