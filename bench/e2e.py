@@ -47,7 +47,8 @@ def rows_from(record: dict[str, Any], source: str) -> list[dict]:
               ("train", t["train_s"])]
     other = wall - sum(v for _, v in stages)
     args = " ".join(record.get("args") or []) or "(defaults)"
-    work = f"osteo demo {args}: {record.get('images')} images, {record.get('exported')} PNGs, {record.get('n_train')} train"
+    work = (f"osteo demo {args}: {record.get('images')} images, {record.get('exported')} PNGs, "
+            f"{record.get('n_train')} train")
     out = [row(f"end to end: {name}", stage="end to end", ours=v, baseline=wall, unit="s", work=work,
                note=f"ratio = share of the demo's wall time; {source}")
            for name, v in stages]

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import cores, isolated_home, load_average, machine_info
+from bench.common import isolated_home, load_average, machine_info
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench" / "results"
@@ -257,7 +257,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main_args(args: argparse.Namespace) -> int:
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True))
+    def log(msg):
+        return (print(msg, file=sys.stderr, flush=True))
     report = run_bench(mode_of(args), Path(args.out) if args.out else None, work=Path(args.work) if args.work else None,
                        keep=args.keep, only=tuple(args.only) if args.only else None, log=log)
     if args.json:

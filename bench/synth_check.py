@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,10 +29,7 @@ import pydicom
 from PIL import Image
 from scipy import ndimage
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from osteo.synth import generate_cohort: E402
+from osteo.synth import generate_cohort
 
 
 def modality_display(ds) -> tuple[np.ndarray, np.ndarray]:

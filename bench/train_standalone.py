@@ -26,9 +26,9 @@ def reroot(df: pd.DataFrame, root: Path | None) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from osteo_model.config import get_preset
     from osteo_model.metrics import compute_metrics
     from osteo_model.splits import fold_frames, holdout_frame
-    from osteo_model.config import get_preset
     from osteo_model.train import predict_probs, select_device, train_fold
 
     ap = argparse.ArgumentParser()

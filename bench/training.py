@@ -54,9 +54,9 @@ def plain_loop(paths, labels, size, batch, epochs, device) -> None:
 
 
 def ours_loop(paths, labels, size, batch, epochs, device, preset="demo") -> None:
+    from osteo_model.config import get_preset
     from osteo_model.data import PngDataset, make_loader
     from osteo_model.models import build_model
-    from osteo_model.config import get_preset
     from osteo_model.train import fit, seed_everything
 
     # the plain loop's optimiser whatever the preset uses (AdamW costs more per step than SGD)

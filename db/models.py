@@ -34,7 +34,7 @@ class Base(DeclarativeBase):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class SourceFile(Base):
@@ -270,7 +270,8 @@ class RefreshRun(Base):
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, server_default=func.now())
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running | finished (a killed run stays running)
+    # running | finished; a killed run stays 'running'
+    status: Mapped[str] = mapped_column(String(16), default="running")
     code_version: Mapped[str] = mapped_column(String(80))
     inputs: Mapped[dict] = mapped_column(JSON)  # the folders and column-map file it read
     counts: Mapped[dict | None] = mapped_column(JSON)  # RefreshReport.to_dict(): this run and the totals

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from osteo_common.chunks import chunks
 from db.models import Annotation, DexaExam, DicomImage, Patient, Quarantine, SourceFile
+from osteo_common.chunks import chunks
 
 BOX = ("box_xmin", "box_ymin", "box_xmax", "box_ymax")
 
@@ -59,7 +59,8 @@ def get_or_create_source(session: Session, *, kind: str, path: str, sha256: str,
     return sf, True
 
 
-def patients_by_key(session: Session, keys: Iterable[str], sexes: dict[str, str | None] | None = None) -> dict[str, Patient]:
+def patients_by_key(session: Session, keys: Iterable[str],
+                    sexes: dict[str, str | None] | None = None) -> dict[str, Patient]:
     wanted = sorted(set(keys))
     found: dict[str, Patient] = {}
     for chunk in chunks(wanted):

@@ -31,7 +31,8 @@ def nightly_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
     registered = f"\n\nregistered {result.registration.model_name} version {result.registration.model_version}"
     create_markdown_artifact(
         key="nightly-decision",
-        markdown=f"**training**: {'yes' if decision.train else 'no'}: {decision.reason}" + (registered if result else ""),
+        markdown=f"**training**: {'yes' if decision.train else 'no'}: {decision.reason}"
+        + (registered if result else ""),
         description="Why this night did or did not train")
     return {"refresh": report.to_dict(), "decision": decision.to_dict(),
             "training": result.to_dict() if result else None}

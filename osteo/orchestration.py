@@ -21,7 +21,6 @@ from typing import Any
 
 from osteo.settings import Settings, get_settings
 
-
 # --- one refresh at a time ------------------------------------------------------------------
 
 class RefreshAlreadyRunning(RuntimeError):

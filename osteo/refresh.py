@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Annotation, DexaExam, DicomImage, Export, Pair, Quarantine, RefreshRun, SourceFile
 from db.pairing import sync_pairs
 from db.store import get_or_create_source, quarantine, store_annotation, store_dexa_rows, store_dicom_results
+from osteo.errors import UserError
 from osteo.etl import dicom_headers
 from osteo.etl.annotations import parse_voc
 from osteo.etl.dexa import parse_dexa_csv
-from osteo.errors import UserError
 from osteo.etl.errors import InputError
 from osteo.etl.imaging import ALGORITHM_VERSION
 from osteo.etl.pool import shared_pool
@@ -33,7 +33,8 @@ def discover(root: Path | str | None, suffixes: tuple[str, ...] | None = None) -
         return []
     base = Path(root)
     check_folder(base)
-    files = [p for p in base.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts)]
+    files = [p for p in base.rglob("*")
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts)]
     if suffixes:
         files = [p for p in files if p.suffix.lower() in suffixes]
     return sorted(str(p.resolve()) for p in files)
@@ -223,7 +224,8 @@ def summarise(factory: sessionmaker[Session]) -> Totals:
         annotated_uids = select(Annotation.sop_instance_uid)
         no_annotation = n(select(func.count(Pair.id)).join(DicomImage, DicomImage.id == Pair.image_id)
                           .where(DicomImage.sop_instance_uid.not_in(annotated_uids)))
-        latest = select(Export.status, Export.exclusion, func.count(Export.id)).group_by(Export.status, Export.exclusion)
+        latest = (select(Export.status, Export.exclusion, func.count(Export.id))
+                  .group_by(Export.status, Export.exclusion))
         exported = 0
         excluded: Counter = Counter()
         for status, exclusion, count in session.execute(latest):
@@ -234,7 +236,8 @@ def summarise(factory: sessionmaker[Session]) -> Totals:
         quarantined = {k: int(v) for k, v in sorted(session.execute(
             select(Quarantine.reason, func.count(Quarantine.id)).group_by(Quarantine.reason)).all())}
         return Totals(
-            images=images, dexa_exams=n(select(func.count(DexaExam.id))), annotations=n(select(func.count(Annotation.id))),
+            images=images, dexa_exams=n(select(func.count(DexaExam.id))),
+            annotations=n(select(func.count(Annotation.id))),
             pairs=pairs, positives=positives, negatives=pairs - positives, exported=exported,
             excluded=sum(excluded.values()), quarantined=sum(quarantined.values()),
             waiting={"no_dexa": images - pairs, "no_annotation": no_annotation},

@@ -6,7 +6,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, select
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import AugmentedCopy, DicomImage, Export, Pair, Patient, Snapshot, SnapshotMember
 from osteo_common.files import atomic_write_text
 from osteo_model.splits import assign_splits, check_splits
+
 
 @dataclass(frozen=True)
 class SnapshotInfo:

@@ -28,4 +28,4 @@ def code_version() -> str:
 
 def utcnow() -> dt.datetime:
     """Naive UTC, as the database stores it."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

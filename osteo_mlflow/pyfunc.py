@@ -73,7 +73,7 @@ class OsteoClassifier(PythonModel):
 
     # the DataFrame hint (what serving and the signature hand in) turns off MLflow's type-hint
     # validation quietly; arrays and lists still work when called directly
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:  # noqa: ARG002
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):
             images = list(model_input["image"])
         elif isinstance(model_input, np.ndarray) and model_input.ndim == 2:

@@ -202,7 +202,7 @@ def class_balanced_weights(labels: Sequence[float]) -> torch.Tensor:
     return torch.as_tensor(1.0 / counts[y], dtype=torch.double)
 
 
-def seed_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's signature
+def seed_worker(worker_id: int) -> None:
     """worker_init_fn: seed numpy/random from the worker's torch seed (set by the loader)."""
     s = torch.initial_seed() % 2**32
     np.random.seed(s)

@@ -35,7 +35,7 @@ HeadFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _arch_of(model: nn.Module) -> str:
-    from torchvision.models import DenseNet, GoogLeNet, ResNet, VGG
+    from torchvision.models import VGG, DenseNet, GoogLeNet, ResNet
 
     if isinstance(model, ResNet):
         return "resnet"

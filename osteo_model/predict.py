@@ -159,8 +159,8 @@ def _in_channels(sd: dict, arch: str) -> int:
 def load_checkpoint(path: str | os.PathLike, map_location="cpu"):
     """(model in eval mode, TrainConfig, extra dict) from :func:`save_checkpoint`'s file,
     loaded with ``weights_only=True`` (no code runs while loading)."""
-    from osteo_model.models import build_model
     from osteo_model.config import TrainConfig
+    from osteo_model.models import build_model
 
     payload = torch.load(Path(path), map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:

@@ -29,7 +29,7 @@ class Identifiers:
     birth_dates: set[str] = field(default_factory=set)  # YYYYMMDD
     accessions: set[str] = field(default_factory=set)
 
-    def needles(self) -> "Needles":
+    def needles(self) -> Needles:
         """Every byte form in which an identifier could be written (lower-cased; see Needles)."""
         found: dict[bytes, tuple[str, str]] = {}
 

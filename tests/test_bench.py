@@ -22,7 +22,8 @@ def _run_bench(flag: str, tmp_path: Path, timeout: int) -> dict:
     env.pop("PREFECT_API_URL", None)  # the bench's own ephemeral server, never a shared one
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "osteo_cli.main", "bench", flag, "--json", "--out", str(out), "--work", str(tmp_path / "work")],
+        [sys.executable, "-m", "osteo_cli.main", "bench", flag, "--json", "--out", str(out),
+         "--work", str(tmp_path / "work")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -45,7 +46,8 @@ def _check_report(report: dict, mode: str) -> None:
         assert r["status"] in ("PASS", "MISS", "INFO"), r
         assert (r["target"] is None) == (r["status"] == "INFO"), r
     names = " | ".join(r["name"] for r in rows)
-    for part in ("ingest", "1 worker", "read + SHA-256 only", "pairing sqlite", "export_roi", "export_images", "training resnet18",
+    for part in ("ingest", "1 worker", "read + SHA-256 only", "pairing sqlite", "export_roi", "export_images",
+                 "training resnet18",
                  "predict p50", "predict + Grad-CAM p50", "refresh through Prefect", "Prefect server start",
                  "osteo demo total"):
         assert part in names, part
@@ -79,11 +81,13 @@ def test_markdown_and_human_tables():
     from bench.common import row, target
     from bench.run import human, markdown
 
-    report = {"mode": "quick", "command": "osteo bench --quick", "wall_s": 1.0, "summary": {"PASS": 1, "MISS": 0, "INFO": 1},
+    report = {"mode": "quick", "command": "osteo bench --quick", "wall_s": 1.0,
+              "summary": {"PASS": 1, "MISS": 0, "INFO": 1},
               "machine": {"cores": 2, "cpu": "cpu", "memory_gib": 8, "cuda": False, "gpu": None, "python": "3.11",
                           "torch": "2", "load_average_start": [1, 1, 1], "load_average_end": [1, 1, 1],
                           "started": "now"},
-              "rows": [row("a", stage="s", ours=1.0, baseline=1.0, unit="s", work="w", goal=target("ratio", "<=", 1.05)),
+              "rows": [row("a", stage="s", ours=1.0, baseline=1.0, unit="s", work="w",
+                           goal=target("ratio", "<=", 1.05)),
                        row("b", stage="s", ours=2.0, baseline=1.0, unit="s", work="w", note="why")]}
     md = markdown(report)
     assert "| s | a | 1.00 | 1.00 | s | 1.00 | w | ratio <= 1.05 | PASS |" in md and "**b**: why" in md
@@ -117,7 +121,8 @@ def test_copies_are_distinct_images_with_same_headers(tmp_path):
     paths = make_copies(sources, tmp_path / "copies", 5)
     recs = [read_one(p, KEY) for p in paths]
     assert all("record" in r for r in recs)
-    assert len({r["record"]["sop_instance_uid"] for r in recs}) == 5 and uid not in {r["record"]["sop_instance_uid"] for r in recs}
+    uids = {r["record"]["sop_instance_uid"] for r in recs}
+    assert len(uids) == 5 and uid not in uids
     assert len({r["sha256"] for r in recs}) == 5
     assert {r["record"]["patient_key"] for r in recs} == {recs[0]["record"]["patient_key"]}
     for p in paths:
@@ -127,9 +132,9 @@ def test_copies_are_distinct_images_with_same_headers(tmp_path):
 
 def test_pairing_baseline_agrees_with_our_sql_on_sqlite(tmp_path):
     """The bench compares like with like: merge_asof and sql/pair_xray_dexa give the same pairs."""
+    from bench.pairing import NORMAL_T, OSTEO_T, WINDOW, load, make_rows, plain_pairs
     from db import create_schema, make_engine, make_session_factory
     from db.pairing import query_pairs
-    from bench.pairing import NORMAL_T, OSTEO_T, WINDOW, load, make_rows, plain_pairs
 
     img, exm = make_rows(3000, seed=3)
     engine = make_engine(f"sqlite:///{tmp_path / 'p.sqlite'}")
@@ -140,7 +145,8 @@ def test_pairing_baseline_agrees_with_our_sql_on_sqlite(tmp_path):
     engine.dispose()
     plain = plain_pairs(img, exm)
     assert len(ours) == len(plain) > 100
-    assert {r["image_id"]: int(r["gap_days"]) for r in ours} == dict(zip(plain["image_id"], plain["gap_days"].astype(int)))
+    gaps = dict(zip(plain["image_id"], plain["gap_days"].astype(int)))
+    assert {r["image_id"]: int(r["gap_days"]) for r in ours} == gaps
     assert {r["image_id"]: int(r["label"]) for r in ours} == dict(zip(plain["image_id"], plain["label"]))
 
 

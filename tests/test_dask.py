@@ -14,7 +14,6 @@ def test_task_runner_follows_the_settings(tmp_path):
     from tests.helpers import isolated_settings
 
     assert isinstance(make_task_runner(Settings(dask_address="")), ThreadPoolTaskRunner)
-    pytest.importorskip("prefect_dask")
     from prefect_dask import DaskTaskRunner
 
     runner = make_task_runner(Settings(dask_address="tcp://10.0.0.5:8786"))
@@ -30,8 +29,8 @@ def test_task_runner_follows_the_settings(tmp_path):
 def test_flows_use_the_settings_runner():
     from flows.nightly import nightly_flow  # noqa: F401 - loads without a runner choice at import
     from flows.refresh import refresh_flow
-    from flows.train import train_flow
     from flows.runner import SettingsTaskRunner
+    from flows.train import train_flow
 
     assert isinstance(refresh_flow.task_runner, SettingsTaskRunner)
     assert isinstance(train_flow.task_runner, SettingsTaskRunner)
@@ -39,7 +38,6 @@ def test_flows_use_the_settings_runner():
 
 @pytest.mark.slow
 def test_refresh_on_a_dask_cluster_matches_the_default_runner(tmp_path, prefect_harness):
-    pytest.importorskip("prefect_dask")
     from distributed import Client, LocalCluster, get_task_stream
 
     from osteo.synth import generate_cohort

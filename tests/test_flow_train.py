@@ -63,10 +63,11 @@ def test_mlflow_parent_with_one_child_per_fold_and_artifacts(demo_run):
 
 
 def _png_and_dicom(demo_run) -> tuple[bytes, bytes]:
-    from db.models import SourceFile
-    from osteo.snapshot import load_manifest
     from sqlalchemy import select
+
+    from db.models import SourceFile
     from osteo.settings import get_settings, session_factory
+    from osteo.snapshot import load_manifest
 
     manifest = Path(demo_run["settings"].data_dir) / "snapshots" / f"{demo_run['train']['snapshot_digest']}.csv"
     test = load_manifest(manifest).query("split == 'test'")

@@ -3,9 +3,9 @@ import hashlib
 import numpy as np
 import pandas as pd
 import torch
+from model_toy import toy_image, write_png
 from PIL import Image
 
-from model_toy import toy_image, write_png
 from osteo_model.augment import (
     SeededAugment,
     apply_params,

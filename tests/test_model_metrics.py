@@ -2,9 +2,9 @@ import math
 
 import numpy as np
 import pytest
+from model_toy import toy_image, write_png
 from PIL import Image
 
-from model_toy import toy_image, write_png
 from osteo_model.metrics import (
     classification_report_text,
     compute_metrics,

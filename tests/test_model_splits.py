@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from model_toy import toy_manifest
+
 from osteo_model.splits import (
     FOLD_ALWAYS_TRAIN,
     FOLD_NONE,

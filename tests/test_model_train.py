@@ -5,13 +5,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from model_toy import toy_manifest, toy_set
 from PIL import Image
 
-from model_toy import toy_manifest, toy_set
+from osteo_model.config import PRESETS, TrainConfig, get_preset
 from osteo_model.data import PngDataset, UndersampleSampler, make_loader, preprocess
 from osteo_model.models import build_model
 from osteo_model.predict import Predictor, load_checkpoint, save_checkpoint
-from osteo_model.config import PRESETS, TrainConfig, get_preset
 from osteo_model.train import (
     evaluate,
     fit,
@@ -48,7 +48,13 @@ def test_presets():
     assert TrainConfig.from_dict(PRESETS["demo"].to_dict()) == PRESETS["demo"]
     with pytest.raises(ValueError):
         TrainConfig(imbalance="smote")
-    assert select_device().type in ("cpu", "cuda")
+
+
+def test_select_device_follows_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device() == torch.device("cuda")
 
 
 def _lrs(cfg):
@@ -138,7 +144,8 @@ def test_dataset_and_loaders(tmp_path):
     x, y = ds[3]
     assert x.shape == (1, 32, 32) and x.dtype == torch.float32 and y.item() == labels[3]
     assert torch.equal(x, nocache[3][0]) and torch.equal(x, preprocess(paths[3], 32))
-    order = lambda: [i for _, yb in make_loader(ds, batch_size=3, train=True, seed=5) for i in yb.tolist()]
+    def order():
+        return [i for _, yb in make_loader(ds, batch_size=3, train=True, seed=5) for i in yb.tolist()]
     assert order() == order()
     w = make_loader(ds, batch_size=10, train=True, seed=0, imbalance="sampler")
     assert len(next(iter(w))[0]) == 10

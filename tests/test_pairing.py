@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
-import pytest
 from sqlalchemy.orm import Session
 
 from db.models import DexaExam, DicomImage, Patient, SourceFile
@@ -126,13 +125,13 @@ def test_sync_pairs_is_idempotent_and_follows_new_exams(engine):
     assert len(rows) == 1 and rows[0].dexa_exam_id == closer.id and rows[0].image_id == img.id
 
 
-def test_sqlite_date_subtraction_would_be_wrong(engine):
+def test_sqlite_date_subtraction_would_be_wrong(tmp_path):
     """Why the SQLite override exists: text dates subtract as numbers there."""
-    if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite only")
     from sqlalchemy import text
 
-    with engine.connect() as conn:
+    from db import make_engine
+
+    with make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}").connect() as conn:
         naive = conn.execute(text("SELECT '2022-03-01' - '2021-12-31'")).scalar()
         right = conn.execute(text("SELECT julianday('2022-03-01') - julianday('2021-12-31')")).scalar()
     assert naive == 1 and right == 60

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
-    PYDICOM_IMPLEMENTATION_UID,
     RLELossless,
     generate_uid,
 )
@@ -129,7 +129,8 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
     ds.PatientID = spec["patient_id"]
     ds.PatientBirthDate = _da(spec["birth"])
     ds.PatientSex = spec["sex"]
-    age = spec["date"].year - spec["birth"].year - ((spec["date"].month, spec["date"].day) < (spec["birth"].month, spec["birth"].day))
+    date, birth = spec["date"], spec["birth"]
+    age = date.year - birth.year - ((date.month, date.day) < (birth.month, birth.day))
     ds.PatientAge = f"{age:03d}Y"
     ds.BodyPartExamined = "HIP"
     ds.ViewPosition = "AP"

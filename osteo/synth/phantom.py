@@ -144,30 +144,31 @@ def render_hip(
     neck_ang = np.deg2rad(rng.uniform(36, 46))  # neck axis below horizontal
     d = np.array([np.cos(neck_ang), np.sin(neck_ang)])
     nrm = np.array([-d[1], d[0]])
-    O = np.array([ox, oy])
+    origin = np.array([ox, oy])
     R = L * rng.uniform(0.70, 0.78)  # head radius
-    neck_end = O + 2.2 * L * d
-    troch_c = O + 2.35 * L * d + np.array([0.45 * L, -0.55 * L])
-    shaft_top = O + 2.4 * L * d + np.array([0.05 * L, 0.2 * L])
+    neck_end = origin + 2.2 * L * d
+    troch_c = origin + 2.35 * L * d + np.array([0.45 * L, -0.55 * L])
+    shaft_top = origin + 2.4 * L * d + np.array([0.05 * L, 0.2 * L])
     shaft_dir = np.array([rng.uniform(0.02, 0.12), 1.0])
     shaft_dir /= np.linalg.norm(shaft_dir)
     shaft_bot = shaft_top + shaft_dir * (H * 1.5)
     shaft_r = 0.62 * L
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731  (keep the grids in float32)
-    O, d, nrm, neck_end, troch_c = f32(O), f32(d), f32(nrm), f32(neck_end), f32(troch_c)
+    origin, d, nrm, neck_end, troch_c = f32(origin), f32(d), f32(nrm), f32(neck_end), f32(troch_c)
     shaft_top, shaft_dir, shaft_bot = f32(shaft_top), f32(shaft_dir), f32(shaft_bot)
 
     # ---- signed distances of the femur parts
-    sd_head = np.sqrt((u - O[0]) ** 2 + (v - O[1]) ** 2) - R
+    sd_head = np.sqrt((u - origin[0]) ** 2 + (v - origin[1]) ** 2) - R
     # neck radius: narrow waist in the middle, flaring toward the trochanter
-    tpar = ((u - O[0]) * d[0] + (v - O[1]) * d[1]) / (2.2 * L)
+    tpar = ((u - origin[0]) * d[0] + (v - origin[1]) * d[1]) / (2.2 * L)
     neck_r = 0.5 * L * (0.92 + 0.35 * np.clip(tpar - 0.55, 0, None) ** 1.5 * 4)
-    sd_neck = _sdf_capsule(u, v, O, neck_end, neck_r)
+    sd_neck = _sdf_capsule(u, v, origin, neck_end, neck_r)
     sd_troch = _sdf_ellipse(u, v, troch_c, 0.75 * L, 0.95 * L)
     sd_shaft = _sdf_capsule(u, v, shaft_top, shaft_bot, shaft_r)
     lt_c = f32(shaft_top + np.array([-0.7 * L, 0.9 * L]))
     sd_lt = _sdf_ellipse(u, v, lt_c, 0.35 * L, 0.45 * L)
-    sd_fem = _smin(_smin(_smin(_smin(sd_neck, sd_head, 0.25 * L), sd_troch, 0.5 * L), sd_shaft, 0.6 * L), sd_lt, 0.3 * L)
+    sd_fem = _smin(sd_neck, sd_head, 0.25 * L)
+    sd_fem = _smin(_smin(_smin(sd_fem, sd_troch, 0.5 * L), sd_shaft, 0.6 * L), sd_lt, 0.3 * L)
     fem = _smooth_inside(sd_fem)
 
     # ---- cortex: thickness follows BMD (neck thin, shaft thick)
@@ -183,7 +184,7 @@ def render_hip(
     # ---- trabecular texture (the label signal)
     period = L * (0.085 + 0.11 * (1.0 - q)) * rng.uniform(0.93, 1.07)
     theta_c = np.arctan2(d[1], d[0]) + rot - np.deg2rad(rng.uniform(55, 70))  # compressive group
-    theta_t = theta_c + np.pi / 2  # tensile group
+    theta_c + np.pi / 2  # tensile group
     w2 = 0.15 + 0.85 * q  # the secondary group is lost first in osteoporosis
     g, brk = _texture_fields(rng, (H, W), period, theta_c, w2)
     # connectivity loss: low-frequency break-up of strands at low BMD
@@ -199,8 +200,8 @@ def render_hip(
     ss = np.linspace(-1, 1, 9)
     Tm, Sm = np.meshgrid(ts, ss)
     rad = 0.5 * L * (0.92 + 0.35 * np.clip(Tm / (2.2 * L) - 0.55, 0, None) ** 1.5 * 4)
-    Pu = O[0] + Tm * d[0] + Sm * rad * nrm[0]
-    Pv = O[1] + Tm * d[1] + Sm * rad * nrm[1]
+    Pu = origin[0] + Tm * d[0] + Sm * rad * nrm[0]
+    Pv = origin[1] + Tm * d[1] + Sm * rad * nrm[1]
     c2, s2 = np.cos(rot), np.sin(rot)
     Px = c2 * (Pu - cx) - s2 * (Pv - cy) + cx + tx
     Py = s2 * (Pu - cx) + c2 * (Pv - cy) + cy + ty
@@ -221,15 +222,15 @@ def render_hip(
     femur = femur + (target - cur) * fem / max(float(fem[sl].mean()), 1e-6)
 
     # ---- pelvis: ilium, acetabular roof, pubis/ischium with obturator foramen
-    sd_il = _sdf_ellipse(u, v, O + np.array([-0.4 * L, -2.9 * L]), 3.2 * L, 2.3 * L)
+    sd_il = _sdf_ellipse(u, v, origin + np.array([-0.4 * L, -2.9 * L]), 3.2 * L, 2.3 * L)
     ilium = _smooth_inside(sd_il, 3.0)
-    du, dv = u - O[0], v - O[1]
+    du, dv = u - origin[0], v - origin[1]
     rr = np.sqrt(du * du + dv * dv)
     # the acetabular roof: the arc above the head, running a little below horizontal laterally
     above = dv < np.float32(0.15) * np.maximum(du, 0)
     roof = _smooth_inside(np.abs(rr - R * 1.22) - 0.16 * L, 1.5) * above
-    sd_isch = _sdf_ellipse(u, v, O + np.array([-1.2 * L, 2.1 * L]), 1.7 * L, 1.4 * L)
-    sd_obt = _sdf_ellipse(u, v, O + np.array([-1.25 * L, 2.15 * L]), 1.0 * L, 0.72 * L)
+    sd_isch = _sdf_ellipse(u, v, origin + np.array([-1.2 * L, 2.1 * L]), 1.7 * L, 1.4 * L)
+    sd_obt = _sdf_ellipse(u, v, origin + np.array([-1.25 * L, 2.15 * L]), 1.0 * L, 0.72 * L)
     isch = _smooth_inside(np.maximum(sd_isch, -sd_obt), 1.5)
     pel_tex = ndimage.uniform_filter(strands, 3) - 0.5
     pelvis = (ilium + isch) * (rng.uniform(0.18, 0.26) + 0.08 * pel_tex) + rng.uniform(0.25, 0.4) * roof
@@ -269,16 +270,16 @@ def render_hip(
         v = sr * px + cr * py + cy
         if implant == "screw":
             lat_x = shaft_top[0] + shaft_r + 0.15 * L
-            t_exit = max((lat_x - O[0]) / d[0], 2.6 * L)
-            a = O - 0.2 * R * d
-            b = O + t_exit * d
+            t_exit = max((lat_x - origin[0]) / d[0], 2.6 * L)
+            a = origin - 0.2 * R * d
+            b = origin + t_exit * d
             sd = _sdf_capsule(u, v, a, b, 0.16 * L)
             plate_a = b - shaft_dir * 0.4 * L
             plate_b = plate_a + shaft_dir * 3.2 * L
             sd = np.minimum(sd, _sdf_capsule(u, v, plate_a, plate_b, 0.13 * L))
         else:  # prosthesis stem with a ball in the head
-            sd = np.sqrt((u - O[0]) ** 2 + (v - O[1]) ** 2) - 0.85 * R
-            sd = np.minimum(sd, _sdf_capsule(u, v, O, neck_end, 0.2 * L))
+            sd = np.sqrt((u - origin[0]) ** 2 + (v - origin[1]) ** 2) - 0.85 * R
+            sd = np.minimum(sd, _sdf_capsule(u, v, origin, neck_end, 0.2 * L))
             sd = np.minimum(sd, _sdf_capsule(u, v, neck_end, shaft_top + shaft_dir * 4.5 * L, 0.3 * L))
         metal = sd < 0
         mv = rng.uniform(METAL_LO, METAL_HI - 0.004)
