@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/osteo demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 clean:

@@ -97,6 +97,28 @@ def test_an_upward_import_is_caught(rel, source):
     assert violations({rel: source})
 
 
+def test_no_module_over_400_lines():
+    """Split by job what grows past 400 lines (tests included)."""
+    files = {**project_modules(), **{str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
+                                     for p in sorted((ROOT / "tests").rglob("*.py"))}}
+    big = {rel: n for rel, src in files.items() if (n := len(src.splitlines())) > 400}
+    assert not big, big
+
+
+def test_every_flow_body_reads_as_its_dag():
+    """A flow body is its DAG, one line a step: at most 40 lines (docstring excluded)."""
+    long = {}
+    for path in sorted((ROOT / "flows").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and any(
+                    "flow" in ast.unparse(d).split("(")[0] for d in node.decorator_list):
+                body = node.body[1:] if ast.get_docstring(node) else node.body
+                n = body[-1].end_lineno - body[0].lineno + 1
+                if n > 40:
+                    long[f"{path.name}:{node.name}"] = n
+    assert not long, long
+
+
 def test_importing_everything_does_nothing(tmp_path):
     """Importing every module writes no file and starts nothing (settings are read when asked)."""
     modules = []
