@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,8 +30,21 @@ def make_engine(url: str, **kwargs) -> Engine:
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
+class SchemaOutdated(RuntimeError):
+    """The database was created by an older version of the models (there are no migrations yet)."""
+
+
 def create_schema(engine: Engine) -> None:
+    """Create missing tables, and refuse a database whose existing tables lack columns of the models."""
     Base.metadata.create_all(engine)
+    inspector = inspect(engine)
+    missing = {t.name: sorted({c.name for c in t.columns} - {c["name"] for c in inspector.get_columns(t.name)})
+               for t in Base.metadata.sorted_tables}
+    missing = {t: cols for t, cols in missing.items() if cols}
+    if missing:
+        raise SchemaOutdated(f"the database {engine.url.render_as_string(hide_password=True)} was made by an older "
+                             f"osteo (missing columns: {missing}); use a new database (OSTEO_HOME or "
+                             "OSTEO_DATABASE_URL) or `make clean` for the local one")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from osteo.errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -76,9 +78,11 @@ class Settings(BaseSettings):
         if self.pseudonym_key:
             return self.pseudonym_key.encode()
         if self.production:
-            raise RuntimeError(
-                "OSTEO_PSEUDONYM_KEY is not set: production mode refuses to pseudonymise "
-                "patients with an ad-hoc key (pseudonyms must stay stable across runs)."
+            raise UserError(
+                "missing_pseudonym_key",
+                "OSTEO_PSEUDONYM_KEY is not set: production mode refuses to pseudonymise patients with an "
+                "ad-hoc key (pseudonyms must stay stable across runs); set OSTEO_PSEUDONYM_KEY to the site's "
+                "key (docs/production.md)",
             )
         key_file = self.var_dir / "pseudonym.key"
         if not key_file.exists():
@@ -90,9 +94,13 @@ class Settings(BaseSettings):
 
 def session_factory(settings: Settings, *, create: bool = False):
     """The database of these settings (see db.session); `create=True` creates missing tables."""
+    from db.engine import SchemaOutdated
     from db.session import session_factory as factory_for
 
-    return factory_for(settings.resolved_database_url(), create=create)
+    try:
+        return factory_for(settings.resolved_database_url(), create=create)
+    except SchemaOutdated as exc:
+        raise UserError("database_outdated", str(exc)) from None
 
 
 @lru_cache(maxsize=1)
