@@ -163,6 +163,7 @@ class Export(Base):
     # digest of everything decided before decoding (box, size, margin, thresholds, code version)
     recipe_digest: Mapped[str] = mapped_column(String(SHA256))
     transform: Mapped[dict] = mapped_column(JSON)  # every parameter the export actually applied
+    transform_digest: Mapped[str | None] = mapped_column(String(SHA256))  # canonical SHA-256 of `transform`
     status: Mapped[str] = mapped_column(String(16))  # exported | excluded
     exclusion: Mapped[str | None] = mapped_column(String(16))  # metal | blur
     metal_fraction: Mapped[float] = mapped_column(Float)

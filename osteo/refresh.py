@@ -191,7 +191,8 @@ def export_images(factory: sessionmaker[Session], image_ids: list[int], settings
             res = r["result"]
             session.add(Export(
                 image_id=job["image_id"], annotation_id=job["annotation_id"], recipe_digest=job["digest"],
-                transform=res.get("transform") or job["recipe"], status=res["status"], exclusion=res.get("exclusion"),
+                transform=res.get("transform") or job["recipe"], transform_digest=res.get("transform_digest"),
+                status=res["status"], exclusion=res.get("exclusion"),
                 metal_fraction=float(res["metal_fraction"]), blur_score=float(res["blur_score"]),
                 path=res.get("path"), sha256=res.get("sha256"),
             ))

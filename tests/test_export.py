@@ -112,6 +112,9 @@ def test_a_new_algorithm_version_exports_every_image_again(ingested, monkeypatch
     assert counts.quarantined == 0 and counts.exported >= 1
     assert counts.exported + counts.excluded == len(ids)
     assert refresh.plan_exports(factory, settings) == []  # the same recipe: nothing to do
+    with factory() as session:  # each export row keeps the digest of the transform it applied
+        rows = session.scalars(select(Export)).all()
+    assert rows and all(r.transform_digest == imaging.canonical_digest(r.transform) for r in rows)
 
     with factory() as session:
         image, ann = session.execute(
