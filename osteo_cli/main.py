@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -41,8 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """What a command prints is ours: MLflow's INFO lines (creating its tables on first use) are not.
+
+    Set before MLflow is imported (it reads the level once); Prefect's level is set by
+    osteo.runtime.configure_environment. An explicit setting in the environment wins.
+    """
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    quiet_libraries()
     as_json = "--json" in argv
     started = time.perf_counter()
     try:

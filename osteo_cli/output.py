@@ -23,6 +23,7 @@ def emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
 
 def refuse(as_json: bool, reason: str, detail: str) -> int:
     """Print a user error as one line (or one JSON object) and return its exit code."""
+    detail = " ".join(detail.split())  # one line, whatever a library's message held
     if as_json:
         print(json.dumps({"ok": False, "reason": reason, "detail": detail}, ensure_ascii=False))
     else:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from osteo.errors import UserError
+from osteo.runtime import configure_environment
 from osteo.settings import get_settings
 from osteo_cli.output import emit, fmt_counts
-from osteo.runtime import configure_environment
 from osteo_model.config import AUGMENT, PRESETS, SELECT_BY
 
 ARCHS = ("resnet18", "resnet34", "googlenet", "densenet121", "vgg16")
@@ -37,7 +37,9 @@ def check_refresh_inputs(dicom: str, dexa: str, annotations: str | None, column_
     if annotations:
         check_folder(annotations, "--annotations folder")
     load_mapping(column_map)
-    get_settings().resolved_pseudonym_key()  # production without a key is refused here
+    # production without OSTEO_PSEUDONYM_KEY is refused here (UserError missing_pseudonym_key),
+    # before a flow run could fail on it
+    get_settings().resolved_pseudonym_key()
 
 
 def refresh(dicom: str, dexa: str, annotations: str | None, column_map: str | None = None):
@@ -68,7 +70,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         info = imaging.render_png(args.file, args.out)
     except imaging.ExportError as exc:
         raise UserError(exc.reason, f"cannot render {args.file}: {exc}") from None
-    emit(args, {"ok": True, **info}, f"wrote {args.out} ({fmt_counts({k: v for k, v in info.items() if k != 'sha256'})})")
+    sizes = fmt_counts({k: v for k, v in info.items() if k != "sha256"})
+    emit(args, {"ok": True, **info}, f"wrote {args.out} ({sizes})")
     return 0
 
 
@@ -161,7 +164,8 @@ def register(add) -> None:
     p.add_argument("--dicom", required=True, help="folder of DICOM files (searched recursively)")
     p.add_argument("--dexa", required=True, help="folder of DEXA CSV exports")
     p.add_argument("--annotations", help="folder of LabelImg VOC XML boxes (default: none)")
-    p.add_argument("--column-map", metavar="FILE", help="JSON file mapping other DEXA column names to ours")
+    p.add_argument("--column-map", metavar="FILE",
+                   help="JSON file mapping other DEXA column names to ours (default: none)")
 
     p = add("render", cmd_render, "one whole DICOM through the export's normalisation, as PNG")
     p.add_argument("file", help="a DICOM file")

@@ -1,13 +1,15 @@
 """`osteo ui`: the Prefect and MLflow UIs on the embedded stores, on this machine only (loopback).
 
-Both servers run as child processes until Ctrl-C (or SIGTERM); the addresses are printed once
-both answer.
+Both servers run as child processes, each in its own process group (their workers included),
+until Ctrl-C or SIGTERM stops all of them; the addresses are printed once both answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,19 +17,36 @@ import urllib.request
 from pathlib import Path
 
 from osteo.errors import UserError
+from osteo.runtime import configure_environment
 from osteo.settings import get_settings
 from osteo_cli.output import emit
-from osteo.runtime import configure_environment
 
 HOST = "127.0.0.1"  # never another interface: the stores hold pseudonymised patient data
+STOP_GRACE_S = 20  # seconds each server has to stop before it is killed
+
+
+class _Stop(Exception):
+    """SIGTERM, raised in the main thread so that the children are stopped on the way out."""
 
 
 def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback http only
+        with urllib.request.urlopen(url, timeout=2) as r:
             return r.status == 200
     except OSError:
         return False
+
+
+def _check_port(port: int, option: str) -> None:
+    """Refuse a taken port at once instead of waiting for a server that cannot bind."""
+    if not 0 < port < 65536:
+        raise UserError("bad_option", f"{option} {port} is not a port; choose one from 1 to 65535")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            raise UserError("port_in_use", f"port {port} on {HOST} is taken (another UI running?); "
+                            f"choose another with {option}") from None
 
 
 def _wait(procs: dict[str, subprocess.Popen], health: dict[str, str], timeout: float) -> None:
@@ -41,50 +60,93 @@ def _wait(procs: dict[str, subprocess.Popen], health: dict[str, str], timeout: f
             if _answers(url):
                 del waiting[name]
         if waiting and time.monotonic() > deadline:
-            raise UserError("ui_timeout", f"{', '.join(waiting)} did not answer within {timeout:.0f} s")
-        time.sleep(0.5)
+            raise UserError("ui_timeout", f"{', '.join(waiting)} did not answer within {timeout:.0f} s; "
+                            "try again with a longer --timeout")
+        if waiting:
+            time.sleep(0.5)
 
 
 def commands(prefect_port: int, mlflow_port: int) -> dict[str, list[str]]:
     s = get_settings()
-    bin_dir = Path(sys.executable).parent
+    py = sys.executable  # the same environment's servers, wherever its scripts live
     return {
-        "prefect": [str(bin_dir / "prefect"), "server", "start", "--host", HOST, "--port", str(prefect_port)],
-        "mlflow": [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", s.resolved_tracking_uri(),
+        "prefect": [py, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(prefect_port)],
+        # one worker: one person's browser on this machine (the default 4 would take every core)
+        "mlflow": [py, "-m", "mlflow", "ui", "--backend-store-uri", s.resolved_tracking_uri(),
                    "--default-artifact-root", Path(s.mlflow_artifact_root).resolve().as_uri(),
-                   "--host", HOST, "--port", str(mlflow_port)],
+                   "--host", HOST, "--port", str(mlflow_port), "--workers", "1"],
     }
 
 
+def _stop(procs: dict[str, subprocess.Popen]) -> None:
+    """SIGTERM to each server's whole process group, then SIGKILL to what is left after the grace."""
+    def signal_group(p: subprocess.Popen, sig: int) -> None:
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:  # the group is gone already
+            pass
+
+    for p in procs.values():
+        signal_group(p, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for p in procs.values():
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for p in procs.values():  # workers the server left behind, or a server that did not stop
+        signal_group(p, signal.SIGKILL)
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a process SIGKILL cannot end
+            pass
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
+    _check_port(args.prefect_port, "--prefect-port")
+    _check_port(args.mlflow_port, "--mlflow-port")
+    if args.prefect_port == args.mlflow_port:
+        raise UserError("bad_option", "--prefect-port and --mlflow-port must differ")
     configure_environment(get_settings())
     urls = {"prefect": f"http://{HOST}:{args.prefect_port}", "mlflow": f"http://{HOST}:{args.mlflow_port}"}
     health = {"prefect": urls["prefect"] + "/api/health", "mlflow": urls["mlflow"] + "/health"}
-    procs = {name: subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for name, cmd in commands(args.prefect_port, args.mlflow_port).items()}
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    def on_term(*_) -> None:
+        raise _Stop
+
+    # before the children start, so that a SIGTERM at any point stops them; SIGINT (Ctrl-C) reaches
+    # only this process (the children have their own sessions) and raises KeyboardInterrupt
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    procs: dict[str, subprocess.Popen] = {}
     try:
+        for name, cmd in commands(args.prefect_port, args.mlflow_port).items():
+            procs[name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL, start_new_session=True)
         _wait(procs, health, args.timeout)
         emit(args, {"ok": True, **urls}, f"Prefect UI  {urls['prefect']}\nMLflow UI   {urls['mlflow']}\n"
                                          "(Ctrl-C stops both)")
         sys.stdout.flush()
         while all(p.poll() is None for p in procs.values()):
-            time.sleep(1)
-        return 1  # one of them died
-    except KeyboardInterrupt:
+            time.sleep(0.5)
+        died = next(name for name, p in procs.items() if p.poll() is not None)
+        print(f"osteo: the {died} UI stopped (code {procs[died].returncode}); stopping the other", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, _Stop):
         return 0
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        # a second Ctrl-C or SIGTERM must not cut the cleanup short
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            _stop(procs)
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
 
 
 def register(add) -> None:
     p = add("ui", cmd_ui, "start the Prefect and MLflow UIs on the embedded stores (loopback only)")
     p.add_argument("--prefect-port", type=int, default=4200, help="Prefect UI port (default: %(default)s)")
     p.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=120, help="seconds to wait for both to answer (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=120,
+                   help="seconds to wait for both to answer (default: %(default)s)")
