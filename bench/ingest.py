@@ -33,7 +33,8 @@ def hash_only_loop(paths: list[str]) -> int:
 def ours_ingest(paths: list[str], workers: int, batch_size: int, tmp: Path) -> int:
     """osteo.refresh.ingest_dicom over batches, into a fresh SQLite database (as the flow calls it)."""
     from db import create_schema, make_engine, make_session_factory
-    from osteo.refresh import batched, ingest_dicom
+    from osteo.refresh import ingest_dicom
+    from osteo_common.chunks import batched
 
     db = Path(tempfile.mkdtemp(dir=tmp)) / "ingest.sqlite"
     engine = make_engine(f"sqlite:///{db}")
@@ -41,7 +42,7 @@ def ours_ingest(paths: list[str], workers: int, batch_size: int, tmp: Path) -> i
     factory = make_session_factory(engine)
     images = 0
     for batch in batched(paths, batch_size):
-        images += ingest_dicom(factory, batch, KEY, workers=workers)["images"]
+        images += ingest_dicom(factory, batch, KEY, workers=workers).added
     engine.dispose()
     return images
 
