@@ -1,4 +1,4 @@
-"""Train / validation / test splits with no patient crossing a boundary (DESIGN.md, Splits).
+"""Train / validation / test splits with no patient crossing a boundary (docs/design.md, Splits).
 
 Scheme (columns added by :func:`assign_splits`):
 

@@ -183,6 +183,29 @@ def test_dexa_ingest_rerun_duplicates_and_conflicts(factory, tmp_path):
     assert bad.quarantined == 1
 
 
+def test_quarantine_details_name_the_column_and_rule_never_the_value(factory, tmp_path):
+    """docs/privacy.md: a quarantine detail says which column broke which rule, and quotes no cell."""
+    d = tmp_path / "dexa"
+    d.mkdir()
+    (d / "a.csv").write_text("PatientID,ExamDate,Neck_BMD,T-score\n"
+                             "Q1,2021-01-02,0.6,-12.4321\n"  # T-score beyond +-10
+                             "Q2,2021-01-03,-0.4321,-2.2\n"  # negative BMD
+                             "Q3,1999/99/99,0.6,-2.2\n"  # not a date
+                             "Q4,2021-01-04,2.4321,\n")  # T derived from BMD: (2.4321 - 0.858) / 0.12 = 13.1175
+    # no header row: the first patient's row would be read as the header
+    (d / "b.csv").write_text("Q5-CHART-9876,CHEN MEI LING,2021-01-05,0.6,-2.2\n")
+    counts = refresh.ingest_dexa(factory, refresh.discover(d), KEY, Settings(var_dir=tmp_path))
+    assert counts.quarantined == 5 and counts.added == 0
+    with factory() as s:
+        found = sorted(s.execute(select(Quarantine.reason, Quarantine.detail)).tuples())
+    assert [r for r, _ in found] == ["bad_date", "bmd_out_of_range", "t_score_out_of_range", "t_score_out_of_range",
+                                     "unrecognised_columns"]
+    details = dict(found[:2]) | {"t": found[2][1] + " / " + found[3][1], "columns": found[4][1]}
+    assert "exam date" in details["bad_date"] and "BMD" in details["bmd_out_of_range"] and "T-score" in details["t"]
+    for value in ("12.4321", "0.4321", "1999", "99/99", "2.4321", "13.1", "Q5", "9876", "CHEN", "MEI LING"):
+        assert not [r for r, detail in found if value in detail], (value, found)
+
+
 def test_annotations_ingest_bad_xml_and_updates(factory, tmp_path):
     def voc(uid: str, x0: int) -> str:
         return (f"<annotation><filename>{uid}.png</filename><object><name>femoral_neck</name><bndbox>"

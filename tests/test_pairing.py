@@ -1,4 +1,4 @@
-"""The pairing rule (DESIGN.md) on SQLite and PostgreSQL, and the Oracle variant compiled."""
+"""The pairing rule (docs/design.md) on SQLite and PostgreSQL, and the Oracle variant compiled."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""DEXA CSV exports -> validated, pseudonymised exam rows (one bad row never costs a good one)."""
+"""DEXA CSV exports -> validated, pseudonymised exam rows (one bad row never costs a good one).
+
+A quarantine detail names the column and the rule it broke, never the cell's value
+(docs/privacy.md): the quarantine table is read by people who may not see patient data.
+"""
 
 from __future__ import annotations
 
@@ -51,7 +55,9 @@ def resolve_columns(header: list[str], mapping: dict[str, str] | None = None) ->
     missing = [c for c in REQUIRED if c not in found]
     if missing or not ({"neck_bmd", "t_score"} & found.keys()):
         missing += [] if ({"neck_bmd", "t_score"} & found.keys()) else ["neck_bmd|t_score"]
-        raise InputError("unrecognised_columns", f"no column for {', '.join(missing)} in {header[:12]}")
+        # the header is not quoted: in a file without one, the "header" is a patient's row
+        raise InputError("unrecognised_columns", f"no column for {', '.join(missing)} among the {len(header)} "
+                         "header fields; name other layouts with a column-mapping file")
     return found
 
 
@@ -144,7 +150,7 @@ def _parse_row(row, cols, key, mean, sd) -> dict[str, Any]:
     try:
         exam_date = parse_date(_cell(row, cols, "exam_date"))
     except ValueError as exc:
-        raise InputError("bad_date", "exam date is not a date in any accepted format") from exc
+        raise InputError("bad_date", "exam date is not a date in a known format") from exc
     try:
         bmd = parse_float(_cell(row, cols, "neck_bmd"))
         t_score = parse_float(_cell(row, cols, "t_score"))
@@ -152,7 +158,7 @@ def _parse_row(row, cols, key, mean, sd) -> dict[str, Any]:
     except ValueError as exc:
         raise InputError("bad_number", "BMD, T-score or Z-score is not a number") from exc
     if bmd is not None and not (BMD_RANGE[0] <= bmd <= BMD_RANGE[1]):
-        raise InputError("bmd_out_of_range", f"neck BMD {bmd} g/cm2 is outside {BMD_RANGE}")
+        raise InputError("bmd_out_of_range", f"neck BMD is outside {BMD_RANGE[0]}..{BMD_RANGE[1]} g/cm2")
     derived = False
     if t_score is None:
         if bmd is None:
@@ -160,7 +166,8 @@ def _parse_row(row, cols, key, mean, sd) -> dict[str, Any]:
         t_score = (bmd - mean) / sd
         derived = True
     if abs(t_score) > T_RANGE:
-        raise InputError("t_score_out_of_range", f"T-score {t_score} is beyond +-{T_RANGE}")
+        raise InputError("t_score_out_of_range",
+                         f"T-score{' derived from neck BMD' if derived else ''} is beyond +-{T_RANGE}")
     side = _cell(row, cols, "side").strip().upper()[:1]
     if side not in ("L", "R"):
         side = "-"

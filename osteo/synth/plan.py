@@ -2,7 +2,7 @@
 
 Everything here is metadata (no pixels); it is drawn from one numpy Generator in a
 fixed order, so a seed fixes the whole cohort.  The truth applies exactly the
-pipeline's rules (DESIGN.md "Rules of the data") to the DEXA rows *as written*.
+pipeline's rules (docs/design.md, "Rules of the data") to the DEXA rows *as written*.
 """
 
 from __future__ import annotations
