@@ -1,30 +1,20 @@
-"""Lineage for auditors: any registered model back to its source files, any patient or image forward.
+"""The lineage queries: a model version back to its sources, a patient or image forward, the refreshes.
 
-Plain functions over a session that the caller passes in; the only MLflow call is in
-:func:`resolve_model_version`, which takes the client, so everything else is testable on the
-database alone. The chain (see db/models.py):
-
-    source file -> DICOM image / DEXA row / annotation -> pair -> export PNG -> augmented copy
-    -> snapshot member -> snapshot -> training run (MLflow run) -> registered model version
+Plain functions over a session that the caller passes in (no MLflow here: a model version comes
+in as the registry's dict, see osteo_mlflow.registry.resolve_model_version).
 """
 
 from __future__ import annotations
 
 import csv
-import datetime as dt
-import hashlib
 import io
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, aliased
-
-from osteo_common.chunks import chunks
-from osteo_common.files import sha256_file
 
 from db.models import (
     Annotation,
@@ -35,57 +25,28 @@ from db.models import (
     Pair,
     Patient,
     Quarantine,
+    RefreshRun,
     Snapshot,
     SnapshotMember,
     SourceFile,
     TrainingRun,
 )
+from osteo.lineage.records import (
+    UnknownImage,
+    UnknownModel,
+    UnknownPatient,
+    UnknownSnapshot,
+    iso,
+    quarantine_dict,
+    refresh_dict,
+    run_dict,
+    snapshot_dict,
+    source_dict,
+)
+from osteo_common.chunks import chunks
 
 CSV_COLUMNS = ["kind", "path", "sha256", "size_bytes", "first_seen", "status", "n_members", "splits"]
-
-
-class LineageError(LookupError):
-    """The thing asked about is not known (no such model version, patient or image)."""
-
-
-# ---------------------------------------------------------------- model references and MLflow
-
-_REF = re.compile(r"^(?P<name>[^@/]+?)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))$")
-
-
-def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
-    """'NAME@ALIAS' or 'NAME/VERSION' (a 'models:/' prefix is allowed) -> (name, alias, version)."""
-    text = ref.strip()
-    if text.startswith("models:/"):
-        text = text[len("models:/"):]
-    m = _REF.match(text)
-    if not m:
-        raise ValueError(f"{ref!r} is not NAME@ALIAS or NAME/VERSION")
-    return m["name"], m["alias"], m["version"]
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _iso(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    return value
-
-
-def _source(sf: SourceFile) -> dict[str, Any]:
-    return {"id": sf.id, "kind": sf.kind, "path": sf.path, "sha256": sf.sha256, "size_bytes": sf.size_bytes,
-            "first_seen": _iso(sf.first_seen), "status": sf.status}
-
-
-def _run(tr: TrainingRun) -> dict[str, Any]:
-    return {"mlflow_run_id": tr.mlflow_run_id, "model_name": tr.model_name, "model_version": tr.model_version,
-            "arch": tr.arch, "preset": tr.preset, "test_auc": tr.test_auc, "created": _iso(tr.created_at)}
-
-
-def _snapshot(s: Snapshot) -> dict[str, Any]:
-    return {"id": s.id, "digest": s.digest, "created": _iso(s.created_at), "params": s.params,
-            "n_members": s.n_members, "manifest_path": s.manifest_path}
+PSEUDONYM = re.compile(r"^P[0-9a-f]{24}$")  # osteo.etl.pseudonym.pseudonymise
 
 
 def training_run_for(session: Session, *, run_id: str | None = None, name: str | None = None,
@@ -99,7 +60,7 @@ def training_run_for(session: Session, *, run_id: str | None = None, name: str |
         row = session.scalars(select(TrainingRun).where(TrainingRun.mlflow_run_id == run_id)
                               .order_by(TrainingRun.id)).first()
     if row is None:
-        raise LineageError(f"no training run recorded for MLflow run {run_id} ({name} version {version}): "
+        raise UnknownModel(f"no training run recorded for MLflow run {run_id} ({name} version {version}): "
                            "was it trained against another database?")
     return row
 
@@ -111,7 +72,7 @@ def snapshot_lineage(session: Session, snapshot_id: int) -> dict[str, Any]:
     """Every member of a snapshot with its whole chain back to source files, and those files once each."""
     snap = session.get(Snapshot, snapshot_id)
     if snap is None:
-        raise LineageError(f"no snapshot with id {snapshot_id}")
+        raise UnknownSnapshot(f"no snapshot with id {snapshot_id}")
     dicom_sf, dexa_sf, ann_sf = aliased(SourceFile), aliased(SourceFile), aliased(SourceFile)
     rows = session.execute(
         select(SnapshotMember, Export, DicomImage, Patient.patient_key, Pair, DexaExam, Annotation,
@@ -134,18 +95,18 @@ def snapshot_lineage(session: Session, snapshot_id: int) -> dict[str, Any]:
         for c in session.scalars(select(AugmentedCopy).where(AugmentedCopy.export_id.in_(chunk))
                                  .order_by(AugmentedCopy.id)):
             copies[c.export_id].append({"id": c.id, "seed": c.seed, "params": c.params, "path": c.path,
-                                        "sha256": c.sha256, "created": _iso(c.created_at)})
+                                        "sha256": c.sha256, "created": iso(c.created_at)})
 
     sources: dict[int, dict[str, Any]] = {}
     used_by: dict[int, Counter] = defaultdict(Counter)
     members: list[dict[str, Any]] = []
     for m, ex, img, key, pair, exam, ann, sf_img, sf_dexa, sf_ann in rows:
         for sf in (sf_img, sf_dexa, sf_ann):
-            sources.setdefault(sf.id, _source(sf))
+            sources.setdefault(sf.id, source_dict(sf))
             used_by[sf.id][m.split] += 1
         members.append({
             "member_id": m.id, "split": m.split, "fold": m.fold, "label": m.label, "patient_key": key,
-            "image": {"sop_instance_uid": img.sop_instance_uid, "study_date": _iso(img.study_date),
+            "image": {"sop_instance_uid": img.sop_instance_uid, "study_date": iso(img.study_date),
                       "laterality": img.laterality, "source_file": sf_img.path, "source_sha256": sf_img.sha256},
             "export": {"id": ex.id, "path": ex.path, "sha256": ex.sha256, "recipe_digest": ex.recipe_digest,
                        "transform": ex.transform},
@@ -153,7 +114,7 @@ def snapshot_lineage(session: Session, snapshot_id: int) -> dict[str, Any]:
             "pair": {"id": pair.id, "rule_version": pair.rule_version, "window_days": pair.window_days,
                      "gap_days": pair.gap_days, "t_score": pair.t_score, "label": pair.label,
                      "label3": pair.label3},
-            "dexa_exam": {"id": exam.id, "exam_date": _iso(exam.exam_date), "side": exam.side,
+            "dexa_exam": {"id": exam.id, "exam_date": iso(exam.exam_date), "side": exam.side,
                           "t_score": exam.t_score, "t_score_derived": exam.t_score_derived,
                           "source_file": sf_dexa.path, "source_sha256": sf_dexa.sha256,
                           "source_row": exam.source_row},
@@ -174,7 +135,7 @@ def snapshot_lineage(session: Session, snapshot_id: int) -> dict[str, Any]:
         s["folds"] = dict(sorted(s["folds"].items()))
     source_list = sorted(sources.values(), key=lambda s: (s["kind"], s["path"], s["sha256"]))
     return {
-        "snapshot": _snapshot(snap),
+        "snapshot": snapshot_dict(snap),
         "splits": by_split,
         "members": members,
         "source_files": source_list,
@@ -185,19 +146,31 @@ def snapshot_lineage(session: Session, snapshot_id: int) -> dict[str, Any]:
 
 
 def model_lineage(session: Session, version: dict[str, Any]) -> dict[str, Any]:
-    """Lineage of a registered model version (the dict from :func:`resolve_model_version`)."""
-    run = training_run_for(session, run_id=version.get("run_id") or version.get("tags", {}).get("run_id"),
+    """Lineage of a registered model version (the registry's dict, osteo_mlflow.registry.resolve_model_version).
+
+    Each version has its own training_run row; `notes` name every disagreement between the registry's
+    tags and the database (verify fails on any).
+    """
+    tags = version.get("tags") or {}
+    run = training_run_for(session, run_id=version.get("run_id") or tags.get("run_id"),
                            name=version.get("name"), version=version.get("version"))
     lineage = snapshot_lineage(session, run.snapshot_id)
     notes = []
-    tag_digest = version.get("tags", {}).get("snapshot_digest")
+    if (run.model_name, run.model_version) != (version.get("name"), str(version.get("version"))):
+        notes.append(f"no training run recorded for {version.get('name')} version {version.get('version')}; "
+                     f"followed its MLflow run {run.mlflow_run_id}, recorded as version {run.model_version}")
+    tag_digest = tags.get("snapshot_digest")
     if tag_digest and tag_digest != lineage["snapshot"]["digest"]:
         notes.append(f"model version tag snapshot_digest {tag_digest} differs from the database's "
                      f"{lineage['snapshot']['digest']}")
+    tag_sha = tags.get("checkpoint_sha256")
+    if tag_sha and run.checkpoint_sha256 and tag_sha != run.checkpoint_sha256:
+        notes.append(f"model version tag checkpoint_sha256 {tag_sha} differs from the database's "
+                     f"{run.checkpoint_sha256}")
     return {"model": {k: version.get(k) for k in ("ref", "name", "alias", "version", "run_id", "aliases",
                                                   "source", "created")}
-            | {"git_commit": version.get("tags", {}).get("git_commit")},
-            "training_run": _run(run), **lineage, "notes": notes}
+            | {"git_commit": tags.get("git_commit"), "checkpoint_sha256": tag_sha},
+            "training_run": run_dict(run), **lineage, "notes": notes}
 
 
 def lineage_csv(lineage: dict[str, Any]) -> str:
@@ -211,80 +184,39 @@ def lineage_csv(lineage: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-# ---------------------------------------------------------------- verification
-
-
-def named_files(lineage: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every file a lineage names with the hash it recorded (each path and hash once)."""
-    seen: set[tuple[str, str]] = set()
-    out: list[dict[str, Any]] = []
-
-    def add(role: str, path: str | None, sha: str | None) -> None:
-        if path and (path, sha or "") not in seen:
-            seen.add((path, sha or ""))
-            out.append({"role": role, "path": path, "sha256": sha})
-
-    for s in lineage["source_files"]:
-        add(s["kind"], s["path"], s["sha256"])
-    for m in lineage["members"]:
-        add("export", m["export"]["path"], m["export"]["sha256"])
-        for c in m["augmented_copies"]:
-            add("augmented", c["path"], c["sha256"])
-    return out
-
-
-def verify_lineage(lineage: dict[str, Any]) -> dict[str, Any]:
-    """Re-hash every file the lineage names; the manifest is checked against the snapshot digest."""
-    from osteo.snapshot import load_manifest, manifest_digest
-
-    missing: list[dict[str, Any]] = []
-    changed: list[dict[str, Any]] = []
-    files = named_files(lineage)
-    for f in files:
-        p = Path(f["path"])
-        if not p.is_file():
-            missing.append(f)
-            continue
-        actual = sha256_file(p)
-        if actual != f["sha256"]:
-            changed.append(f | {"actual_sha256": actual})
-    snap = lineage["snapshot"]
-    manifest = {"role": "manifest", "path": snap["manifest_path"], "sha256": None, "digest": snap["digest"]}
-    if not Path(snap["manifest_path"]).is_file():
-        missing.append(manifest)
-    else:
-        try:
-            actual = manifest_digest(load_manifest(snap["manifest_path"]))
-        except Exception as exc:  # noqa: BLE001 - an unreadable manifest is a changed one
-            actual = f"unreadable: {type(exc).__name__}"
-        if actual != snap["digest"]:
-            changed.append(manifest | {"actual_digest": actual})
-    checked = len(files) + 1
-    by_role = Counter(f["role"] for f in files) + Counter(manifest=1)
-    return {"ok": not missing and not changed and not lineage.get("notes"), "checked": checked,
-            "by_role": dict(sorted(by_role.items())), "missing": missing, "changed": changed,
-            "notes": list(lineage.get("notes", []))}
-
-
-# ---------------------------------------------------------------- patients and images
-
-
 def _runs_by_snapshot(session: Session, snapshot_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
     ids = sorted(set(snapshot_ids))
     for chunk in chunks(ids):
         for tr in session.scalars(select(TrainingRun).where(TrainingRun.snapshot_id.in_(chunk))
                                   .order_by(TrainingRun.id)):
-            out[tr.snapshot_id].append(_run(tr))
+            out[tr.snapshot_id].append(run_dict(tr))
     return out
 
 
-def patient_lineage(session: Session, key: str) -> dict[str, Any]:
-    """Every image, DEXA exam and snapshot of a pseudonymised patient, and every model trained or tested on them."""
-    patient = session.scalar(select(Patient).where(Patient.patient_key == key.strip()))
+def pseudonym_of(raw_patient_id: str, key: bytes) -> str:
+    """The pseudonym an ingest gives this raw patient ID under `key` (the ID itself is never kept)."""
+    from osteo.etl.pseudonym import pseudonymise
+
+    return pseudonymise(raw_patient_id, key)
+
+
+def patient_lineage(session: Session, key: str, *, from_patient_id: bool = False) -> dict[str, Any]:
+    """Every image, DEXA exam and snapshot of a pseudonymised patient, and every model trained or tested on them.
+
+    `from_patient_id`: `key` was computed from a raw ID (the error then says so, and never echoes it).
+    """
+    key = key.strip()
+    patient = session.scalar(select(Patient).where(Patient.patient_key == key))
     if patient is None:
-        raise LineageError(f"no patient with key {key!r} (keys are pseudonyms such as P0123abcd...; "
-                           "raw patient IDs are never stored)")
+        if from_patient_id:
+            raise UnknownPatient(f"no patient with pseudonym {key} (computed from the given patient ID with this "
+                                 "installation's pseudonym key): never ingested here, or under another key")
+        if not PSEUDONYM.match(key):  # perhaps a raw chart number: not echoed
+            raise UnknownPatient("no patient with that key: KEY is a pseudonym (P and 24 hex digits); "
+                                 "for a raw patient ID use --patient-id")
+        raise UnknownPatient(f"no patient with key {key!r} (keys are pseudonyms such as P0123abcd...; "
+                             "raw patient IDs are never stored)")
     images = []
     for img, sf, pair, ann in session.execute(
         select(DicomImage, SourceFile, Pair, Annotation)
@@ -295,16 +227,16 @@ def patient_lineage(session: Session, key: str) -> dict[str, Any]:
     ):
         exports = session.scalars(select(Export).where(Export.image_id == img.id).order_by(Export.id)).all()
         images.append({
-            "sop_instance_uid": img.sop_instance_uid, "study_date": _iso(img.study_date),
+            "sop_instance_uid": img.sop_instance_uid, "study_date": iso(img.study_date),
             "age_at_exam": img.age_at_exam, "laterality": img.laterality, "modality": img.modality,
-            "source_file": _source(sf), "annotated": ann is not None,
+            "source_file": source_dict(sf), "annotated": ann is not None,
             "pair": None if pair is None else {"dexa_exam_id": pair.dexa_exam_id, "gap_days": pair.gap_days,
                                                "label": pair.label, "label3": pair.label3,
                                                "rule_version": pair.rule_version},
             "exports": [{"id": e.id, "status": e.status, "exclusion": e.exclusion, "path": e.path,
                          "sha256": e.sha256} for e in exports],
         })
-    exams = [{"id": e.id, "exam_date": _iso(e.exam_date), "side": e.side, "t_score": e.t_score,
+    exams = [{"id": e.id, "exam_date": iso(e.exam_date), "side": e.side, "t_score": e.t_score,
               "t_score_derived": e.t_score_derived, "neck_bmd": e.neck_bmd, "age_at_exam": e.age_at_exam,
               "source_file": sf.path, "source_sha256": sf.sha256, "source_row": e.source_row}
              for e, sf in session.execute(select(DexaExam, SourceFile)
@@ -319,7 +251,7 @@ def patient_lineage(session: Session, key: str) -> dict[str, Any]:
         .join(DicomImage, DicomImage.id == Export.image_id)
         .where(SnapshotMember.patient_id == patient.id).order_by(Snapshot.id, SnapshotMember.id)
     ):
-        entry = membership.setdefault(snap.id, _snapshot(snap) | {"members": []})
+        entry = membership.setdefault(snap.id, snapshot_dict(snap) | {"members": []})
         entry["members"].append({"sop_instance_uid": img.sop_instance_uid, "split": m.split, "fold": m.fold,
                                  "label": m.label})
     runs = _runs_by_snapshot(session, membership)
@@ -332,7 +264,7 @@ def patient_lineage(session: Session, key: str) -> dict[str, Any]:
         for r in entry["training_runs"]:
             models.append(r | {"snapshot_digest": entry["digest"], "used_as": splits,
                                "trained_on": "train" in splits, "tested_on": "test" in splits})
-    return {"patient": {"patient_key": patient.patient_key, "sex": patient.sex, "created": _iso(patient.created_at)},
+    return {"patient": {"patient_key": patient.patient_key, "sex": patient.sex, "created": iso(patient.created_at)},
             "images": images, "dexa_exams": exams, "snapshots": snapshots, "model_versions": models,
             "counts": {"images": len(images), "dexa_exams": len(exams), "snapshots": len(snapshots),
                        "model_versions": len(models)}}
@@ -341,21 +273,22 @@ def patient_lineage(session: Session, key: str) -> dict[str, Any]:
 def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
     """One image's path: source file -> header -> pair -> exports -> augmented copies -> snapshots -> runs."""
     uid = sop_uid.strip()
+    if not uid:
+        raise UnknownImage("an empty SOP Instance UID names no image")
     img = session.scalar(select(DicomImage).where(DicomImage.sop_instance_uid == uid))
-    quarantined = []
     if img is None:
         # a file that never became an image may still be in quarantine under its UID-named path
         q = session.scalars(select(Quarantine).where(Quarantine.source_path.contains(uid))).all()
         if not q:
-            raise LineageError(f"no image with SOP Instance UID {uid!r}")
-        return {"image": None, "quarantine": [_quarantine(e) for e in q]}
+            raise UnknownImage(f"no image with SOP Instance UID {uid!r}")
+        return {"image": None, "quarantine": [quarantine_dict(e) for e in q]}
     sf = session.get(SourceFile, img.source_file_id)
     same_path = session.scalars(select(SourceFile).where(SourceFile.path == sf.path, SourceFile.id != sf.id)
                                 .order_by(SourceFile.id)).all()
     quarantined = session.scalars(select(Quarantine).where(or_(
         Quarantine.source_sha256 == sf.sha256, Quarantine.source_path == sf.path)).order_by(Quarantine.id)).all()
     key = session.scalar(select(Patient.patient_key).where(Patient.id == img.patient_id))
-    header = {c: _iso(getattr(img, c)) for c in (
+    header = {c: iso(getattr(img, c)) for c in (
         "sop_instance_uid", "study_instance_uid", "series_instance_uid", "study_date", "age_at_exam", "modality",
         "body_part", "laterality", "n_rows", "n_columns", "bits_stored", "photometric", "pixel_spacing_mm",
         "transfer_syntax", "ingested_at")}
@@ -367,8 +300,8 @@ def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
         exam_sf = session.get(SourceFile, exam.source_file_id)
         pair_out = {"id": pair.id, "rule_version": pair.rule_version, "window_days": pair.window_days,
                     "gap_days": pair.gap_days, "t_score": pair.t_score, "label": pair.label, "label3": pair.label3,
-                    "dexa_exam": {"id": exam.id, "exam_date": _iso(exam.exam_date), "side": exam.side,
-                                  "source_file": _source(exam_sf), "source_row": exam.source_row}}
+                    "dexa_exam": {"id": exam.id, "exam_date": iso(exam.exam_date), "side": exam.side,
+                                  "source_file": source_dict(exam_sf), "source_row": exam.source_row}}
     exports = []
     export_ids = []
     for e in session.scalars(select(Export).where(Export.image_id == img.id).order_by(Export.id)):
@@ -378,7 +311,7 @@ def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
         exports.append({"id": e.id, "status": e.status, "exclusion": e.exclusion, "path": e.path,
                         "sha256": e.sha256, "recipe_digest": e.recipe_digest, "transform": e.transform,
                         "metal_fraction": e.metal_fraction, "blur_score": e.blur_score,
-                        "created": _iso(e.created_at),
+                        "created": iso(e.created_at),
                         "augmented_copies": [{"seed": c.seed, "params": c.params, "path": c.path,
                                               "sha256": c.sha256} for c in copies]})
     snapshots = []
@@ -387,85 +320,28 @@ def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
                                .join(Snapshot, Snapshot.id == SnapshotMember.snapshot_id)
                                .where(SnapshotMember.export_id.in_(export_ids)).order_by(Snapshot.id)).all()
         runs = _runs_by_snapshot(session, (s.id for _, s in rows))
-        snapshots = [{"digest": s.digest, "created": _iso(s.created_at), "export_id": m.export_id,
+        snapshots = [{"digest": s.digest, "created": iso(s.created_at), "export_id": m.export_id,
                       "split": m.split, "fold": m.fold, "label": m.label, "training_runs": runs.get(s.id, [])}
                      for m, s in rows]
     return {
         "image": header | {"patient_key": key},
-        "source_file": _source(sf),
-        "other_versions_of_path": [_source(s) for s in same_path],
+        "source_file": source_dict(sf),
+        "other_versions_of_path": [source_dict(s) for s in same_path],
         "annotation": None if ann is None else {
             "id": ann.id, "label": ann.label, "box": [ann.box_xmin, ann.box_ymin, ann.box_xmax, ann.box_ymax],
-            "source_file": _source(session.get(SourceFile, ann.source_file_id))},
+            "source_file": source_dict(session.get(SourceFile, ann.source_file_id))},
         "pair": pair_out,
         "exports": exports,
         "snapshots": snapshots,
         "model_versions": [r | {"snapshot_digest": s["digest"], "split": s["split"]}
                            for s in snapshots for r in s["training_runs"]],
-        "quarantine": [_quarantine(q) for q in quarantined],
+        "quarantine": [quarantine_dict(q) for q in quarantined],
     }
 
 
-def _quarantine(q: Quarantine) -> dict[str, Any]:
-    return {"stage": q.stage, "path": q.source_path, "sha256": q.source_sha256, "row": q.source_row,
-            "reason": q.reason, "detail": q.detail, "created": _iso(q.created_at)}
-
-
-# ---------------------------------------------------------------- OpenLineage (optional, off by default)
-
-OPENLINEAGE_NAMESPACE = "osteo"
-
-
-def openlineage_event(lin: dict[str, Any]) -> Any:
-    """A model lineage as one OpenLineage COMPLETE run event (needs openlineage-python).
-
-    Job `osteo/train`; run id = the MLflow run id (a UUID); inputs = every source file
-    (namespace `file`, versioned by sha256) and the snapshot manifest; output = the model version.
-    """
-    import uuid
-
-    import osteo
-    from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
-    from openlineage.client.facet_v2 import dataset_version_dataset, job_type_job
-
-    producer = f"https://pypi.org/project/osteo/{osteo.__version__}"
-
-    def version(sha: str) -> dict[str, Any]:
-        return {"version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=sha, producer=producer)}
-
-    m, tr, snap = lin["model"], lin["training_run"], lin["snapshot"]
-    inputs = [InputDataset(namespace="file", name=s["path"], facets=version(s["sha256"]))
-              for s in lin["source_files"]]
-    inputs.append(InputDataset(namespace=OPENLINEAGE_NAMESPACE, name=f"snapshot/{snap['digest']}",
-                               facets=version(snap["digest"])))
-    outputs = [OutputDataset(namespace="mlflow", name=f"models:/{m['name']}/{m['version']}",
-                             facets=version(str(m["version"])))]
-    created = tr.get("created") or dt.datetime.now(dt.timezone.utc).isoformat()
-    if "+" not in created[10:] and not created.endswith("Z"):
-        created += "Z"  # the database keeps UTC without a zone
-    return RunEvent(
-        eventType=RunState.COMPLETE, eventTime=created, producer=producer,
-        run=Run(runId=str(uuid.UUID(hex=tr["mlflow_run_id"]))),
-        job=Job(namespace=OPENLINEAGE_NAMESPACE, name="train",
-                facets={"jobType": job_type_job.JobTypeJobFacet(processingType="BATCH", integration="OSTEO",
-                                                                jobType="TRAINING", producer=producer)}),
-        inputs=inputs, outputs=outputs,
-    )
-
-
-def emit_openlineage(lin: dict[str, Any], target: str) -> str:
-    """Send the model's run event to a file (appended, one JSON per line) or an http(s) endpoint."""
-    from openlineage.client import OpenLineageClient
-
-    if target.startswith(("http://", "https://")):
-        from openlineage.client.transport.http import HttpConfig, HttpTransport
-
-        transport: Any = HttpTransport(HttpConfig(url=target))
-    else:
-        from openlineage.client.transport.file import FileConfig, FileTransport
-
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        transport = FileTransport(FileConfig(log_file_path=target, append=True))
-    event = openlineage_event(lin)
-    OpenLineageClient(transport=transport).emit(event)
-    return event.run.runId
+def refresh_runs(session: Session, last: int | None = None) -> list[dict[str, Any]]:
+    """The refresh_run rows, newest first: when, status, code version, inputs, this run's counts and totals."""
+    q = select(RefreshRun).order_by(RefreshRun.started_at.desc(), RefreshRun.id.desc())
+    if last is not None:
+        q = q.limit(last)
+    return [refresh_dict(r) for r in session.scalars(q)]
