@@ -147,7 +147,8 @@ def store_dexa_rows(session: Session, sf: SourceFile, rows: list[dict[str, Any]]
                 counts["quarantined"] += quarantine(
                     session, stage="ingest_dexa", path=sf.path, sha256=sf.sha256, row=r["source_row"],
                     reason="conflicting_exam",
-                    detail=f"an exam of this patient on {r['exam_date']} is already recorded with other values")
+                    detail="an exam of this patient on the same day and side is already recorded with other "
+                           "values (the row's source_row locates it)")
             continue
         session.add(DexaExam(
             patient_id=patient.id, exam_date=r["exam_date"], side=r["side"], neck_bmd=r["neck_bmd"],

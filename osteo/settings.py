@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     mlflow_experiment: str = "osteo-screening"
     registered_model: str = "osteo-classifier"
 
-    # data rules (DESIGN.md)
+    # data rules (docs/design.md)
     pair_window_days: int = 183
     osteoporosis_t: float = -2.5
     normal_t: float = -1.0
@@ -73,8 +73,12 @@ class Settings(BaseSettings):
             return self.mlflow_tracking_uri
         return f"sqlite:///{self.home / 'mlruns' / 'mlflow.db'}"
 
-    def resolved_pseudonym_key(self) -> bytes:
-        """The key of the patient pseudonyms; the local default is generated once and kept."""
+    def resolved_pseudonym_key(self, *, create: bool = True) -> bytes | None:
+        """The key of the patient pseudonyms; the local default is generated once and kept.
+
+        create=False only reads: None when no key was set or generated yet (a look-up never
+        invents a key that no ingest used).
+        """
         if self.pseudonym_key:
             return self.pseudonym_key.encode()
         if self.production:
@@ -86,6 +90,8 @@ class Settings(BaseSettings):
             )
         key_file = self.var_dir / "pseudonym.key"
         if not key_file.exists():
+            if not create:
+                return None
             key_file.parent.mkdir(parents=True, exist_ok=True)
             key_file.write_text(secrets.token_hex(32))
             key_file.chmod(0o600)
@@ -109,10 +115,15 @@ def get_settings() -> Settings:
 
 
 @contextmanager
-def settings_from(env: dict[str, str]) -> Iterator[Settings]:
-    """Settings read with `env` laid over the environment for the block, then restored (tests, bench)."""
+def settings_from(env: dict[str, str | None]) -> Iterator[Settings]:
+    """Settings read with `env` laid over the environment for the block (None unsets a variable),
+    then the environment restored (tests, bench)."""
     old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     get_settings.cache_clear()
     try:
         yield get_settings()

@@ -130,7 +130,7 @@ def resolve_model_version(client: Any, ref: str) -> dict[str, Any]:
 def _ms(stamp: int | None) -> str | None:
     if not stamp:
         return None
-    return dt.datetime.fromtimestamp(stamp / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.fromtimestamp(stamp / 1000, dt.UTC).isoformat(timespec="seconds")
 
 
 def checkpoint_file(c: MlflowClient, version: dict[str, Any], dst: Path) -> Path | None:

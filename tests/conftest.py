@@ -101,6 +101,8 @@ def audit_run(tmp_path_factory, prefect_harness):
     cohort, home = root / "cohort", root / "home"
     from osteo.synth import generate_cohort
 
+    before = checkout_stores()
+
     generate_cohort(cohort, patients=AUDIT_PATIENTS, seed=AUDIT_SEED)
     with isolated_settings(home) as settings:
         from flows.refresh import refresh_flow
@@ -110,5 +112,14 @@ def audit_run(tmp_path_factory, prefect_harness):
                               annotations_dir=str(cohort / "annotations"))
         result = train_flow(preset="demo", epochs=1, folds=2, augment="offline")
         name = settings.registered_model
+    written = sorted(k for k, v in checkout_stores().items() if before.get(k) != v)
     return {"cohort": cohort, "home": home, "refresh": report.to_dict(), "train": result.to_dict(),
-            "model_name": name, "ref": f"{name}@champion"}
+            "model_name": name, "ref": f"{name}@champion", "checkout_writes": written}
+
+
+def checkout_stores() -> dict[str, int]:
+    """Files (with their mtimes) in the checkout's default stores: a run under OSTEO_HOME leaves them alone."""
+    from osteo.settings import REPO_ROOT
+
+    return {str(p.relative_to(REPO_ROOT)): p.stat().st_mtime_ns
+            for folder in ("var", "data", "mlruns") for p in (REPO_ROOT / folder).rglob("*") if p.is_file()}

@@ -8,15 +8,13 @@ from pathlib import Path
 
 @contextmanager
 def isolated_settings(home: Path, **extra: str):
-    """Point every store (database, data, MLflow, pseudonym key) into `home` for the duration."""
+    """Every store (database, data, MLflow store and artifacts, pseudonym key) in `home` for the
+    duration, through the one setting a user would set: OSTEO_HOME."""
     from osteo.settings import settings_from
 
-    env = {
-        "OSTEO_VAR_DIR": str(home / "var"),
-        "OSTEO_DATA_DIR": str(home / "data"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-        "OSTEO_MLFLOW_ARTIFACT_ROOT": str(home / "artifacts"),
-        **extra,
-    }
+    # the per-store variables unset, so that OSTEO_HOME alone has to move everything
+    unset = dict.fromkeys(("OSTEO_VAR_DIR", "OSTEO_DATA_DIR", "OSTEO_DATABASE_URL", "MLFLOW_TRACKING_URI",
+                           "OSTEO_MLFLOW_ARTIFACT_ROOT"))
+    env = {**unset, "OSTEO_HOME": str(home), **extra}
     with settings_from(env) as settings:
         yield settings

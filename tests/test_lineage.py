@@ -222,7 +222,10 @@ def test_verify_rehashes_the_registered_checkpoint(pipeline, capsys):
     sha = _lineage(capsys, ref)["training_run"]["checkpoint_sha256"]
     assert sha and len(sha) == 64
     # the registered copies inside the MLflow artifact store of the pipeline's home (restored: shared fixture)
-    stored = [p for p in sorted((pipeline["home"] / "artifacts").rglob("*.pth")) if sha256_file(p) == sha]
+    from osteo.settings import get_settings
+
+    artifacts = Path(get_settings().mlflow_artifact_root)
+    stored = [p for p in sorted(artifacts.rglob("*.pth")) if sha256_file(p) == sha]
     originals = {p: p.read_bytes() for p in stored}
     assert originals
     try:

@@ -173,15 +173,20 @@ def test_mlflow_store_holds_no_identifier(pipeline, needles):
     for mv in client.search_model_versions(f"name='{s.registered_model}'"):
         if hits := needles.search(json.dumps([mv.tags, mv.description, mv.source]).encode()):
             found[f"model version {mv.version} tags"] = hits
-    home = pipeline["home"]
-    store = home / "mlflow.db"
+    store = Path(s.resolved_tracking_uri().removeprefix("sqlite:///"))
     artifacts = Path(s.mlflow_artifact_root)
+    assert store.is_relative_to(pipeline["home"]) and artifacts.is_relative_to(pipeline["home"])
     assert store.exists() and artifacts.exists() and any(artifacts.rglob("MLmodel"))
-    for db_file in home.glob("mlflow.db*"):  # the store with its journal files
+    for db_file in store.parent.glob("mlflow.db*"):  # the store with its journal files
         if hits := needles.search(db_file.read_bytes()):
             found[str(db_file)] = hits
     found.update(scan_tree(artifacts, needles))
     assert not found, _report(found)
+
+
+def test_the_run_wrote_nothing_into_the_checkout(pipeline):
+    """OSTEO_HOME moved every store: the checkout's default var/, data/ and mlruns/ were not touched."""
+    assert pipeline["checkout_writes"] == []
 
 
 def test_no_output_file_anywhere_holds_an_identifier(pipeline, needles):
