@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,3 +19,22 @@ def isolated_settings(home: Path, **extra: str):
     env = {**unset, "OSTEO_HOME": str(home), **extra}
     with settings_from(env) as settings:
         yield settings
+
+
+def plain_refresh(factory, cohort: Path, settings) -> None:
+    """The refresh's steps as plain functions (no Prefect): a quick way to a database with exports."""
+    from db import create_schema
+    from osteo import refresh
+
+    create_schema(factory.kw["bind"])
+    key = settings.resolved_pseudonym_key()
+    refresh.ingest_dicom(factory, refresh.discover(cohort / "dicom"), key, workers=1)
+    refresh.ingest_dexa(factory, refresh.discover(cohort / "dexa", (".csv", ".txt")), key, settings)
+    refresh.ingest_annotations(factory, refresh.discover(cohort / "annotations", (".xml",)))
+    refresh.pair_and_label(factory, settings)
+    refresh.export_images(factory, refresh.plan_exports(factory, settings), settings, workers=1)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*")) if p.is_file()}

@@ -3,7 +3,6 @@ killed with SIGKILL mid-ingest and mid-export that, started again, ends exactly 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -16,32 +15,9 @@ from pathlib import Path
 import pytest
 
 from osteo.settings import REPO_ROOT
+from tests.helpers import tree_digest
 
 OSTEO = Path(sys.executable).parent / "osteo"
-
-
-# --- helpers shared with tests/test_deployment.py ---------------------------------------------------
-
-def plain_refresh(factory, cohort: Path, settings) -> None:
-    """The refresh's steps as plain functions (no Prefect): a quick way to a database with exports."""
-    from db import create_schema
-    from db.pairing import sync_pairs
-    from osteo import refresh
-
-    create_schema(factory.kw["bind"])
-    key = settings.resolved_pseudonym_key()
-    refresh.ingest_dicom(factory, refresh.discover(cohort / "dicom"), key, workers=1)
-    refresh.ingest_dexa(factory, refresh.discover(cohort / "dexa", (".csv", ".txt")), key, settings)
-    refresh.ingest_annotations(factory, refresh.discover(cohort / "annotations", (".xml",)))
-    with factory() as session, session.begin():
-        sync_pairs(session, window_days=settings.pair_window_days, osteoporosis_t=settings.osteoporosis_t,
-                   normal_t=settings.normal_t)
-    refresh.export_images(factory, refresh.plan_exports(factory, settings), settings, workers=1)
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(root).rglob("*")) if p.is_file()}
 
 
 def table_contents(db_file: Path, home: Path) -> dict[str, list[tuple]]:
@@ -222,11 +198,12 @@ def _run(cohort: Path, home: Path, api: str | None) -> dict:
 
 @pytest.fixture
 def prefect_api(tmp_path):
-    """A Prefect server for the test's runs (started once: each CLI run would otherwise start its own);
-    None, and ephemeral servers, where it does not start."""
-    from tests.test_deployment import start_prefect_server
+    """A Prefect server for the test's runs (started once: each CLI run would otherwise start its own)."""
+    from tests.prefect_server import start_prefect_server
 
     with start_prefect_server(tmp_path / "prefect-server") as api:
+        assert api is not None, "our Prefect server did not start: " + (tmp_path / "prefect-server" / "server.log"
+                                                                        ).read_text()[-2000:]
         yield api
 
 

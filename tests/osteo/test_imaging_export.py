@@ -9,7 +9,7 @@ from PIL import Image
 
 from osteo.etl import imaging as im
 from osteo_common.files import sha256_file
-from tests.test_imaging import (
+from tests.imaging_factory import (
     BOX,
     PATIENT_ID,
     PATIENT_NAME,

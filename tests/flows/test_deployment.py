@@ -4,20 +4,17 @@ deployment on a throw-away Prefect server with a process worker (slow)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 
 from osteo.settings import REPO_ROOT
+from tests.prefect_server import VENV_BIN, server_env, start_prefect_server, stop, wait_until
 
 DEPLOYMENT_FILE = REPO_ROOT / "deployment.yaml"
-VENV_BIN = Path(sys.executable).parent
 
 
 def _config() -> dict:
@@ -166,7 +163,7 @@ def test_candidate_digest_is_the_digest_training_records(engine, tmp_path, small
     from osteo.orchestration import candidate_digest, trained_digests
     from osteo.settings import Settings
     from osteo.snapshot import record_training_run, take_snapshot
-    from tests.test_resume import plain_refresh
+    from tests.helpers import plain_refresh
 
     factory = sessionmaker(engine, expire_on_commit=False)
     assert candidate_digest(factory, test_year=2022, folds=2, seed=0) is None
@@ -248,77 +245,6 @@ def test_refresh_flow_refuses_while_locked(tmp_path, prefect_harness):
 
 # --- a real deployment on a throw-away server (slow) ---------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def _healthy(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    import signal
-
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
-
-
-def _server_env(home: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "OSTEO_"))}
-    env.update({
-        "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
-        "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false",
-    })
-    return env
-
-
-@contextmanager
-def start_prefect_server(home: Path, timeout: float = 150):
-    """`prefect server start` on a free 127.0.0.1 port; yields its API URL, or None if it did not start."""
-    home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    log = home / "server.log"
-    proc = subprocess.Popen([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=_server_env(home, port), cwd=home, start_new_session=True,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        try:
-            _wait_until(lambda: _healthy(api) or proc.poll() is not None, timeout, "the Prefect server")
-        except TimeoutError:
-            pass
-        yield api if proc.poll() is None and _healthy(api) else None
-    finally:
-        _stop(proc)
-
 
 @pytest.mark.slow
 def test_deploy_and_run_nightly_refresh_on_a_local_server(tmp_path):
@@ -338,7 +264,7 @@ def test_deploy_and_run_nightly_refresh_on_a_local_server(tmp_path):
         # our own server failing to start is a failure, never a skip
         assert api is not None, ("the Prefect server did not start: "
                                  + (tmp_path / "prefect" / "server.log").read_text()[-2000:])
-        env = _server_env(tmp_path / "prefect", int(api.rsplit(":", 1)[1].split("/")[0])) | {
+        env = server_env(tmp_path / "prefect", int(api.rsplit(":", 1)[1].split("/")[0])) | {
             # the worker passes its environment to the flow runs: every store of the run goes into tmp_path
             "OSTEO_VAR_DIR": str(home / "var"), "OSTEO_DATA_DIR": str(home / "data"),
             "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
@@ -377,11 +303,11 @@ def test_deploy_and_run_nightly_refresh_on_a_local_server(tmp_path):
                     fr = asyncio.run(read())[0]
                     return fr if fr.state is not None and fr.state.is_final() else None
 
-                flow_run = _wait_until(finished, 300, "the nightly-refresh flow run", interval=1.0)
+                flow_run = wait_until(finished, 300, "the nightly-refresh flow run", interval=1.0)
                 deployment = asyncio.run(read())[1]
             worker.wait(timeout=60)  # --run-once: it exits after the run
         finally:
-            _stop(worker)
+            stop(worker)
         worker_log = (logs / "worker.log").read_text()
         assert flow_run.state.is_completed(), f"{flow_run.state}\n{worker_log[-4000:]}"
         # one nightly at a time, a second start cancelled (the server holds the limit)

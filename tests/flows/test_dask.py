@@ -41,8 +41,7 @@ def test_refresh_on_a_dask_cluster_matches_the_default_runner(tmp_path, prefect_
     from distributed import Client, LocalCluster, get_task_stream
 
     from osteo.synth import generate_cohort
-    from tests.helpers import isolated_settings
-    from tests.test_resume import tree_digest
+    from tests.helpers import isolated_settings, tree_digest
 
     cohort = tmp_path / "cohort"
     generate_cohort(cohort, patients=20, seed=1, workers=1)

@@ -9,7 +9,7 @@ from pydicom.pixels import apply_voi_lut
 from pydicom.sequence import Sequence
 
 from osteo.etl import imaging as im
-from tests.test_imaging import (
+from tests.imaging_factory import (
     make_ds,
     write,
 )

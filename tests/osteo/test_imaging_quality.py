@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from osteo.etl import imaging as im
-from tests.test_imaging import (
+from tests.imaging_factory import (
     BOX,
     make_ds,
     textured,

@@ -1,11 +1,7 @@
-"""osteo.etl.imaging: the package's public names, and the factories its test files share
-(make_ds, write, textured, png_chunks, BOX, _reason)."""
+"""DICOM factories the imaging tests share (make_ds, write, textured, png_chunks, BOX, _reason)."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import pickle
 import struct
 from pathlib import Path
 
@@ -24,7 +20,6 @@ from pydicom.uid import (
 )
 
 from osteo.etl import imaging as im
-from osteo_common.files import atomic_write_bytes, sha256_file
 
 PATIENT_ID = "PID-7766554"
 PATIENT_NAME = "WANG^XIAO MING"
@@ -127,46 +122,3 @@ def _reason(fn, *args, **kwargs) -> str:
         fn(*args, **kwargs)
     assert info.value.detail
     return info.value.reason
-
-
-# --------------------------------------------------------------------------- the package
-
-
-def test_public_names_are_reexported():
-    """Callers import from the package (refresh, pyfunc, bench, the CLI): every public name resolves there."""
-    from osteo.etl.errors import InputError
-    from osteo.etl.imaging import display, export, quality, read
-
-    assert all(getattr(im, name, None) is not None for name in im.__all__)
-    assert im.export_roi is export.export_roi and im.render_png is export.render_png
-    assert im.canonical_digest is export.canonical_digest and im.ALGORITHM_VERSION == export.ALGORITHM_VERSION
-    assert im.read_dicom is read.read_dicom and im.load_dicom is read.load_dicom
-    assert im.to_display is display.to_display and im.prepare_display is display.prepare_display
-    assert im.measure_quality is quality.measure_quality
-    assert im.ExportError is read.ExportError and issubclass(im.ExportError, InputError)
-
-
-def test_export_error_pickles():
-    err = im.ExportError("missing_tag:StudyDate", "no StudyDate")
-    back = pickle.loads(pickle.dumps(err))
-    assert (back.reason, back.detail, str(back)) == (err.reason, err.detail, str(err))
-
-
-def test_atomic_write_failure_leaves_nothing(tmp_path, monkeypatch):
-    target = tmp_path / "t.bin"
-    atomic_write_bytes(target, b"old")
-
-    def boom(*_a, **_k):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
-        atomic_write_bytes(target, b"new")
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["t.bin"]
-
-
-def test_sha256_file_streams(tmp_path):
-    data = os.urandom(3 * (1 << 20) + 17)
-    (tmp_path / "x").write_bytes(data)
-    assert sha256_file(tmp_path / "x") == hashlib.sha256(data).hexdigest()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STAGES = {"ingest", "pairing", "export", "training", "inference", "orchestration", "end to end"}
 
 

@@ -19,7 +19,7 @@ from pydicom.uid import (
 )
 
 from osteo.etl import imaging as im
-from tests.test_imaging import (
+from tests.imaging_factory import (
     BOX,
     PYDICOM_FILES,
     _available,
