@@ -119,18 +119,18 @@ def settings_from(env: dict[str, str | None]) -> Iterator[Settings]:
     """Settings read with `env` laid over the environment for the block (None unsets a variable),
     then the environment restored (tests, bench)."""
     old = {k: os.environ.get(k) for k in env}
+    _set_environ(env)
+    get_settings.cache_clear()
+    try:
+        yield get_settings()
+    finally:
+        _set_environ(old)
+        get_settings.cache_clear()
+
+
+def _set_environ(env: dict[str, str | None]) -> None:
     for k, v in env.items():
         if v is None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-    get_settings.cache_clear()
-    try:
-        yield get_settings()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
