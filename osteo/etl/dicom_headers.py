@@ -8,7 +8,6 @@ age at exam. Names, accession numbers and free text are never read out of the fi
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from osteo.etl.errors import InputError
 from osteo.etl.pool import shared_pool
 from osteo.etl.pseudonym import pseudonymise
 from osteo.etl.quiet import unvalidated_reads
+from osteo_common.files import sha256_bytes
 
 REQUIRED = (
     "SOPInstanceUID",
@@ -123,7 +123,7 @@ def read_one(path: str, key: bytes) -> dict[str, Any]:
         data = p.read_bytes()
     except OSError as exc:  # transient faults are retried by the task; a vanished file is reported
         return {"path": path, "sha256": "", "size": 0, "error": ("unreadable", str(exc)[:200])}
-    out: dict[str, Any] = {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    out: dict[str, Any] = {"path": path, "sha256": sha256_bytes(data), "size": len(data)}
     try:
         out["record"] = header_record(data, key)
     except InputError as exc:
