@@ -18,7 +18,6 @@ on-the-fly transform (:class:`SeededAugment`) does the same thing per epoch.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from collections.abc import Callable
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance
 
-from osteo_common.files import atomic_write_bytes, sha256_file
+from osteo_common.files import atomic_write_bytes, sha256_bytes, sha256_file
 
 MAX_ROTATION_DEG = 20.0
 BRIGHTNESS_P = 0.3
@@ -113,7 +112,7 @@ def materialize_copies(
             s = copy_seed(seed, member_id, c)
             params = draw_params(np.random.default_rng(s))
             data = encode_png(apply_params(src_img, params))
-            digest = hashlib.sha256(data).hexdigest()
+            digest = sha256_bytes(data)
             path = out / f"{member_id}_aug{c}.png"
             written = _sha256_file(path) != digest
             if written:
