@@ -7,7 +7,9 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.refresh import refresh_flow
 from flows.train import train_flow
+from osteo.orchestration import TrainingDecision
 from osteo.settings import get_settings
+from osteo.training import TrainingReport
 from osteo_model.config import get_preset
 from tasks.nightly import decide_training
 
@@ -28,11 +30,15 @@ def nightly_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
     decision = decide_training(year, folds, seed, enabled=train, force=force_train)
     get_run_logger().info("training: %s", decision.reason)
     result = train_flow(preset=preset, arch=arch, test_year=year, seed=seed) if decision.train else None
-    registered = f"\n\nregistered {result.registration.model_name} version {result.registration.model_version}"
-    create_markdown_artifact(
-        key="nightly-decision",
-        markdown=f"**training**: {'yes' if decision.train else 'no'}: {decision.reason}"
-        + (registered if result else ""),
-        description="Why this night did or did not train")
+    create_markdown_artifact(key="nightly-decision", markdown=decision_markdown(decision, result),
+                             description="Why this night did or did not train")
     return {"refresh": report.to_dict(), "decision": decision.to_dict(),
             "training": result.to_dict() if result else None}
+
+
+def decision_markdown(decision: TrainingDecision, result: TrainingReport | None) -> str:
+    text = f"**training**: {'yes' if decision.train else 'no'}: {decision.reason}"
+    if result is not None:
+        reg = result.registration
+        text += f"\n\nregistered {reg.model_name} version {reg.model_version}"
+    return text

@@ -317,3 +317,16 @@ def test_deploy_and_run_nightly_refresh_on_a_local_server(tmp_path):
         # the run used the isolated settings: its database and exports are under tmp_path
         assert (home / "var" / "osteo.sqlite").exists()
         assert len(list((home / "data" / "export").rglob("*.png"))) == 19
+
+
+def test_nightly_decision_artifact_with_and_without_a_training():
+    from types import SimpleNamespace
+
+    from flows.nightly import decision_markdown
+    from osteo.orchestration import TrainingDecision
+
+    assert decision_markdown(TrainingDecision(False, "no exported, labelled images yet"), None) == (
+        "**training**: no: no exported, labelled images yet")
+    trained = SimpleNamespace(registration=SimpleNamespace(model_name="osteo-classifier", model_version="3"))
+    assert decision_markdown(TrainingDecision(True, "new snapshot"), trained).endswith(
+        "registered osteo-classifier version 3")

@@ -103,7 +103,7 @@ def test_a_worse_challenger_does_not_take_the_champion(demo_run):
     from flows.train import train_flow
 
     client, s = _client()
-    weak = train_flow(preset="demo", epochs=1, folds=2)
+    weak = train_flow(preset="demo", epochs=1, folds=2).to_dict()
     assert weak["model_version"] == "2"
     assert str(client.get_model_version_by_alias(s.registered_model, "challenger").version) == "2"
     champion = str(client.get_model_version_by_alias(s.registered_model, "champion").version)
