@@ -28,7 +28,7 @@ def refresh_direct(dicom_dir: str, dexa_dir: str, annotations_dir: str | None, *
         dicoms = refresh.discover(dicom_dir)
         csvs = refresh.discover(dexa_dir, (".csv", ".txt"))
         xmls = refresh.discover(annotations_dir, (".xml",)) if annotations_dir else []
-        dicom = reduce(add, (refresh.ingest_dicom(factory, b, key, workers=s.workers)
+        dicom = reduce(add, (refresh.ingest_dicom(factory, b, key, workers=s.workers, scope=s.scope_rules())
                              for b in batched(dicoms, s.ingest_batch_size)), StageCounts())
         dexa = refresh.ingest_dexa(factory, csvs, key, s, load_mapping(None))
         boxes = refresh.ingest_annotations(factory, xmls)

@@ -49,7 +49,7 @@ class SourceFile(Base):
     sha256: Mapped[str] = mapped_column(String(SHA256), index=True)
     size_bytes: Mapped[int] = mapped_column(Integer)
     first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
-    status: Mapped[str] = mapped_column(String(16), default="ingested")  # ingested | quarantined
+    status: Mapped[str] = mapped_column(String(16), default="ingested")  # ingested | quarantined | out_of_scope
 
 
 class Patient(Base):
@@ -192,6 +192,25 @@ class Quarantine(Base):
     reason: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+
+class OutOfScope(Base):
+    """A DICOM file that is not a hip radiograph (osteo/etl/scope.py): why, from which coded tags.
+
+    Not an error and never paired or exported; one row per file content (a copy under another
+    path is a duplicate). No identifier and no free text: the reason names the modality or body part.
+    """
+
+    __tablename__ = "out_of_scope"
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    source_file_id: Mapped[int] = mapped_column(ForeignKey("source_file.id"), unique=True)
+    reason: Mapped[str] = mapped_column(String(80), index=True)  # "modality CT", "body part CHEST"
+    modality: Mapped[str] = mapped_column(String(16))
+    body_part: Mapped[str | None] = mapped_column(String(64))
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+    source_file: Mapped[SourceFile] = relationship()
 
 
 class Snapshot(Base):

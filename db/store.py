@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from db.models import Annotation, DexaExam, DicomImage, Patient, Quarantine, SourceFile
+from db.models import Annotation, DexaExam, DicomImage, OutOfScope, Patient, Quarantine, SourceFile
 from osteo_common.chunks import chunks
 
 BOX = ("box_xmin", "box_ymin", "box_xmax", "box_ymax")
@@ -87,6 +87,7 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]]) -> Coun
             .where(DicomImage.sop_instance_uid.in_(chunk))
         ):
             sha_of_uid[uid] = sha
+    out_shas = _out_of_scope_shas(session, [r["sha256"] for r in results if "out_of_scope" in r])
     good = [r for r in results if "record" in r]
     patients = patients_by_key(session, (r["record"]["patient_key"] for r in good),
                                {r["record"]["patient_key"]: r["record"]["sex"] for r in good})
@@ -102,6 +103,17 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]]) -> Coun
             known[(path, sha)] = sf
             counts["quarantined"] += quarantine(session, stage="ingest_dicom", path=path, sha256=sha,
                                                 reason=reason, detail=detail)
+            continue
+        if "out_of_scope" in r:  # not a hip radiograph: recorded with its reason, never an image
+            sf = SourceFile(kind="dicom", path=path, sha256=sha, size_bytes=r["size"], status="out_of_scope")
+            session.add(sf)
+            known[(path, sha)] = sf
+            if sha in out_shas:
+                counts["duplicate_copies"] += 1  # the same file again under another path
+                continue
+            session.add(OutOfScope(source_file=sf, **r["out_of_scope"]))
+            out_shas.add(sha)
+            counts["out_of_scope"] += 1
             continue
         rec = dict(r["record"])
         uid = rec["sop_instance_uid"]
@@ -125,6 +137,16 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]]) -> Coun
         counts["images"] += 1
     session.flush()
     return counts
+
+
+def _out_of_scope_shas(session: Session, shas: list[str]) -> set[str]:
+    """The contents among `shas` already recorded as out of scope (under any path)."""
+    found: set[str] = set()
+    for chunk in chunks(sorted(set(shas))):
+        found.update(session.scalars(select(SourceFile.sha256)
+                                     .join(OutOfScope, OutOfScope.source_file_id == SourceFile.id)
+                                     .where(SourceFile.sha256.in_(chunk))))
+    return found
 
 
 def store_dexa_rows(session: Session, sf: SourceFile, rows: list[dict[str, Any]],

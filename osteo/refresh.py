@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Annotation, DexaExam, DicomImage, Export, Pair, Quarantine, RefreshRun, SourceFile
+from db.models import Annotation, DexaExam, DicomImage, Export, OutOfScope, Pair, Quarantine, RefreshRun, SourceFile
 from db.pairing import sync_pairs
 from db.store import get_or_create_source, quarantine, store_annotation, store_dexa_rows, store_dicom_results
 from osteo.errors import UserError
@@ -21,6 +21,7 @@ from osteo.etl.dexa import parse_dexa_csv
 from osteo.etl.errors import InputError
 from osteo.etl.imaging import ALGORITHM_VERSION
 from osteo.etl.pool import shared_pool
+from osteo.etl.scope import ScopeRules
 from osteo.refresh_report import ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun, Totals
 from osteo.settings import Settings
 from osteo.version import code_version, utcnow
@@ -49,9 +50,11 @@ def check_folder(path: Path | str, what: str = "input folder") -> None:
         raise UserError("not_a_folder", f"{what} {p} is a file, not a folder; pass the folder that holds the files")
 
 
-def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *, workers: int = 1) -> StageCounts:
-    """Header ingest of one batch: parse in worker processes, write in one transaction."""
-    results = dicom_headers.read_headers(paths, key, workers=workers)
+def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *, workers: int = 1,
+                 scope: ScopeRules = dicom_headers.DEFAULT_SCOPE) -> StageCounts:
+    """Header ingest of one batch: parse in worker processes, write in one transaction. Files that
+    are not hip radiographs (`scope`, the settings' Settings.scope_rules()) are recorded out of scope."""
+    results = dicom_headers.read_headers(paths, key, workers=workers, scope=scope)
     with factory() as session, session.begin():
         return StageCounts.from_counter(store_dicom_results(session, results), added="images")
 
@@ -236,6 +239,8 @@ def summarise(factory: sessionmaker[Session]) -> Totals:
                 excluded[exclusion or "other"] += count
         quarantined = {k: int(v) for k, v in sorted(session.execute(
             select(Quarantine.reason, func.count(Quarantine.id)).group_by(Quarantine.reason)).all())}
+        out_of_scope = {k: int(v) for k, v in sorted(session.execute(
+            select(OutOfScope.reason, func.count(OutOfScope.id)).group_by(OutOfScope.reason)).all())}
         return Totals(
             images=images, dexa_exams=n(select(func.count(DexaExam.id))),
             annotations=n(select(func.count(Annotation.id))),
@@ -243,6 +248,7 @@ def summarise(factory: sessionmaker[Session]) -> Totals:
             excluded=sum(excluded.values()), quarantined=sum(quarantined.values()),
             waiting={"no_dexa": images - pairs, "no_annotation": no_annotation},
             excluded_by_reason=dict(sorted(excluded.items())), quarantined_by_reason=quarantined,
+            out_of_scope=sum(out_of_scope.values()), out_of_scope_by_reason=out_of_scope,
         )
 
 

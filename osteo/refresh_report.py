@@ -21,6 +21,7 @@ class StageCounts:
     already_known: int = 0  # files seen before: a rerun adds nothing
     duplicates: int = 0  # records already held, met again in a new file (a copied DICOM, a re-exported exam)
     quarantined: int = 0  # new quarantine entries
+    out_of_scope: int = 0  # files newly recorded as not hip radiographs (osteo/etl/scope.py): not errors
 
     def __add__(self, other: StageCounts) -> StageCounts:
         return StageCounts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
@@ -29,7 +30,7 @@ class StageCounts:
     def from_counter(cls, c: Counter, *, added: str, updated: str = "") -> StageCounts:
         return cls(files=c["files"], added=c[added], updated=c[updated] if updated else 0,
                    already_known=c["already_known"], duplicates=c["duplicate_copies"] + c["duplicate_rows"],
-                   quarantined=c["quarantined"])
+                   quarantined=c["quarantined"], out_of_scope=c["out_of_scope"])
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class Totals:
     waiting: dict[str, int]
     excluded_by_reason: dict[str, int]
     quarantined_by_reason: dict[str, int]
+    out_of_scope: int = 0  # files that are not hip radiographs, apart from the quarantine
+    out_of_scope_by_reason: dict[str, int] = field(default_factory=dict)  # "modality CT", "body part CHEST"
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class ThisRun:
             "exported": self.export.exported,
             "excluded": self.export.excluded,
             "quarantined": sum(s.quarantined for s in stages) + self.export.quarantined,
+            "out_of_scope": self.dicom.out_of_scope,
             "excluded_by_reason": self.export.excluded_by_reason,
             "quarantined_by_stage": {"ingest_dicom": self.dicom.quarantined, "ingest_dexa": self.dexa.quarantined,
                                      "ingest_annotation": self.annotations.quarantined,
@@ -107,7 +111,7 @@ class ThisRun:
     def added_anything(self) -> bool:
         d = self.to_dict()
         return any(d[k] for k in ("images", "dexa_exams", "annotations", "pairs", "pairs_changed", "exported",
-                                  "excluded", "quarantined"))
+                                  "excluded", "quarantined", "out_of_scope"))
 
 
 def _fmt(d: dict[str, Any]) -> str:
@@ -131,11 +135,13 @@ class RefreshReport:
             f" {r['pairs']} pairs ({r['pairs_changed']} changed)",
             f"  exported      {r['exported']} PNGs, {r['excluded']} excluded ({_fmt(r['excluded_by_reason'])})",
             f"  quarantined   {r['quarantined']} ({_fmt(r['quarantined_by_stage'])})",
+            f"  out of scope  {r['out_of_scope']} (not hip radiographs: recorded, never paired)",
             f"totals          {t.images} images, {t.dexa_exams} DEXA exams, {t.annotations} annotations",
             f"  pairs         {t.pairs} ({t.positives} osteoporosis, {t.negatives} not)",
             f"  waiting       {_fmt(t.waiting)}",
             f"  exported      {t.exported} PNGs, {t.excluded} excluded ({_fmt(t.excluded_by_reason)})",
             f"  quarantined   {t.quarantined} ({_fmt(t.quarantined_by_reason)})",
+            f"  out of scope  {t.out_of_scope} ({_fmt(t.out_of_scope_by_reason)})",
             f"refresh run     #{self.refresh_id}",
         ])
 
@@ -146,4 +152,6 @@ class RefreshReport:
         rows = [{"count": k, "this_run": run.get(k, ""), "totals": tot[k]} for k in keys]
         rows += [{"count": f"quarantined: {k}", "this_run": "", "totals": v}
                  for k, v in self.totals.quarantined_by_reason.items()]
+        rows += [{"count": f"out of scope: {k}", "this_run": "", "totals": v}
+                 for k, v in self.totals.out_of_scope_by_reason.items()]
         return rows

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from osteo.errors import UserError
+from osteo.etl.scope import BODY_PARTS, KEYWORDS, MODALITIES, ScopeRules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +46,12 @@ class Settings(BaseSettings):
     bmd_young_sd: float = 0.120
     test_year: int = 2022
 
+    # scope: what counts as a hip radiograph (osteo/etl/scope.py); a list is "CR,DX" or ["CR", "DX"]
+    scope_modalities: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(MODALITIES))
+    scope_body_parts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(BODY_PARTS))
+    scope_keywords: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(KEYWORDS))
+    scope_accept_unknown_body_part: bool = False  # True: no body part and no keyword is taken as a hip
+
     # export
     export_size: int = 256
     roi_margin: float = 0.15
@@ -57,6 +66,19 @@ class Settings(BaseSettings):
     export_batch_size: int = 200
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     dask_address: str = ""
+
+    @field_validator("scope_modalities", "scope_body_parts", "scope_keywords", mode="before")
+    @classmethod
+    def _list_from_text(cls, value):
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+        return value
+
+    def scope_rules(self) -> ScopeRules:
+        """The scope settings as the rules the header readers take (a small frozen dataclass)."""
+        return ScopeRules(tuple(self.scope_modalities), tuple(self.scope_body_parts), tuple(self.scope_keywords),
+                          self.scope_accept_unknown_body_part)
 
     def model_post_init(self, _context) -> None:
         self.var_dir = self.var_dir or self.home / "var"

@@ -29,7 +29,8 @@ def discover_files(root: str | None, suffixes: tuple[str, ...] | None = None) ->
 @task(name="ingest-dicom-headers", **RETRY)
 def ingest_dicom_batch(paths: list[str]) -> StageCounts:
     s = get_settings()
-    return refresh.ingest_dicom(session_factory(s), paths, s.resolved_pseudonym_key(), workers=s.workers)
+    return refresh.ingest_dicom(session_factory(s), paths, s.resolved_pseudonym_key(), workers=s.workers,
+                                scope=s.scope_rules())
 
 
 @task(name="ingest-dexa", **RETRY)

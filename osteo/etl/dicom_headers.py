@@ -2,7 +2,11 @@
 
 A record holds what the pipeline needs and nothing that names a patient: the raw
 Patient ID is turned into its pseudonym here, in the worker, and birth date becomes
-age at exam. Names, accession numbers and free text are never read out of the file.
+age at exam. Names and accession numbers are never read out of the file; the two free-text
+descriptions are read only to decide the scope (osteo/etl/scope.py) and then dropped.
+
+The scope is decided first, as soon as the file has a Modality: a chest radiograph or an MR is
+out of scope (recorded with its reason), not quarantined for a tag it was never meant to have.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from osteo.etl.errors import InputError
 from osteo.etl.pool import shared_pool
 from osteo.etl.pseudonym import pseudonymise
 from osteo.etl.quiet import unvalidated_reads
+from osteo.etl.scope import BODY_PART_CHARS, MODALITY_CHARS, ScopeRules, code, decide_scope
 from osteo_common.files import sha256_bytes
 
 REQUIRED = (
@@ -43,7 +48,10 @@ WANTED = REQUIRED + (
     "Laterality",
     "PixelSpacing",
     "ImagerPixelSpacing",
+    "SeriesDescription",  # free text, for the scope keywords only: never stored
+    "StudyDescription",
 )
+DEFAULT_SCOPE = ScopeRules()  # the product rule; the refresh passes the settings' (OSTEO_SCOPE_*)
 
 
 def parse_da(value: str) -> dt.date:
@@ -64,15 +72,16 @@ def age_at(study: dt.date, birth: str | None, patient_age: str | None) -> int | 
     return None
 
 
-def header_record(data: bytes, key: bytes) -> dict[str, Any]:
-    """Parse one file's bytes into a header record; raises InputError for bad input."""
+def header_record(data: bytes, key: bytes, scope: ScopeRules = DEFAULT_SCOPE) -> dict[str, Any]:
+    """Parse one file's bytes: {"record": {...}} for a hip image, {"out_of_scope": {reason, modality,
+    body_part}} for any other (no identifier); raises InputError for bad input."""
     if len(data) < 132:
         raise InputError("not_dicom", "file is shorter than a DICOM preamble")
     with unvalidated_reads():  # pydicom's validation warnings quote header values
-        return _header_record(data, key)
+        return _header_record(data, key, scope)
 
 
-def _header_record(data: bytes, key: bytes) -> dict[str, Any]:
+def _header_record(data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(WANTED))
     except InvalidDicomError as exc:
@@ -80,6 +89,10 @@ def _header_record(data: bytes, key: bytes) -> dict[str, Any]:
     except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise InputError("truncated", f"header could not be read: {type(exc).__name__}") from exc
     try:
+        if ds.get("Modality") not in (None, ""):  # the scope first: no other tag is asked of a file out of scope
+            out = _out_of_scope(ds, scope)
+            if out:
+                return {"out_of_scope": out}
         for tag in REQUIRED:
             if tag not in ds or ds[tag].value in (None, ""):
                 raise InputError(f"missing_tag:{tag}", f"required tag {tag} is absent or empty")
@@ -92,7 +105,7 @@ def _header_record(data: bytes, key: bytes) -> dict[str, Any]:
             raise InputError("bad_tag:StudyDate", "StudyDate is not a DICOM date") from exc
         spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
         tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        return {
+        return {"record": {
             "sop_instance_uid": str(ds.SOPInstanceUID),
             "study_instance_uid": str(ds.StudyInstanceUID),
             "series_instance_uid": str(ds.SeriesInstanceUID),
@@ -109,15 +122,26 @@ def _header_record(data: bytes, key: bytes) -> dict[str, Any]:
             "photometric": str(ds.PhotometricInterpretation)[:16],
             "pixel_spacing_mm": float(spacing[0]) if spacing else None,
             "transfer_syntax": str(tsyntax) if tsyntax else "1.2.840.10008.1.2",
-        }
+        }}
     except InputError:
         raise
     except (AttributeError, ValueError, TypeError) as exc:
         raise InputError("bad_header", f"{type(exc).__name__}: {str(exc)[:160]}") from exc
 
 
-def read_one(path: str, key: bytes) -> dict[str, Any]:
-    """Hash and parse one file, reading it once; bad input comes back as a result, not an exception."""
+def _out_of_scope(ds: pydicom.Dataset, scope: ScopeRules) -> dict[str, Any] | None:
+    """The scope decision on the parsed header; the descriptions go no further than this call."""
+    body_part = ds.get("BodyPartExamined")
+    reason = decide_scope(ds.Modality, body_part, (ds.get("SeriesDescription"), ds.get("StudyDescription")), scope)
+    if reason is None:
+        return None
+    return {"reason": reason, "modality": code(ds.Modality, MODALITY_CHARS),
+            "body_part": code(body_part, BODY_PART_CHARS) or None}
+
+
+def read_one(path: str, key: bytes, scope: ScopeRules = DEFAULT_SCOPE) -> dict[str, Any]:
+    """Hash and parse one file, reading it once: a result with "record", "out_of_scope" or "error"
+    (bad input comes back as a result, not an exception)."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -125,22 +149,23 @@ def read_one(path: str, key: bytes) -> dict[str, Any]:
         return {"path": path, "sha256": "", "size": 0, "error": ("unreadable", str(exc)[:200])}
     out: dict[str, Any] = {"path": path, "sha256": sha256_bytes(data), "size": len(data)}
     try:
-        out["record"] = header_record(data, key)
+        out.update(header_record(data, key, scope))
     except InputError as exc:
         out["error"] = (exc.reason, exc.detail)
     return out
 
 
-def _read_chunk(args: tuple[list[str], bytes]) -> list[dict[str, Any]]:
-    paths, key = args
-    return [read_one(p, key) for p in paths]
+def _read_chunk(args: tuple[list[str], bytes, ScopeRules]) -> list[dict[str, Any]]:
+    paths, key, scope = args
+    return [read_one(p, key, scope) for p in paths]
 
 
-def read_headers(paths: list[str], key: bytes, *, workers: int = 1) -> list[dict[str, Any]]:
+def read_headers(paths: list[str], key: bytes, *, workers: int = 1,
+                 scope: ScopeRules = DEFAULT_SCOPE) -> list[dict[str, Any]]:
     """Read many headers, in worker processes when workers > 1 (parsing is CPU-bound Python)."""
     if workers <= 1 or len(paths) < 64:
-        return _read_chunk((paths, key))
+        return _read_chunk((paths, key, scope))
     size = max(16, len(paths) // (workers * 4))
-    chunks = [(paths[i : i + size], key) for i in range(0, len(paths), size)]
+    chunks = [(paths[i : i + size], key, scope) for i in range(0, len(paths), size)]
     pool = shared_pool(workers)
     return [r for chunk in pool.map(_read_chunk, chunks) for r in chunk]
