@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/synth_check.py --patients 250 --seed 0 [--out DIR] [--cnn]
 
-Measures, on every cohort image of truth.csv:
+Measures, on every hip image of truth.csv (expected_scope in_scope):
   * the stored-value contract (anatomy within 5%..80% of the stored range in display
     polarity, metal >= 97%);
   * metal_fraction and blur_score on the femoral-neck box (osteo.etl.imaging's definitions) per
@@ -91,7 +91,8 @@ def main() -> int:
     from osteo.etl import imaging  # the export's own normalisation and measures
 
 
-    truth = list(csv.DictReader(open(out / "truth.csv", encoding="utf-8")))
+    truth = [r for r in csv.DictReader(open(out / "truth.csv", encoding="utf-8"))
+             if r["expected_scope"] == "in_scope"]  # the hip radiographs (the rest are never exported)
     per_class: dict[str, dict[str, list[float]]] = {}
     contract_bad = []
     X_mean, X_tex, y, groups, crops = [], [], [], [], []

@@ -11,7 +11,10 @@ Layout written under ``out``::
     dicom/S{n}/IM0001.dcm ...          junk DICOM: truncated, missing PatientID, missing dates
     dexa/*.csv                         four DEXA exports (UTF-8, UTF-8 BOM, Big5; 4 date styles)
     annotations/<SOPInstanceUID>.xml   LabelImg Pascal VOC femoral-neck boxes (~90% of images)
-    truth.csv                          per cohort image ground truth (never read by the pipeline)
+    dicom/S{n}/IM0001.dcm ...          not hip radiographs (others.py): chest CR, knee DX, hip CT, hip MR,
+                                       a radiograph whose body part cannot be told; each boxed
+    truth.csv                          per cohort image ground truth (never read by the pipeline);
+                                       expected_scope: in_scope, the out-of-scope reason, unknown_body_part
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from osteo.synth.dicomio import render_and_write, uid_for
+from osteo.synth.others import KINDS, write_others
 from osteo.synth.plan import PAIR_WINDOW_DAYS, make_plan, truth_rows
 from osteo.synth.tables import write_bad_voc, write_dexa, write_voc
 
@@ -34,7 +39,7 @@ __all__ = ["generate_cohort", "TRUTH_COLUMNS"]
 
 TRUTH_COLUMNS = [
     "sop_instance_uid", "patient_id", "laterality", "study_date", "bmd", "t_score",
-    "expected_pair", "expected_label", "expected_exclusion", "annotated", "expected_export",
+    "expected_pair", "expected_label", "expected_exclusion", "annotated", "expected_export", "expected_scope",
     # extras (not needed by the rules, handy for checks)
     "file", "study_instance_uid", "modality", "photometric", "bits_stored", "transfer_syntax",
     "rotation_deg", "box_xmin", "box_ymin", "box_xmax", "box_ymax",
@@ -116,7 +121,7 @@ def generate_cohort(
         })
         junk_specs.append(base)
 
-    total = len(specs) + len(junk_specs)
+    total = len(specs) + len(junk_specs) + len(KINDS)
     results: list[dict[str, Any] | None] = [None] * len(specs)
     done = 0
     nw = _workers(workers)
@@ -164,8 +169,13 @@ def generate_cohort(
     # ---- DEXA
     dexa = write_dexa(plan, out / "dexa", np.random.default_rng(np.random.SeedSequence([int(seed), 11])))
 
-    # ---- truth
+    # ---- truth; then the files that are not hip radiographs, from their own generator
     rows = truth_rows(plan, window_days)
+    others = write_others(out, specs, rows, int(seed), n_st + 4)
+    for _ in others:
+        done += 1
+        if progress:
+            progress(done, total)
     with open(out / "truth.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=TRUTH_COLUMNS, lineterminator="\n")
         w.writeheader()
@@ -173,6 +183,7 @@ def generate_cohort(
             row = dict(row)
             row.pop("idx")
             row.update({
+                "expected_scope": "in_scope",
                 "sop_instance_uid": spec["sop_uid"],
                 "file": Path(spec["path"]).relative_to(out).as_posix(),
                 "study_instance_uid": spec["study_uid"],
@@ -185,6 +196,7 @@ def generate_cohort(
                 "box_xmax": res["box"][2], "box_ymax": res["box"][3],
             })
             w.writerow(row)
+        w.writerows(others)
 
     paired = sum(r["expected_pair"] for r in rows)
     positives = sum(1 for r in rows if r["expected_label"] == 1)
@@ -198,7 +210,7 @@ def generate_cohort(
         "studies": len(plan.studies),
         "images": len(plan.images),
         "junk_files": junk_files,
-        "annotated": annotated,
+        "annotated": annotated + len(others),
         "malformed_xml": malformed_xml,
         **dexa,
         "exams_valid": sum(1 for e in plan.exams if e.valid),
@@ -210,4 +222,8 @@ def generate_cohort(
         "test_images": sum(1 for r in rows if r["expected_export"] and r["laterality"] == "L"
                            and r["study_date"].startswith("2022")),
         "transfer_syntaxes": ts_counts,
+        "out_of_scope": sum(r["expected_scope"] != "unknown_body_part" for r in others),
+        "unknown_body_part": sum(r["expected_scope"] == "unknown_body_part" for r in others),
+        "out_of_scope_by_reason": dict(sorted(Counter(r["expected_scope"] for r in others
+                                                      if r["expected_scope"] != "unknown_body_part").items())),
     }

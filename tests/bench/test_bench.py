@@ -109,7 +109,8 @@ def test_copies_are_distinct_images_with_same_headers(tmp_path):
     for k, v in dict(SOPInstanceUID=uid, SOPClassUID="1.2.840.10008.5.1.4.1.1.1.1", StudyInstanceUID=generate_uid(),
                      SeriesInstanceUID=generate_uid(), PatientID="P1", StudyDate="20210101", Modality="DX", Rows=4,
                      Columns=4, BitsStored=8, BitsAllocated=8, HighBit=7, PixelRepresentation=0, SamplesPerPixel=1,
-                     PhotometricInterpretation="MONOCHROME2", ImageLaterality="L", PixelData=bytes(16)).items():
+                     PhotometricInterpretation="MONOCHROME2", BodyPartExamined="HIP", ImageLaterality="L",
+                     PixelData=bytes(16)).items():
         setattr(ds, k, v)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

@@ -78,10 +78,30 @@ def test_exports_exactly_the_expected_images_with_expected_labels(cohort, refres
     assert first.totals.quarantined == first.this_run.to_dict()["quarantined"] > 0
 
 
+def test_only_hip_radiographs_become_images_the_rest_is_out_of_scope_with_its_reason(cohort, refreshed):
+    from db.models import DicomImage
+
+    truth = pd.read_csv(cohort / "truth.csv", dtype=str)
+    with refreshed["factory"]() as s:
+        images = set(s.scalars(select(DicomImage.sop_instance_uid)))
+    hips = truth[truth["expected_scope"] == "in_scope"]
+    assert images == set(hips["sop_instance_uid"])  # so only hips can be paired and exported
+    unknown = truth[truth["expected_scope"] == "unknown_body_part"]
+    out = truth[~truth["expected_scope"].isin(["in_scope", "unknown_body_part"])]
+    first = refreshed["first"]
+    assert len(out) > 0 and first.this_run.to_dict()["out_of_scope"] == first.totals.out_of_scope == len(out)
+    assert first.totals.out_of_scope_by_reason == dict(sorted(out["expected_scope"].value_counts().items()))
+    assert first.totals.quarantined_by_reason.get("unknown_body_part", 0) == len(unknown) > 0
+    assert first.to_dict()["totals"]["out_of_scope_by_reason"] == first.totals.out_of_scope_by_reason
+    line = next(ln for ln in first.summary().splitlines()[::-1] if "out of scope" in ln)
+    assert line.split()[3] == str(len(out)) and all(reason in line for reason in out["expected_scope"])
+
+
 def test_second_refresh_adds_nothing(refreshed):
     first, second = refreshed["first"], refreshed["second"]
     assert not second.this_run.added_anything(), second.this_run
     assert second.this_run.to_dict()["quarantined"] == 0  # this run's count, not the database's total
+    assert second.this_run.to_dict()["out_of_scope"] == 0 and second.totals.out_of_scope == first.totals.out_of_scope
     assert second.this_run.to_dict()["already_known"] == second.this_run.files_seen
     assert refreshed["pngs"][0] == refreshed["pngs"][1]
     assert second.totals == first.totals

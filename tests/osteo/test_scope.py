@@ -188,3 +188,36 @@ def test_the_report_shows_out_of_scope_apart_from_quarantined(factory, tmp_path)
     table = {r["count"]: r for r in report.table()}
     assert table["out_of_scope"]["this_run"] == 4 and table["out_of_scope"]["totals"] == 4
     assert table["out of scope: modality CT"]["totals"] == 1
+
+
+# ---------------------------------------------------------------- the synthetic cohort's files out of scope
+
+def test_only_the_scope_keeps_the_cohorts_other_files_from_export(tmp_path):
+    """Under rules that take everything, the cohort's chest, knee, CT, MR and unknown files pair and
+    export: the truth's expected_scope is what keeps them out, not a missing exam or box."""
+    import csv
+
+    from db import create_schema, make_engine
+    from db.models import Export
+    from osteo.settings import Settings
+    from osteo.synth import generate_cohort
+
+    cohort = tmp_path / "cohort"
+    generate_cohort(cohort, patients=6, seed=5, workers=1)
+    others = {r["sop_instance_uid"] for r in csv.DictReader(open(cohort / "truth.csv", encoding="utf-8"))
+              if r["expected_scope"] != "in_scope"}
+    settings = Settings(home=tmp_path)
+    engine = make_engine(f"sqlite:///{tmp_path / 'all.sqlite'}")
+    create_schema(engine)
+    factory = make_session_factory(engine)
+    everything = ScopeRules(("CR", "DX", "CT", "MR"), ("HIP", "CHEST", "KNEE"), accept_unknown_body_part=True)
+    assert refresh.ingest_dicom(factory, refresh.discover(cohort / "dicom"), KEY, scope=everything).out_of_scope == 0
+    refresh.ingest_dexa(factory, refresh.discover(cohort / "dexa", (".csv",)), KEY, settings)
+    refresh.ingest_annotations(factory, refresh.discover(cohort / "annotations", (".xml",)))
+    refresh.pair_and_label(factory, settings)
+    refresh.export_images(factory, refresh.plan_exports(factory, settings), settings)
+    with factory() as s:
+        status = dict(s.execute(select(DicomImage.sop_instance_uid, Export.status)
+                                .join(Export, Export.image_id == DicomImage.id)).all())
+    engine.dispose()
+    assert len(others) == 5 and {status.get(uid) for uid in others} == {"exported"}

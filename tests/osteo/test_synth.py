@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import re
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,17 @@ WINDOW = 183
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
+    """The cohort with the truth of its hip radiographs (the files out of scope: `all_truth`)."""
     out = tmp_path_factory.mktemp("synth") / "cohort"
     seen = []
     summary = generate_cohort(out, patients=PATIENTS, seed=SEED, progress=lambda d, t: seen.append((d, t)))
     truth = list(csv.DictReader(open(out / "truth.csv", encoding="utf-8")))
-    return out, summary, truth, seen
+    return out, summary, [r for r in truth if r["expected_scope"] == "in_scope"], seen
+
+
+@pytest.fixture(scope="module")
+def all_truth(cohort):
+    return list(csv.DictReader(open(cohort[0] / "truth.csv", encoding="utf-8")))
 
 
 def _digest_tree(root: Path) -> dict[str, str]:
@@ -50,14 +57,17 @@ def test_deterministic_and_independent_of_workers(tmp_path):
     assert c["images"] >= 8
 
 
-def test_summary_and_progress(cohort):
+def test_summary_and_progress(cohort, all_truth):
     out, summary, truth, seen = cohort
     assert summary["patients"] == PATIENTS
     assert summary["images"] == len(truth)
     assert summary["junk_files"] == 5
     assert summary["malformed_rows"] == 6
     assert summary["dexa_files"] == 4
-    assert summary["annotated"] == sum(int(r["annotated"]) for r in truth)
+    assert summary["annotated"] == sum(int(r["annotated"]) for r in all_truth)
+    scope = Counter(r["expected_scope"] for r in all_truth)
+    assert summary["unknown_body_part"] == scope.pop("unknown_body_part") and scope.pop("in_scope") == len(truth)
+    assert summary["out_of_scope"] == sum(scope.values()) and summary["out_of_scope_by_reason"] == dict(scope)
     assert summary["paired"] == sum(int(r["expected_pair"]) for r in truth)
     assert summary["expected_export"] == sum(int(r["expected_export"]) for r in truth)
     assert summary["excluded_metal"] >= 1 and summary["excluded_blur"] >= 1
@@ -146,9 +156,9 @@ def test_export_measures_agree_with_truth(cohort):
             assert (q["blur_score"] < 3.0) if cls == "blur" else (q["blur_score"] > 12.0), (row, q)
 
 
-def test_junk_files(cohort):
-    out, _, truth, _ = cohort
-    in_truth = {r["file"] for r in truth}
+def test_junk_files(cohort, all_truth):
+    out = cohort[0]
+    in_truth = {r["file"] for r in all_truth}
     all_files = [p.relative_to(out).as_posix() for p in (out / "dicom").rglob("*") if p.is_file()]
     junk = sorted(set(all_files) - in_truth)
     assert len(junk) == 5
@@ -321,7 +331,7 @@ def test_annotations(cohort):
         assert 0 <= box[0] < box[2] < ds.Columns and 0 <= box[1] < box[3] < ds.Rows
         assert 60 <= box[2] - box[0] <= 170 and 60 <= box[3] - box[1] <= 170
     assert malformed == summary["malformed_xml"] == 2
-    assert len(files) == summary["annotated"] + malformed
+    assert len(files) == summary["annotated"] + malformed  # the boxes of the files out of scope included
 
 
 def test_years_and_lateralities(cohort):
@@ -337,3 +347,36 @@ def test_years_and_lateralities(cohort):
     assert max(len(v) for v in per_patient.values()) <= 3
     assert {r["expected_exclusion"] for r in truth} == {"none", "metal", "blur"}
     assert any(abs(float(r["rotation_deg"])) >= 20 for r in truth)
+
+
+# ---------------------------------------------------------------- files that are not hip radiographs
+
+CID_4031 = {"CHEST", "KNEE", "HIP", "PELVIS", "FEMUR"}  # the BodyPartExamined codes the cohort uses
+SOP_CLASS_ALL = {**SOP_CLASS, "CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4"}
+
+
+def test_files_out_of_scope_would_pair_and_are_told_apart_by_the_reader(cohort, all_truth):
+    from osteo.etl.dicom_headers import read_one
+
+    out = cohort[0]
+    others = [r for r in all_truth if r["expected_scope"] != "in_scope"]
+    assert {r["expected_scope"] for r in others} == {"body part CHEST", "body part KNEE", "modality CT",
+                                                     "modality MR", "unknown_body_part"}
+    exams, *_ = read_dexa(out / "dexa")
+    for row in others:
+        assert (row["expected_pair"], row["expected_export"], row["annotated"]) == ("0", "0", "1")
+        ds = pydicom.dcmread(out / row["file"])
+        assert ds.SOPClassUID == SOP_CLASS_ALL[ds.Modality] == ds.file_meta.MediaStorageSOPClassUID
+        assert ds.Modality == row["modality"] and ds.SOPInstanceUID == row["sop_instance_uid"]
+        assert ds.ImageLaterality == row["laterality"] in ("L", "R") and ds.PatientID == row["patient_id"]
+        assert ds.get("BodyPartExamined", "HIP") in CID_4031 and ds.pixel_array.shape == (ds.Rows, ds.Columns)
+        # a DEXA exam of the patient in the window, and a femoral-neck box: only the scope keeps it out
+        day = dt.date.fromisoformat(row["study_date"])
+        assert any(pid == row["patient_id"] and abs((d - day).days) < WINDOW for pid, d, *_ in exams)
+        box = [int(row[k]) for k in ("box_xmin", "box_ymin", "box_xmax", "box_ymax")]
+        root = ET.parse(out / "annotations" / f"{row['sop_instance_uid']}.xml").getroot()
+        assert [int(root.findtext(f"object/bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")] == box
+        assert 0 <= box[0] < box[2] < ds.Columns and 0 <= box[1] < box[3] < ds.Rows
+        # the reader's decision under the default rules is the truth's
+        r = read_one(str(out / row["file"]), b"key")
+        assert r.get("out_of_scope", {}).get("reason", r.get("error", ("",))[0]) == row["expected_scope"]

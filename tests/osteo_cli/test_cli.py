@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 
 import pytest
@@ -25,6 +26,10 @@ def test_synth_json(small_cohort, tmp_path, capsys):
     assert main(["synth", "--out", str(out), "--patients", "8", "--seed", "3", "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["patients"] == 8 and payload["images"] > 0 and (out / "truth.csv").exists()
+    scope = [r["expected_scope"] for r in csv.DictReader(open(out / "truth.csv", encoding="utf-8"))]
+    assert payload["images"] == scope.count("in_scope") and payload["unknown_body_part"] == scope.count(
+        "unknown_body_part")
+    assert payload["out_of_scope"] == len(scope) - payload["images"] - payload["unknown_body_part"] > 0
 
 
 def test_render_one_dicom(small_cohort, tmp_path, capsys):
