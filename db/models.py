@@ -177,7 +177,12 @@ class Export(Base):
 
 
 class Quarantine(Base):
-    """Bad input with the stage and a plain reason; a rerun never adds the same entry twice."""
+    """Bad input with the stage and a plain reason; a rerun never adds the same entry twice.
+
+    An entry is active until a retry of its input (a new column map, configuration or code
+    version, or `--retry-quarantined`) no longer finds the fault: then `resolved_at` is set and
+    the row stays for the auditors. `context_digest` is what the input was last judged under.
+    """
 
     __tablename__ = "quarantine"
     __table_args__ = (
@@ -192,6 +197,10 @@ class Quarantine(Base):
     reason: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+    context_digest: Mapped[str | None] = mapped_column(String(SHA256))  # osteo.quarantine.judging_context
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime, index=True)  # None: active
 
 
 class OutOfScope(Base):

@@ -14,28 +14,11 @@ from typing import Any
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from db.models import Annotation, DexaExam, DicomImage, OutOfScope, Patient, Quarantine, SourceFile
+from db.models import Annotation, DexaExam, DicomImage, OutOfScope, Patient, SourceFile
+from db.quarantine import quarantine  # recorded in db/quarantine.py; osteo.refresh imports it from here
 from osteo_common.chunks import chunks
 
 BOX = ("box_xmin", "box_ymin", "box_xmax", "box_ymax")
-
-
-def quarantine(session: Session, *, stage: str, path: str, sha256: str, reason: str,
-               detail: str = "", row: int = 0) -> bool:
-    """Record bad input once; returns True when the entry is new."""
-    exists = session.scalar(
-        select(Quarantine.id).where(
-            Quarantine.stage == stage,
-            Quarantine.source_sha256 == sha256,
-            Quarantine.source_row == row,
-            Quarantine.reason == reason[:64],
-        )
-    )
-    if exists is not None:
-        return False
-    session.add(Quarantine(stage=stage, source_path=path[:1024], source_sha256=sha256, source_row=row,
-                           reason=reason[:64], detail=(detail or "")[:1000]))
-    return True
 
 
 def source_files(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], SourceFile]:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from flows.runner import SettingsTaskRunner
 from osteo.orchestration import refresh_lock, sweep_partial_files
+from osteo.quarantine import quarantined_files
 from osteo.refresh import quarantine_table
 from osteo.refresh_report import ExportCounts, RefreshReport, StageCounts, ThisRun
 from osteo.settings import get_settings, session_factory
@@ -34,7 +35,7 @@ from tasks.refresh import (
 # Dask workers when OSTEO_DASK_ADDRESS is set (flows/runner.py)
 @flow(name="nightly-refresh", log_prints=False, task_runner=SettingsTaskRunner(threads=1))
 def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = None,
-                 column_map_file: str | None = None) -> RefreshReport:
+                 column_map_file: str | None = None, retry_quarantined: bool = False) -> RefreshReport:
     settings = get_settings()
     # one refresh at a time on this database and export folder; a second is refused
     with refresh_lock(settings):
@@ -42,12 +43,12 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
         refresh_id = start_refresh_run({"dicom_dir": dicom_dir, "dexa_dir": dexa_dir,
                                         "annotations_dir": annotations_dir, "column_map_file": column_map_file})
         dicoms = discover_files(dicom_dir)  # DICOM files often carry no suffix: every file is a candidate
-        csvs = discover_files(dexa_dir, (".csv", ".txt"))
+        csvs = discover_files(dexa_dir)  # every file: one we cannot read is quarantined, never ignored
         xmls = discover_files(annotations_dir, (".xml",)) if annotations_dir else []
         dicom = _sum([ingest_dicom_batch(b) for b in _bar(batched(dicoms, settings.ingest_batch_size), "ingest")],
                      StageCounts())
-        dexa = ingest_dexa_files(csvs, column_map_file)
-        boxes = ingest_annotation_files(xmls)
+        dexa = ingest_dexa_files(csvs, column_map_file, retry_quarantined)  # quarantined files judged again
+        boxes = ingest_annotation_files(xmls, retry_quarantined)  # ... when their context changed, or asked
         pairing = pair_and_label()  # sql/pair_xray_dexa.sql
         futures = [export_batch.submit(b) for b in batched(plan_exports(), settings.export_batch_size)]
         export = _sum([f.result() for f in _bar(futures, "export")], ExportCounts())
@@ -55,6 +56,9 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
         report = finish_refresh_run(refresh_id, this_run)
     _publish(report, settings)
     return report
+
+
+ARTIFACT_FILES = 1000  # quarantined files named in the artifact; `osteo quarantine` lists them all
 
 
 def _sum(parts: list, empty):
@@ -69,8 +73,14 @@ def _bar(items: list, desc: str) -> tqdm:
 def _publish(report: RefreshReport, settings) -> None:
     create_table_artifact(key="refresh-counts", table=report.table(),
                           description="This refresh beside the database's totals")
+    factory = session_factory(settings)
+    totals = [{**row, "path": "(all)"} for row in quarantine_table(factory)]
+    files = [{**row, "count": ""} for row in quarantined_files(factory)]
+    if len(files) > ARTIFACT_FILES:
+        files = files[:ARTIFACT_FILES] + [{"stage": "-", "reason": "-", "count": "",
+                                           "path": f"... {len(files) - ARTIFACT_FILES} more: osteo quarantine"}]
     create_table_artifact(
         key="refresh-quarantine",
-        table=quarantine_table(session_factory(settings)) or [{"stage": "-", "reason": "nothing quarantined",
-                                                              "count": 0}],
-        description="Quarantined inputs by stage and reason (totals in the database)")
+        table=totals + files or [{"stage": "-", "reason": "nothing quarantined", "count": 0, "path": "-"}],
+        description="Active quarantine entries by stage and reason, then each quarantined file (no details: "
+                    "`osteo quarantine` has them)")

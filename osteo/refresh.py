@@ -13,16 +13,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Annotation, DexaExam, DicomImage, Export, OutOfScope, Pair, Quarantine, RefreshRun, SourceFile
 from db.pairing import sync_pairs
+from db.quarantine import active_contexts, resolve, retry_due, settle
 from db.store import get_or_create_source, quarantine, store_annotation, store_dexa_rows, store_dicom_results
 from osteo.errors import UserError
 from osteo.etl import dicom_headers
 from osteo.etl.annotations import parse_voc
-from osteo.etl.dexa import parse_dexa_csv
+from osteo.etl.dexa import parse_dexa_file
 from osteo.etl.errors import InputError
 from osteo.etl.imaging import ALGORITHM_VERSION
 from osteo.etl.pool import shared_pool
 from osteo.etl.scope import ScopeRules
-from osteo.refresh_report import ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun, Totals
+from osteo.quarantine import judging_context
+from osteo.refresh_report import ExportCounts, PairCounts, Problem, RefreshReport, StageCounts, ThisRun, Totals
 from osteo.settings import Settings
 from osteo.version import code_version, utcnow
 from osteo_common.files import sha256_bytes
@@ -65,46 +67,66 @@ def _file_bytes(path: str) -> tuple[bytes, str]:
 
 
 def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, settings: Settings,
-                mapping: dict[str, str] | None = None) -> StageCounts:
+                mapping: dict[str, str] | None = None, *, retry_quarantined: bool = False) -> StageCounts:
+    """Every file of the DEXA folder, one transaction each. A known file is judged again when it has
+    active quarantine entries judged under another context (column map, settings, code version) or
+    when `retry_quarantined`; its entries that no longer apply are resolved (kept for the auditors)."""
     counts: Counter = Counter()
+    problems: list[Problem] = []
+    context = judging_context("ingest_dexa", settings, mapping)
     for path in paths:
         data, sha = _file_bytes(path)
         with factory() as session, session.begin():
             sf, new = get_or_create_source(session, kind="dexa", path=path, sha256=sha, size=len(data))
             counts["files"] += 1
-            if not new:
+            if not new and not retry_due(active_contexts(session, "ingest_dexa", [sha]).get(sha), context,
+                                         always=retry_quarantined):
                 counts["already_known"] += 1
                 continue
+            counts["retried"] += not new
             try:
-                parsed = parse_dexa_csv(data, key, bmd_young_mean=settings.bmd_young_mean,
-                                        bmd_young_sd=settings.bmd_young_sd, mapping=mapping)
+                parsed = parse_dexa_file(path, data, key, bmd_young_mean=settings.bmd_young_mean,
+                                         bmd_young_sd=settings.bmd_young_sd, mapping=mapping)
             except InputError as exc:
                 sf.status = "quarantined"
                 counts["quarantined"] += quarantine(session, stage="ingest_dexa", path=path, sha256=sha,
-                                                    reason=exc.reason, detail=exc.detail)
-                continue
-            counts.update(store_dexa_rows(session, sf, parsed.rows, parsed.errors))
-    return StageCounts.from_counter(counts, added="exams")
+                                                    reason=exc.reason, detail=exc.detail, context=context)
+                problems.append(Problem(path=path, stage="ingest_dexa", reason=exc.reason))
+            else:
+                sf.status = "ingested"
+                done = set() if new else set(session.scalars(select(DexaExam.source_row)
+                                                             .where(DexaExam.source_file_id == sf.id)))
+                counts.update(store_dexa_rows(session, sf, [r for r in parsed.rows if r["source_row"] not in done],
+                                              [e for e in parsed.errors if e[0] not in done]))
+            counts["resolved"] += settle(session, stage="ingest_dexa", sha256s=[sha], context=context)
+    return StageCounts.from_counter(counts, added="exams", problems=tuple(problems))
 
 
-def ingest_annotations(factory: sessionmaker[Session], paths: list[str]) -> StageCounts:
+def ingest_annotations(factory: sessionmaker[Session], paths: list[str], *,
+                       retry_quarantined: bool = False) -> StageCounts:
+    """A quarantined box file is judged again under new code or when `retry_quarantined` (see ingest_dexa)."""
     counts: Counter = Counter()
+    context = judging_context("ingest_annotation")
     with factory() as session, session.begin():
+        active = active_contexts(session, "ingest_annotation")
         for path in paths:
             data, sha = _file_bytes(path)
             sf, new = get_or_create_source(session, kind="annotation", path=path, sha256=sha, size=len(data))
             counts["files"] += 1
-            if not new:
+            if not new and not retry_due(active.get(sha), context, always=retry_quarantined):
                 counts["already_known"] += 1
                 continue
+            counts["retried"] += not new
             try:
                 box = parse_voc(data, Path(path).name)
             except InputError as exc:
                 sf.status = "quarantined"
                 counts["quarantined"] += quarantine(session, stage="ingest_annotation", path=path, sha256=sha,
-                                                    reason=exc.reason, detail=exc.detail)
-                continue
-            counts.update(store_annotation(session, sf, box))
+                                                    reason=exc.reason, detail=exc.detail, context=context)
+            else:
+                sf.status = "ingested"
+                counts.update(store_annotation(session, sf, box))
+            counts["resolved"] += settle(session, stage="ingest_annotation", sha256s=[sha], context=context)
     return StageCounts.from_counter(counts, added="annotations", updated="annotations_updated")
 
 
@@ -202,8 +224,11 @@ def export_images(factory: sessionmaker[Session], image_ids: list[int], settings
             counts[res["status"]] += 1
             if res.get("exclusion"):
                 reasons[res["exclusion"]] += 1
+        # an image quarantined by an earlier export that reads now leaves the active quarantine
+        counts["resolved"] = resolve(session, stage="export",
+                                     sha256s=[by_id[r["image_id"]]["sha256"] for r in results if "error" not in r])
     return ExportCounts(exported=counts["exported"], excluded=counts["excluded"], quarantined=counts["quarantined"],
-                        excluded_by_reason=dict(sorted(reasons.items())))
+                        excluded_by_reason=dict(sorted(reasons.items())), resolved=counts["resolved"])
 
 
 # --- pairing, summary, the refresh_run row ------------------------------------------------
@@ -238,7 +263,8 @@ def summarise(factory: sessionmaker[Session]) -> Totals:
             else:
                 excluded[exclusion or "other"] += count
         quarantined = {k: int(v) for k, v in sorted(session.execute(
-            select(Quarantine.reason, func.count(Quarantine.id)).group_by(Quarantine.reason)).all())}
+            select(Quarantine.reason, func.count(Quarantine.id)).where(Quarantine.resolved_at.is_(None))
+            .group_by(Quarantine.reason)).all())}  # active entries: a resolved one stays only for the auditors
         out_of_scope = {k: int(v) for k, v in sorted(session.execute(
             select(OutOfScope.reason, func.count(OutOfScope.id)).group_by(OutOfScope.reason)).all())}
         return Totals(
@@ -253,10 +279,10 @@ def summarise(factory: sessionmaker[Session]) -> Totals:
 
 
 def quarantine_table(factory: sessionmaker[Session]) -> list[dict[str, Any]]:
-    """Quarantined inputs by stage and reason (totals in the database)."""
+    """Active quarantine entries by stage and reason (totals in the database)."""
     with factory() as session:
         rows = session.execute(select(Quarantine.stage, Quarantine.reason, func.count(Quarantine.id))
-                               .group_by(Quarantine.stage, Quarantine.reason)
+                               .where(Quarantine.resolved_at.is_(None)).group_by(Quarantine.stage, Quarantine.reason)
                                .order_by(Quarantine.stage, Quarantine.reason)).all()
     return [{"stage": stage, "reason": reason, "count": int(n)} for stage, reason, n in rows]
 

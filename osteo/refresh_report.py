@@ -7,8 +7,17 @@ on `this_run.quarantined` means "new bad input tonight", never a total.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, astuple, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A whole file this run could not use (unreadable, unrecognised columns, unsupported type)."""
+
+    path: str
+    stage: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -22,15 +31,20 @@ class StageCounts:
     duplicates: int = 0  # records already held, met again in a new file (a copied DICOM, a re-exported exam)
     quarantined: int = 0  # new quarantine entries
     out_of_scope: int = 0  # files newly recorded as not hip radiographs (osteo/etl/scope.py): not errors
+    retried: int = 0  # known quarantined files judged again (new column map, settings, code; --retry-quarantined)
+    resolved: int = 0  # quarantine entries that a retry no longer found
+    problems: tuple[Problem, ...] = ()  # whole files rejected in this run (the summary's first lines)
 
     def __add__(self, other: StageCounts) -> StageCounts:
-        return StageCounts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+        return StageCounts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
     @classmethod
-    def from_counter(cls, c: Counter, *, added: str, updated: str = "") -> StageCounts:
+    def from_counter(cls, c: Counter, *, added: str, updated: str = "",
+                     problems: tuple[Problem, ...] = ()) -> StageCounts:
         return cls(files=c["files"], added=c[added], updated=c[updated] if updated else 0,
                    already_known=c["already_known"], duplicates=c["duplicate_copies"] + c["duplicate_rows"],
-                   quarantined=c["quarantined"], out_of_scope=c["out_of_scope"])
+                   quarantined=c["quarantined"], out_of_scope=c["out_of_scope"], retried=c["retried"],
+                   resolved=c["resolved"], problems=tuple(problems))
 
 
 @dataclass(frozen=True)
@@ -41,11 +55,13 @@ class ExportCounts:
     excluded: int = 0
     quarantined: int = 0
     excluded_by_reason: dict[str, int] = field(default_factory=dict)
+    resolved: int = 0  # export quarantine entries of images that exported this time
 
     def __add__(self, other: ExportCounts) -> ExportCounts:
         reasons = Counter(self.excluded_by_reason) + Counter(other.excluded_by_reason)
         return ExportCounts(self.exported + other.exported, self.excluded + other.excluded,
-                            self.quarantined + other.quarantined, dict(sorted(reasons.items())))
+                            self.quarantined + other.quarantined, dict(sorted(reasons.items())),
+                            self.resolved + other.resolved)
 
 
 @dataclass(frozen=True)
@@ -86,9 +102,15 @@ class ThisRun:
     pairing: PairCounts
     export: ExportCounts
 
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        """Whole files this run could not use, named (not only counted) in the summary and JSON."""
+        return self.dicom.problems + self.dexa.problems + self.annotations.problems
+
     def to_dict(self) -> dict[str, Any]:
         stages = (self.dicom, self.dexa, self.annotations)
         return {
+            "problems": [asdict(p) for p in self.problems],
             "files_seen": self.files_seen,
             "already_known": sum(s.already_known for s in stages),
             "duplicates": sum(s.duplicates for s in stages),
@@ -101,6 +123,8 @@ class ThisRun:
             "exported": self.export.exported,
             "excluded": self.export.excluded,
             "quarantined": sum(s.quarantined for s in stages) + self.export.quarantined,
+            "retried": sum(s.retried for s in stages),
+            "resolved": sum(s.resolved for s in stages) + self.export.resolved,
             "out_of_scope": self.dicom.out_of_scope,
             "excluded_by_reason": self.export.excluded_by_reason,
             "quarantined_by_stage": {"ingest_dicom": self.dicom.quarantined, "ingest_dexa": self.dexa.quarantined,
@@ -118,6 +142,19 @@ def _fmt(d: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items() if v) or "none"
 
 
+SHOW_PROBLEMS = 10  # files named in the summary; --json and `osteo quarantine` have them all
+
+
+def _problem_lines(problems: tuple[Problem, ...]) -> list[str]:
+    if not problems:
+        return []
+    lines = [f"PROBLEMS        {len(problems)} file(s) could not be used (`osteo quarantine` lists every entry)"]
+    lines += [f"  {p.stage:<14}{p.reason}: {p.path}" for p in problems[:SHOW_PROBLEMS]]
+    if len(problems) > SHOW_PROBLEMS:
+        lines.append(f"  ... and {len(problems) - SHOW_PROBLEMS} more (--json lists them all)")
+    return lines
+
+
 @dataclass(frozen=True)
 class RefreshReport:
     refresh_id: int  # the refresh_run row (osteo lineage refreshes)
@@ -130,11 +167,13 @@ class RefreshReport:
     def summary(self) -> str:
         r, t = self.this_run.to_dict(), self.totals
         return "\n".join([
+            *_problem_lines(self.this_run.problems),
             f"this run        {r['files_seen']} files seen, {r['already_known']} already known",
             f"  added         {r['images']} images, {r['dexa_exams']} DEXA exams, {r['annotations']} annotations,"
             f" {r['pairs']} pairs ({r['pairs_changed']} changed)",
             f"  exported      {r['exported']} PNGs, {r['excluded']} excluded ({_fmt(r['excluded_by_reason'])})",
-            f"  quarantined   {r['quarantined']} ({_fmt(r['quarantined_by_stage'])})",
+            f"  quarantined   {r['quarantined']} ({_fmt(r['quarantined_by_stage'])});"
+            f" {r['retried']} files retried, {r['resolved']} entries resolved",
             f"  out of scope  {r['out_of_scope']} (not hip radiographs: recorded, never paired)",
             f"totals          {t.images} images, {t.dexa_exams} DEXA exams, {t.annotations} annotations",
             f"  pairs         {t.pairs} ({t.positives} osteoporosis, {t.negatives} not)",

@@ -18,6 +18,7 @@ from osteo.errors import UserError
 from osteo.etl.scope import BODY_PARTS, KEYWORDS, MODALITIES, ScopeRules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MIN_PRODUCTION_KEY_BYTES = 32  # HMAC-SHA256 keys shorter than its 32-byte output are refused in production
 
 
 class Settings(BaseSettings):
@@ -102,7 +103,16 @@ class Settings(BaseSettings):
         invents a key that no ingest used).
         """
         if self.pseudonym_key:
-            return self.pseudonym_key.encode()
+            key = self.pseudonym_key.encode()
+            if self.production and len(key) < MIN_PRODUCTION_KEY_BYTES:
+                raise UserError(  # the length only: a key is never printed
+                    "weak_pseudonym_key",
+                    f"OSTEO_PSEUDONYM_KEY is {len(key)} bytes: production mode needs at least "
+                    f"{MIN_PRODUCTION_KEY_BYTES} (a short key lets pseudonyms be guessed back to patient IDs); "
+                    "set it to the site's key, e.g. 64 hex characters from `python -c \"import secrets; "
+                    "print(secrets.token_hex(32))\"` (docs/production.md)",
+                )
+            return key
         if self.production:
             raise UserError(
                 "missing_pseudonym_key",

@@ -42,21 +42,23 @@ def check_refresh_inputs(dicom: str, dexa: str, annotations: str | None, column_
     get_settings().resolved_pseudonym_key()
 
 
-def refresh(dicom: str, dexa: str, annotations: str | None, column_map: str | None = None):
+def refresh(dicom: str, dexa: str, annotations: str | None, column_map: str | None = None,
+            retry_quarantined: bool = False):
     check_refresh_inputs(dicom, dexa, annotations, column_map)
     configure_environment(get_settings())
     from flows.refresh import refresh_flow
 
     return refresh_flow(dicom_dir=str(Path(dicom).resolve()), dexa_dir=str(Path(dexa).resolve()),
                         annotations_dir=str(Path(annotations).resolve()) if annotations else None,
-                        column_map_file=str(Path(column_map).resolve()) if column_map else None)
+                        column_map_file=str(Path(column_map).resolve()) if column_map else None,
+                        retry_quarantined=retry_quarantined)
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
     from osteo.orchestration import RefreshAlreadyRunning
 
     try:
-        report = refresh(args.dicom, args.dexa, args.annotations, args.column_map)
+        report = refresh(args.dicom, args.dexa, args.annotations, args.column_map, args.retry_quarantined)
     except RefreshAlreadyRunning as exc:
         raise UserError("refresh_already_running", str(exc)) from None
     emit(args, report.to_dict(), report.summary())
@@ -162,10 +164,15 @@ def register(add) -> None:
 
     p = add("refresh", cmd_refresh, "the nightly refresh: ingest, pair, label, quality-check, export PNGs")
     p.add_argument("--dicom", required=True, help="folder of DICOM files (searched recursively)")
-    p.add_argument("--dexa", required=True, help="folder of DEXA CSV exports")
+    p.add_argument("--dexa", required=True,
+                   help="folder of DEXA exports (CSV with , ; or tab, .xlsx; any other file is quarantined)")
     p.add_argument("--annotations", help="folder of LabelImg VOC XML boxes (default: none)")
     p.add_argument("--column-map", metavar="FILE",
-                   help="JSON file mapping other DEXA column names to ours (default: none)")
+                   help="JSON file mapping other DEXA column names to ours (default: none); a new map judges "
+                        "the DEXA files it may fix again")
+    p.add_argument("--retry-quarantined", action="store_true",
+                   help="judge every quarantined DEXA and annotation file again, even if nothing changed "
+                        "(default: only when its column map, settings or the code changed)")
 
     p = add("render", cmd_render, "one whole DICOM through the export's normalisation, as PNG")
     p.add_argument("file", help="a DICOM file")

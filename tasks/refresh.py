@@ -34,14 +34,16 @@ def ingest_dicom_batch(paths: list[str]) -> StageCounts:
 
 
 @task(name="ingest-dexa", **RETRY)
-def ingest_dexa_files(paths: list[str], mapping_file: str | None = None) -> StageCounts:
+def ingest_dexa_files(paths: list[str], mapping_file: str | None = None,
+                      retry_quarantined: bool = False) -> StageCounts:
     s = get_settings()
-    return refresh.ingest_dexa(session_factory(s), paths, s.resolved_pseudonym_key(), s, load_mapping(mapping_file))
+    return refresh.ingest_dexa(session_factory(s), paths, s.resolved_pseudonym_key(), s, load_mapping(mapping_file),
+                               retry_quarantined=retry_quarantined)
 
 
 @task(name="ingest-annotations", **RETRY)
-def ingest_annotation_files(paths: list[str]) -> StageCounts:
-    return refresh.ingest_annotations(session_factory(get_settings()), paths)
+def ingest_annotation_files(paths: list[str], retry_quarantined: bool = False) -> StageCounts:
+    return refresh.ingest_annotations(session_factory(get_settings()), paths, retry_quarantined=retry_quarantined)
 
 
 @task(name="pair-and-label", **RETRY)

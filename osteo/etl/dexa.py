@@ -1,4 +1,5 @@
-"""DEXA CSV exports -> validated, pseudonymised exam rows (one bad row never costs a good one).
+"""DEXA exports (CSV with any of , ; tab, or .xlsx) -> validated, pseudonymised exam rows
+(one bad row never costs a good one).
 
 A quarantine detail names the column and the rule it broke, never the cell's value
 (docs/privacy.md): the quarantine table is read by people who may not see patient data.
@@ -12,6 +13,7 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,43 @@ class ParsedCsv:
     errors: list[tuple[int, str, str]] = field(default_factory=list)  # (row number, reason, detail)
 
 
+CSV_SUFFIXES = (".csv", ".txt", ".tsv")
+XLSX_SUFFIXES = (".xlsx", ".xlsm")
+DELIMITERS = ",;\t"  # what hospital exports use; anything else falls back to a comma
+SNIFF_CHARS = 64 * 1024
+_UNSUPPORTED = {  # a plain word for the types people actually drop into the folder
+    ".xls": "a legacy Excel .xls workbook is not read; save it as .xlsx or CSV",
+    ".pdf": "a PDF report is not read; export the exam table as CSV or .xlsx",
+}
+
+
+def parse_dexa_file(name: str, data: bytes, key: bytes, **kwargs: Any) -> ParsedCsv:
+    """One file of the DEXA folder by its type: CSV/TXT/TSV (delimiter sniffed), Excel .xlsx; any
+    other type raises InputError unsupported_file_type (it is quarantined, never ignored)."""
+    suffix = Path(name).suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        return parse_dexa_csv(data, key, **kwargs)
+    if suffix in XLSX_SUFFIXES:
+        return parse_dexa_xlsx(data, key, **kwargs)
+    detail = _UNSUPPORTED.get(suffix) or (f"a {suffix} file is not read" if suffix else "a file without a suffix "
+                                          "is not read")
+    raise InputError("unsupported_file_type", f"{detail}; DEXA exports are read from "
+                     f"{', '.join(CSV_SUFFIXES + XLSX_SUFFIXES)} files")
+
+
+def sniff_delimiter(text: str) -> str:
+    """Comma, semicolon or tab, as the header line uses it; a comma when it does not say.
+
+    The header alone is sniffed: data rows may hold decimal commas or free text that a sniffer
+    would count as a delimiter.
+    """
+    header = next((line for line in text[:SNIFF_CHARS].splitlines() if line.strip()), "")
+    try:
+        return csv.Sniffer().sniff(header, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
 def parse_dexa_csv(
     data: bytes,
     key: bytes,
@@ -115,7 +154,54 @@ def parse_dexa_csv(
 ) -> ParsedCsv:
     """Validate every row; raises InputError only when the file as a whole is unusable."""
     text = decode_text(data)
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), delimiter=sniff_delimiter(text))
+    return parse_dexa_rows(reader, key, bmd_young_mean=bmd_young_mean, bmd_young_sd=bmd_young_sd, mapping=mapping)
+
+
+def parse_dexa_xlsx(data: bytes, key: bytes, **kwargs: Any) -> ParsedCsv:
+    """The first sheet of an Excel workbook, its values as text rows through the CSV's row parser."""
+    import warnings
+    import zipfile
+
+    import openpyxl
+
+    try:
+        with warnings.catch_warnings():  # openpyxl warns about styles and data validation it ignores
+            warnings.simplefilter("ignore")
+            book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:  # what openpyxl raises on a non-workbook
+        raise InputError("unreadable_xlsx", f"not a readable .xlsx workbook ({exc.__class__.__name__})") from None
+    try:
+        if not book.worksheets:
+            raise InputError("empty_file", "the workbook has no sheet")
+        rows = [[_xlsx_text(v) for v in row] for row in book.worksheets[0].iter_rows(values_only=True)]
+    finally:
+        book.close()
+    return parse_dexa_rows(iter(rows), key, **kwargs)
+
+
+def _xlsx_text(value: Any) -> str:
+    """A cell as the CSV would have held it: dates ISO, whole numbers without '.0' (a chart number)."""
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def parse_dexa_rows(
+    reader: Iterator[list[str]],
+    key: bytes,
+    *,
+    bmd_young_mean: float = 0.858,
+    bmd_young_sd: float = 0.120,
+    mapping: dict[str, str] | None = None,
+) -> ParsedCsv:
+    """The header, then every row as text cells (from a CSV reader or a sheet)."""
     try:
         header = next(reader)
     except StopIteration as exc:

@@ -104,6 +104,14 @@ def test_bad_input_is_quarantined_with_its_reason_and_the_run_goes_on(ingested, 
     assert counts.exported + counts.excluded == len(ids) - 1
     assert _export_quarantine(factory) == [(bad_path, error.reason)]
     assert sorted(image_id for image_id, _ in _exports(factory)) == ids[1:]
+    # the next run tries it again; once it reads, its entry leaves the active quarantine and stays for auditors
+    monkeypatch.setattr(imaging, "export_roi", real_export_roi)
+    again = refresh.export_images(factory, refresh.plan_exports(factory, settings), settings, workers=1)
+    assert (again.exported + again.excluded, again.quarantined, again.resolved) == (1, 0, 1)
+    with factory() as session:
+        entry = session.scalar(select(Quarantine).where(Quarantine.stage == "export"))
+    assert entry.source_path == bad_path and entry.resolved_at is not None
+    assert refresh.summarise(factory).quarantined_by_reason.get(error.reason) is None
 
 
 def test_a_new_algorithm_version_exports_every_image_again(ingested, monkeypatch):

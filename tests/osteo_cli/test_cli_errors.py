@@ -100,6 +100,15 @@ def test_refresh_in_production_without_a_pseudonym_key(folders):
     assert not list(folders.rglob("pseudonym.key"))  # no ad-hoc key was invented
 
 
+def test_refresh_in_production_with_a_short_pseudonym_key(folders):
+    env = osteo_env(folders, OSTEO_PRODUCTION="true", OSTEO_PSEUDONYM_KEY="too-short-key-31-bytes-long-xyz")
+    payload = assert_refused(folders, ["refresh", "--dicom", "dicom", "--dexa", "dexa"], "weak_pseudonym_key",
+                             env=env)
+    assert "31 bytes" in payload["detail"] and "32" in payload["detail"]
+    assert "too-short-key" not in payload["detail"]  # the key itself is never printed
+    assert not (folders / "home").exists()  # refused before anything ran: no database, no store
+
+
 def test_train_before_any_refresh(tmp_path):
     assert_refused(tmp_path, ["train"], "nothing_exported")
 

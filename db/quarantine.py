@@ -1,0 +1,98 @@
+"""Quarantine entries: recorded once, judged again when what rejected them may have changed.
+
+An input is judged (its file read, its rows checked) and every fault becomes an entry through
+`quarantine()`. A retry judges the input again inside one transaction; `settle()` then resolves
+the input's active entries that the new judgment did not meet again (`resolved_at` set, the row
+kept for the auditors) and stamps the judging context (osteo.quarantine.judging_context) on the
+others. An entry met again is the same row (`last_seen` moves), never a second one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.models import Quarantine
+from osteo_common.chunks import chunks
+
+# Session.info key: the (stage, sha256, row, reason) entries met since the last settle()
+SEEN = "osteo.quarantine_seen"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def quarantine(session: Session, *, stage: str, path: str, sha256: str, reason: str,
+               detail: str = "", row: int = 0, context: str | None = None) -> bool:
+    """Record bad input once; True when the entry is new or had been resolved (active again)."""
+    reason = reason[:64]
+    session.info.setdefault(SEEN, set()).add((stage, sha256, row, reason))
+    entry = session.scalar(select(Quarantine).where(
+        Quarantine.stage == stage, Quarantine.source_sha256 == sha256, Quarantine.source_row == row,
+        Quarantine.reason == reason))
+    now = _now()
+    if entry is not None:
+        was_active = entry.resolved_at is None
+        entry.last_seen, entry.resolved_at, entry.detail = now, None, (detail or "")[:1000]
+        entry.context_digest = context or entry.context_digest
+        return not was_active
+    session.add(Quarantine(stage=stage, source_path=path[:1024], source_sha256=sha256, source_row=row,
+                           reason=reason, detail=(detail or "")[:1000], context_digest=context,
+                           first_seen=now, last_seen=now))
+    return True
+
+
+def active_contexts(session: Session, stage: str,
+                    sha256s: Iterable[str] | None = None) -> dict[str, set[str | None]]:
+    """sha256 -> the contexts its active entries of this stage were judged under (absent: none active);
+    every input of the stage when `sha256s` is None (the active entries are few)."""
+    found: dict[str, set[str | None]] = {}
+    active = select(Quarantine.source_sha256, Quarantine.context_digest).where(
+        Quarantine.stage == stage, Quarantine.resolved_at.is_(None))
+    stmts = [active] if sha256s is None else [active.where(Quarantine.source_sha256.in_(chunk))
+                                              for chunk in chunks(sorted(set(sha256s)))]
+    for stmt in stmts:
+        for sha, context in session.execute(stmt):
+            found.setdefault(sha, set()).add(context)
+    return found
+
+
+def retry_due(contexts: set[str | None] | None, context: str, *, always: bool = False) -> bool:
+    """A known input is judged again when it has an active entry judged under another context
+    (column map, configuration, code version), or on every retry asked for (`always`)."""
+    return bool(contexts) and (always or contexts != {context})
+
+
+def settle(session: Session, *, stage: str, sha256s: Iterable[str], context: str) -> int:
+    """After judging these inputs: resolve their active entries not met again, stamp the context on
+    the others; returns how many were resolved."""
+    seen = session.info.pop(SEEN, set())
+    session.flush()
+    resolved = 0
+    for chunk in chunks(sorted(set(sha256s))):
+        active = session.scalars(select(Quarantine).where(
+            Quarantine.stage == stage, Quarantine.resolved_at.is_(None), Quarantine.source_sha256.in_(chunk)))
+        for entry in active:
+            if (entry.stage, entry.source_sha256, entry.source_row, entry.reason) in seen:
+                entry.context_digest = context
+            else:
+                entry.resolved_at = _now()
+                resolved += 1
+    session.flush()
+    return resolved
+
+
+def resolve(session: Session, *, stage: str, sha256s: Iterable[str]) -> int:
+    """These inputs passed the stage (images exported at last): their active entries there are resolved."""
+    resolved = 0
+    for chunk in chunks(sorted(set(sha256s))):
+        result = session.execute(
+            update(Quarantine)
+            .where(Quarantine.stage == stage, Quarantine.resolved_at.is_(None), Quarantine.source_sha256.in_(chunk))
+            .values(resolved_at=_now()))
+        resolved += int(result.rowcount or 0)
+    return resolved

@@ -1,0 +1,61 @@
+"""`osteo quarantine`: the inputs the pipeline set aside, why, and since when (docs/design.md, Quarantine).
+
+The active entries by default; `--all` adds the resolved ones (a retried input that passed) with
+when they were resolved. A fix is picked up by the next refresh (a new `--column-map`, new code)
+or by `osteo refresh --retry-quarantined`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from osteo.errors import UserError
+from osteo.quarantine import STAGES
+from osteo.settings import get_settings, session_factory
+from osteo_cli.output import emit
+
+
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def summary(entries: list, include_resolved: bool) -> str:
+    active = sum(e.resolved_at is None for e in entries)
+    head = f"{active} active quarantine {'entry' if active == 1 else 'entries'}"
+    head += f", {len(entries) - active} resolved" if include_resolved else ""
+    lines = [head]
+    for e in entries:
+        where = f"{e.path} row {e.row}" if e.row else f"{e.path} (whole file)"
+        state = f", resolved {_when(e.resolved_at)}" if e.resolved_at else ""
+        lines.append(f"{e.stage:<18}{e.reason:<24}{where}   first {_when(e.first_seen)}, last {_when(e.last_seen)}"
+                     f"{state}")
+        if e.detail:
+            lines.append(f"{'':<18}{e.detail}")
+    return "\n".join(lines)
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from osteo.quarantine import list_quarantine, quarantine_csv
+
+    if args.csv and args.json:
+        raise UserError("bad_option", "--csv and --json are two formats of the same list; give one")
+    entries = list_quarantine(session_factory(get_settings(), create=True), stage=args.stage, reason=args.reason,
+                              include_resolved=args.all)
+    if args.csv:
+        sys.stdout.write(quarantine_csv(entries))
+        return 0
+    payload = {"entries": [e.to_dict() for e in entries], "count": len(entries),
+               "active": sum(e.resolved_at is None for e in entries)}
+    emit(args, payload, summary(entries, args.all))
+    return 0
+
+
+def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add("quarantine", cmd_quarantine, "list the quarantined inputs: path, stage, row, reason, first and last seen")
+    p.add_argument("--stage", choices=STAGES, help="only this stage (default: every stage)")
+    p.add_argument("--reason", help="only this reason code, e.g. unrecognised_columns (default: every reason)")
+    p.add_argument("--all", action="store_true",
+                   help="the resolved entries too, with when they were resolved (default: active ones only)")
+    p.add_argument("--csv", action="store_true", help="one CSV row per entry instead of the summary")
