@@ -8,7 +8,7 @@ of thousands.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import select, tuple_
@@ -57,10 +57,23 @@ def patients_by_key(session: Session, keys: Iterable[str],
     return found
 
 
-def store_dicom_results(session: Session, results: list[dict[str, Any]]) -> Counter:
-    """Write one batch of header results (see osteo.etl.dicom_headers.read_one)."""
+def store_dicom_results(session: Session, results: list[dict[str, Any]],
+                        retry: Collection[tuple[str, str]] = ()) -> Counter:
+    """Write one batch of header results (see osteo.etl.dicom_headers.read_one). The known (path,
+    sha256) files in `retry` (quarantined, judged again: osteo.refresh.ingest_dicom) keep their row."""
     counts: Counter = Counter(files=len(results))
     known = source_files(session, [(r["path"], r["sha256"]) for r in results])
+    retried = {k: known.pop(k) for k in retry if k in known}
+
+    def source(r: dict[str, Any], status: str) -> SourceFile:
+        sf = retried.get((r["path"], r["sha256"]))
+        if sf is None:
+            sf = SourceFile(kind="dicom", path=r["path"], sha256=r["sha256"], size_bytes=r["size"])
+            session.add(sf)
+        sf.status = status
+        known[(r["path"], r["sha256"])] = sf
+        return sf
+
     uids = [r["record"]["sop_instance_uid"] for r in results if "record" in r]
     sha_of_uid: dict[str, str] = {}  # SOP Instance UID -> sha256 of the file that brought it
     for chunk in chunks(uids):
@@ -79,18 +92,15 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]]) -> Coun
         if (path, sha) in known:
             counts["already_known"] += 1
             continue
+        counts["retried"] += (path, sha) in retried
         if "error" in r:
             reason, detail = r["error"]
-            sf = SourceFile(kind="dicom", path=path, sha256=sha, size_bytes=r["size"], status="quarantined")
-            session.add(sf)
-            known[(path, sha)] = sf
+            source(r, "quarantined")
             counts["quarantined"] += quarantine(session, stage="ingest_dicom", path=path, sha256=sha,
                                                 reason=reason, detail=detail)
             continue
         if "out_of_scope" in r:  # not a hip radiograph: recorded with its reason, never an image
-            sf = SourceFile(kind="dicom", path=path, sha256=sha, size_bytes=r["size"], status="out_of_scope")
-            session.add(sf)
-            known[(path, sha)] = sf
+            sf = source(r, "out_of_scope")
             if sha in out_shas:
                 counts["duplicate_copies"] += 1  # the same file again under another path
                 continue
@@ -100,9 +110,7 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]]) -> Coun
             continue
         rec = dict(r["record"])
         uid = rec["sop_instance_uid"]
-        sf = SourceFile(kind="dicom", path=path, sha256=sha, size_bytes=r["size"])
-        session.add(sf)
-        known[(path, sha)] = sf
+        sf = source(r, "ingested")
         if uid in sha_of_uid:
             if sha_of_uid[uid] == sha:
                 counts["duplicate_copies"] += 1  # the same file again under another path

@@ -45,8 +45,8 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
         dicoms = discover_files(dicom_dir)  # DICOM files often carry no suffix: every file is a candidate
         csvs = discover_files(dexa_dir)  # every file: one we cannot read is quarantined, never ignored
         xmls = discover_files(annotations_dir, (".xml",)) if annotations_dir else []
-        dicom = _sum([ingest_dicom_batch(b) for b in _bar(batched(dicoms, settings.ingest_batch_size), "ingest")],
-                     StageCounts())
+        dicom = _sum([ingest_dicom_batch(b, retry_quarantined)
+                      for b in _bar(batched(dicoms, settings.ingest_batch_size), "ingest")], StageCounts())
         dexa = ingest_dexa_files(csvs, column_map_file, retry_quarantined)  # quarantined files judged again
         boxes = ingest_annotation_files(xmls, retry_quarantined)  # ... when their context changed, or asked
         pairing = pair_and_label()  # sql/pair_xray_dexa.sql

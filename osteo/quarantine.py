@@ -42,9 +42,12 @@ def stage_config(stage: str, settings: Settings | None) -> dict[str, Any]:
     return {}
 
 
-def judging_context(stage: str, settings: Settings | None = None, mapping: dict[str, str] | None = None) -> str:
-    """Digest of everything that may decide whether an input of this stage is quarantined."""
-    return _digest({"stage": stage, "code_version": code_version(), "config": stage_config(stage, settings),
+def judging_context(stage: str, settings: Settings | None = None, mapping: dict[str, str] | None = None, *,
+                    config: dict[str, Any] | None = None) -> str:
+    """Digest of everything that may decide whether an input of this stage is quarantined (`config`:
+    the rules a stage was handed instead of the settings, e.g. the DICOM scope rules)."""
+    return _digest({"stage": stage, "code_version": code_version(),
+                    "config": stage_config(stage, settings) if config is None else config,
                     "column_map": mapping_digest(mapping)})
 
 

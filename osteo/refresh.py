@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Annotation, DexaExam, DicomImage, Export, OutOfScope, Pair, Quarantine, RefreshRun, SourceFile
 from db.pairing import sync_pairs
 from db.quarantine import active_contexts, resolve, retry_due, settle
-from db.store import get_or_create_source, quarantine, store_annotation, store_dexa_rows, store_dicom_results
+from db.store import (
+    get_or_create_source,
+    quarantine,
+    source_files,
+    store_annotation,
+    store_dexa_rows,
+    store_dicom_results,
+)
 from osteo.errors import UserError
 from osteo.etl import dicom_headers
 from osteo.etl.annotations import parse_voc
@@ -53,12 +61,22 @@ def check_folder(path: Path | str, what: str = "input folder") -> None:
 
 
 def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *, workers: int = 1,
-                 scope: ScopeRules = dicom_headers.DEFAULT_SCOPE) -> StageCounts:
+                 scope: ScopeRules = dicom_headers.DEFAULT_SCOPE, retry_quarantined: bool = False) -> StageCounts:
     """Header ingest of one batch: parse in worker processes, write in one transaction. Files that
-    are not hip radiographs (`scope`, the settings' Settings.scope_rules()) are recorded out of scope."""
+    are not hip radiographs (`scope`, the settings' Settings.scope_rules()) are recorded out of scope.
+    A quarantined file is judged again under other scope rules or code, or when `retry_quarantined`."""
     results = dicom_headers.read_headers(paths, key, workers=workers, scope=scope)
+    context = judging_context("ingest_dicom", config={"scope": asdict(scope)})
+    files = [(r["path"], r["sha256"]) for r in results]
     with factory() as session, session.begin():
-        return StageCounts.from_counter(store_dicom_results(session, results), added="images")
+        known = source_files(session, files)
+        active = active_contexts(session, "ingest_dicom", [sha for _, sha in known])
+        retry = {k for k in known if retry_due(active.get(k[1]), context, always=retry_quarantined)}
+        counts = store_dicom_results(session, results, retry)
+        # only what was judged now settles: a known file skipped keeps its entries as they are
+        judged = [sha for path, sha in files if (path, sha) not in known or (path, sha) in retry]
+        counts["resolved"] += settle(session, stage="ingest_dicom", sha256s=judged, context=context)
+        return StageCounts.from_counter(counts, added="images")
 
 
 def _file_bytes(path: str) -> tuple[bytes, str]:

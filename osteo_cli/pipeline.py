@@ -171,8 +171,8 @@ def register(add) -> None:
                    help="JSON file mapping other DEXA column names to ours (default: none); a new map judges "
                         "the DEXA files it may fix again")
     p.add_argument("--retry-quarantined", action="store_true",
-                   help="judge every quarantined DEXA and annotation file again, even if nothing changed "
-                        "(default: only when its column map, settings or the code changed)")
+                   help="judge every quarantined DICOM, DEXA and annotation file again, even if nothing "
+                        "changed (default: only when its column map, settings or the code changed)")
 
     p = add("render", cmd_render, "one whole DICOM through the export's normalisation, as PNG")
     p.add_argument("file", help="a DICOM file")

@@ -27,10 +27,10 @@ def discover_files(root: str | None, suffixes: tuple[str, ...] | None = None) ->
 
 
 @task(name="ingest-dicom-headers", **RETRY)
-def ingest_dicom_batch(paths: list[str]) -> StageCounts:
+def ingest_dicom_batch(paths: list[str], retry_quarantined: bool = False) -> StageCounts:
     s = get_settings()
     return refresh.ingest_dicom(session_factory(s), paths, s.resolved_pseudonym_key(), workers=s.workers,
-                                scope=s.scope_rules())
+                                scope=s.scope_rules(), retry_quarantined=retry_quarantined)
 
 
 @task(name="ingest-dexa", **RETRY)

@@ -147,6 +147,34 @@ def test_a_box_file_is_judged_again_under_new_code_or_when_asked(factory, tmp_pa
         assert s.scalar(select(SourceFile.status)) == "quarantined"
 
 
+def test_a_dicom_taken_in_by_new_scope_rules_is_picked_up(factory, tmp_path):
+    from db.models import DicomImage
+    from osteo.etl.scope import ScopeRules
+    from tests.dicom_factory import make_dicom
+
+    d = tmp_path / "dicom"
+    d.mkdir()
+    make_dicom(d / "who.dcm", patient_id="W1", body_part=None, rows=8, cols=8)  # a radiograph of what?
+    make_dicom(d / "hip.dcm", patient_id="H1", rows=8, cols=8)
+    paths = refresh.discover(d)
+    first = refresh.ingest_dicom(factory, paths, KEY)
+    assert (first.added, first.quarantined) == (1, 1)
+    assert refresh.ingest_dicom(factory, paths, KEY).already_known == 2  # same rules, same code: not again
+    asked = refresh.ingest_dicom(factory, paths, KEY, retry_quarantined=True)
+    assert (asked.retried, asked.already_known, asked.quarantined, asked.added) == (1, 1, 0, 0)
+    (entry,) = entries(factory)
+    assert entry.reason == "unknown_body_part" and entry.resolved_at is None
+
+    taken = refresh.ingest_dicom(factory, paths, KEY, scope=ScopeRules(accept_unknown_body_part=True))
+    assert (taken.retried, taken.added, taken.resolved, taken.quarantined) == (1, 1, 1, 0)
+    with factory() as s:
+        assert s.scalar(select(func.count(DicomImage.id))) == 2
+        assert set(s.scalars(select(SourceFile.status))) == {"ingested"}
+        assert s.scalar(select(func.count(SourceFile.id))) == 2  # the retried file kept its row
+    (entry,) = entries(factory)
+    assert entry.resolved_at is not None and refresh.summarise(factory).quarantined == 0
+
+
 def test_the_quarantine_command_lists_and_filters(tmp_path, capsys):
     from db import create_schema
     from osteo.settings import get_settings, session_factory
