@@ -35,20 +35,22 @@ from tasks.refresh import (
 # Dask workers when OSTEO_DASK_ADDRESS is set (flows/runner.py)
 @flow(name="nightly-refresh", log_prints=False, task_runner=SettingsTaskRunner(threads=1))
 def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = None,
-                 column_map_file: str | None = None, retry_quarantined: bool = False) -> RefreshReport:
+                 column_map_file: str | None = None, retry_quarantined: bool = False,
+                 annotation_map_file: str | None = None) -> RefreshReport:
     settings = get_settings()
     # one refresh at a time on this database and export folder; a second is refused
     with refresh_lock(settings):
         sweep_partial_files(Path(settings.data_dir) / "export")  # half-written PNGs of a killed run
         refresh_id = start_refresh_run({"dicom_dir": dicom_dir, "dexa_dir": dexa_dir,
-                                        "annotations_dir": annotations_dir, "column_map_file": column_map_file})
+                                        "annotations_dir": annotations_dir, "column_map_file": column_map_file,
+                                        "annotation_map_file": annotation_map_file})
         dicoms = discover_files(dicom_dir)  # DICOM files often carry no suffix: every file is a candidate
         csvs = discover_files(dexa_dir)  # every file: one we cannot read is quarantined, never ignored
         xmls = discover_files(annotations_dir, (".xml",)) if annotations_dir else []
         dicom = _sum([ingest_dicom_batch(b, retry_quarantined)
                       for b in _bar(batched(dicoms, settings.ingest_batch_size), "ingest")], StageCounts())
         dexa = ingest_dexa_files(csvs, column_map_file, retry_quarantined)  # quarantined files judged again
-        boxes = ingest_annotation_files(xmls, retry_quarantined)  # ... when their context changed, or asked
+        boxes = ingest_annotation_files(xmls, retry_quarantined, annotation_map_file)  # ditto; map: hip_0012.xml -> UID
         pairing = pair_and_label()  # sql/pair_xray_dexa.sql
         futures = [export_batch.submit(b) for b in batched(plan_exports(), settings.export_batch_size)]
         export = _sum([f.result() for f in _bar(futures, "export")], ExportCounts())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Annotation, DexaExam, DicomImage, Export, OutOfScope, Pair, Quarantine, RefreshRun, SourceFile
 from db.pairing import sync_pairs
 from db.quarantine import active_contexts, resolve, retry_due, settle
-from db.store import (
-    get_or_create_source,
-    quarantine,
-    source_files,
-    store_annotation,
-    store_dexa_rows,
-    store_dicom_results,
-)
+from db.store import get_or_create_source, quarantine, source_files, store_dexa_rows, store_dicom_results
+from osteo.boxes import WAITING, awaiting_box, judge_box_file, waiting_files
 from osteo.errors import UserError
 from osteo.etl import dicom_headers
-from osteo.etl.annotations import parse_voc
 from osteo.etl.dexa import parse_dexa_file
 from osteo.etl.errors import InputError
 from osteo.etl.imaging import ALGORITHM_VERSION
@@ -121,29 +115,29 @@ def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, se
 
 
 def ingest_annotations(factory: sessionmaker[Session], paths: list[str], *,
-                       retry_quarantined: bool = False) -> StageCounts:
-    """A quarantined box file is judged again under new code or when `retry_quarantined` (see ingest_dexa)."""
+                       retry_quarantined: bool = False, mapping: Mapping[str, str] | None = None) -> StageCounts:
+    """A quarantined box file is judged again under new code or when `retry_quarantined` (see ingest_dexa).
+    A file whose image is not known yet waits and is read again by every refresh (osteo/boxes.py);
+    `mapping` (an annotation map) names the images of files named otherwise."""
     counts: Counter = Counter()
-    context = judging_context("ingest_annotation")
+    context = judging_context("ingest_annotation", mapping=dict(mapping) if mapping else None)  # a new map: again
     with factory() as session, session.begin():
         active = active_contexts(session, "ingest_annotation")
         for path in paths:
             data, sha = _file_bytes(path)
             sf, new = get_or_create_source(session, kind="annotation", path=path, sha256=sha, size=len(data))
             counts["files"] += 1
-            if not new and not retry_due(active.get(sha), context, always=retry_quarantined):
+            waiting = sf.status == WAITING
+            if not new and not waiting and not retry_due(active.get(sha), context, always=retry_quarantined):
                 counts["already_known"] += 1
                 continue
-            counts["retried"] += not new
+            counts["retried"] += not new and not waiting
             try:
-                box = parse_voc(data, Path(path).name)
+                counts.update(judge_box_file(session, sf, new, data, mapping))
             except InputError as exc:
                 sf.status = "quarantined"
                 counts["quarantined"] += quarantine(session, stage="ingest_annotation", path=path, sha256=sha,
                                                     reason=exc.reason, detail=exc.detail, context=context)
-            else:
-                sf.status = "ingested"
-                counts.update(store_annotation(session, sf, box))
             counts["resolved"] += settle(session, stage="ingest_annotation", sha256s=[sha], context=context)
     return StageCounts.from_counter(counts, added="annotations", updated="annotations_updated")
 
@@ -268,9 +262,8 @@ def summarise(factory: sessionmaker[Session]) -> Totals:
         images = n(select(func.count(DicomImage.id)))
         pairs = n(select(func.count(Pair.id)))
         positives = n(select(func.count(Pair.id)).where(Pair.label == 1))
-        annotated_uids = select(Annotation.sop_instance_uid)
-        no_annotation = n(select(func.count(Pair.id)).join(DicomImage, DicomImage.id == Pair.image_id)
-                          .where(DicomImage.sop_instance_uid.not_in(annotated_uids)))
+        no_annotation = n(select(func.count()).select_from(awaiting_box().subquery()))
+        unmatched_box_files = n(select(func.count()).select_from(waiting_files().subquery()))
         latest = (select(Export.status, Export.exclusion, func.count(Export.id))
                   .group_by(Export.status, Export.exclusion))
         exported = 0
@@ -290,7 +283,8 @@ def summarise(factory: sessionmaker[Session]) -> Totals:
             annotations=n(select(func.count(Annotation.id))),
             pairs=pairs, positives=positives, negatives=pairs - positives, exported=exported,
             excluded=sum(excluded.values()), quarantined=sum(quarantined.values()),
-            waiting={"no_dexa": images - pairs, "no_annotation": no_annotation},
+            waiting={"no_dexa": images - pairs, "no_annotation": no_annotation,
+                     "unmatched_box_files": unmatched_box_files},
             excluded_by_reason=dict(sorted(excluded.items())), quarantined_by_reason=quarantined,
             out_of_scope=sum(out_of_scope.values()), out_of_scope_by_reason=out_of_scope,
         )

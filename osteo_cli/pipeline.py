@@ -27,8 +27,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_refresh_inputs(dicom: str, dexa: str, annotations: str | None, column_map: str | None) -> None:
+def check_refresh_inputs(dicom: str, dexa: str, annotations: str | None, column_map: str | None,
+                         annotation_map: str | None = None) -> None:
     """Everything a refresh can refuse, checked before Prefect starts (seconds) and a flow run fails."""
+    from osteo.etl.annotations import load_annotation_map
     from osteo.etl.dexa import load_mapping
     from osteo.refresh import check_folder
 
@@ -37,28 +39,34 @@ def check_refresh_inputs(dicom: str, dexa: str, annotations: str | None, column_
     if annotations:
         check_folder(annotations, "--annotations folder")
     load_mapping(column_map)
+    if annotation_map and not annotations:
+        raise UserError("annotation_map_without_annotations", "--annotation-map names the images of the VOC "
+                        "files in --annotations; pass --annotations DIR too")
+    load_annotation_map(annotation_map)
     # production without OSTEO_PSEUDONYM_KEY is refused here (UserError missing_pseudonym_key),
     # before a flow run could fail on it
     get_settings().resolved_pseudonym_key()
 
 
 def refresh(dicom: str, dexa: str, annotations: str | None, column_map: str | None = None,
-            retry_quarantined: bool = False):
-    check_refresh_inputs(dicom, dexa, annotations, column_map)
+            retry_quarantined: bool = False, annotation_map: str | None = None):
+    check_refresh_inputs(dicom, dexa, annotations, column_map, annotation_map)
     configure_environment(get_settings())
     from flows.refresh import refresh_flow
 
     return refresh_flow(dicom_dir=str(Path(dicom).resolve()), dexa_dir=str(Path(dexa).resolve()),
                         annotations_dir=str(Path(annotations).resolve()) if annotations else None,
                         column_map_file=str(Path(column_map).resolve()) if column_map else None,
-                        retry_quarantined=retry_quarantined)
+                        retry_quarantined=retry_quarantined,
+                        annotation_map_file=str(Path(annotation_map).resolve()) if annotation_map else None)
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
     from osteo.orchestration import RefreshAlreadyRunning
 
     try:
-        report = refresh(args.dicom, args.dexa, args.annotations, args.column_map, args.retry_quarantined)
+        report = refresh(args.dicom, args.dexa, args.annotations, args.column_map, args.retry_quarantined,
+                         annotation_map=args.annotation_map)
     except RefreshAlreadyRunning as exc:
         raise UserError("refresh_already_running", str(exc)) from None
     emit(args, report.to_dict(), report.summary())
@@ -170,6 +178,9 @@ def register(add) -> None:
     p.add_argument("--column-map", metavar="FILE",
                    help="JSON file mapping other DEXA column names to ours (default: none); a new map judges "
                         "the DEXA files it may fix again")
+    p.add_argument("--annotation-map", metavar="FILE",
+                   help="CSV (header image,sop_instance_uid) or JSON mapping image file names of VOC files named "
+                        "otherwise (hip_0012.png) to SOP Instance UIDs or DICOM paths (default: none)")
     p.add_argument("--retry-quarantined", action="store_true",
                    help="judge every quarantined DICOM, DEXA and annotation file again, even if nothing "
                         "changed (default: only when its column map, settings or the code changed)")

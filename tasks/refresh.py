@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import task
 
 from osteo import refresh
+from osteo.etl.annotations import load_annotation_map
 from osteo.etl.dexa import load_mapping
 from osteo.refresh_report import ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun
 from osteo.settings import get_settings, session_factory
@@ -42,8 +43,10 @@ def ingest_dexa_files(paths: list[str], mapping_file: str | None = None,
 
 
 @task(name="ingest-annotations", **RETRY)
-def ingest_annotation_files(paths: list[str], retry_quarantined: bool = False) -> StageCounts:
-    return refresh.ingest_annotations(session_factory(get_settings()), paths, retry_quarantined=retry_quarantined)
+def ingest_annotation_files(paths: list[str], retry_quarantined: bool = False,
+                            map_file: str | None = None) -> StageCounts:
+    return refresh.ingest_annotations(session_factory(get_settings()), paths, retry_quarantined=retry_quarantined,
+                                      mapping=load_annotation_map(map_file))
 
 
 @task(name="pair-and-label", **RETRY)
