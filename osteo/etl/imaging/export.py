@@ -52,16 +52,31 @@ def _versions() -> dict[str, str]:
     }
 
 
-def render_png(dicom_path: Any, out_png: str | PathLike[str]) -> dict[str, Any]:
-    """The whole first frame through the export's normalisation, as an 8-bit PNG (atomic)."""
+def render_size(cols: int, rows: int, max_size: int = 0) -> tuple[int, int]:
+    """(width, height) of a render whose long side is at most max_size (0: the full size)."""
+    if max_size <= 0 or max(cols, rows) <= max_size:
+        return cols, rows
+    scale = max_size / max(cols, rows)
+    return max(1, math.floor(cols * scale + 0.5)), max(1, math.floor(rows * scale + 0.5))
+
+
+def render_png(dicom_path: Any, out_png: str | PathLike[str], *, max_size: int = 0) -> dict[str, Any]:
+    """The whole first frame through the export's normalisation, as an 8-bit PNG (atomic); with
+    `max_size`, downscaled (Lanczos) so that its long side is at most that many pixels."""
     ds, data = load_dicom(dicom_path)
     dm = prepare_display(ds)
-    png = _png_bytes(Image.fromarray(dm.display_u8()), RENDER_COMPRESS_LEVEL)
+    img = Image.fromarray(dm.display_u8())
+    width, height = render_size(dm.shape[1], dm.shape[0], max_size)
+    if (width, height) != img.size:
+        img = img.resize((width, height), resample=_RESAMPLE)
+    png = _png_bytes(img, RENDER_COMPRESS_LEVEL)
     atomic_write_bytes(out_png, png)
     return {
         "path": str(out_png),
         "rows": dm.shape[0],
         "cols": dm.shape[1],
+        "width": width,
+        "height": height,
         "photometric": dm.photometric,
         "frames": dm.frames,
         "frame_index": dm.frame_index,

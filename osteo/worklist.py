@@ -1,0 +1,135 @@
+"""The LabelImg worklist: every paired image still waiting for a femoral-neck box, ready to draw on.
+
+`osteo annotate worklist --out DIR` writes, for each image of the refresh summary's
+waiting.no_annotation: `<SOP Instance UID>.png`, the whole image through the export's
+normalisation (osteo.etl.imaging.render_png), downscaled so that its long side is at most
+`max_size`; `classes.txt` (LabelImg's class list: femoral_neck); and, where a box is proposed,
+a pre-filled `<SOP Instance UID>.xml` (Pascal VOC, `<size>` of the PNG, the box scaled to it).
+A person opens DIR in LabelImg, draws or corrects each box and saves the VOC file beside its PNG;
+`osteo refresh --annotations DIR` then scales each box back to the DICOM's pixel grid by its
+`<size>` (osteo/boxes.py). File names are SOP Instance UIDs (not patient identifiers); the PNGs
+carry no metadata. Re-running writes the same files with the same bytes, and never overwrites a
+VOC file that differs from the proposal (a person's work).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from osteo.boxes import awaiting_box
+from osteo.errors import UserError
+from osteo.etl.annotations import CLASS_NAME, WORKLIST_MAX_SIZE, Box, scale_box, voc_xml
+from osteo.etl.pool import shared_pool
+from osteo.settings import Settings
+from osteo_common.files import atomic_write_text
+
+MIN_MAX_SIZE = 64  # smaller renders show no femoral neck to draw on
+
+
+@dataclass(frozen=True)
+class WaitingImage:
+    sop_instance_uid: str
+    path: str  # the DICOM file
+    columns: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class WorklistResult:
+    out_dir: str
+    max_size: int
+    waiting: int  # paired images without a box
+    written: int  # PNGs written (one per waiting image that renders)
+    proposals: int  # pre-filled VOC files written
+    kept: int  # VOC files already in DIR that differ from the proposal: a person's, left as they are
+    unrenderable: dict[str, int]  # images whose pixels cannot be rendered, by reason (their export would fail too)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        size = f"long side <= {self.max_size} px" if self.max_size else "full size"
+        lines = [f"worklist        {self.written} PNGs ({size}) of {self.waiting} images waiting for a box,"
+                 f" in {self.out_dir}",
+                 f"  proposals     {self.proposals} pre-filled VOC files, {self.kept} existing ones kept"]
+        if self.unrenderable:
+            lines.append("  unrenderable  " + ", ".join(f"{k} {v}" for k, v in self.unrenderable.items()))
+        if self.written:
+            lines.append(f"next            draw the boxes in LabelImg (open {self.out_dir}, Pascal VOC, save beside"
+                         f" each PNG), then: osteo refresh ... --annotations {self.out_dir}")
+        return "\n".join(lines)
+
+
+def waiting_images(factory: sessionmaker[Session]) -> list[WaitingImage]:
+    """Paired images without a box, by SOP UID (the same set as the summary's waiting.no_annotation)."""
+    with factory() as session:
+        return [WaitingImage(img.sop_instance_uid, path, img.n_columns, img.n_rows)
+                for img, path in session.execute(awaiting_box())]
+
+
+def propose_boxes(images: Sequence[WaitingImage]) -> dict[str, Box]:
+    """Proposed boxes (SOP UID -> box in DICOM pixels) to pre-fill the VOC files. There is no
+    femoral-neck localiser yet, so none: a localiser plugs in here (or passes `proposals`)."""
+    return {}
+
+
+def check_out_dir(out_dir: Path, max_size: int) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError("not_a_folder", f"--out {out_dir} is a file; pass a folder to write the worklist into")
+    if max_size != 0 and max_size < MIN_MAX_SIZE:
+        raise UserError("bad_max_size", f"--max-size must be 0 (full size) or at least {MIN_MAX_SIZE} px, "
+                        f"got {max_size}")
+
+
+def write_worklist(factory: sessionmaker[Session], settings: Settings, out_dir: Path | str,
+                   max_size: int = WORKLIST_MAX_SIZE, proposals: Mapping[str, Box] | None = None) -> WorklistResult:
+    """Write the worklist into out_dir (created); `proposals` (SOP UID -> box in DICOM pixels)
+    default to propose_boxes()."""
+    out = Path(out_dir)
+    check_out_dir(out, max_size)
+    images = waiting_images(factory)
+    proposals = propose_boxes(images) if proposals is None else proposals
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "classes.txt", CLASS_NAME + "\n")
+    jobs = [{"path": im.path, "out_png": str(out / f"{im.sop_instance_uid}.png"), "max_size": max_size}
+            for im in images]
+    if settings.workers > 1 and len(jobs) >= 8:
+        pool = shared_pool(settings.workers)
+        results = list(pool.map(_render_one, jobs, chunksize=max(1, len(jobs) // (settings.workers * 4))))
+    else:
+        results = [_render_one(j) for j in jobs]
+    written = proposed = kept = 0
+    unrenderable: dict[str, int] = {}
+    for im, res in zip(images, results, strict=True):
+        if "error" in res:
+            unrenderable[res["error"]] = unrenderable.get(res["error"], 0) + 1
+            continue
+        written += 1
+        box = proposals.get(im.sop_instance_uid)
+        if box is None:
+            continue
+        png_size = (res["width"], res["height"])
+        text = voc_xml(f"{im.sop_instance_uid}.png", png_size, scale_box(box, (im.columns, im.rows), png_size))
+        xml = out / f"{im.sop_instance_uid}.xml"
+        if xml.exists() and xml.read_text(encoding="utf-8") != text:
+            kept += 1  # saved by a person since: theirs wins
+            continue
+        atomic_write_text(xml, text)
+        proposed += 1
+    return WorklistResult(out_dir=str(out), max_size=max_size, waiting=len(images), written=written,
+                          proposals=proposed, kept=kept, unrenderable=dict(sorted(unrenderable.items())))
+
+
+def _render_one(job: dict[str, Any]) -> dict[str, Any]:
+    from osteo.etl import imaging  # imported in the worker process
+
+    try:
+        info = imaging.render_png(job["path"], job["out_png"], max_size=job["max_size"])
+    except imaging.ExportError as exc:  # bad pixels: listed, not rendered; anything else is a bug
+        return {"error": exc.reason}
+    return {"width": info["width"], "height": info["height"]}

@@ -1,0 +1,235 @@
+"""The LabelImg round trip (issue 11): the worklist of images waiting for a box, boxes drawn on its
+resized renders, refreshed back onto each DICOM's pixel grid and exported.
+
+A small synthetic cohort is refreshed with only part of its VOC files, so that some paired images
+wait; `osteo annotate worklist` (the real command, in this process) writes their PNGs downscaled;
+each PNG then gets a VOC file as LabelImg saves it (its <filename>, its <size>, the true box scaled
+to the PNG); a second refresh over the worklist folder must store the true boxes (to the rounding
+of the downscale) and export those images as a refresh fed full-size boxes does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from db.models import Annotation, DicomImage, Export, SourceFile
+from osteo import refresh
+from osteo.synth.tables import write_voc
+from osteo.worklist import propose_boxes, waiting_images, write_worklist
+from osteo_cli.main import main
+from tests.helpers import isolated_settings, tree_digest
+
+COHORT_PATIENTS, COHORT_SEED = 12, 21
+MAX_SIZE = 256  # the synthetic images are 480-690 px: every PNG is downscaled
+ROUNDING_PX = 2  # a box rounded on a grid ~2.5x coarser, then scaled back
+# crops of boxes 1-2 px apart correlate at ~0.93-0.96 (256 px crops of ~80-100 px boxes); a box
+# left unscaled (the PNG's coordinates taken as the DICOM's) would crop another region altogether
+MIN_CROP_CORRELATION = 0.85
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    from osteo.synth import generate_cohort
+
+    out = tmp_path_factory.mktemp("worklist_cohort")
+    generate_cohort(out, patients=COHORT_PATIENTS, seed=COHORT_SEED, workers=1)
+    return out
+
+
+def true_boxes(cohort: Path) -> dict[str, tuple[int, int, int, int]]:
+    with open(cohort / "truth.csv", encoding="utf-8") as fh:
+        return {r["sop_instance_uid"]: tuple(int(r[k]) for k in ("box_xmin", "box_ymin", "box_xmax", "box_ymax"))
+                for r in csv.DictReader(fh)}
+
+
+def exported_uids(cohort: Path) -> list[str]:
+    """The images truth.csv expects to export once boxed."""
+    with open(cohort / "truth.csv", encoding="utf-8") as fh:
+        return sorted(r["sop_instance_uid"] for r in csv.DictReader(fh) if r["expected_export"] == "1")
+
+
+def run_refresh(settings, cohort: Path, annotations: Path) -> None:
+    """The refresh's steps as plain functions over one annotations folder."""
+    from osteo.settings import session_factory
+
+    factory = session_factory(settings, create=True)
+    key = settings.resolved_pseudonym_key()
+    refresh.ingest_dicom(factory, refresh.discover(cohort / "dicom"), key, workers=1)
+    refresh.ingest_dexa(factory, refresh.discover(cohort / "dexa", (".csv", ".txt")), key, settings)
+    refresh.ingest_annotations(factory, refresh.discover(annotations, (".xml",)))
+    refresh.pair_and_label(factory, settings)
+    refresh.export_images(factory, refresh.plan_exports(factory, settings), settings, workers=1)
+
+
+def stored(settings) -> dict[str, dict]:
+    """SOP UID -> its box, grid and latest export (status, PNG digest)."""
+    from osteo.settings import session_factory
+
+    with session_factory(settings)() as s:
+        rows = s.execute(select(DicomImage, Annotation).join(
+            Annotation, Annotation.sop_instance_uid == DicomImage.sop_instance_uid)).all()
+        exports = {e.image_id: e for e in s.scalars(select(Export).order_by(Export.id))}  # the latest wins
+        return {img.sop_instance_uid: {
+            "box": (a.box_xmin, a.box_ymin, a.box_xmax, a.box_ymax), "grid": (img.n_columns, img.n_rows),
+            "export": (exports[img.id].status, exports[img.id].sha256) if img.id in exports else None,
+            "path": exports[img.id].path if img.id in exports else None}
+            for img, a in rows}
+
+
+def crop_correlation(a: str, b: str) -> float:
+    """Pearson correlation of two exported crops' grey levels."""
+    import numpy as np
+
+    with Image.open(a) as ia, Image.open(b) as ib:
+        x, y = np.asarray(ia, dtype=np.float64).ravel(), np.asarray(ib, dtype=np.float64).ravel()
+        return float(np.corrcoef(x, y)[0, 1])
+
+
+def scaled(box, grid, size) -> tuple[int, int, int, int]:
+    sx, sy = size[0] / grid[0], size[1] / grid[1]
+    return tuple(int(round(v * s)) for v, s in zip(box, (sx, sy, sx, sy), strict=True))
+
+
+def test_round_trip_through_labelimg(cohort, tmp_path, capsys):
+    truth = true_boxes(cohort)
+    part = tmp_path / "part"
+    part.mkdir()
+    for i, xml in enumerate(sorted((cohort / "annotations").glob("*.xml"))):
+        if i % 3:  # a third of the cohort's boxes held back: their images wait
+            shutil.copy(xml, part / xml.name)
+    out = tmp_path / "worklist"
+    with isolated_settings(tmp_path / "home", OSTEO_WORKERS="1") as settings:
+        run_refresh(settings, cohort, part)
+        from osteo.settings import session_factory
+
+        waiting = refresh.summarise(session_factory(settings)).waiting["no_annotation"]
+        assert waiting >= 3, "the cohort must leave several paired images without a box"
+
+        assert main(["annotate", "worklist", "--out", str(out), "--max-size", str(MAX_SIZE), "--json"]) == 0
+        payload = json.loads(capsys.readouterr().out)
+        assert payload["ok"] and payload["waiting"] == payload["written"] == waiting
+        assert payload["proposals"] == 0 and payload["out_dir"] == str(out.resolve())
+        pngs = sorted(out.glob("*.png"))
+        assert len(pngs) == waiting and all(p.stem in truth for p in pngs)  # named by SOP Instance UID
+        assert (out / "classes.txt").read_text() == "femoral_neck\n" and not list(out.glob("*.xml"))
+        before = tree_digest(out)
+        assert main(["annotate", "worklist", "--out", str(out), "--max-size", str(MAX_SIZE)]) == 0
+        assert f"{waiting} PNGs" in capsys.readouterr().out
+        assert tree_digest(out) == before  # idempotent: the same files, the same bytes
+
+        grids = {}
+        for png in pngs:  # LabelImg: a box drawn on each render, saved beside it
+            with Image.open(png) as im:
+                size = im.size
+                assert max(size) <= MAX_SIZE and not im.info  # no metadata in a worklist PNG
+            uid = png.stem
+            grids[uid] = size
+            write_voc(out / f"{uid}.xml", uid, *size, scaled(truth[uid], _grid(cohort, uid), size))
+
+        run_refresh(settings, cohort, out)
+        assert refresh.summarise(session_factory(settings)).waiting["no_annotation"] == 0
+        got = stored(settings)
+
+    # the reference: the same cohort refreshed with every true box drawn on the DICOM itself
+    full = tmp_path / "full"
+    full.mkdir()
+    for uid, box in truth.items():
+        write_voc(full / f"{uid}.xml", uid, *_grid(cohort, uid), box)
+    with isolated_settings(tmp_path / "reference", OSTEO_WORKERS="1") as settings:
+        run_refresh(settings, cohort, full)
+        reference = stored(settings)
+
+    crops = 0
+    for uid in grids:
+        box, want = got[uid]["box"], truth[uid]
+        assert all(abs(a - b) <= ROUNDING_PX for a, b in zip(box, want, strict=True)), (uid, box, want)
+        assert got[uid]["export"] is not None, uid  # exported (or excluded by the quality check)
+        assert got[uid]["export"][0] == reference[uid]["export"][0]
+        if got[uid]["export"][0] == "exported":  # the same region: a box moved by the rounding, no more
+            assert crop_correlation(got[uid]["path"], reference[uid]["path"]) > MIN_CROP_CORRELATION, uid
+            crops += 1
+    assert crops >= 2, "too few round-trip images exported to compare their crops"
+
+
+_GRIDS: dict[Path, dict[str, tuple[int, int]]] = {}
+
+
+def _grid(cohort: Path, uid: str) -> tuple[int, int]:
+    """(Columns, Rows) of a cohort image, read from its DICOM."""
+    import pydicom
+
+    if cohort not in _GRIDS:
+        with open(cohort / "truth.csv", encoding="utf-8") as fh:
+            files = {r["sop_instance_uid"]: cohort / r["file"] for r in csv.DictReader(fh)}
+        _GRIDS[cohort] = {}
+        for u, f in files.items():
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            _GRIDS[cohort][u] = (int(ds.Columns), int(ds.Rows))
+    return _GRIDS[cohort][uid]
+
+
+def test_a_proposed_box_is_prefilled_on_the_png_grid_and_a_persons_file_is_kept(cohort, tmp_path):
+    part = tmp_path / "none"
+    part.mkdir()
+    truth = true_boxes(cohort)
+    out = tmp_path / "worklist"
+    with isolated_settings(tmp_path / "home", OSTEO_WORKERS="1") as settings:
+        run_refresh(settings, cohort, part)  # no boxes at all: every paired image waits
+        from osteo.settings import session_factory
+
+        factory = session_factory(settings)
+        uid = waiting_images(factory)[0].sop_instance_uid
+        first = write_worklist(factory, settings, out, MAX_SIZE, proposals={uid: truth[uid]})
+        assert first.proposals == 1 and first.kept == 0
+        xml = out / f"{uid}.xml"
+        with Image.open(out / f"{uid}.png") as im:
+            size = im.size
+        from osteo.etl.annotations import parse_voc
+
+        voc = parse_voc(xml.read_bytes(), xml.name)
+        assert voc.sop_instance_uid == uid and voc.size == size
+        assert voc.box == tuple(float(v) for v in scaled(truth[uid], _grid(cohort, uid), size))
+        assert write_worklist(factory, settings, out, MAX_SIZE, proposals={uid: truth[uid]}).proposals == 1
+        xml.write_text(xml.read_text().replace("<xmin>", "<xmin>1"))  # a person moved the box
+        again = write_worklist(factory, settings, out, MAX_SIZE, proposals={uid: truth[uid]})
+        assert again.kept == 1 and again.proposals == 0 and "<xmin>1" in xml.read_text()
+        assert propose_boxes([]) == {}  # no localiser yet: nothing is proposed by default
+
+
+def test_a_corrected_box_replaces_the_old_one_and_exports_again(cohort, tmp_path):
+    """A box saved again on the worklist grid (another <size>, so another box on the DICOM) re-exports."""
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    truth = true_boxes(cohort)
+    with isolated_settings(tmp_path / "home", OSTEO_WORKERS="1") as settings:
+        from osteo.settings import session_factory
+
+        factory = session_factory(settings, create=True)
+        uid = exported_uids(cohort)[0]
+        grid = _grid(cohort, uid)
+        write_voc(ann / f"{uid}.xml", uid, *grid, truth[uid])
+        run_refresh(settings, cohort, ann)
+        first = stored(settings)[uid]
+        half = (grid[0] // 2, grid[1] // 2)  # the same file saved again, drawn on a half-size render
+        x0, y0, x1, y1 = scaled(truth[uid], grid, half)
+        write_voc(ann / f"{uid}.xml", uid, *half, (x0 + 4, y0, x1 + 4, y1))
+        counts = refresh.ingest_annotations(factory, refresh.discover(ann, (".xml",)))
+        assert counts.updated == 1 and counts.added == 0
+        assert refresh.plan_exports(factory, settings), "a changed box must export again"
+        run_refresh(settings, cohort, ann)
+        second = stored(settings)[uid]
+        with factory() as s:
+            n = len(s.scalars(select(Export).join(DicomImage, DicomImage.id == Export.image_id)
+                              .where(DicomImage.sop_instance_uid == uid)).all())
+            statuses = dict(s.execute(select(SourceFile.path, SourceFile.status)
+                                      .where(SourceFile.kind == "annotation")).all())
+    assert abs(second["box"][0] - (first["box"][0] + 8)) <= ROUNDING_PX and n == 2
+    assert second["export"][0] == "exported" and second["export"] != first["export"]
+    assert set(statuses.values()) == {"ingested"}
