@@ -214,6 +214,7 @@ class OutOfScope(Base):
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     source_file_id: Mapped[int] = mapped_column(ForeignKey("source_file.id"), unique=True)
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(UID), index=True)  # closes boxes drawn for it
     reason: Mapped[str] = mapped_column(String(80), index=True)  # "modality CT", "body part CHEST"
     modality: Mapped[str] = mapped_column(String(16))
     body_part: Mapped[str | None] = mapped_column(String(64))

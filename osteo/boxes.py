@@ -21,11 +21,12 @@ from pathlib import PurePath
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
-from db.models import Annotation, DicomImage, Pair, SourceFile
+from db.models import Annotation, DicomImage, OutOfScope, Pair, SourceFile
 from db.store import BOX, store_annotation
 from osteo.etl.annotations import VocBox, parse_voc, to_pixel_box
 
 WAITING = "waiting"  # source_file.status of a VOC file whose image is not known yet
+OUT_OF_SCOPE = "out_of_scope"  # ... of a VOC file drawn for an image recorded as out of scope
 
 
 def judge_box_file(session: Session, sf: SourceFile, new: bool, data: bytes,
@@ -37,7 +38,12 @@ def judge_box_file(session: Session, sf: SourceFile, new: bool, data: bytes,
         session.execute(update(SourceFile).where(
             SourceFile.kind == "annotation", SourceFile.path == sf.path, SourceFile.id != sf.id,
             SourceFile.status == WAITING).values(status="superseded"))
-    box = match_box(session, parse_voc(data, PurePath(sf.path).name, mapping))
+    voc = parse_voc(data, PurePath(sf.path).name, mapping)
+    box = match_box(session, voc)
+    if box is None and voc.sop_instance_uid and session.scalar(
+            select(OutOfScope.id).where(OutOfScope.sop_instance_uid == voc.sop_instance_uid)):
+        sf.status = OUT_OF_SCOPE  # drawn for an image that is not a hip radiograph: never needed, never re-read
+        return Counter(out_of_scope=1)
     if box is None:
         sf.status = WAITING
         return Counter(waiting=1)

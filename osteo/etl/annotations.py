@@ -20,6 +20,7 @@ from pathlib import Path, PurePath
 
 from osteo.errors import UserError
 from osteo.etl.errors import InputError
+from osteo.etl.values import is_uid
 
 MAX_XML_BYTES = 1_000_000  # a VOC file is a few hundred bytes; anything huge is not one
 NECK_NAMES = ("femoral_neck", "femoralneck", "neck", "fn")
@@ -39,10 +40,6 @@ def uid_from_name(name: str) -> str:
         if base.lower().endswith(suffix):
             return base[: -len(suffix)]
     return base
-
-
-def is_uid(text: str) -> bool:
-    return 0 < len(text) <= 64 and all(c.isdigit() or c == "." for c in text) and not text.startswith(".")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from osteo.etl.pool import shared_pool
 from osteo.etl.pseudonym import pseudonymise
 from osteo.etl.quiet import unvalidated_reads
 from osteo.etl.scope import BODY_PART_CHARS, MODALITY_CHARS, ScopeRules, code, decide_scope
+from osteo.etl.values import is_uid
 from osteo_common.files import sha256_bytes
 
 REQUIRED = (
@@ -135,8 +136,10 @@ def _out_of_scope(ds: pydicom.Dataset, scope: ScopeRules) -> dict[str, Any] | No
     reason = decide_scope(ds.Modality, body_part, (ds.get("SeriesDescription"), ds.get("StudyDescription")), scope)
     if reason is None:
         return None
+    uid = str(ds.get("SOPInstanceUID") or "").strip()
+    # the UID (no patient identifier) lets a box drawn for this image be closed, not left waiting
     return {"reason": reason, "modality": code(ds.Modality, MODALITY_CHARS),
-            "body_part": code(body_part, BODY_PART_CHARS) or None}
+            "body_part": code(body_part, BODY_PART_CHARS) or None, "sop_instance_uid": uid if is_uid(uid) else None}
 
 
 def read_one(path: str, key: bytes, scope: ScopeRules = DEFAULT_SCOPE) -> dict[str, Any]:
