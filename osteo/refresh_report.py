@@ -172,7 +172,7 @@ class RefreshReport:
         return "\n".join([
             *_problem_lines(self.this_run.problems),
             f"this run        {r['files_seen']} files seen, {r['already_known']} already known,"
-            f" {r['waiting']} read again while what they name is missing",
+            f" {r['waiting']} waiting for the image they name",
             f"  added         {r['images']} images, {r['dexa_exams']} DEXA exams, {r['annotations']} annotations,"
             f" {r['pairs']} pairs ({r['pairs_changed']} changed)",
             f"  exported      {r['exported']} PNGs, {r['excluded']} excluded ({_fmt(r['excluded_by_reason'])})",
