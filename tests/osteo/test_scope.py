@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pydicom
 import pytest
 from sqlalchemy import func, select
 
@@ -90,8 +91,11 @@ def test_the_reader_decides_scope_before_laterality(tmp_path):
     make_dicom(tmp_path / "mr.dcm", modality="MR", drop=("ImageLaterality",), study_description=SECRET)
     make_dicom(tmp_path / "chest.dcm", modality="CR", body_part="CHEST", drop=("ImageLaterality",))
     mr, chest = _read(tmp_path / "mr.dcm"), _read(tmp_path / "chest.dcm")
-    assert mr["out_of_scope"] == {"reason": "modality MR", "modality": "MR", "body_part": "HIP"}
-    assert chest["out_of_scope"] == {"reason": "body part CHEST", "modality": "CR", "body_part": "CHEST"}
+    # the SOP UID (not a patient identifier) closes boxes drawn for the image
+    assert mr["out_of_scope"] == {"reason": "modality MR", "modality": "MR", "body_part": "HIP",
+                                  "sop_instance_uid": pydicom.dcmread(tmp_path / "mr.dcm").SOPInstanceUID}
+    assert chest["out_of_scope"] == {"reason": "body part CHEST", "modality": "CR", "body_part": "CHEST",
+                                     "sop_instance_uid": pydicom.dcmread(tmp_path / "chest.dcm").SOPInstanceUID}
     for r in (mr, chest):
         assert "error" not in r and "record" not in r and len(r["sha256"]) == 64
     # no identifier and no free text in what comes back from the worker
