@@ -17,6 +17,8 @@ def configure_environment(settings: Settings) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow's download bars would break the one-line summaries (lineage verify fetches the checkpoint)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Prefect's ephemeral server keeps its database in the checkout, not in ~/.prefect
     prefect_home = settings.var_dir / "prefect"
