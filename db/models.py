@@ -74,7 +74,9 @@ class DicomImage(Base):
     age_at_exam: Mapped[int | None] = mapped_column(Integer)
     modality: Mapped[str] = mapped_column(String(16))
     body_part: Mapped[str | None] = mapped_column(String(64))
-    laterality: Mapped[str] = mapped_column(String(1))  # L | R
+    laterality: Mapped[str] = mapped_column(String(1))  # L | R | B (both: an AP pelvis)
+    # PatientOrientation's row direction: L (standard: columns run towards the patient's left) | R (mirrored)
+    row_direction: Mapped[str] = mapped_column(String(1), default="L")
     n_rows: Mapped[int] = mapped_column(Integer)
     n_columns: Mapped[int] = mapped_column(Integer)
     bits_stored: Mapped[int] = mapped_column(Integer)
@@ -114,21 +116,35 @@ class DexaExam(Base):
 
 
 class Annotation(Base):
-    """A LabelImg (Pascal VOC) femoral-neck box, in the image's original pixel space."""
+    """A femoral-neck box, in the image's original pixel space: drawn by a person (LabelImg VOC,
+    `source` human) or proposed by the localiser (`source` model, with its version and confidence).
+
+    One box per image side and source (a pelvis has two sides); a person's box always wins over a
+    model's at export. Model boxes are kept per localiser version, so an export names the very box
+    it used even after a newer localiser located the image again.
+    """
 
     __tablename__ = "annotation"
+    __table_args__ = (UniqueConstraint("sop_instance_uid", "side", "source", "model_version",
+                                       name="uq_annotation_box"),)
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
-    sop_instance_uid: Mapped[str] = mapped_column(String(UID), unique=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(UID), index=True)
+    side: Mapped[str] = mapped_column(String(1))  # L | R: the patient side the box shows
+    source: Mapped[str] = mapped_column(String(8), default="human")  # human | model
     label: Mapped[str] = mapped_column(String(64))
     box_xmin: Mapped[int] = mapped_column(Integer)  # xmin/xmax are PostgreSQL system columns
     box_ymin: Mapped[int] = mapped_column(Integer)
     box_xmax: Mapped[int] = mapped_column(Integer)
     box_ymax: Mapped[int] = mapped_column(Integer)
-    source_file_id: Mapped[int] = mapped_column(ForeignKey("source_file.id"), index=True)
+    # a person's box: the VOC file; a model's box: None
+    source_file_id: Mapped[int | None] = mapped_column(ForeignKey("source_file.id"), index=True)
+    model_name: Mapped[str | None] = mapped_column(String(128))  # model boxes: the registered localiser
+    model_version: Mapped[str | None] = mapped_column(String(32))
+    confidence: Mapped[float | None] = mapped_column(Float)  # model boxes: osteo_model.roi_train.predict_boxes
     ingested_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
 
-    source_file: Mapped[SourceFile] = relationship()
+    source_file: Mapped[SourceFile | None] = relationship()
 
 
 class Pair(Base):
@@ -159,6 +175,7 @@ class Export(Base):
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("dicom_image.id"), index=True)
+    side: Mapped[str] = mapped_column(String(1))  # L | R: the femur of this crop (a pelvis exports two)
     annotation_id: Mapped[int] = mapped_column(ForeignKey("annotation.id"))
     # digest of everything decided before decoding (box, size, margin, thresholds, code version)
     recipe_digest: Mapped[str] = mapped_column(String(SHA256))

@@ -178,9 +178,11 @@ def _same_values(exam: DexaExam, row: dict[str, Any]) -> bool:
 
 
 def store_annotation(session: Session, sf: SourceFile, box: dict[str, Any]) -> Counter:
-    """A later annotation of the same image replaces the box (re-exported under a new recipe)."""
+    """A person's later box for the same image side replaces theirs (re-exported under a new recipe)."""
     counts: Counter = Counter()
-    existing = session.scalar(select(Annotation).where(Annotation.sop_instance_uid == box["sop_instance_uid"]))
+    existing = session.scalar(select(Annotation).where(
+        Annotation.sop_instance_uid == box["sop_instance_uid"], Annotation.side == box["side"],
+        Annotation.source == box["source"]))
     if existing is None:
         session.add(Annotation(**box, source_file_id=sf.id))
         counts["annotations"] += 1

@@ -1,4 +1,4 @@
-"""Nightly refresh: ingest -> pair and label -> export labelled femoral-neck PNGs -> report."""
+"""Nightly refresh: ingest -> pair and label -> locate -> export labelled femoral-neck PNGs -> report."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from tasks.refresh import (
     plan_exports,
     start_refresh_run,
 )
+from tasks.roi import locate_boxes
 
 
 # export batches are submitted: one thread here (each batch has its own process pool), separate
@@ -52,9 +53,10 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
         dexa = ingest_dexa_files(csvs, column_map_file, retry_quarantined)  # quarantined files judged again
         boxes = ingest_annotation_files(xmls, retry_quarantined, annotation_map_file)  # ditto; map: hip_0012.xml -> UID
         pairing = pair_and_label()  # sql/pair_xray_dexa.sql
+        located = locate_boxes()  # the champion localiser on paired image sides without a person's box
         futures = [export_batch.submit(b) for b in batched(plan_exports(), settings.export_batch_size)]
         export = _sum([f.result() for f in _bar(futures, "export")], ExportCounts())
-        this_run = ThisRun(len(dicoms) + len(csvs) + len(xmls), dicom, dexa, boxes, pairing, export)
+        this_run = ThisRun(len(dicoms) + len(csvs) + len(xmls), dicom, dexa, boxes, pairing, export, located)
         report = finish_refresh_run(refresh_id, this_run)
     _publish(report, settings)
     return report

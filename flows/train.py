@@ -27,13 +27,13 @@ from tasks.train import (
 @flow(name="train", task_runner=SettingsTaskRunner(threads=1))
 def train_flow(preset: str = "demo", arch: str | None = None, folds: int | None = None, epochs: int | None = None,
                test_year: int | None = None, select_by: str | None = None, pretrained_weights: str | None = None,
-               augment: str | None = None, seed: int = 0) -> TrainingReport:
+               augment: str | None = None, seed: int = 0, box_source: str = "human") -> TrainingReport:
     settings = get_settings()
     config = get_preset(preset, **{k: v for k, v in dict(
         arch=arch, folds=folds, epochs=epochs, select_by=select_by, pretrained_weights=pretrained_weights,
         augment=augment, seed=seed).items() if v is not None})
-    # the dataset snapshot: exported, labelled, not excluded; split by patient, digest recorded
-    snap = take_snapshot(test_year or settings.test_year, config.folds, seed)
+    # the dataset snapshot: exported, labelled, not excluded, from whose boxes; split by patient, digest recorded
+    snap = take_snapshot(test_year or settings.test_year, config.folds, seed, box_source)
     run_dir = str(Path(settings.data_dir) / "training" / training_digest(snap.digest, config.to_dict())[:16])
     # the seed's augmentation: one recorded copy per training image ('online': new draws each epoch instead)
     copies = augment_training_set(snap.manifest_path, seed, config.copies) if config.augment == "offline" else None

@@ -17,7 +17,7 @@ from db.models import Annotation, DexaExam, DicomImage, Export, OutOfScope, Pair
 from db.pairing import sync_pairs
 from db.quarantine import active_contexts, resolve, retry_due, settle
 from db.store import get_or_create_source, quarantine, source_files, store_dexa_rows, store_dicom_results
-from osteo.boxes import WAITING, awaiting_box, judge_box_file, waiting_files
+from osteo.boxes import HUMAN, ROI_MIN_CONFIDENCE, WAITING, awaiting_box, judge_box_file, waiting_files, winning_boxes
 from osteo.errors import UserError
 from osteo.etl import dicom_headers
 from osteo.etl.dexa import parse_dexa_file
@@ -149,12 +149,14 @@ def export_recipe(image: DicomImage, ann: Annotation, settings: Settings) -> tup
     recipe = {
         "version": ALGORITHM_VERSION,  # bumped when exported pixels change: every image exports again
         "box": [ann.box_xmin, ann.box_ymin, ann.box_xmax, ann.box_ymax],
-        "laterality": image.laterality,
+        "laterality": ann.side,  # the femur of the crop (R: flipped); a person's box on a hip: its laterality
         "size": settings.export_size,
         "margin": settings.roi_margin,
         "metal_threshold": settings.metal_threshold,
         "blur_threshold": settings.blur_threshold,
     }
+    if ann.source != HUMAN:  # a model box exports apart from a person's box of the same pixels
+        recipe["box_source"] = f"{ann.source}:{ann.model_name}/{ann.model_version}"
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     return recipe, digest
 
@@ -165,16 +167,12 @@ def export_name(sop_uid: str, digest: str) -> str:
 
 
 def plan_exports(factory: sessionmaker[Session], settings: Settings) -> list[int]:
-    """Paired, annotated images that have no export under the current recipe."""
+    """The winning boxes (annotation ids: a person's, else a confident localiser box; one per
+    paired image side) that have no export under the current recipe."""
     with factory() as session:
-        rows = session.execute(
-            select(DicomImage, Annotation)
-            .join(Pair, Pair.image_id == DicomImage.id)
-            .join(Annotation, Annotation.sop_instance_uid == DicomImage.sop_instance_uid)
-            .order_by(DicomImage.id)
-        ).all()
+        rows = session.execute(winning_boxes(settings.roi_min_confidence)).all()
         done = {tuple(r) for r in session.execute(select(Export.image_id, Export.recipe_digest))}
-        return [img.id for img, ann in rows if (img.id, export_recipe(img, ann, settings)[1]) not in done]
+        return [ann.id for ann, img in rows if (img.id, export_recipe(img, ann, settings)[1]) not in done]
 
 
 def _export_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -185,13 +183,14 @@ def _export_one(job: dict[str, Any]) -> dict[str, Any]:
             job["path"], tuple(job["box"]), job["laterality"], job["out_png"], size=job["size"],
             margin=job["margin"], metal_threshold=job["metal_threshold"], blur_threshold=job["blur_threshold"],
         )
-        return {"image_id": job["image_id"], "result": out}
+        return {"job": job["job"], "result": out}
     except InputError as exc:  # bad input is quarantined; anything else is our bug and fails the batch
-        return {"image_id": job["image_id"], "error": (exc.reason, (exc.detail or str(exc))[:500])}
+        return {"job": job["job"], "error": (exc.reason, (exc.detail or str(exc))[:500])}
 
 
-def export_images(factory: sessionmaker[Session], image_ids: list[int], settings: Settings, *,
+def export_images(factory: sessionmaker[Session], box_ids: list[int], settings: Settings, *,
                   workers: int = 1) -> ExportCounts:
+    """Export one batch of boxes (plan_exports): one crop per box, so an AP pelvis gives two."""
     out_dir = Path(settings.data_dir) / "export"
     jobs: list[dict[str, Any]] = []
     with factory() as session:
@@ -199,13 +198,13 @@ def export_images(factory: sessionmaker[Session], image_ids: list[int], settings
             select(DicomImage, Annotation, SourceFile)
             .join(Annotation, Annotation.sop_instance_uid == DicomImage.sop_instance_uid)
             .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
-            .where(DicomImage.id.in_(image_ids))
+            .where(Annotation.id.in_(box_ids)).order_by(Annotation.id)
         ).all()
         for img, ann, sf in rows:
             recipe, digest = export_recipe(img, ann, settings)
             jobs.append({
-                "image_id": img.id, "annotation_id": ann.id, "path": sf.path, "sha256": sf.sha256,
-                "box": recipe["box"], "laterality": img.laterality, "recipe": recipe, "digest": digest,
+                "job": ann.id, "image_id": img.id, "annotation_id": ann.id, "side": ann.side, "path": sf.path,
+                "sha256": sf.sha256, "box": recipe["box"], "laterality": ann.side, "recipe": recipe, "digest": digest,
                 "out_png": str(out_dir / digest[:2] / export_name(img.sop_instance_uid, digest)),
                 "size": recipe["size"], "margin": recipe["margin"],
                 "metal_threshold": recipe["metal_threshold"], "blur_threshold": recipe["blur_threshold"],
@@ -214,12 +213,12 @@ def export_images(factory: sessionmaker[Session], image_ids: list[int], settings
         results = list(shared_pool(workers).map(_export_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
     else:
         results = [_export_one(j) for j in jobs]
-    by_id = {j["image_id"]: j for j in jobs}
+    by_id = {j["job"]: j for j in jobs}
     counts: Counter = Counter()
     reasons: Counter = Counter()
     with factory() as session, session.begin():
         for r in results:
-            job = by_id[r["image_id"]]
+            job = by_id[r["job"]]
             if "error" in r:
                 reason, detail = r["error"]
                 counts["quarantined"] += quarantine(session, stage="export", path=job["path"], sha256=job["sha256"],
@@ -227,7 +226,8 @@ def export_images(factory: sessionmaker[Session], image_ids: list[int], settings
                 continue
             res = r["result"]
             session.add(Export(
-                image_id=job["image_id"], annotation_id=job["annotation_id"], recipe_digest=job["digest"],
+                image_id=job["image_id"], side=job["side"], annotation_id=job["annotation_id"],
+                recipe_digest=job["digest"],
                 transform=res.get("transform") or job["recipe"], transform_digest=res.get("transform_digest"),
                 status=res["status"], exclusion=res.get("exclusion"),
                 metal_fraction=float(res["metal_fraction"]), blur_score=float(res["blur_score"]),
@@ -238,7 +238,7 @@ def export_images(factory: sessionmaker[Session], image_ids: list[int], settings
                 reasons[res["exclusion"]] += 1
         # an image quarantined by an earlier export that reads now leaves the active quarantine
         counts["resolved"] = resolve(session, stage="export",
-                                     sha256s=[by_id[r["image_id"]]["sha256"] for r in results if "error" not in r])
+                                     sha256s=[by_id[r["job"]]["sha256"] for r in results if "error" not in r])
     return ExportCounts(exported=counts["exported"], excluded=counts["excluded"], quarantined=counts["quarantined"],
                         excluded_by_reason=dict(sorted(reasons.items())), resolved=counts["resolved"])
 
@@ -253,7 +253,7 @@ def pair_and_label(factory: sessionmaker[Session], settings: Settings) -> PairCo
     return PairCounts(new=c["new"], changed=c["changed"], removed=c["removed"])
 
 
-def summarise(factory: sessionmaker[Session]) -> Totals:
+def summarise(factory: sessionmaker[Session], min_confidence: float = ROI_MIN_CONFIDENCE) -> Totals:
     """What the database holds after a refresh: the totals half of the nightly report."""
     with factory() as session:
         def n(stmt) -> int:
@@ -262,7 +262,7 @@ def summarise(factory: sessionmaker[Session]) -> Totals:
         images = n(select(func.count(DicomImage.id)))
         pairs = n(select(func.count(Pair.id)))
         positives = n(select(func.count(Pair.id)).where(Pair.label == 1))
-        no_annotation = n(select(func.count()).select_from(awaiting_box().subquery()))
+        no_annotation = n(select(func.count()).select_from(awaiting_box(min_confidence).subquery()))
         unmatched_box_files = n(select(func.count()).select_from(waiting_files().subquery()))
         latest = (select(Export.status, Export.exclusion, func.count(Export.id))
                   .group_by(Export.status, Export.exclusion))
@@ -308,9 +308,10 @@ def start_refresh_run(factory: sessionmaker[Session], inputs: dict[str, str | No
         return row.id
 
 
-def finish_refresh_run(factory: sessionmaker[Session], refresh_id: int, this_run: ThisRun) -> RefreshReport:
+def finish_refresh_run(factory: sessionmaker[Session], refresh_id: int, this_run: ThisRun,
+                       min_confidence: float = ROI_MIN_CONFIDENCE) -> RefreshReport:
     """Record what this run did, and report it beside the database's totals."""
-    report = RefreshReport(refresh_id=refresh_id, this_run=this_run, totals=summarise(factory))
+    report = RefreshReport(refresh_id=refresh_id, this_run=this_run, totals=summarise(factory, min_confidence))
     with factory() as session, session.begin():
         row = session.get(RefreshRun, refresh_id)
         row.finished_at, row.status, row.counts = utcnow(), "finished", report.to_dict()

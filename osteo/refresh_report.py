@@ -67,6 +67,17 @@ class ExportCounts:
 
 
 @dataclass(frozen=True)
+class LocateCounts:
+    """The localiser in this run: paired image sides without a person's box, located."""
+
+    model: str | None = None  # name/version of the localiser; None: none registered (nothing located)
+    images: int = 0  # images located
+    confident: int = 0  # boxes that export like a person's
+    unsure: int = 0  # boxes left on the worklist as proposals
+    quarantined: int = 0  # images whose pixels could not be read
+
+
+@dataclass(frozen=True)
 class PairCounts:
     new: int = 0
     changed: int = 0
@@ -103,6 +114,7 @@ class ThisRun:
     annotations: StageCounts
     pairing: PairCounts
     export: ExportCounts
+    located: LocateCounts = LocateCounts()
 
     @property
     def problems(self) -> tuple[Problem, ...]:
@@ -125,14 +137,15 @@ class ThisRun:
             "pairs_removed": self.pairing.removed,
             "exported": self.export.exported,
             "excluded": self.export.excluded,
-            "quarantined": sum(s.quarantined for s in stages) + self.export.quarantined,
+            "quarantined": sum(s.quarantined for s in stages) + self.export.quarantined + self.located.quarantined,
             "retried": sum(s.retried for s in stages),
             "resolved": sum(s.resolved for s in stages) + self.export.resolved,
             "out_of_scope": self.dicom.out_of_scope,
             "excluded_by_reason": self.export.excluded_by_reason,
             "quarantined_by_stage": {"ingest_dicom": self.dicom.quarantined, "ingest_dexa": self.dexa.quarantined,
                                      "ingest_annotation": self.annotations.quarantined,
-                                     "export": self.export.quarantined},
+                                     "locate": self.located.quarantined, "export": self.export.quarantined},
+            "located": asdict(self.located),
         }
 
     def added_anything(self) -> bool:
@@ -143,6 +156,13 @@ class ThisRun:
 
 def _fmt(d: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items() if v) or "none"
+
+
+def _located_line(loc: LocateCounts) -> str:
+    if loc.model is None:
+        return "  located       no localiser registered (osteo roi train): unboxed images wait for a person"
+    return (f"  located       {loc.images} images by {loc.model}: {loc.confident} confident boxes export,"
+            f" {loc.unsure} unsure ones wait on the worklist")
 
 
 SHOW_PROBLEMS = 10  # files named in the summary; --json and `osteo quarantine` have them all
@@ -175,6 +195,7 @@ class RefreshReport:
             f" {r['waiting']} waiting for the image they name",
             f"  added         {r['images']} images, {r['dexa_exams']} DEXA exams, {r['annotations']} annotations,"
             f" {r['pairs']} pairs ({r['pairs_changed']} changed)",
+            _located_line(self.this_run.located),
             f"  exported      {r['exported']} PNGs, {r['excluded']} excluded ({_fmt(r['excluded_by_reason'])})",
             f"  quarantined   {r['quarantined']} ({_fmt(r['quarantined_by_stage'])});"
             f" {r['retried']} files retried, {r['resolved']} entries resolved",

@@ -18,6 +18,7 @@ from osteo.errors import UserError
 from osteo.etl.scope import BODY_PARTS, KEYWORDS, MODALITIES, ScopeRules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ROI_MIN_CONFIDENCE = 0.8  # a localiser box at least this confident exports like a person's
 MIN_PRODUCTION_KEY_BYTES = 32  # HMAC-SHA256 keys shorter than its 32-byte output are refused in production
 
 
@@ -38,6 +39,8 @@ class Settings(BaseSettings):
     mlflow_artifact_root: Path | None = None  # <home>/mlruns/artifacts
     mlflow_experiment: str = "osteo-screening"
     registered_model: str = "osteo-classifier"
+    roi_model: str = "osteo-roi"  # the registered femoral-neck localiser
+    roi_experiment: str = "osteo-roi"
 
     # data rules (docs/design.md)
     pair_window_days: int = 183
@@ -58,6 +61,8 @@ class Settings(BaseSettings):
     roi_margin: float = 0.15
     metal_threshold: float = 0.005  # fraction of ROI pixels at metal level
     blur_threshold: float = 6.0  # Laplacian std of the ROI below this is blurred
+    # a localiser box at or above this confidence exports like a person's; below, a person checks it
+    roi_min_confidence: float = ROI_MIN_CONFIDENCE
 
     # files per ingest task: a Prefect task run costs ~50 ms of API round trips, and 1000 headers
     # are ~1-2 s of work (200 made the flow 1.26x the direct calls on 10k files)

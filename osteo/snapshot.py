@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import AugmentedCopy, DicomImage, Export, Pair, Patient, Snapshot, SnapshotMember
+from db.models import Annotation, AugmentedCopy, DicomImage, Export, Pair, Patient, Snapshot, SnapshotMember
 from osteo_common.files import atomic_write_text
 from osteo_model.splits import assign_splits, check_splits
 
@@ -27,28 +27,37 @@ class SnapshotInfo:
     n_train: int
     n_test: int
     test_positives: int
-    params: dict[str, int]
+    params: dict[str, int | str]
 
 
 MANIFEST_COLUMNS = ["member_id", "image_id", "pair_id", "patient_id", "patient_key", "path", "sha256", "label",
-                    "laterality", "study_year", "split", "fold"]
+                    "laterality", "study_year", "split", "fold", "box_source"]
+BOX_SOURCES = ("human", "any")  # which boxes' crops a training may use: a person's only, or the localiser's too
 
 
-def current_exports(session: Session) -> pd.DataFrame:
-    """The newest successful export of every paired image, with its label."""
-    newest = (select(Export.image_id, func.max(Export.id).label("export_id"))
-              .where(Export.status == "exported").group_by(Export.image_id).subquery())
+def current_exports(session: Session, box_source: str = "human") -> pd.DataFrame:
+    """The newest successful export of every paired image side (an AP pelvis has two), with its label
+    and the source of its box (`laterality` is the crop's side). `box_source` "human": crops from a
+    person's boxes only; "any": the localiser's confident boxes too."""
+    if box_source not in BOX_SOURCES:
+        raise ValueError(f"box_source must be one of {BOX_SOURCES}, got {box_source!r}")
+    allowed = select(Export.image_id, Export.side, func.max(Export.id).label("export_id")).where(
+        Export.status == "exported")
+    if box_source == "human":
+        allowed = allowed.join(Annotation, Annotation.id == Export.annotation_id).where(Annotation.source == "human")
+    newest = allowed.group_by(Export.image_id, Export.side).subquery()
     rows = session.execute(
         select(Export.id, DicomImage.id, Pair.id, Patient.id, Patient.patient_key, Export.path, Export.sha256,
-               Pair.label, DicomImage.laterality, DicomImage.study_date)
+               Pair.label, Export.side, DicomImage.study_date, Annotation.source)
         .join(newest, newest.c.export_id == Export.id)
         .join(DicomImage, DicomImage.id == Export.image_id)
+        .join(Annotation, Annotation.id == Export.annotation_id)
         .join(Pair, Pair.image_id == DicomImage.id)
         .join(Patient, Patient.id == DicomImage.patient_id)
         .order_by(Export.id)
     ).all()
     df = pd.DataFrame(rows, columns=["member_id", "image_id", "pair_id", "patient_id", "patient_key", "path",
-                                     "sha256", "label", "laterality", "study_date"])
+                                     "sha256", "label", "laterality", "study_date", "box_source"])
     df["study_year"] = pd.to_datetime(df["study_date"]).dt.year.astype(int) if len(df) else pd.Series(dtype=int)
     return df.drop(columns=["study_date"])
 
@@ -61,17 +70,17 @@ def manifest_digest(manifest: pd.DataFrame) -> str:
 
 
 def take_snapshot(factory: sessionmaker[Session], out_dir: Path, *, test_year: int, folds: int,
-                  seed: int) -> SnapshotInfo:
+                  seed: int, box_source: str = "human") -> SnapshotInfo:
     """Split the current exports, check no patient crosses, and record the snapshot (idempotent)."""
     with factory() as session:
-        exports = current_exports(session)
+        exports = current_exports(session, box_source)
     if exports.empty:
         raise RuntimeError("no exported images: run `osteo refresh` first")
     manifest = assign_splits(exports, test_year=test_year, folds=folds, seed=seed)
     manifest = manifest[manifest["split"] != "unused"].reset_index(drop=True)[MANIFEST_COLUMNS]
     check_splits(manifest)  # fails the run loudly if any patient crosses
     digest = manifest_digest(manifest)
-    params = {"test_year": test_year, "folds": folds, "seed": seed}
+    params = {"test_year": test_year, "folds": folds, "seed": seed, "box_source": box_source}
     path = Path(out_dir) / f"{digest}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():

@@ -4,7 +4,10 @@
 waiting.no_annotation: `<SOP Instance UID>.png`, the whole image through the export's
 normalisation (osteo.etl.imaging.render_png), downscaled so that its long side is at most
 `max_size`; `classes.txt` (LabelImg's class list: femoral_neck); and, where a box is proposed,
-a pre-filled `<SOP Instance UID>.xml` (Pascal VOC, `<size>` of the PNG, the box scaled to it).
+a pre-filled `<SOP Instance UID>.xml` (Pascal VOC, `<size>` of the PNG, the box scaled to it):
+the localiser's unsure box (osteo refresh locates every paired image without a person's box once a
+localiser is registered), and on an AP pelvis also the box of a side that has one already, so
+that the saved file holds both femoral necks.
 A person opens DIR in LabelImg, draws or corrects each box and saves the VOC file beside its PNG;
 `osteo refresh --annotations DIR` then scales each box back to the DICOM's pixel grid by its
 `<size>` (osteo/boxes.py). File names are SOP Instance UIDs (not patient identifiers); the PNGs
@@ -21,11 +24,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from osteo.boxes import awaiting_box
+from osteo.boxes import awaiting_box, latest_boxes
 from osteo.errors import UserError
 from osteo.etl.annotations import CLASS_NAME, WORKLIST_MAX_SIZE, Box, scale_box, voc_xml
 from osteo.etl.pool import shared_pool
-from osteo.settings import Settings
+from osteo.settings import ROI_MIN_CONFIDENCE, Settings
 from osteo_common.files import atomic_write_text
 
 MIN_MAX_SIZE = 64  # smaller renders show no femoral neck to draw on
@@ -65,17 +68,21 @@ class WorklistResult:
         return "\n".join(lines)
 
 
-def waiting_images(factory: sessionmaker[Session]) -> list[WaitingImage]:
-    """Paired images without a box, by SOP UID (the same set as the summary's waiting.no_annotation)."""
+def waiting_images(factory: sessionmaker[Session],
+                   min_confidence: float = ROI_MIN_CONFIDENCE) -> list[WaitingImage]:
+    """Paired images with a side that has no winning box, by SOP UID (the summary's waiting.no_annotation)."""
     with factory() as session:
         return [WaitingImage(img.sop_instance_uid, path, img.n_columns, img.n_rows)
-                for img, path in session.execute(awaiting_box())]
+                for img, path in session.execute(awaiting_box(min_confidence))]
 
 
-def propose_boxes(images: Sequence[WaitingImage]) -> dict[str, Box]:
-    """Proposed boxes (SOP UID -> box in DICOM pixels) to pre-fill the VOC files. There is no
-    femoral-neck localiser yet, so none: a localiser plugs in here (or passes `proposals`)."""
-    return {}
+def propose_boxes(factory: sessionmaker[Session], images: Sequence[WaitingImage]) -> dict[str, list[Box]]:
+    """Proposed boxes (SOP UID -> boxes in DICOM pixels, by side) to pre-fill the VOC files: per side,
+    a person's box, else the newest localiser box (unsure, or it would not wait)."""
+    with factory() as session:
+        found = latest_boxes(session, [im.sop_instance_uid for im in images])
+        return {uid: [(a.box_xmin, a.box_ymin, a.box_xmax, a.box_ymax) for _, a in sorted(sides.items())]
+                for uid, sides in found.items()}
 
 
 def check_out_dir(out_dir: Path, max_size: int) -> None:
@@ -87,13 +94,14 @@ def check_out_dir(out_dir: Path, max_size: int) -> None:
 
 
 def write_worklist(factory: sessionmaker[Session], settings: Settings, out_dir: Path | str,
-                   max_size: int = WORKLIST_MAX_SIZE, proposals: Mapping[str, Box] | None = None) -> WorklistResult:
-    """Write the worklist into out_dir (created); `proposals` (SOP UID -> box in DICOM pixels)
-    default to propose_boxes()."""
+                   max_size: int = WORKLIST_MAX_SIZE,
+                   proposals: Mapping[str, Box | list[Box]] | None = None) -> WorklistResult:
+    """Write the worklist into out_dir (created); `proposals` (SOP UID -> box or boxes in DICOM
+    pixels) default to propose_boxes()."""
     out = Path(out_dir)
     check_out_dir(out, max_size)
-    images = waiting_images(factory)
-    proposals = propose_boxes(images) if proposals is None else proposals
+    images = waiting_images(factory, settings.roi_min_confidence)
+    proposals = propose_boxes(factory, images) if proposals is None else proposals
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "classes.txt", CLASS_NAME + "\n")
     jobs = [{"path": im.path, "out_png": str(out / f"{im.sop_instance_uid}.png"), "max_size": max_size}
@@ -110,11 +118,14 @@ def write_worklist(factory: sessionmaker[Session], settings: Settings, out_dir: 
             unrenderable[res["error"]] = unrenderable.get(res["error"], 0) + 1
             continue
         written += 1
-        box = proposals.get(im.sop_instance_uid)
-        if box is None:
+        boxes = proposals.get(im.sop_instance_uid)
+        if not boxes:
             continue
+        if not isinstance(boxes[0], (tuple, list)):
+            boxes = [boxes]
         png_size = (res["width"], res["height"])
-        text = voc_xml(f"{im.sop_instance_uid}.png", png_size, scale_box(box, (im.columns, im.rows), png_size))
+        text = voc_xml(f"{im.sop_instance_uid}.png", png_size,
+                       [scale_box(b, (im.columns, im.rows), png_size) for b in boxes])
         xml = out / f"{im.sop_instance_uid}.xml"
         if xml.exists() and xml.read_text(encoding="utf-8") != text:
             kept += 1  # saved by a person since: theirs wins

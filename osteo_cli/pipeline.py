@@ -106,7 +106,8 @@ def train(args: argparse.Namespace):
 
     return train_flow(preset=args.preset, arch=args.arch, folds=args.folds, epochs=args.epochs,
                       test_year=args.test_year, select_by=args.select_by,
-                      pretrained_weights=args.pretrained_weights, augment=args.augment, seed=args.seed)
+                      pretrained_weights=args.pretrained_weights, augment=args.augment, seed=args.seed,
+                      box_source=args.box_source)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -116,8 +117,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """synth + refresh + train on the embedded defaults."""
+    """synth + refresh + localiser training + refresh (model boxes) + train on the embedded defaults."""
     from osteo.synth import generate_cohort
+    from osteo_cli.roi import train_roi
 
     settings = get_settings()
     cohort = Path(settings.data_dir) / "demo-cohort"
@@ -129,6 +131,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     report = refresh(str(cohort / "dicom"), str(cohort / "dexa"), str(cohort / "annotations"))
     timings["refresh_s"] = time.perf_counter() - t0
+    # the localiser learns the boxes people drew; the next refresh boxes the pairs nobody boxed
+    t0 = time.perf_counter()
+    roi = train_roi(seed=args.seed)
+    timings["roi_train_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = refresh(str(cohort / "dicom"), str(cohort / "dexa"), str(cohort / "annotations"))
+    timings["locate_refresh_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = train(args)
     timings["train_s"] = time.perf_counter() - t0
@@ -138,8 +147,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "model_uri": f"models:/{name}@champion",
         "lineage": f"osteo lineage model {name}@champion",
     }
-    payload: dict[str, Any] = {"refresh": report.to_dict(), **result.to_dict(), "timings": timings, "where": where}
-    human = "\n".join([report.summary(), "", result.summary(), "",
+    payload: dict[str, Any] = {"refresh": report.to_dict(), "roi": roi.to_dict(), **result.to_dict(),
+                               "timings": timings, "where": where}
+    human = "\n".join([report.summary(), "", roi.summary(), "", result.summary(), "",
                        f"look at the runs:    {where['ui']}",
                        f"load the model:      mlflow.pyfunc.load_model('{where['model_uri']}')",
                        f"trace it:            {where['lineage']}"])
@@ -162,6 +172,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                    help="offline: one recorded copy per training image (the seed's); online: new draws every "
                         "epoch; none (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="seed of folds, augmentation and weights (default: 0)")
+    p.add_argument("--box-source", choices=("human", "any"), default="human",
+                   help="crops a training may use: human, from a person's boxes only; any, the localiser's "
+                        "confident boxes too (default: %(default)s)")
 
 
 def register(add) -> None:

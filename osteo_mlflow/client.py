@@ -22,8 +22,10 @@ def client(settings: Settings) -> MlflowClient:
     return MlflowClient(settings.resolved_tracking_uri(), settings.resolved_tracking_uri())
 
 
-def experiment_id(c: MlflowClient, settings: Settings) -> str:
-    exp = c.get_experiment_by_name(settings.mlflow_experiment)
+def experiment_id(c: MlflowClient, settings: Settings, name: str | None = None) -> str:
+    """The experiment (the classifier's, or `name`), created with its artifacts beside a local store."""
+    name = name or settings.mlflow_experiment
+    exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     location = None
@@ -31,7 +33,7 @@ def experiment_id(c: MlflowClient, settings: Settings) -> str:
         # a local store keeps its artifacts beside it (mlruns/ by default), never in the working directory
         settings.mlflow_artifact_root.mkdir(parents=True, exist_ok=True)
         location = settings.mlflow_artifact_root.resolve().as_uri()
-    return c.create_experiment(settings.mlflow_experiment, artifact_location=location)
+    return c.create_experiment(name, artifact_location=location)
 
 
 def code_tags() -> dict[str, str]:

@@ -62,11 +62,12 @@ def plan_exports() -> list[int]:
 
 
 @task(name="export-pngs", **RETRY)
-def export_batch(image_ids: list[int]) -> ExportCounts:
+def export_batch(box_ids: list[int]) -> ExportCounts:
     s = get_settings()
-    return refresh.export_images(session_factory(s), image_ids, s, workers=s.workers)
+    return refresh.export_images(session_factory(s), box_ids, s, workers=s.workers)
 
 
 @task(name="finish-refresh-run", **RETRY)
 def finish_refresh_run(refresh_id: int, this_run: ThisRun) -> RefreshReport:
-    return refresh.finish_refresh_run(session_factory(get_settings()), refresh_id, this_run)
+    s = get_settings()
+    return refresh.finish_refresh_run(session_factory(s), refresh_id, this_run, s.roi_min_confidence)

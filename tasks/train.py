@@ -17,10 +17,10 @@ from tasks.policy import RETRY
 
 
 @task(name="take-snapshot", tags=["db"], **RETRY)
-def take_snapshot(test_year: int, folds: int, seed: int) -> SnapshotInfo:
+def take_snapshot(test_year: int, folds: int, seed: int, box_source: str = "human") -> SnapshotInfo:
     s = get_settings()
     return snapshot.take_snapshot(session_factory(s, create=True), Path(s.data_dir) / "snapshots",
-                                  test_year=test_year, folds=folds, seed=seed)
+                                  test_year=test_year, folds=folds, seed=seed, box_source=box_source)
 
 
 @task(name="augment-training-set", tags=["augment"], **RETRY)

@@ -30,6 +30,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".xml", ".tif", ".tiff", ".bm
 MAP_IMAGE_COLUMNS = ("image", "image_file", "file", "filename", "file_name", "png")
 MAP_TARGET_COLUMNS = ("sop_instance_uid", "sop_uid", "uid", "dicom", "dicom_path", "path")
 
+MAX_BOXES = 2  # femoral necks in one image: one per hip of an AP pelvis
+
 Box = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
 
 
@@ -49,8 +51,12 @@ class VocBox:
     sop_instance_uid: str | None  # named by <filename>, the file name or the map
     image_path: str | None  # or a DICOM path from the annotation map (resolved at ingest)
     label: str
-    box: Box  # as drawn, on an image of `size`
+    boxes: tuple[Box, ...]  # as drawn, on an image of `size`: one, or one per hip of an AP pelvis
     size: tuple[int, int] | None  # <size> width, height; None: drawn on the DICOM's own grid
+
+    @property
+    def box(self) -> Box:
+        return self.boxes[0]
 
     @property
     def matched(self) -> bool:
@@ -77,11 +83,16 @@ def parse_voc(data: bytes, file_name: str, mapping: Mapping[str, str] | None = N
     objects = root.findall("object")
     if not objects:
         raise InputError("no_box", "annotation has no <object>")
-    chosen = next(
-        (o for o in objects if (o.findtext("name") or "").strip().lower().replace(" ", "_") in NECK_NAMES),
-        objects[0],
-    )
-    box = chosen.find("bndbox")
+    necks = [o for o in objects if (o.findtext("name") or "").strip().lower().replace(" ", "_") in NECK_NAMES]
+    chosen = necks or objects[:1]  # an AP pelvis has one neck box per hip; the side is read at ingest
+    if len(chosen) > MAX_BOXES:
+        raise InputError("bad_box", f"{len(chosen)} femoral-neck boxes; an image shows at most {MAX_BOXES}")
+    return VocBox(sop_instance_uid=uid, image_path=path, label=(chosen[0].findtext("name") or CLASS_NAME).strip()[:64],
+                  boxes=tuple(_bndbox(o) for o in chosen), size=_size(root))
+
+
+def _bndbox(obj: ET.Element) -> Box:
+    box = obj.find("bndbox")
     try:
         coords = tuple(float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
     except (AttributeError, TypeError, ValueError) as exc:
@@ -90,9 +101,7 @@ def parse_voc(data: bytes, file_name: str, mapping: Mapping[str, str] | None = N
         raise InputError("bad_box", "bndbox coordinates must be finite numbers")
     if coords[2] <= coords[0] or coords[3] <= coords[1]:
         raise InputError("bad_box", "box has zero area (xmax <= xmin or ymax <= ymin)")
-    return VocBox(sop_instance_uid=uid, image_path=path,
-                  label=(chosen.findtext("name") or CLASS_NAME).strip()[:64],
-                  box=coords, size=_size(root))  # type: ignore[arg-type]
+    return coords  # type: ignore[return-value]
 
 
 def _size(root: ET.Element) -> tuple[int, int] | None:
@@ -169,8 +178,11 @@ def scale_box(box: Box, from_size: tuple[int, int], to_size: tuple[int, int]) ->
     return clamp(x0, to_size[0]), clamp(y0, to_size[1]), clamp(x1, to_size[0]), clamp(y1, to_size[1])
 
 
-def voc_xml(png_name: str, png_size: tuple[int, int], box: tuple[int, int, int, int], label: str = CLASS_NAME) -> str:
-    """A LabelImg Pascal VOC file for one PNG (a proposal a person checks and saves)."""
+def voc_xml(png_name: str, png_size: tuple[int, int], boxes, label: str = CLASS_NAME) -> str:
+    """A LabelImg Pascal VOC file for one PNG (a proposal a person checks and saves): one box, or a
+    list of them (both hips of an AP pelvis)."""
+    if boxes and not isinstance(boxes[0], (tuple, list)):
+        boxes = [boxes]
     root = ET.Element("annotation")
     ET.SubElement(root, "folder").text = "worklist"
     ET.SubElement(root, "filename").text = png_name
@@ -178,12 +190,13 @@ def voc_xml(png_name: str, png_size: tuple[int, int], box: tuple[int, int, int, 
     for k, v in (("width", png_size[0]), ("height", png_size[1]), ("depth", 1)):
         ET.SubElement(size, k).text = str(v)
     ET.SubElement(root, "segmented").text = "0"
-    obj = ET.SubElement(root, "object")
-    for k, v in (("name", label), ("pose", "Unspecified"), ("truncated", "0"), ("difficult", "0")):
-        ET.SubElement(obj, k).text = v
-    bnd = ET.SubElement(obj, "bndbox")
-    for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True):
-        ET.SubElement(bnd, k).text = str(int(v))
+    for box in boxes:
+        obj = ET.SubElement(root, "object")
+        for k, v in (("name", label), ("pose", "Unspecified"), ("truncated", "0"), ("difficult", "0")):
+            ET.SubElement(obj, k).text = v
+        bnd = ET.SubElement(obj, "bndbox")
+        for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True):
+            ET.SubElement(bnd, k).text = str(int(v))
     ET.indent(root, space="\t")
     return ET.tostring(root, encoding="unicode") + "\n"
 

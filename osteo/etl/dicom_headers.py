@@ -47,6 +47,7 @@ WANTED = REQUIRED + (
     "BodyPartExamined",
     "ImageLaterality",
     "Laterality",
+    "PatientOrientation",
     "PixelSpacing",
     "ImagerPixelSpacing",
     "SeriesDescription",  # free text, for the scope keywords only: never stored
@@ -71,6 +72,17 @@ def age_at(study: dt.date, birth: str | None, patient_age: str | None) -> int | 
             return None
         return study.year - born.year - ((study.month, study.day) < (born.month, born.day))
     return None
+
+
+def row_direction(orientation: Any) -> str:
+    """The patient direction of the image rows (PatientOrientation's first value): R when the image is
+    mirrored (columns run towards the patient's right), else L (the standard AP view, and the
+    assumption when the tag is absent or names no left-right direction)."""
+    if orientation is None or isinstance(orientation, str):
+        first = str(orientation or "").split("\\")[0]
+    else:  # pydicom's MultiValue of a two-valued CS
+        first = str(next(iter(orientation), ""))
+    return "R" if first.strip().upper()[:1] == "R" else "L"
 
 
 def header_record(data: bytes, key: bytes, scope: ScopeRules = DEFAULT_SCOPE) -> dict[str, Any]:
@@ -98,7 +110,7 @@ def _header_record(data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]
             if tag not in ds or ds[tag].value in (None, ""):
                 raise InputError(f"missing_tag:{tag}", f"required tag {tag} is absent or empty")
         laterality = str(ds.get("ImageLaterality") or ds.get("Laterality") or "").strip().upper()
-        if laterality not in ("L", "R"):
+        if laterality not in ("L", "R", "B"):  # B: both hips, an AP pelvis (one crop per side)
             raise InputError("missing_tag:ImageLaterality", f"image laterality is {laterality or 'absent'}")
         try:
             study_date = parse_da(ds.StudyDate)
@@ -117,6 +129,7 @@ def _header_record(data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]
             "modality": str(ds.Modality)[:16],
             "body_part": (str(ds.get("BodyPartExamined") or "")[:64] or None),
             "laterality": laterality,
+            "row_direction": row_direction(ds.get("PatientOrientation")),
             "n_rows": int(ds.Rows),
             "n_columns": int(ds.Columns),
             "bits_stored": int(ds.BitsStored),

@@ -1,0 +1,219 @@
+"""The femoral-neck localiser in the pipeline: an image's hip views, boxes back on its pixel grid,
+and the refresh's locate step. Plain functions; the localiser itself is passed in (a Locator: the
+registered champion through osteo_mlflow, or a checkpoint file), so nothing here knows MLflow.
+
+A localiser box is stored beside a person's boxes (annotation.source `model`, with the localiser's
+name, version and confidence); osteo/boxes.py decides which box of an image side exports: a
+person's always, else the newest localiser box when it is confident.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from db.models import Annotation, DicomImage, Pair, SourceFile
+from db.store import quarantine
+from osteo.boxes import HUMAN, MODEL, image_sides
+from osteo.etl.annotations import CLASS_NAME
+from osteo.etl.dicom_headers import row_direction
+from osteo.etl.pool import shared_pool
+from osteo.refresh_report import LocateCounts
+
+PELVIS_ASPECT = 1.5  # a headerless image this much wider than tall is taken as an AP pelvis
+
+
+class Locator(Protocol):
+    """A loaded localiser: views [N, S, S] in, boxes [N, 4] (view pixels) and confidence [N] out."""
+
+    name: str
+    version: str
+    input_size: int
+
+    def predict(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class FileLocator:
+    """A localiser from a checkpoint file (osteo_model.roi_train.save_localiser)."""
+
+    model: Any
+    input_size: int
+    name: str = "file"
+    version: str = "0"
+
+    @classmethod
+    def load(cls, path: str | Path, name: str = "file", version: str = "0") -> FileLocator:
+        from osteo_model.roi_train import load_localiser
+
+        model, config, _ = load_localiser(path)
+        return cls(model=model, input_size=config.input_size, name=name, version=version)
+
+    def predict(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from osteo_model.roi_train import predict_boxes
+
+        return predict_boxes(self.model, views)
+
+
+@dataclass(frozen=True)
+class LocatedBox:
+    """One femoral-neck box found by the localiser, on the image's pixel grid (x0, y0, x1, y1)."""
+
+    side: str
+    box: tuple[int, int, int, int]
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pixel_box(box: Sequence[float], cols: int, rows: int) -> tuple[int, int, int, int]:
+    """A view box back on the image grid as whole pixels, clamped to the image."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (min(max(math.floor(x0 + 0.5), 0), cols), min(max(math.floor(y0 + 0.5), 0), rows),
+            min(max(math.floor(x1 + 0.5), 0), cols), min(max(math.floor(y1 + 0.5), 0), rows))
+
+
+def guess_laterality(rows: int, cols: int) -> str:
+    """For an image without a header (PNG, JPEG): B (an AP pelvis) when much wider than tall, else `?`
+    (one hip of unknown side: both mirrorings are tried and the more confident decides)."""
+    return "B" if cols >= PELVIS_ASPECT * rows else "?"
+
+
+def view_inputs(display: np.ndarray, laterality: str, direction: str, size: int) -> tuple[list, np.ndarray]:
+    """The hip views of an image and their size x size inputs. Laterality `?`: one hip of unknown
+    side, given as both a left and a right view (locate_display keeps the more confident)."""
+    from osteo_model.roi import hip_views, view_input
+
+    rows, cols = display.shape
+    views = (hip_views(rows, cols, "L", direction) + hip_views(rows, cols, "R", direction) if laterality == "?"
+             else hip_views(rows, cols, laterality, direction))
+    return views, np.stack([view_input(display, v, size) for v in views])
+
+
+def boxes_from_views(views: list, boxes: np.ndarray, confidence: np.ndarray, laterality: str, size: int,
+                     cols: int, rows: int) -> list[LocatedBox]:
+    """View predictions back on the image grid, one per side (`?`: the more confident mirroring)."""
+    from osteo_model.roi import to_image_box
+
+    found = [LocatedBox(v.side, pixel_box(to_image_box(b, v, size), cols, rows), float(c))
+             for v, b, c in zip(views, boxes, confidence, strict=True)]
+    if laterality == "?":
+        found = [max(found, key=lambda f: f.confidence)]
+    return found
+
+
+def locate_display(display: np.ndarray, laterality: str, direction: str, locator: Locator) -> list[LocatedBox]:
+    """The femoral-neck box(es) of one display image (rows x cols, uint8): L/R one, B (pelvis) two."""
+    rows, cols = display.shape
+    views, inputs = view_inputs(display, laterality, direction, locator.input_size)
+    boxes, confidence = locator.predict(inputs)
+    return boxes_from_views(views, boxes, confidence, laterality, locator.input_size, cols, rows)
+
+
+def locate_dicom(data: bytes | str | Path, locator: Locator) -> tuple[list[LocatedBox], dict[str, Any]]:
+    """`osteo roi locate`, the classifier's pyfunc: the boxes of one DICOM (sides from its
+    ImageLaterality and PatientOrientation) and what was read (rows, cols, laterality, row direction)."""
+    from osteo.etl.imaging import load_dicom, prepare_display
+
+    ds, _ = load_dicom(data)
+    dm = prepare_display(ds)
+    display = dm.display_u8()
+    rows, cols = display.shape
+    laterality = str(ds.get("ImageLaterality") or ds.get("Laterality") or "").strip().upper()
+    if laterality not in ("L", "R", "B"):
+        laterality = guess_laterality(rows, cols)
+    direction = row_direction(ds.get("PatientOrientation"))
+    meta = {"rows": rows, "cols": cols, "laterality": laterality, "row_direction": direction, "display": display}
+    return locate_display(display, laterality, direction, locator), meta
+
+
+# --- the refresh's locate step -------------------------------------------------------------
+
+def sides_to_locate(session: Session, name: str, version: str) -> dict[int, tuple[str, list[str]]]:
+    """Paired image sides with neither a person's box nor a box of this localiser version:
+    image id -> (DICOM path, sides)."""
+    sides = image_sides().subquery()
+    human, mine = aliased(Annotation), aliased(Annotation)
+    rows = session.execute(
+        select(DicomImage.id, SourceFile.path, sides.c.side)
+        .join(Pair, Pair.image_id == DicomImage.id)
+        .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
+        .join(sides, sides.c.image_id == DicomImage.id)
+        .outerjoin(human, and_(human.sop_instance_uid == DicomImage.sop_instance_uid, human.side == sides.c.side,
+                               human.source == HUMAN))
+        .outerjoin(mine, and_(mine.sop_instance_uid == DicomImage.sop_instance_uid, mine.side == sides.c.side,
+                              mine.source == MODEL, mine.model_name == name, mine.model_version == version))
+        .where(human.id.is_(None), mine.id.is_(None))
+        .order_by(DicomImage.id, sides.c.side)).all()
+    out: dict[int, tuple[str, list[str]]] = {}
+    for image_id, path, side in rows:
+        out.setdefault(image_id, (path, []))[1].append(side)
+    return out
+
+
+def _views_of(job: dict[str, Any]) -> dict[str, Any]:
+    """Worker: one DICOM's view inputs (small arrays travel back, never the image)."""
+    from osteo.etl.imaging import ExportError, load_dicom, prepare_display
+
+    try:
+        display = prepare_display(load_dicom(job["path"])[0]).display_u8()
+    except ExportError as exc:  # bad pixels: quarantined by the caller; anything else is our bug
+        return {**job, "error": (exc.reason, (exc.detail or str(exc))[:500])}
+    views, inputs = view_inputs(display, job["laterality"], job["row_direction"], job["size"])
+    keep = [i for i, v in enumerate(views) if v.side in job["sides"]]
+    return {**job, "views": [views[i] for i in keep], "inputs": inputs[keep], "shape": display.shape}
+
+
+def locate_missing(factory: sessionmaker[Session], locator: Locator, *, workers: int = 1,
+                   min_confidence: float = 0.8) -> LocateCounts:
+    """Locate every paired image side that has no person's box and no box of this localiser version,
+    and store the boxes (source `model`, the localiser's name and version, the confidence)."""
+    with factory() as session:
+        todo = sides_to_locate(session, locator.name, locator.version)
+        images = {i.id: i for i in session.scalars(select(DicomImage).where(DicomImage.id.in_(list(todo))))} \
+            if todo else {}
+        jobs = [{"image_id": i, "path": path, "sides": sides, "laterality": images[i].laterality,
+                 "row_direction": images[i].row_direction, "size": locator.input_size,
+                 "uid": images[i].sop_instance_uid, "sha256": images[i].source_file.sha256}
+                for i, (path, sides) in todo.items()]
+    if workers > 1 and len(jobs) >= 8:
+        rendered = list(shared_pool(workers).map(_views_of, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+    else:
+        rendered = [_views_of(j) for j in jobs]
+    good = [r for r in rendered if "error" not in r]
+    counts: Counter = Counter()
+    with factory() as session, session.begin():
+        for r in rendered:
+            if "error" in r:
+                counts["quarantined"] += quarantine(session, stage="locate", path=r["path"], sha256=r["sha256"],
+                                                    reason=r["error"][0], detail=r["error"][1])
+        if good:
+            boxes, confidence = locator.predict(np.concatenate([r["inputs"] for r in good]))
+            at = 0
+            for r in good:
+                n = len(r["views"])
+                rows, cols = r["shape"]
+                for found in boxes_from_views(r["views"], boxes[at:at + n], confidence[at:at + n],
+                                              r["laterality"], locator.input_size, cols, rows):
+                    if found.box[2] - found.box[0] < 3 or found.box[3] - found.box[1] < 3:
+                        counts["empty"] += 1  # nothing there to export: a person draws it
+                        continue
+                    session.add(Annotation(
+                        sop_instance_uid=r["uid"], side=found.side, source=MODEL, label=CLASS_NAME,
+                        box_xmin=found.box[0], box_ymin=found.box[1], box_xmax=found.box[2], box_ymax=found.box[3],
+                        model_name=locator.name, model_version=locator.version, confidence=found.confidence))
+                    counts["confident" if found.confidence >= min_confidence else "unsure"] += 1
+                at += n
+    return LocateCounts(model=f"{locator.name}/{locator.version}", images=len(jobs),
+                        confident=counts["confident"], unsure=counts["unsure"] + counts["empty"],
+                        quarantined=counts["quarantined"])
+

@@ -1,0 +1,227 @@
+"""Training data and evaluation of the femoral-neck localiser, as plain functions (no Prefect, no MLflow).
+
+The localiser learns from the boxes people drew (annotation.source `human`), on whole images at
+low resolution: every human box gives one hip view (osteo_model.roi.hip_views: a right hip mirrored
+to look like a left one, each half of an AP pelvis its own view). The split follows the
+classifier's rules: the test year is held out whole (both sides: the localiser has no reason to
+keep right hips out), no patient with a test-year image trains, and the validation patients
+(which pick the best epoch) are drawn by a seeded order of their images' content hashes, so the
+same data and seed give the same split on every install (never the site's pseudonym key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Annotation, DicomImage, Patient, SourceFile
+from osteo.boxes import HUMAN
+from osteo.etl.pool import shared_pool
+from osteo_common.files import atomic_write_bytes, write_json
+
+VAL_SHARE = 0.15  # of the training patients, for the best epoch
+
+
+@dataclass(frozen=True)
+class RoiDataset:
+    """The localiser's views on disk (an .npz of arrays) and what they hold."""
+
+    path: str  # .npz: {split}_x [N,S,S] float16, {split}_boxes [N,4] view px; test_image_boxes, test_mm, ...
+    digest: str  # of the boxes, image hashes, split and input size: the run's dataset identity
+    input_size: int
+    test_year: int
+    n_train: int
+    n_val: int
+    n_test: int
+    n_images: int
+    pelvis_views: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RoiEvaluation:
+    """The localiser on the test year's held-out human boxes, in the images' own pixels."""
+
+    metrics: dict[str, float]  # box_metrics: mean_iou, iou_ge_050, iou_ge_075, centre_error_px/_mm, n
+    ms_per_view: float  # inference, confidence included, batch of one on this machine's CPU
+    seconds: float  # training time
+
+
+def _boxed_images(session: Session) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(DicomImage, SourceFile.path, SourceFile.sha256, Patient.patient_key, Annotation)
+        .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
+        .join(Patient, Patient.id == DicomImage.patient_id)
+        .join(Annotation, Annotation.sop_instance_uid == DicomImage.sop_instance_uid)
+        .where(Annotation.source == HUMAN).order_by(DicomImage.id, Annotation.side)).all()
+    images: dict[int, dict[str, Any]] = {}
+    for img, path, sha, key, ann in rows:
+        if img.laterality not in ("L", "R", "B") or (img.laterality != "B" and ann.side != img.laterality):
+            continue
+        item = images.setdefault(img.id, {
+            "path": path, "sha256": sha, "patient": key, "year": img.study_date.year, "laterality": img.laterality,
+            "row_direction": img.row_direction, "mm": img.pixel_spacing_mm, "boxes": {}})
+        item["boxes"][ann.side] = (ann.box_xmin, ann.box_ymin, ann.box_xmax, ann.box_ymax)
+    return list(images.values())
+
+
+def split_patients(images: list[dict[str, Any]], test_year: int, seed: int) -> dict[str, str]:
+    """patient -> train | val | test | unused (see the module doc)."""
+    test = {im["patient"] for im in images if im["year"] == test_year}
+    first: dict[str, str] = {}
+    for im in images:
+        if im["patient"] not in test and im["year"] < test_year:
+            first[im["patient"]] = min(first.get(im["patient"], im["sha256"]), im["sha256"])
+    order = sorted(first, key=lambda p: hashlib.sha256(f"{seed}|{first[p]}".encode()).hexdigest())
+    n_val = max(1, round(VAL_SHARE * len(order))) if len(order) > 1 else 0
+    split = {p: "unused" for p in {im["patient"] for im in images}}
+    split.update({p: "test" for p in test})
+    split.update({p: ("val" if i < n_val else "train") for i, p in enumerate(order)})
+    return split
+
+
+def _views_of(job: dict[str, Any]) -> dict[str, Any]:
+    """Worker: the boxed views of one image (small arrays travel back, never the image)."""
+    from osteo.etl.imaging import ExportError, load_dicom, prepare_display
+    from osteo_model.roi import hip_views, to_view_box, view_input
+
+    try:
+        display = prepare_display(load_dicom(job["path"])[0]).display_u8()
+    except ExportError as exc:
+        return {"error": exc.reason}
+    rows, cols = display.shape
+    out = []
+    for view in hip_views(rows, cols, job["laterality"], job["row_direction"]):
+        box = job["boxes"].get(view.side)
+        if box is not None:
+            out.append((view_input(display, view, job["size"]), to_view_box(box, view, job["size"]), view, box))
+    return {"views": out}
+
+
+def collect_dataset(factory: sessionmaker[Session], out_dir: Path, *, test_year: int, input_size: int,
+                    seed: int = 0, workers: int = 1) -> RoiDataset:
+    """Every human box as a view, split by patient; written once per content digest."""
+    with factory() as session:
+        images = _boxed_images(session)
+    split = split_patients(images, test_year, seed)
+    images = [im for im in images if split[im["patient"]] != "unused"]
+    ident = json.dumps([[im["sha256"], sorted(im["boxes"].items()), split[im["patient"]]] for im in images]
+                       + [input_size, test_year, seed])
+    digest = hashlib.sha256(ident.encode()).hexdigest()
+    jobs = [{**im, "size": input_size} for im in images]
+    if workers > 1 and len(jobs) >= 8:
+        done = list(shared_pool(workers).map(_views_of, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+    else:
+        done = [_views_of(j) for j in jobs]
+    arrays: dict[str, list] = {}
+    for im, res in zip(images, done, strict=True):
+        part = split[im["patient"]]
+        for x, vbox, view, box in res.get("views", []):
+            arrays.setdefault(f"{part}_x", []).append(x.astype(np.float16))
+            arrays.setdefault(f"{part}_boxes", []).append(vbox)
+            if part == "test":
+                arrays.setdefault("test_image_boxes", []).append(box)
+                arrays.setdefault("test_views", []).append([view.x0, view.x1, view.rows, int(view.flip)])
+                arrays.setdefault("test_mm", []).append(im["mm"] or np.nan)
+                arrays.setdefault("test_pelvis", []).append(im["laterality"] == "B")
+    size = input_size
+    packed = {k: np.asarray(v) for k, v in arrays.items()}
+    for part in ("train", "val", "test"):
+        packed.setdefault(f"{part}_x", np.zeros((0, size, size), np.float16))
+        packed.setdefault(f"{part}_boxes", np.zeros((0, 4), np.float32))
+    path = Path(out_dir) / f"{digest[:16]}.npz"
+    if not path.exists():
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **packed)
+        atomic_write_bytes(path, buf.getvalue())
+    return RoiDataset(path=str(path), digest=digest, input_size=input_size, test_year=test_year,
+                      n_train=len(packed["train_x"]), n_val=len(packed["val_x"]), n_test=len(packed["test_x"]),
+                      n_images=len(images), pelvis_views=int(np.sum(packed.get("test_pelvis", []))))
+
+
+def train_and_evaluate(dataset: RoiDataset, config: Any, out_dir: Path, *,
+                       on_epoch: Callable[[int, dict], None] | None = None) -> tuple[str, RoiEvaluation]:
+    """Train the localiser on the dataset's train views (best epoch on val), save it, score the test year."""
+    from osteo_model.roi_train import save_localiser, train_localiser
+
+    data = np.load(dataset.path)
+    if len(data["train_x"]) == 0:
+        raise ValueError("no training views: the localiser needs human boxes before the test year")
+    t0 = time.perf_counter()
+    model, history = train_localiser(data["train_x"].astype(np.float32), data["train_boxes"],
+                                     data["val_x"].astype(np.float32), data["val_boxes"], config, on_epoch=on_epoch)
+    seconds = time.perf_counter() - t0
+    evaluation = evaluate(model, data, dataset.input_size, seconds)
+    checkpoint = Path(out_dir) / "localiser.pth"
+    save_localiser(model, config, checkpoint, extra={"dataset_digest": dataset.digest,
+                                                     "test": evaluation.metrics, "epochs_run": len(history)})
+    write_json(Path(out_dir) / "history.json", history)
+    return str(checkpoint), evaluation
+
+
+def evaluate(model: Any, data: Any, size: int, seconds: float = 0.0) -> RoiEvaluation:
+    """Test-year boxes back on the images' pixel grids against the held-out human boxes."""
+    from osteo_model.roi import HipView, to_image_box
+    from osteo_model.roi_train import box_metrics, predict_boxes
+
+    test_x = data["test_x"].astype(np.float32)
+    if len(test_x) == 0:
+        return RoiEvaluation(metrics={"n": 0}, ms_per_view=float("nan"), seconds=seconds)
+    boxes, _ = predict_boxes(model, test_x)
+    views = [HipView("L", int(v[0]), int(v[1]), int(v[2]), bool(v[3])) for v in data["test_views"]]
+    pred = np.asarray([to_image_box(b, v, size) for b, v in zip(boxes, views, strict=True)])
+    metrics = box_metrics(pred, data["test_image_boxes"].astype(np.float64), data["test_mm"].astype(np.float64))
+    one = test_x[:1]
+    predict_boxes(model, one)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(10):
+        predict_boxes(model, one)
+    return RoiEvaluation(metrics={k: float(v) for k, v in metrics.items()},
+                         ms_per_view=(time.perf_counter() - t0) * 100, seconds=seconds)
+
+
+@dataclass(frozen=True)
+class RoiReport:
+    """A localiser training: its JSON, the human summary and the Prefect artifact."""
+
+    run_id: str
+    dataset: RoiDataset
+    evaluation: RoiEvaluation
+    registration: Any  # osteo.training.Registration
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "dataset": self.dataset.to_dict(), "test": self.evaluation.metrics,
+                "ms_per_view": self.evaluation.ms_per_view, "train_seconds": self.evaluation.seconds,
+                "registration": asdict(self.registration)}
+
+    def summary(self) -> str:
+        m, d, r = self.evaluation.metrics, self.dataset, self.registration
+        if not m.get("n"):
+            test = "no test-year boxes to score"
+        else:
+            test = (f"mean IoU {m['mean_iou']:.3f}, IoU>=0.5 {m['iou_ge_050']:.1%}, IoU>=0.75 {m['iou_ge_075']:.1%},"
+                    f" centre error {m.get('centre_error_mm', float('nan')):.1f} mm ({int(m['n'])} boxes)")
+        return "\n".join([
+            f"localiser       {d.n_train} train / {d.n_val} val / {d.n_test} test views ({d.test_year} held out),"
+            f" trained in {self.evaluation.seconds:.0f} s",
+            f"  test year     {test}",
+            f"  speed         {self.evaluation.ms_per_view:.1f} ms per view on this CPU (confidence included)",
+            f"registered      {r.model_name} version {r.model_version} (challenger);"
+            f" {'champion' if r.champion else 'not champion'}: {r.decision}",
+        ])
+
+    def markdown(self) -> str:
+        return "```\n" + self.summary() + "\n```\n"

@@ -1,0 +1,48 @@
+"""The registered localiser (`osteo-roi`) as an MLflow pyfunc: image bytes in, femoral-neck boxes out.
+
+Input: a DataFrame with an `image` column of DICOM or PNG/JPEG bytes (or base64 text). Output per
+image: `boxes`, JSON [{side, box: [x0, y0, x1, y1] in the image's pixels, confidence}], and the
+`laterality` read (L, R, B for an AP pelvis; a headerless image: B when much wider than tall, else
+the side the more confident mirroring gives).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+def locate_bytes(data: bytes, locator) -> tuple[list, dict]:
+    """Boxes of one image given as DICOM or PNG/JPEG bytes (the service and the classifier use this)."""
+    from osteo.roi import guess_laterality, locate_dicom, locate_display
+
+    if len(data) > 132 and data[128:132] == b"DICM":
+        return locate_dicom(data, locator)
+    from PIL import Image
+
+    display = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    rows, cols = display.shape
+    laterality = guess_laterality(rows, cols)
+    found = locate_display(display, laterality, "L", locator)
+    return found, {"rows": rows, "cols": cols, "laterality": laterality, "row_direction": "L", "display": display}
+
+
+class OsteoLocaliser(PythonModel):
+    def load_context(self, context) -> None:
+        from osteo.roi import FileLocator
+
+        self.locator = FileLocator.load(context.artifacts["checkpoint"], name="osteo-roi")
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        boxes, lats = [], []
+        for item in model_input["image"]:
+            data = base64.b64decode(item) if isinstance(item, str) else bytes(item)
+            found, meta = locate_bytes(data, self.locator)
+            boxes.append(json.dumps([f.to_dict() for f in found]))
+            lats.append(meta["laterality"])
+        return pd.DataFrame({"boxes": boxes, "laterality": lats})
