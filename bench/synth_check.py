@@ -2,12 +2,12 @@
 
     .venv/bin/python bench/synth_check.py --patients 250 --seed 0 [--out DIR] [--cnn]
 
-Measures, on every hip image of truth.csv (expected_scope in_scope):
+Measures, on every hip and pelvis image of truth.csv (expected_scope in_scope), per box (a pelvis has two):
   * the stored-value contract (anatomy within 5%..80% of the stored range in display
     polarity, metal >= 97%);
   * metal_fraction and blur_score on the femoral-neck box (osteo.etl.imaging's definitions) per
     expected_exclusion class;
-and, on paired images without exclusion (right hips flipped, box crop resized to 112 px):
+and, on paired images without exclusion (every crop oriented as a left hip, resized to 112 px):
   (a) ROC AUC of a logistic regression on the mean crop intensity (must be <= 0.65);
   (b) ROC AUC of gradient boosting on simple texture statistics, out-of-fold over
       patient-grouped folds (target >= 0.9); optionally (--cnn) a tiny CNN on a held-out
@@ -99,33 +99,33 @@ def main() -> int:
     for row in truth:
         ds = pydicom.dcmread(out / row["file"])
         _, frac = modality_display(ds)
-        x0, y0, x1, y1 = (int(row[k]) for k in ("box_xmin", "box_ymin", "box_xmax", "box_ymax"))
-        sl = (slice(y0, y1), slice(x0, x1))  # max exclusive, as the export reads VOC boxes
         dm = imaging.prepare_display(ds)
         disp = dm.display() * 255.0
-        q = imaging.measure_quality(dm.unit(sl), dm.display(sl))
-        mf, bs = q["metal_fraction"], q["blur_score"]
         cls = row["expected_exclusion"]
-        d = per_class.setdefault(cls, {"metal_fraction": [], "blur_score": []})
-        d["metal_fraction"].append(mf)
-        d["blur_score"].append(bs)
-        measured = "metal" if mf > 0.005 else ("blur" if bs < 6.0 else "none")
-        if measured != cls:
-            report.setdefault("exclusion_mismatches", []).append([row["sop_instance_uid"], cls, measured])
         anat = frac[frac < 0.9]
         if anat.min() < 0.05 - 1e-3 or anat.max() > 0.80 + 1e-3 or (cls == "metal") != bool((frac >= 0.97).any()):
             contract_bad.append(row["sop_instance_uid"])
-        if row["expected_pair"] == "1" and cls == "none":
-            crop = disp[sl] / 255.0
-            if row["laterality"] == "R":
-                crop = crop[:, ::-1]
-            im = np.asarray(Image.fromarray((crop * 255).astype(np.uint8)).resize((112, 112), Image.BILINEAR),
-                            dtype=np.float64) / 255.0
-            X_mean.append([im.mean()])
-            X_tex.append(texture_features(im))
-            y.append(int(row["expected_label"]))
-            groups.append(row["patient_id"])
-            crops.append(im.astype(np.float32))
+        for side, (x0, y0, x1, y1) in json.loads(row["boxes"]).items():  # one box a side (a pelvis: two)
+            sl = (slice(y0, y1), slice(x0, x1))  # max exclusive, as the export reads VOC boxes
+            q = imaging.measure_quality(dm.unit(sl), dm.display(sl))
+            mf, bs = q["metal_fraction"], q["blur_score"]
+            d = per_class.setdefault(cls, {"metal_fraction": [], "blur_score": []})
+            d["metal_fraction"].append(mf)
+            d["blur_score"].append(bs)
+            measured = "metal" if mf > 0.005 else ("blur" if bs < 6.0 else "none")
+            if measured != cls:
+                report.setdefault("exclusion_mismatches", []).append([row["sop_instance_uid"], side, cls, measured])
+            if row["expected_pair"] == "1" and cls == "none":
+                crop = disp[sl] / 255.0
+                if (side == "R") != (row["orientation"] == "R\\F"):  # every crop as a left hip
+                    crop = crop[:, ::-1]
+                im = np.asarray(Image.fromarray((crop * 255).astype(np.uint8)).resize((112, 112), Image.BILINEAR),
+                                dtype=np.float64) / 255.0
+                X_mean.append([im.mean()])
+                X_tex.append(texture_features(im))
+                y.append(int(row["expected_label"]))
+                groups.append(row["patient_id"])
+                crops.append(im.astype(np.float32))
 
     report["contract_violations"] = len(contract_bad)
     report["exclusion_mismatch_count"] = len(report.get("exclusion_mismatches", []))

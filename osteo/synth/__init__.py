@@ -6,20 +6,25 @@ LabelImg annotations, and the generator's ground truth.
 
 Layout written under ``out``::
 
-    dicom/S{study:05d}/IM{k:04d}.dcm   hip radiographs (a few without the .dcm suffix)
+    dicom/S{study:05d}/IM{k:04d}.dcm   hip radiographs (a few without the .dcm suffix); ~15% are AP pelvis
+                                       views of both hips (ImageLaterality B, alone in their study, some
+                                       stored mirrored: PatientOrientation R\\F), never with implant or blur
     dicom/README.txt, dicom/Thumbs.db  junk that is not DICOM
     dicom/S{n}/IM0001.dcm ...          junk DICOM: truncated, missing PatientID, missing dates
     dexa/*.csv                         four DEXA exports (UTF-8, UTF-8 BOM, Big5; 4 date styles)
-    annotations/<SOPInstanceUID>.xml   LabelImg Pascal VOC femoral-neck boxes (~90% of images)
+    annotations/<SOPInstanceUID>.xml   LabelImg Pascal VOC femoral-neck boxes (~90% of images; a pelvis: two)
     dicom/S{n}/IM0001.dcm ...          not hip radiographs (others.py): chest CR, knee DX, hip CT, hip MR,
                                        a radiograph whose body part cannot be told; each boxed
     truth.csv                          per cohort image ground truth (never read by the pipeline);
-                                       expected_scope: in_scope, the out-of-scope reason, unknown_body_part
+                                       expected_scope: in_scope, the out-of-scope reason, unknown_body_part;
+                                       view (hip | pelvis), orientation, crops (femoral-neck crops the image
+                                       should export), boxes / true_boxes (JSON side -> [x0, y0, x1, y1])
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from collections import Counter
@@ -40,10 +45,16 @@ __all__ = ["generate_cohort", "TRUTH_COLUMNS"]
 TRUTH_COLUMNS = [
     "sop_instance_uid", "patient_id", "laterality", "study_date", "bmd", "t_score",
     "expected_pair", "expected_label", "expected_exclusion", "annotated", "expected_export", "expected_scope",
+    "view", "orientation", "crops",
     # extras (not needed by the rules, handy for checks)
     "file", "study_instance_uid", "modality", "photometric", "bits_stored", "transfer_syntax",
-    "rotation_deg", "box_xmin", "box_ymin", "box_xmax", "box_ymax",
+    "rotation_deg", "box_xmin", "box_ymin", "box_xmax", "box_ymax",  # hip views only (a pelvis: `boxes`)
+    "boxes", "true_boxes",
 ]
+
+
+def _boxes_json(boxes: dict) -> str:
+    return json.dumps({side: list(b) for side, b in sorted(boxes.items())}, separators=(",", ":"))
 
 
 def _workers(requested: int | None) -> int:
@@ -92,6 +103,8 @@ def generate_cohort(
             "instance": im.instance,
             "date": im.date,
             "laterality": im.laterality,
+            "view": im.view,
+            "mirrored": im.mirrored,
             "patient_id": p.patient_id,
             "patient_name": p.name,
             "birth": p.birth,
@@ -159,8 +172,9 @@ def generate_cohort(
     annotated = 0
     malformed_xml = 0
     for im, res, spec in zip(plan.images, results, specs):
-        if im.annotated:
-            write_voc(ann_dir / f"{spec['sop_uid']}.xml", spec["sop_uid"], res["cols"], res["rows"], res["box"])
+        if im.annotated:  # one object per side, left to right on the image
+            boxes = sorted(res["boxes"].values())
+            write_voc(ann_dir / f"{spec['sop_uid']}.xml", spec["sop_uid"], res["cols"], res["rows"], boxes)
             annotated += 1
         elif im.malformed_xml:
             write_bad_voc(ann_dir / f"{spec['sop_uid']}.xml", spec["sop_uid"])
@@ -171,7 +185,10 @@ def generate_cohort(
 
     # ---- truth; then the files that are not hip radiographs, from their own generator
     rows = truth_rows(plan, window_days)
-    others = write_others(out, specs, rows, int(seed), n_st + 4)
+    hips = [i for i, im in enumerate(plan.images) if im.view == "hip"]  # hosts of the files out of scope
+    others = write_others(out, [specs[i] for i in hips], [rows[i] for i in hips], int(seed), n_st + 4)
+    for r in others:
+        r["crops"] = 0
     for _ in others:
         done += 1
         if progress:
@@ -192,9 +209,13 @@ def generate_cohort(
                 "bits_stored": res["bits"],
                 "transfer_syntax": res["transfer_syntax"],
                 "rotation_deg": f"{im.rotation:.2f}",
-                "box_xmin": res["box"][0], "box_ymin": res["box"][1],
-                "box_xmax": res["box"][2], "box_ymax": res["box"][3],
+                "orientation": res["orientation"],
+                "boxes": _boxes_json(res["boxes"]),
+                "true_boxes": _boxes_json(res["true_boxes"]),
             })
+            if im.view == "hip":
+                b = res["boxes"][im.laterality]
+                row.update({"box_xmin": b[0], "box_ymin": b[1], "box_xmax": b[2], "box_ymax": b[3]})
             w.writerow(row)
         w.writerows(others)
 
@@ -219,7 +240,10 @@ def generate_cohort(
         "excluded_metal": sum(1 for im in plan.images if im.exclusion == "metal"),
         "excluded_blur": sum(1 for im in plan.images if im.exclusion == "blur"),
         "expected_export": sum(r["expected_export"] for r in rows),
-        "test_images": sum(1 for r in rows if r["expected_export"] and r["laterality"] == "L"
+        "pelvis": sum(1 for im in plan.images if im.view == "pelvis"),
+        "expected_crops": sum(r["crops"] for r in rows),
+        # left-side crops of the test year's exports (a pelvis gives its L crop)
+        "test_images": sum(1 for r in rows if r["expected_export"] and r["laterality"] in ("L", "B")
                            and r["study_date"].startswith("2022")),
         "transfer_syntaxes": ts_counts,
         "out_of_scope": sum(r["expected_scope"] != "unknown_body_part" for r in others),

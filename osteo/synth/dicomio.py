@@ -1,4 +1,4 @@
-"""Write one synthetic hip radiograph as a DICOM file (runs in worker processes).
+"""Write one synthetic hip or AP pelvis radiograph as a DICOM file (runs in worker processes).
 
 Every random choice of an image comes from its own seed, so the bytes do not
 depend on the number of workers or on the order in which images are written.
@@ -20,6 +20,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from osteo.synth.pelvis import render_pelvis
 from osteo.synth.phantom import render_hip
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -48,8 +49,8 @@ def _da(d: dt.date) -> str:
     return d.strftime("%Y%m%d")
 
 
-def image_params(rng: np.random.Generator) -> dict[str, Any]:
-    """Acquisition parameters of one image (also returned into the truth)."""
+def image_params(rng: np.random.Generator, view: str = "hip") -> dict[str, Any]:
+    """Acquisition parameters of one image (also returned into the truth); an AP pelvis is twice as wide."""
     modality = "DX" if rng.random() < 0.55 else "CR"
     p: dict[str, Any] = {
         "modality": modality,
@@ -72,6 +73,9 @@ def image_params(rng: np.random.Generator) -> dict[str, Any]:
     p["manufacturer"] = MANUFACTURERS[int(rng.integers(len(MANUFACTURERS)))]
     p["time"] = f"{int(rng.integers(7, 20)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}"
     p["description"] = STUDY_DESCRIPTIONS[int(rng.integers(len(STUDY_DESCRIPTIONS)))]
+    if view == "pelvis":
+        p["cols"] *= 2
+        p["description"] = "PELVIS AP"
     return p
 
 
@@ -124,7 +128,8 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
     ds.InstitutionName = "Taichung General Hospital"
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = p["description"]
-    ds.SeriesDescription = f"HIP {'LT' if spec['laterality'] == 'L' else 'RT'} AP"
+    pelvis = spec.get("view", "hip") == "pelvis"
+    ds.SeriesDescription = "PELVIS AP" if pelvis else f"HIP {'LT' if spec['laterality'] == 'L' else 'RT'} AP"
     ds.PatientName = spec["patient_name"]
     ds.PatientID = spec["patient_id"]
     ds.PatientBirthDate = _da(spec["birth"])
@@ -132,16 +137,16 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
     date, birth = spec["date"], spec["birth"]
     age = date.year - birth.year - ((date.month, date.day) < (birth.month, birth.day))
     ds.PatientAge = f"{age:03d}Y"
-    ds.BodyPartExamined = "HIP"
+    ds.BodyPartExamined = "PELVIS" if pelvis else "HIP"
     ds.ViewPosition = "AP"
     ds.StudyInstanceUID = spec["study_uid"]
     ds.SeriesInstanceUID = spec["series_uid"]
     ds.StudyID = spec["study_id"]
     ds.SeriesNumber = 1
     ds.InstanceNumber = spec["instance"]
-    ds.PatientOrientation = ["L", "F"]
-    ds.ImageLaterality = spec["laterality"]
-    if p["laterality_tag"]:
+    ds.PatientOrientation = ["R", "F"] if spec.get("mirrored") else ["L", "F"]
+    ds.ImageLaterality = "B" if pelvis else spec["laterality"]
+    if p["laterality_tag"] and not pelvis:
         ds.Laterality = spec["laterality"]
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
@@ -176,19 +181,16 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
 def render_and_write(spec: dict[str, Any]) -> dict[str, Any]:
     """Render one image, write it to spec['path'], return what the truth/annotations need."""
     rng = np.random.default_rng(np.random.SeedSequence(spec["seed_seq"]))
-    p = image_params(rng)
-    blur = float(rng.uniform(4.5, 7.0)) if spec["exclusion"] == "blur" else 0.0
-    r = render_hip(
-        rng,
-        rows=p["rows"],
-        cols=p["cols"],
-        bmd=spec["bmd"],
-        laterality=spec["laterality"],
-        rotation_deg=spec["rotation"],
-        implant=spec["implant"],
-        blur_sigma=blur,
-        centred=p["window"] and p["photometric"] == "MONOCHROME1",
-    )
+    view = spec.get("view", "hip")
+    p = image_params(rng, view)
+    centred = p["window"] and p["photometric"] == "MONOCHROME1"
+    if view == "pelvis":
+        r = render_pelvis(rng, rows=p["rows"], cols=p["cols"], bmd=spec["bmd"], rotation_deg=spec["rotation"],
+                          mirrored=bool(spec.get("mirrored")), centred=centred)
+    else:
+        blur = float(rng.uniform(4.5, 7.0)) if spec["exclusion"] == "blur" else 0.0
+        r = render_hip(rng, rows=p["rows"], cols=p["cols"], bmd=spec["bmd"], laterality=spec["laterality"],
+                       rotation_deg=spec["rotation"], implant=spec["implant"], blur_sigma=blur, centred=centred)
     maxv = 2 ** p["bits"] - 1
     stored = np.rint(r.frac.astype(np.float64) * maxv).astype(np.uint16)
     if p["photometric"] == "MONOCHROME1":
@@ -211,16 +213,21 @@ def render_and_write(spec: dict[str, Any]) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 
-    # annotator jitter on the tight neck box (original, unflipped pixel coordinates)
-    x0, y0, x1, y1 = r.box
-    j = rng.integers(-3, 4, size=4)
-    x0 = int(np.clip(x0 + j[0], 0, p["cols"] - 1))
-    y0 = int(np.clip(y0 + j[1], 0, p["rows"] - 1))
-    x1 = int(np.clip(x1 + j[2], x0 + 1, p["cols"] - 1))
-    y1 = int(np.clip(y1 + j[3], y0 + 1, p["rows"] - 1))
+    # annotator jitter on each tight neck box (stored pixel coordinates)
+    boxes = {}
+    for side in sorted(r.boxes):
+        x0, y0, x1, y1 = r.boxes[side]
+        j = rng.integers(-3, 4, size=4)
+        x0 = int(np.clip(x0 + j[0], 0, p["cols"] - 1))
+        y0 = int(np.clip(y0 + j[1], 0, p["rows"] - 1))
+        x1 = int(np.clip(x1 + j[2], x0 + 1, p["cols"] - 1))
+        y1 = int(np.clip(y1 + j[3], y0 + 1, p["rows"] - 1))
+        boxes[side] = (x0, y0, x1, y1)
     return {
         "idx": spec.get("idx"),
-        "box": (x0, y0, x1, y1),
+        "boxes": boxes,
+        "true_boxes": {side: tuple(int(v) for v in r.boxes[side]) for side in sorted(r.boxes)},
+        "orientation": "R\\F" if spec.get("mirrored") else "L\\F",
         "rows": p["rows"],
         "cols": p["cols"],
         "modality": p["modality"],

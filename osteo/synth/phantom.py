@@ -13,9 +13,14 @@ mean-preserving over the femoral-neck box, and exposure/contrast/gamma, soft
 tissue, noise and position vary per image, so that the mean brightness of the
 neck box carries almost no information on the label.
 
+Position, scale and rotation vary widely (neck width 7.5-14% of min(rows, cols), head centre over
+22-55% of the width and 20-50% of the height, plus a translation); the translation is clamped so the
+whole neck box stays BOX_MARGIN px inside the image.  An AP pelvis (pelvis.py) is two such hips
+sharing one exposure "look" (draw_look).
+
 Output: a float display-polarity image ("bright = dense") already mapped to the
 fraction of the stored range (anatomy within [0.05, 0.80]), a metal mask, and
-the tight femoral-neck box in pixel coordinates of the returned image.
+the tight femoral-neck box per patient side in pixel coordinates of the returned image.
 """
 
 from __future__ import annotations
@@ -39,7 +44,25 @@ BMD_LO, BMD_HI = 0.35, 1.10  # g/cm2 range mapped to the texture quality q in [0
 class Rendered:
     frac: np.ndarray  # float32 (rows, cols), display polarity, fraction of stored range
     metal: np.ndarray  # bool (rows, cols)
-    box: tuple[int, int, int, int]  # xmin, ymin, xmax, ymax (tight neck box, inclusive)
+    boxes: dict[str, tuple[int, int, int, int]]  # patient side -> xmin, ymin, xmax, ymax (tight neck box, inclusive)
+
+
+BOX_MARGIN = 4  # px the whole neck box keeps from every image edge
+
+
+def draw_look(rng: np.random.Generator, centred: bool = False) -> dict[str, float]:
+    """Exposure, gamma, noise and soft-tissue parameters of one image (label-independent); the two
+    halves of an AP pelvis share one look, so the midline shows no step."""
+    look = {"gamma": rng.uniform(0.75, 1.35)}
+    if centred:  # anatomy centred on the middle of the stored range (symmetric VOI windows)
+        look["lo"], look["hi"] = rng.uniform(0.18, 0.28), rng.uniform(0.72, ANATOMY_HI)
+    else:
+        look["lo"], look["hi"] = rng.uniform(ANATOMY_LO, 0.14), rng.uniform(0.55, ANATOMY_HI)
+    look["noise"] = rng.uniform(0.005, 0.012) * (look["hi"] - look["lo"]) / 0.6
+    look["st_base"] = rng.uniform(0.16, 0.30)
+    look["skin_x"], look["skin_k"] = rng.uniform(0.90, 1.05), rng.uniform(2.5, 5.0)
+    look["grad_u"], look["grad_v"] = rng.uniform(-0.25, 0.25), rng.uniform(-0.2, 0.2)
+    return {k: float(v) for k, v in look.items()}
 
 
 def _smooth_inside(sdf: np.ndarray, edge: float = 1.2) -> np.ndarray:
@@ -106,6 +129,12 @@ def _texture_fields(rng, shape, period, theta_c, w2):
     return g.astype(np.float32), brk.astype(np.float32)
 
 
+def _shift(t: float, lo: float, hi: float, size: int) -> float:
+    """The translation nearest ``t`` that keeps [lo + t, hi + t] within [BOX_MARGIN, size - 1 - BOX_MARGIN]."""
+    a, b = BOX_MARGIN - lo, size - 1 - BOX_MARGIN - hi
+    return float(np.clip(t, a, b)) if a <= b else (a + b) / 2.0
+
+
 def bmd_quality(bmd: float) -> float:
     return float(np.clip((bmd - BMD_LO) / (BMD_HI - BMD_LO), 0.0, 1.0))
 
@@ -121,25 +150,27 @@ def render_hip(
     implant: str | None = None,
     blur_sigma: float = 0.0,
     centred: bool = False,
+    look: dict[str, float] | None = None,
+    neck_frac: float | None = None,
+    head_x: float | None = None,
+    head_y: float | None = None,
+    medial_fade: float = 0.0,
 ) -> Rendered:
+    """One hip of side ``laterality`` (L | R) on a rows x cols canvas; ``look`` (draw_look), the neck
+    width (fraction of min(rows, cols)) and the canonical head centre (fractions of cols, rows) are
+    drawn here unless given. ``medial_fade`` > 0 fades the pelvic bones out over that many px towards
+    the medial edge (an AP pelvis half: the two halves meet there). Returns boxes {laterality: box}."""
     q = bmd_quality(bmd)
     H, W = rows, cols
     m = min(H, W)
-    L = m * rng.uniform(0.095, 0.12)  # neck width in px
+    if look is None:
+        look = draw_look(rng, centred)
+    L = m * (rng.uniform(0.075, 0.14) if neck_frac is None else neck_frac)  # neck width in px
     # head centre in the canonical (unrotated) frame
-    ox = W * rng.uniform(0.36, 0.44)
-    oy = H * rng.uniform(0.30, 0.38)
+    ox = W * (rng.uniform(0.22, 0.55) if head_x is None else head_x)
+    oy = H * (rng.uniform(0.20, 0.50) if head_y is None else head_y)
     rot = float(np.deg2rad(rotation_deg))
     cx, cy = W / 2.0, H / 2.0
-    tx, ty = rng.uniform(-0.04, 0.04) * W, rng.uniform(-0.04, 0.04) * H
-
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-    # inverse transform: output pixel -> canonical coordinates
-    px, py = xx - cx - tx, yy - cy - ty
-    cr, sr = float(np.cos(-rot)), float(np.sin(-rot))
-    u = cr * px - sr * py + cx
-    v = sr * px + cr * py + cy
-    del px, py
 
     neck_ang = np.deg2rad(rng.uniform(36, 46))  # neck axis below horizontal
     d = np.array([np.cos(neck_ang), np.sin(neck_ang)])
@@ -153,6 +184,32 @@ def render_hip(
     shaft_dir /= np.linalg.norm(shaft_dir)
     shaft_bot = shaft_top + shaft_dir * (H * 1.5)
     shaft_r = 0.62 * L
+
+    # ---- neck box (canonical points of the neck body, rotated about the centre), then a translation
+    # that keeps the whole box inside the image with BOX_MARGIN px to spare
+    ts = np.linspace(0.62 * L, 1.95 * L, 24)
+    ss = np.linspace(-1, 1, 9)
+    Tm, Sm = np.meshgrid(ts, ss)
+    rad = 0.5 * L * (0.92 + 0.35 * np.clip(Tm / (2.2 * L) - 0.55, 0, None) ** 1.5 * 4)
+    Pu = origin[0] + Tm * d[0] + Sm * rad * nrm[0]
+    Pv = origin[1] + Tm * d[1] + Sm * rad * nrm[1]
+    c2, s2 = np.cos(rot), np.sin(rot)
+    Px = c2 * (Pu - cx) - s2 * (Pv - cy) + cx
+    Py = s2 * (Pu - cx) + c2 * (Pv - cy) + cy
+    tx = _shift(rng.uniform(-0.04, 0.04) * W, float(Px.min()), float(Px.max()), W)
+    ty = _shift(rng.uniform(-0.04, 0.04) * H, float(Py.min()), float(Py.max()), H)
+    box = [float(Px.min()) + tx, float(Py.min()) + ty, float(Px.max()) + tx, float(Py.max()) + ty]
+    bx0, by0 = max(0, int(round(box[0]))), max(0, int(round(box[1])))
+    bx1, by1 = min(W - 1, int(round(box[2]))), min(H - 1, int(round(box[3])))
+
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    # inverse transform: output pixel -> canonical coordinates
+    px, py = xx - cx - tx, yy - cy - ty
+    cr, sr = float(np.cos(-rot)), float(np.sin(-rot))
+    u = cr * px - sr * py + cx
+    v = sr * px + cr * py + cy
+    del px, py
+
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731  (keep the grids in float32)
     origin, d, nrm, neck_end, troch_c = f32(origin), f32(d), f32(nrm), f32(neck_end), f32(troch_c)
     shaft_top, shaft_dir, shaft_bot = f32(shaft_top), f32(shaft_dir), f32(shaft_bot)
@@ -195,20 +252,6 @@ def render_hip(
     strands = 1.0 / (1.0 + np.exp(-sharp * (g - thr) / 0.35))
     strands = strands.astype(np.float32)
 
-    # ---- neck box (canonical points of the neck body, transformed to output coordinates)
-    ts = np.linspace(0.62 * L, 1.95 * L, 24)
-    ss = np.linspace(-1, 1, 9)
-    Tm, Sm = np.meshgrid(ts, ss)
-    rad = 0.5 * L * (0.92 + 0.35 * np.clip(Tm / (2.2 * L) - 0.55, 0, None) ** 1.5 * 4)
-    Pu = origin[0] + Tm * d[0] + Sm * rad * nrm[0]
-    Pv = origin[1] + Tm * d[1] + Sm * rad * nrm[1]
-    c2, s2 = np.cos(rot), np.sin(rot)
-    Px = c2 * (Pu - cx) - s2 * (Pv - cy) + cx + tx
-    Py = s2 * (Pu - cx) + c2 * (Pv - cy) + cy + ty
-    box = [float(Px.min()), float(Py.min()), float(Px.max()), float(Py.max())]
-    bx0, by0 = max(0, int(round(box[0]))), max(0, int(round(box[1])))
-    bx1, by1 = min(W - 1, int(round(box[2]))), min(H - 1, int(round(box[3])))
-
     # ---- compose the femur so the neck-box mean does not depend on texture or cortex
     tex_w = fem * (1.0 - 0.85 * medulla)
     sl = (slice(by0, by1 + 1), slice(bx0, bx1 + 1))
@@ -236,27 +279,24 @@ def render_hip(
     pelvis = (ilium + isch) * (rng.uniform(0.18, 0.26) + 0.08 * pel_tex) + rng.uniform(0.25, 0.4) * roof
 
     # ---- soft tissue, with a skin line on the lateral side (air beyond)
-    st_base = rng.uniform(0.16, 0.30)
-    skin_x = W * rng.uniform(0.90, 1.05) - (v - H / 2) ** 2 / (H * rng.uniform(2.5, 5.0))
+    st_base = look["st_base"]
+    skin_x = W * look["skin_x"] - (v - H / 2) ** 2 / (H * look["skin_k"])
     body = _smooth_inside(u - skin_x, 6.0)
-    grad = 1.0 + rng.uniform(-0.25, 0.25) * (u / W - 0.5) + rng.uniform(-0.2, 0.2) * (v / H - 0.5)
+    grad = 1.0 + look["grad_u"] * (u / W - 0.5) + look["grad_v"] * (v / H - 0.5)
     soft = body * st_base * grad * (1.0 - 0.35 * np.clip((u - skin_x + 0.25 * W) / (0.25 * W), 0, 1))
 
+    if medial_fade > 0:  # the medial edge is column 0 before a right hip is mirrored
+        ramp = np.clip(xx[:1] / np.float32(medial_fade), 0.0, 1.0)
+        pelvis = pelvis * (ramp * ramp * (3 - 2 * ramp))
     dens = soft + body * (pelvis + femur)
     del u, v, xx, yy
 
     # ---- exposure: gamma and range mapping (random, label-independent)
     dens = np.clip(dens / 1.25, 0.0, 1.0)
-    dens = dens ** np.float32(rng.uniform(0.75, 1.35))
-    if centred:  # anatomy centred on the middle of the stored range (symmetric VOI windows)
-        lo = rng.uniform(0.18, 0.28)
-        hi = rng.uniform(0.72, ANATOMY_HI)
-    else:
-        lo = rng.uniform(ANATOMY_LO, 0.14)
-        hi = rng.uniform(0.55, ANATOMY_HI)
+    dens = dens ** np.float32(look["gamma"])
+    lo, hi = look["lo"], look["hi"]
     frac = lo + (hi - lo) * dens
-    noise_sd = rng.uniform(0.005, 0.012) * (hi - lo) / 0.6
-    frac = frac + rng.standard_normal(frac.shape).astype(np.float32) * noise_sd
+    frac = frac + rng.standard_normal(frac.shape).astype(np.float32) * np.float32(look["noise"])
     if blur_sigma > 0:
         frac = ndimage.gaussian_filter(frac, blur_sigma)
     frac = np.clip(frac, ANATOMY_LO, ANATOMY_HI).astype(np.float32)
@@ -295,4 +335,4 @@ def render_hip(
         int(np.clip(round(box[2]), 0, W - 1)),
         int(np.clip(round(box[3]), 0, H - 1)),
     )
-    return Rendered(frac=frac, metal=metal, box=ib)
+    return Rendered(frac=frac, metal=metal, boxes={laterality: ib})

@@ -49,8 +49,10 @@ class Image:
     patient: int
     study: int
     date: dt.date
-    laterality: str
+    laterality: str  # L | R | B (both: an AP pelvis)
     instance: int = 1
+    view: str = "hip"  # hip | pelvis (an AP pelvis: both hips, no implants or blur)
+    mirrored: bool = False  # a pelvis stored with its columns reversed (PatientOrientation R\\F)
     exclusion: str = "none"  # none | metal | blur
     implant: str | None = None
     rotation: float = 0.0
@@ -202,9 +204,25 @@ def make_plan(n_patients: int, seed: int) -> Plan:
                 if singles:
                     singles[0].laterality = lat
 
-    # ---- image conditions: metal, blur, bad rotation (disjoint), annotation
+    # ---- AP pelvis views (~15%): single-image studies, never patients 0..4, and never the last
+    # hip view of a laterality in a year
     n = len(images)
-    order = rng.permutation(n)
+    n_pelvis = int(round(0.15 * n))
+    for i in rng.permutation(n):
+        im = images[int(i)]
+        if n_pelvis == 0:
+            break
+        if im.patient < 5 or len(studies[im.study]) != 1:
+            continue
+        if not any(o is not im and o.view == "hip" and o.laterality == im.laterality and o.date.year == im.date.year
+                   for o in images):
+            continue
+        im.view, im.laterality, im.mirrored = "pelvis", "B", bool(rng.random() < 0.25)
+        n_pelvis -= 1
+
+    # ---- image conditions: metal, blur, bad rotation (disjoint; hip views only), annotation
+    hips = [im.idx for im in images if im.view == "hip"]
+    order = [hips[int(i)] for i in rng.permutation(len(hips))]
     n_metal = max(1, int(round(0.05 * n)))
     n_blur = max(1, int(round(0.05 * n)))
     n_rot = max(1, int(round(0.02 * n)))
@@ -217,7 +235,7 @@ def make_plan(n_patients: int, seed: int) -> Plan:
         images[i].rotation = float(rng.uniform(20, 35) * (1 if rng.random() < 0.5 else -1))
     for im in images:
         if abs(im.rotation) < 1e-9:
-            im.rotation = float(rng.uniform(-8, 8))
+            im.rotation = float(rng.uniform(-15, 15))
     n_unann = max(3, int(round(0.10 * n)))
     for i in rng.permutation(n)[:n_unann]:
         images[i].annotated = False
@@ -319,6 +337,7 @@ def truth_rows(plan: Plan, window: int = PAIR_WINDOW_DAYS) -> list[dict]:
         t = e.t_value() if e is not None else None
         pair = e is not None
         export = pair and im.annotated and im.exclusion == "none"
+        crops = 0 if not export else (2 if im.view == "pelvis" else 1)
         rows.append({
             "idx": im.idx,
             "patient_id": p.patient_id,
@@ -331,5 +350,7 @@ def truth_rows(plan: Plan, window: int = PAIR_WINDOW_DAYS) -> list[dict]:
             "expected_exclusion": im.exclusion,
             "annotated": int(im.annotated),
             "expected_export": int(export),
+            "view": im.view,
+            "crops": crops,
         })
     return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -101,7 +102,7 @@ def write_dexa(plan: Plan, out: Path, rng: np.random.Generator) -> dict:
     return {"dexa_files": len(files), "dexa_rows": rows, "malformed_rows": malformed, "duplicate_rows": dups}
 
 
-VOC = """<annotation>
+VOC_HEAD = """<annotation>
 \t<folder>images</folder>
 \t<filename>{sop}.png</filename>
 \t<path>C:\\labelImg\\images\\{sop}.png</path>
@@ -114,7 +115,8 @@ VOC = """<annotation>
 \t\t<depth>1</depth>
 \t</size>
 \t<segmented>0</segmented>
-\t<object>
+"""
+VOC_OBJECT = """\t<object>
 \t\t<name>femoral_neck</name>
 \t\t<pose>Unspecified</pose>
 \t\t<truncated>0</truncated>
@@ -126,13 +128,17 @@ VOC = """<annotation>
 \t\t\t<ymax>{y1}</ymax>
 \t\t</bndbox>
 \t</object>
-</annotation>
 """
+Box = tuple[int, int, int, int]
 
 
-def write_voc(path: Path, sop: str, width: int, height: int, box: tuple[int, int, int, int]) -> None:
-    x0, y0, x1, y1 = box
-    path.write_text(VOC.format(sop=escape(sop), w=width, h=height, x0=x0, y0=y0, x1=x1, y1=y1), encoding="utf-8")
+def write_voc(path: Path, sop: str, width: int, height: int, boxes: Box | Sequence[Box]) -> None:
+    """A LabelImg VOC file with one `femoral_neck` object per box (one box, or a list: an AP pelvis has two)."""
+    if len(boxes) == 4 and not isinstance(boxes[0], (tuple, list)):
+        boxes = [boxes]  # type: ignore[list-item]
+    objects = "".join(VOC_OBJECT.format(x0=b[0], y0=b[1], x1=b[2], y1=b[3]) for b in boxes)
+    path.write_text(VOC_HEAD.format(sop=escape(sop), w=width, h=height) + objects + "</annotation>\n",
+                    encoding="utf-8")
 
 
 def write_bad_voc(path: Path, sop: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+import json
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -39,11 +40,8 @@ def all_truth(cohort):
 
 
 def _digest_tree(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_deterministic_and_independent_of_workers(tmp_path):
@@ -59,34 +57,32 @@ def test_deterministic_and_independent_of_workers(tmp_path):
 
 def test_summary_and_progress(cohort, all_truth):
     out, summary, truth, seen = cohort
-    assert summary["patients"] == PATIENTS
-    assert summary["images"] == len(truth)
-    assert summary["junk_files"] == 5
-    assert summary["malformed_rows"] == 6
-    assert summary["dexa_files"] == 4
+    assert (summary["patients"], summary["images"]) == (PATIENTS, len(truth))
+    assert (summary["junk_files"], summary["malformed_rows"], summary["dexa_files"]) == (5, 6, 4)
     assert summary["annotated"] == sum(int(r["annotated"]) for r in all_truth)
     scope = Counter(r["expected_scope"] for r in all_truth)
     assert summary["unknown_body_part"] == scope.pop("unknown_body_part") and scope.pop("in_scope") == len(truth)
     assert summary["out_of_scope"] == sum(scope.values()) and summary["out_of_scope_by_reason"] == dict(scope)
     assert summary["paired"] == sum(int(r["expected_pair"]) for r in truth)
     assert summary["expected_export"] == sum(int(r["expected_export"]) for r in truth)
+    assert summary["pelvis"] == sum(r["view"] == "pelvis" for r in truth) >= 2
+    assert summary["expected_crops"] == sum(int(r["crops"]) for r in truth) > summary["expected_export"]
+    assert summary["test_images"] == sum(r["study_date"].startswith("2022") and "L" in json.loads(r["boxes"])
+                                         for r in truth if r["expected_export"] == "1")
     assert summary["excluded_metal"] >= 1 and summary["excluded_blur"] >= 1
     assert seen[-1][0] == seen[-1][1] and len(seen) == seen[-1][1]
 
 
-REQUIRED = [
-    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "PatientName",
-    "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyDescription", "StudyDate", "SeriesDate",
-    "ContentDate", "Modality", "BodyPartExamined", "ImageLaterality", "ViewPosition", "PixelSpacing",
-    "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored",
-    "HighBit", "PixelRepresentation",
-]
+REQUIRED = """SOPClassUID SOPInstanceUID StudyInstanceUID SeriesInstanceUID PatientID PatientName PatientBirthDate
+PatientSex AccessionNumber StudyDescription StudyDate SeriesDate ContentDate Modality BodyPartExamined ImageLaterality
+ViewPosition PixelSpacing Rows Columns SamplesPerPixel PhotometricInterpretation BitsAllocated BitsStored HighBit
+PixelRepresentation PatientOrientation""".split()
 SOP_CLASS = {"DX": "1.2.840.10008.5.1.4.1.1.1.1", "CR": "1.2.840.10008.5.1.4.1.1.1"}
 
 
 def test_every_image_reads_and_decodes(cohort):
     out, _, truth, _ = cohort
-    syntaxes, photometrics, bits, no_ext = set(), set(), set(), 0
+    syntaxes, photometrics, bits, no_ext = set(), set(), set(), 0  # the same for hip and pelvis views
     for row in truth:
         path = out / row["file"]
         assert re.fullmatch(r"dicom/S\d{5}/IM\d{4}(\.dcm)?", row["file"])
@@ -97,8 +93,12 @@ def test_every_image_reads_and_decodes(cohort):
         assert ds.SOPInstanceUID == row["sop_instance_uid"] == ds.file_meta.MediaStorageSOPInstanceUID
         assert ds.SOPClassUID == SOP_CLASS[ds.Modality] == ds.file_meta.MediaStorageSOPClassUID
         assert ds.StudyInstanceUID == row["study_instance_uid"]
-        assert ds.ImageLaterality == row["laterality"]
-        assert ds.BodyPartExamined == "HIP" and ds.ViewPosition == "AP"
+        pelvis = row["view"] == "pelvis"
+        assert ds.ImageLaterality == row["laterality"] and ds.ViewPosition == "AP"
+        assert ds.BodyPartExamined == ("PELVIS" if pelvis else "HIP") and "\\".join(ds.PatientOrientation) == (
+            row["orientation"]) in (("L\\F", "R\\F") if pelvis else ("L\\F",))
+        if pelvis:
+            assert ds.StudyDescription == ds.SeriesDescription == "PELVIS AP" and "Laterality" not in ds
         assert ds.PatientID == row["patient_id"] and re.fullmatch(r"[A-Z]\d{7}", ds.PatientID)
         assert re.fullmatch(r"[A-Z]+\^[A-Z]+ [A-Z]+", str(ds.PatientName))
         assert dt.datetime.strptime(ds.StudyDate, "%Y%m%d").date().isoformat() == row["study_date"]
@@ -108,17 +108,14 @@ def test_every_image_reads_and_decodes(cohort):
         if ds.Modality == "DX":
             assert "RescaleSlope" in ds and "WindowCenter" in ds and ds.PresentationIntentType == "FOR PRESENTATION"
         arr = ds.pixel_array
-        assert arr.shape == (ds.Rows, ds.Columns) and 480 <= ds.Rows <= 720 and 480 <= ds.Columns <= 720
+        assert arr.shape == (ds.Rows, ds.Columns) and 480 <= ds.Rows <= 720
+        assert (960 <= ds.Columns <= 1216) if pelvis else (480 <= ds.Columns <= 720)
         assert int(arr.max()) <= 2**ds.BitsStored - 1
         syntaxes.add(str(ds.file_meta.TransferSyntaxUID))
         photometrics.add(ds.PhotometricInterpretation)
         bits.add(int(ds.BitsStored))
-    assert {RLELossless, JPEG2000Lossless} <= syntaxes
-    assert photometrics == {"MONOCHROME1", "MONOCHROME2"}
-    assert bits == {10, 12, 16}
-    assert no_ext >= 1
-    mods = {r["modality"] for r in truth}
-    assert mods == {"CR", "DX"}
+    assert {RLELossless, JPEG2000Lossless} <= syntaxes and photometrics == {"MONOCHROME1", "MONOCHROME2"}
+    assert bits == {10, 12, 16} and no_ext >= 1 and {r["modality"] for r in truth} == {"CR", "DX"}
 
 
 def _display_fraction(ds) -> np.ndarray:
@@ -145,15 +142,15 @@ def test_export_measures_agree_with_truth(cohort):
     out, _, truth, _ = cohort
     for row in truth:
         dm = imaging.prepare_display(pydicom.dcmread(out / row["file"]))
-        x0, y0, x1, y1 = (int(row[k]) for k in ("box_xmin", "box_ymin", "box_xmax", "box_ymax"))
-        sl = (slice(y0, y1), slice(x0, x1))
-        q = imaging.measure_quality(dm.unit(sl), dm.display(sl))
-        cls = row["expected_exclusion"]
-        if cls == "metal":
-            assert q["metal_fraction"] > 0.05
-        else:
-            assert q["metal_fraction"] == 0.0
-            assert (q["blur_score"] < 3.0) if cls == "blur" else (q["blur_score"] > 12.0), (row, q)
+        for x0, y0, x1, y1 in json.loads(row["boxes"]).values():
+            sl = (slice(y0, y1), slice(x0, x1))
+            q = imaging.measure_quality(dm.unit(sl), dm.display(sl))
+            cls = row["expected_exclusion"]
+            if cls == "metal":
+                assert q["metal_fraction"] > 0.05
+            else:
+                assert q["metal_fraction"] == 0.0
+                assert (q["blur_score"] < 3.0) if cls == "blur" else (q["blur_score"] > 12.0), (row, q)
 
 
 def test_junk_files(cohort, all_truth):
@@ -185,46 +182,39 @@ def test_junk_files(cohort, all_truth):
 
 # ---------------------------------------------------------------- independent DEXA reading
 
-SYN = {
-    "patient": {"patientid", "chartno", "病歷號"},
-    "date": {"examdate", "studydate", "檢查日期"},
-    "bmd": {"neckbmd", "股骨頸bmd"},
-    "t": {"tscore", "neckt", "t值"},
-}
+SYN = {"patient": {"patientid", "chartno", "病歷號"}, "date": {"examdate", "studydate", "檢查日期"},
+       "bmd": {"neckbmd", "股骨頸bmd"}, "t": {"tscore", "neckt", "t值"}}
 
 
 def _norm(h: str) -> str:
     return re.sub(r"[\s_\-]", "", h.strip().lstrip("\ufeff")).lower()
 
 
+DATE_STYLES = [(r"\d{4}-\d{2}-\d{2}", "%Y-%m-%d", "iso"), (r"\d{4}/\d{2}/\d{2}", "%Y/%m/%d", "slash"),
+               (r"\d{8}", "%Y%m%d", "compact")]
+
+
 def _parse_date(s: str) -> tuple[dt.date, str] | None:
     s = s.strip()
     try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
-            return dt.datetime.strptime(s, "%Y-%m-%d").date(), "iso"
-        if re.fullmatch(r"\d{4}/\d{2}/\d{2}", s):
-            return dt.datetime.strptime(s, "%Y/%m/%d").date(), "slash"
-        if re.fullmatch(r"\d{8}", s):
-            return dt.datetime.strptime(s, "%Y%m%d").date(), "compact"
+        for pattern, fmt, style in DATE_STYLES:
+            if re.fullmatch(pattern, s):
+                return dt.datetime.strptime(s, fmt).date(), style
         m = re.fullmatch(r"(\d{2,3})/(\d{1,2})/(\d{1,2})", s)
-        if m:
-            return dt.date(int(m[1]) + 1911, int(m[2]), int(m[3])), "roc"
+        return (dt.date(int(m[1]) + 1911, int(m[2]), int(m[3])), "roc") if m else None
     except ValueError:
         return None
-    return None
 
 
 def read_dexa(folder: Path):
     exams, bad, encodings, formats = [], 0, set(), set()
     for path in sorted(folder.glob("*.csv")):
         raw = path.read_bytes()
-        if raw.startswith(b"\xef\xbb\xbf"):
-            text, enc = raw.decode("utf-8-sig"), "utf-8-sig"
-        else:
-            try:
-                text, enc = raw.decode("utf-8"), "utf-8"
-            except UnicodeDecodeError:
-                text, enc = raw.decode("big5"), "big5"
+        try:
+            enc = "utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8"
+            text = raw.decode(enc)
+        except UnicodeDecodeError:
+            text, enc = raw.decode("big5"), "big5"
         encodings.add(enc)
         rows = list(csv.reader(text.splitlines()))
         header = [_norm(h) for h in rows[0]]
@@ -321,15 +311,26 @@ def test_annotations(cohort):
         root = ET.parse(files[sop]).getroot()
         assert root.findtext("filename") == f"{sop}.png"
         ds = pydicom.dcmread(out / row["file"], stop_before_pixels=True)
-        assert int(root.findtext("size/width")) == ds.Columns
-        assert int(root.findtext("size/height")) == ds.Rows
-        assert root.findtext("size/depth") == "1"
-        obj = root.find("object")
-        assert obj.findtext("name") == "femoral_neck"
-        box = [int(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
-        assert box == [int(row[k]) for k in ("box_xmin", "box_ymin", "box_xmax", "box_ymax")]
-        assert 0 <= box[0] < box[2] < ds.Columns and 0 <= box[1] < box[3] < ds.Rows
-        assert 60 <= box[2] - box[0] <= 170 and 60 <= box[3] - box[1] <= 170
+        assert [root.findtext(f"size/{k}") for k in ("width", "height", "depth")] == [str(ds.Columns), str(ds.Rows),
+                                                                                     "1"]
+        objs = root.findall("object")
+        assert [o.findtext("name") for o in objs] == ["femoral_neck"] * (2 if row["view"] == "pelvis" else 1)
+        vboxes = sorted([int(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")] for o in objs)
+        boxes, true_boxes = json.loads(row["boxes"]), json.loads(row["true_boxes"])
+        assert vboxes == sorted(boxes.values()) and set(boxes) == set(true_boxes) == (
+            {"L", "R"} if row["view"] == "pelvis" else {row["laterality"]})
+        if row["view"] == "hip":
+            assert boxes[row["laterality"]] == [int(row[k]) for k in ("box_xmin", "box_ymin", "box_xmax", "box_ymax")]
+        else:  # standard orientation: the patient's left hip on the image's right half; mirrored: the other way
+            assert row["box_xmin"] == "" and row["laterality"] == "B" and row["expected_exclusion"] == "none"
+            left_side = "R" if row["orientation"] == "L\\F" else "L"
+            assert boxes[left_side][2] < ds.Columns // 2 <= boxes["RL".replace(left_side, "")][0]
+        for side, box in boxes.items():
+            tb = true_boxes[side]  # the tight box: inside the image with a few px to spare
+            assert 0 <= box[0] < box[2] < ds.Columns and 0 <= box[1] < box[3] < ds.Rows
+            assert 4 <= tb[0] < tb[2] <= ds.Columns - 5 and 4 <= tb[1] < tb[3] <= ds.Rows - 5
+            assert max(abs(a - b) for a, b in zip(box, tb)) <= 3
+            assert 40 <= box[2] - box[0] <= 200 and 40 <= box[3] - box[1] <= 200
     assert malformed == summary["malformed_xml"] == 2
     assert len(files) == summary["annotated"] + malformed  # the boxes of the files out of scope included
 
@@ -337,7 +338,7 @@ def test_annotations(cohort):
 def test_years_and_lateralities(cohort):
     _, _, truth, _ = cohort
     for year in range(2018, 2023):
-        lats = {r["laterality"] for r in truth if r["study_date"].startswith(str(year))}
+        lats = {r["laterality"] for r in truth if r["study_date"].startswith(str(year)) and r["view"] == "hip"}
         assert lats == {"L", "R"}, year
     share_2022 = sum(r["study_date"].startswith("2022") for r in truth) / len(truth)
     assert share_2022 >= 0.2
@@ -347,6 +348,22 @@ def test_years_and_lateralities(cohort):
     assert max(len(v) for v in per_patient.values()) <= 3
     assert {r["expected_exclusion"] for r in truth} == {"none", "metal", "blur"}
     assert any(abs(float(r["rotation_deg"])) >= 20 for r in truth)
+    assert max(abs(float(r["rotation_deg"])) for r in truth if abs(float(r["rotation_deg"])) < 20) > 10
+
+
+def test_pelvis_views_and_position_spread(cohort):
+    _, _, truth, _ = cohort
+    pelvis = [r for r in truth if r["view"] == "pelvis"]
+    assert all(r["view"] == "hip" for r in truth[:5])  # patients 0..4 carry the pairing edge cases
+    studies = Counter(r["study_instance_uid"] for r in truth)
+    assert all(studies[r["study_instance_uid"]] == 1 and r["expected_exclusion"] == "none" for r in pelvis)
+    assert {r["orientation"] for r in pelvis} == {"L\\F", "R\\F"}
+    for r in truth:
+        assert int(r["crops"]) == int(r["expected_export"]) * (2 if r["view"] == "pelvis" else 1)
+    # the femur's position and size vary widely (hip views: box centres and widths in px)
+    b = np.array([json.loads(r["true_boxes"])[r["laterality"]] for r in truth if r["view"] == "hip"])
+    cx, cy, w = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0]
+    assert np.std(cx) > 30 and np.std(cy) > 30 and w.max() / w.min() > 1.5
 
 
 # ---------------------------------------------------------------- files that are not hip radiographs
