@@ -280,7 +280,11 @@ def summarise(factory: sessionmaker[Session], min_confidence: float = ROI_MIN_CO
             select(OutOfScope.reason, func.count(OutOfScope.id)).group_by(OutOfScope.reason)).all())}
         return Totals(
             images=images, dexa_exams=n(select(func.count(DexaExam.id))),
-            annotations=n(select(func.count(Annotation.id))),
+            annotations=n(select(func.count(Annotation.id)).where(Annotation.source == HUMAN)),
+            model_boxes=n(select(func.count(Annotation.id)).where(Annotation.source != HUMAN)),
+            exported_from_model_boxes=n(select(func.count(Export.id))
+                                        .join(Annotation, Annotation.id == Export.annotation_id)
+                                        .where(Export.status == "exported", Annotation.source != HUMAN)),
             pairs=pairs, positives=positives, negatives=pairs - positives, exported=exported,
             excluded=sum(excluded.values()), quarantined=sum(quarantined.values()),
             waiting={"no_dexa": images - pairs, "no_annotation": no_annotation,

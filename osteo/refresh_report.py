@@ -102,6 +102,8 @@ class Totals:
     quarantined_by_reason: dict[str, int]
     out_of_scope: int = 0  # files that are not hip radiographs, apart from the quarantine
     out_of_scope_by_reason: dict[str, int] = field(default_factory=dict)  # "modality CT", "body part CHEST"
+    model_boxes: int = 0  # boxes proposed by the localiser (every version kept); `annotations` are people's
+    exported_from_model_boxes: int = 0  # of `exported`: crops whose box the localiser drew
 
 
 @dataclass(frozen=True)
@@ -200,10 +202,12 @@ class RefreshReport:
             f"  quarantined   {r['quarantined']} ({_fmt(r['quarantined_by_stage'])});"
             f" {r['retried']} files retried, {r['resolved']} entries resolved",
             f"  out of scope  {r['out_of_scope']} (not hip radiographs: recorded, never paired)",
-            f"totals          {t.images} images, {t.dexa_exams} DEXA exams, {t.annotations} annotations",
+            f"totals          {t.images} images, {t.dexa_exams} DEXA exams, {t.annotations} boxes drawn by people,"
+            f" {t.model_boxes} by the localiser",
             f"  pairs         {t.pairs} ({t.positives} osteoporosis, {t.negatives} not)",
             f"  waiting       {_fmt(t.waiting)}",
-            f"  exported      {t.exported} PNGs, {t.excluded} excluded ({_fmt(t.excluded_by_reason)})",
+            f"  exported      {t.exported} PNGs ({t.exported_from_model_boxes} from localiser boxes), {t.excluded}"
+            f" excluded ({_fmt(t.excluded_by_reason)})",
             f"  quarantined   {t.quarantined} ({_fmt(t.quarantined_by_reason)})",
             f"  out of scope  {t.out_of_scope} ({_fmt(t.out_of_scope_by_reason)})",
             f"refresh run     #{self.refresh_id}",

@@ -1,7 +1,13 @@
-"""The registered MLflow pyfunc: image bytes in; probability, label and Grad-CAM heat map out.
+"""The registered MLflow pyfunc: image bytes in; probability, label, Grad-CAM heat map and the box out.
 
-Preprocessing is inside: PNG/JPEG bytes of a femoral-neck crop, DICOM bytes (through the
-export's normalisation), or arrays (via `unwrap_python_model().predict_images`).
+Preprocessing is inside. A whole radiograph (DICOM bytes, through the export's normalisation, or
+PNG/JPEG bytes) is cropped by the femoral-neck localiser the model was registered with (its
+weights are in the model's artifacts; the champion `osteo-roi` of the registry when it had none),
+exactly as the refresh crops: each side the localiser finds confidently is scored, and the row
+reports the side with the higher probability, its box and all sides in `sides`. An image the
+localiser cannot locate confidently is refused with a reason (`error`), never scored uncropped.
+A femoral-neck crop is scored as is when the caller says so (params {"cropped": true}, or
+`unwrap_python_model().predict_images` with arrays or PNG bytes).
 
 The model is logged as code (MLflow "models from code"): the registry holds the small script in
 MODEL_CODE, this package (code_paths) and the weights, and loading it imports code instead of
@@ -19,7 +25,7 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-LABEL_NAMES = {0: "not osteoporosis", 1: "osteoporosis"}
+LABEL_NAMES = {0: "not osteoporosis", 1: "osteoporosis", -1: "refused"}
 
 MODEL_CODE = '''"""osteo-classifier, logged as code: MLflow runs this file to build the model (no pickle)."""
 from mlflow.models import set_model
@@ -64,27 +70,94 @@ def heatmap_png(heat: np.ndarray) -> str:
 
 class OsteoClassifier(PythonModel):
     def load_context(self, context) -> None:
+        import json as _json
+
         from osteo_model.predict import Predictor
 
         self.predictor = Predictor.from_checkpoint(context.artifacts["checkpoint"])
+        self.locator = None
+        self.crop = {"size": 256, "margin": 0.15, "min_confidence": 0.8}
+        if "localiser" in context.artifacts:
+            from osteo.roi import FileLocator
+
+            info = _json.loads(Path(context.artifacts["localiser_info"]).read_text())
+            self.locator = FileLocator.load(context.artifacts["localiser"], info["name"], info["version"])
+            self.crop = {k: info[k] for k in self.crop}
 
     def predict_images(self, images: list, heatmaps: bool = True) -> list[dict]:
+        """Femoral-neck crops (arrays, PNG bytes, DICOM of a crop) scored as they are."""
         return self.predictor.predict([decode_image(i) for i in images], heatmaps=heatmaps)
+
+    def _localiser(self):
+        if self.locator is None:  # registered before any localiser: the registry's champion
+            from osteo.settings import get_settings
+            from osteo_mlflow.roi import champion_locator
+
+            self.locator = champion_locator(get_settings())
+        return self.locator
+
+    def predict_radiograph(self, data: bytes, heatmaps: bool = True) -> dict:
+        """One whole radiograph: located, cropped as the export crops, each confident side scored."""
+        from osteo.etl.imaging import neck_crop
+        from osteo_mlflow.roi_pyfunc import locate_bytes
+
+        locator = self._localiser()
+        if locator is None:
+            return _refused("no_localiser", "no femoral-neck localiser is registered (osteo roi train); "
+                                            "pass a femoral-neck crop with params {'cropped': true}")
+        found, meta = locate_bytes(data, locator)
+        sure = [f for f in found if f.confidence >= self.crop["min_confidence"]]
+        if not sure:
+            best = max((f.confidence for f in found), default=0.0)
+            return _refused("not_located", f"the femoral neck was not located confidently (confidence {best:.2f} "
+                                           f"< {self.crop['min_confidence']}); crop it and pass params "
+                                           "{'cropped': true}", found, locator)
+        crops = [neck_crop(meta["display"], f.box, f.side, size=self.crop["size"], margin=self.crop["margin"])
+                 for f in sure]
+        results = self.predictor.predict(crops, heatmaps=heatmaps)
+        sides = [{"side": f.side, "box": list(f.box), "box_confidence": f.confidence, "probability": r["probability"],
+                  "label": r["label"]} for f, r in zip(sure, results, strict=True)]
+        k = max(range(len(sure)), key=lambda i: results[i]["probability"])
+        return {**results[k], "side": sure[k].side, "box": list(sure[k].box), "box_confidence": sure[k].confidence,
+                "localiser": f"{locator.name}/{locator.version}", "sides": sides, "error": ""}
 
     # the DataFrame hint (what serving and the signature hand in) turns off MLflow's type-hint
     # validation quietly; arrays and lists still work when called directly
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        import json as _json
+
         if isinstance(model_input, pd.DataFrame):
             images = list(model_input["image"])
         elif isinstance(model_input, np.ndarray) and model_input.ndim == 2:
             images = [model_input]
         else:
             images = list(model_input)
-        want_heat = bool((params or {}).get("heatmap", True))
-        results = self.predict_images(images, heatmaps=want_heat)
+        params = params or {}
+        want_heat = bool(params.get("heatmap", True))
+        if bool(params.get("cropped", False)):
+            results = [{**r, "side": "", "box": None, "box_confidence": None, "localiser": "", "sides": [],
+                        "error": ""} for r in self.predict_images(images, heatmaps=want_heat)]
+        else:
+            results = [self.predict_radiograph(base64.b64decode(i) if isinstance(i, str) else bytes(i), want_heat)
+                       for i in images]
         return pd.DataFrame({
             "probability": [r["probability"] for r in results],
             "label": [r["label"] for r in results],
             "label_name": [LABEL_NAMES[r["label"]] for r in results],
             "heatmap_png": [heatmap_png(r["heatmap"]) if r["heatmap"] is not None else "" for r in results],
+            "side": [r["side"] for r in results],
+            "box": [_json.dumps(r["box"]) if r["box"] is not None else "" for r in results],
+            "box_confidence": [float("nan") if r["box_confidence"] is None else r["box_confidence"] for r in results],
+            "localiser": [r["localiser"] for r in results],
+            "sides": [_json.dumps(r["sides"]) for r in results],
+            "error": [r["error"] for r in results],
         })
+
+
+def _refused(reason: str, detail: str, found=(), locator=None) -> dict:
+    """A radiograph that is not scored: the reason, and what the localiser saw."""
+    return {"probability": float("nan"), "label": -1, "heatmap": None, "side": "", "box": None,
+            "box_confidence": max((f.confidence for f in found), default=None),
+            "localiser": f"{locator.name}/{locator.version}" if locator is not None else "",
+            "sides": [{"side": f.side, "box": list(f.box), "box_confidence": f.confidence} for f in found],
+            "error": f"{reason}: {detail}"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from osteo.lineage import LineageError, parse_model_ref
 from osteo.settings import REPO_ROOT, Settings
 from osteo.snapshot import SnapshotInfo
 from osteo.training import Evaluation, FoldResult, Registration
-from osteo_common.files import sha256_file
+from osteo_common.files import sha256_file, write_json
 from osteo_mlflow.champion import should_promote
 from osteo_mlflow.client import alias_version, code_tags, set_alias
 from osteo_mlflow.pyfunc import write_model_code
@@ -39,13 +40,17 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
     name = settings.registered_model
     test = snap.load_manifest(snapshot.manifest_path).query("split == 'test'")
     example = pd.DataFrame({"image": [Path(test["path"].iloc[0]).read_bytes()]})
-    signature = infer_signature(example, pd.DataFrame({"probability": [0.5], "label": [1], "label_name": ["x"],
-                                                       "heatmap_png": ["x"]}), params={"heatmap": True})
+    signature = infer_signature(example, pd.DataFrame({
+        "probability": [0.5], "label": [1], "label_name": ["x"], "heatmap_png": ["x"], "side": ["L"], "box": ["[]"],
+        "box_confidence": [0.9], "localiser": ["x"], "sides": ["[]"], "error": [""]}),
+        params={"heatmap": True, "cropped": False})
+    # the localiser the classifier crops whole radiographs with: the champion's weights, in the model
+    localiser = localiser_artifacts(c, settings, Path(best.checkpoint).parent / "localiser")
     with mlflow.start_run(run_id=parent_run_id):
         mlflow.log_artifact(best.checkpoint, "checkpoint")
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(write_model_code(Path(best.checkpoint).parent / "model-code")),
-            artifacts={"checkpoint": best.checkpoint},
+            artifacts={"checkpoint": best.checkpoint, **localiser},
             code_paths=[str(REPO_ROOT / p) for p in MODEL_PACKAGES],
             signature=signature, input_example=example, registered_model_name=name,
             pip_requirements=requirements(),
@@ -56,6 +61,9 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
                        "test_recall": evaluation.metrics.get("recall_1"), "run_id": parent_run_id,
                        "checkpoint_sha256": checkpoint_sha, **code_tags()}.items():
         c.set_model_version_tag(name, version, key, str(value))
+    if localiser:
+        info_json = json.loads(Path(localiser["localiser_info"]).read_text())
+        c.set_model_version_tag(name, version, "localiser", f"{info_json['name']}/{info_json['version']}")
     set_alias(c, name, "challenger", version)
     champion_version = alias_version(c, name, "champion")
     champion_metrics = None
@@ -73,6 +81,21 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
     return Registration(model_name=name, model_version=version, champion=promote,
                         champion_version=version if promote else champion_version, decision=why,
                         champion_test_auc=(champion_metrics or {}).get("roc_auc"))
+
+
+def localiser_artifacts(c: MlflowClient, settings: Settings, folder: Path) -> dict[str, str]:
+    """The champion localiser's checkpoint and how the export crops (size, margin, confidence), as
+    artifacts for the classifier; {} when no localiser is registered yet."""
+    version = alias_version(c, settings.roi_model, "champion")
+    if version is None:
+        return {}
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{settings.roi_model}/{version}/artifacts",
+                                                     dst_path=str(folder)))
+    checkpoint = next(iter(sorted(local.rglob("*.pth"))))
+    info = folder / "localiser.json"
+    write_json(info, {"name": settings.roi_model, "version": version, "size": settings.export_size,
+                      "margin": settings.roi_margin, "min_confidence": settings.roi_min_confidence})
+    return {"localiser": str(checkpoint), "localiser_info": str(info)}
 
 
 def score_version(name: str, version: str, test: pd.DataFrame) -> dict[str, Any]:
@@ -140,5 +163,5 @@ def checkpoint_file(c: MlflowClient, version: dict[str, Any], dst: Path) -> Path
         local = Path(mlflow.artifacts.download_artifacts(f"{uri}/artifacts", dst_path=str(dst)))
     except MlflowException:
         return None
-    found = sorted(local.rglob("*.pth"))
+    found = sorted(p for p in local.rglob("*.pth") if p.name != "localiser.pth")  # the classifier's own
     return found[0] if found else None

@@ -37,6 +37,7 @@ from osteo.etl.imaging.export import (
     RENDER_COMPRESS_LEVEL,
     canonical_digest,
     export_roi,
+    neck_crop,
     render_png,
 )
 from osteo.etl.imaging.quality import METAL_LEVEL, measure_quality
@@ -55,6 +56,7 @@ __all__ = [
     "atomic_write_bytes",
     "canonical_digest",
     "export_roi",
+    "neck_crop",
     "load_dicom",
     "measure_quality",
     "prepare_display",

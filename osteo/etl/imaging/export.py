@@ -106,6 +106,29 @@ def _clip_box(box: Any, rows: int, cols: int) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
+def crop_rect(box: tuple[int, int, int, int], margin: float, rows: int, cols: int) -> tuple[int, int, int, int]:
+    """The crop around a (clipped) box: `margin` x its size on each side, clipped to the image."""
+    x0, y0, x1, y1 = box
+    mx, my = int(math.floor(margin * (x1 - x0) + 0.5)), int(math.floor(margin * (y1 - y0) + 0.5))
+    return max(0, x0 - mx), max(0, y0 - my), min(cols, x1 + mx), min(rows, y1 + my)
+
+
+def neck_image(pix: np.ndarray, flip: bool, size: int) -> Image.Image:
+    """The crop's pixels (uint8) as the classifier's size x size input: right femurs mirrored."""
+    if flip:
+        pix = pix[:, ::-1]
+    img = Image.fromarray(np.ascontiguousarray(pix))
+    return img if img.size == (size, size) else img.resize((size, size), resample=_RESAMPLE)
+
+
+def neck_crop(display: np.ndarray, box: Any, side: str, *, size: int = 256, margin: float = 0.15) -> np.ndarray:
+    """The femoral-neck crop of a whole display image (uint8), exactly as export_roi writes it
+    (the classifier's pyfunc and the service crop with this)."""
+    rows, cols = display.shape
+    crop = crop_rect(_clip_box(box, rows, cols), margin, rows, cols)
+    return np.asarray(neck_image(display[crop[1]:crop[3], crop[0]:crop[2]], side == "R", size))
+
+
 def export_roi(
     dicom_path: Any,
     box: tuple[float, float, float, float],
@@ -144,9 +167,7 @@ def export_roi(
     else:
         exclusion = None
 
-    bw, bh = x1 - x0, y1 - y0
-    mx, my = int(math.floor(margin * bw + 0.5)), int(math.floor(margin * bh + 0.5))
-    crop = (max(0, x0 - mx), max(0, y0 - my), min(cols, x1 + mx), min(rows, y1 + my))
+    crop = crop_rect((x0, y0, x1, y1), margin, rows, cols)
     flip = side == "R"
     transform = {
         "op": "export_roi",
@@ -187,12 +208,7 @@ def export_roi(
     if exclusion:
         return result
 
-    pix = dm.display_u8((slice(crop[1], crop[3]), slice(crop[0], crop[2])))
-    if flip:
-        pix = pix[:, ::-1]
-    img = Image.fromarray(np.ascontiguousarray(pix))
-    if img.size != (size, size):
-        img = img.resize((size, size), resample=_RESAMPLE)
+    img = neck_image(dm.display_u8((slice(crop[1], crop[3]), slice(crop[0], crop[2]))), flip, size)
     png = _png_bytes(img)
     atomic_write_bytes(out_png, png)
     result["path"] = str(out_png)
