@@ -211,6 +211,8 @@ def test_annotations_ingest_bad_xml_and_updates(factory, tmp_path):
         return (f"<annotation><filename>{uid}.png</filename><object><name>femoral_neck</name><bndbox>"
                 f"<xmin>{x0}</xmin><ymin>5</ymin><xmax>40</xmax><ymax>30</ymax></bndbox></object></annotation>")
 
+    make_dicom(tmp_path / "dicom" / "a.dcm", sop_uid="1.2.3")  # a box waits for its image (its side)
+    refresh.ingest_dicom(factory, refresh.discover(tmp_path / "dicom"), b"k" * 32)
     d = tmp_path / "ann"
     d.mkdir()
     (d / "1.2.3.xml").write_text(voc("1.2.3", 10))
@@ -224,4 +226,4 @@ def test_annotations_ingest_bad_xml_and_updates(factory, tmp_path):
     with factory() as s:
         ann = s.scalar(select(Annotation))
         assert (ann.box_xmin, ann.box_xmax) == (12, 40)
-        assert s.scalar(select(func.count()).select_from(SourceFile)) == 4
+        assert s.scalar(select(func.count()).select_from(SourceFile).where(SourceFile.kind == "annotation")) == 4

@@ -43,16 +43,18 @@ def cohort(tmp_path_factory) -> Path:
     return out
 
 
-def true_boxes(cohort: Path) -> dict[str, tuple[int, int, int, int]]:
+def true_boxes(cohort: Path) -> dict[str, dict[str, tuple[int, int, int, int]]]:
+    """SOP UID -> side -> the annotator's box (two sides on an AP pelvis)."""
     with open(cohort / "truth.csv", encoding="utf-8") as fh:
-        return {r["sop_instance_uid"]: tuple(int(r[k]) for k in ("box_xmin", "box_ymin", "box_xmax", "box_ymax"))
-                for r in csv.DictReader(fh)}
+        return {r["sop_instance_uid"]: {side: tuple(box) for side, box in json.loads(r["boxes"]).items()}
+                for r in csv.DictReader(fh) if r["boxes"]}
 
 
-def exported_uids(cohort: Path) -> list[str]:
-    """The images truth.csv expects to export once boxed."""
+def exported_uids(cohort: Path, view: str | None = None) -> list[str]:
+    """The images truth.csv expects to export once boxed (of one view: hip | pelvis)."""
     with open(cohort / "truth.csv", encoding="utf-8") as fh:
-        return sorted(r["sop_instance_uid"] for r in csv.DictReader(fh) if r["expected_export"] == "1")
+        return sorted(r["sop_instance_uid"] for r in csv.DictReader(fh)
+                      if r["expected_export"] == "1" and view in (None, r["view"]))
 
 
 def run_refresh(settings, cohort: Path, annotations: Path) -> None:
@@ -68,19 +70,21 @@ def run_refresh(settings, cohort: Path, annotations: Path) -> None:
     refresh.export_images(factory, refresh.plan_exports(factory, settings), settings, workers=1)
 
 
-def stored(settings) -> dict[str, dict]:
-    """SOP UID -> its box, grid and latest export (status, PNG digest)."""
+def stored(settings) -> dict[tuple[str, str], dict]:
+    """(SOP UID, side) -> its box, grid and latest export (status, PNG digest)."""
     from osteo.settings import session_factory
 
     with session_factory(settings)() as s:
         rows = s.execute(select(DicomImage, Annotation).join(
             Annotation, Annotation.sop_instance_uid == DicomImage.sop_instance_uid)).all()
-        exports = {e.image_id: e for e in s.scalars(select(Export).order_by(Export.id))}  # the latest wins
-        return {img.sop_instance_uid: {
-            "box": (a.box_xmin, a.box_ymin, a.box_xmax, a.box_ymax), "grid": (img.n_columns, img.n_rows),
-            "export": (exports[img.id].status, exports[img.id].sha256) if img.id in exports else None,
-            "path": exports[img.id].path if img.id in exports else None}
-            for img, a in rows}
+        exports = {(e.image_id, e.side): e for e in s.scalars(select(Export).order_by(Export.id))}  # latest wins
+        out = {}
+        for img, a in rows:
+            e = exports.get((img.id, a.side))
+            out[(img.sop_instance_uid, a.side)] = {
+                "box": (a.box_xmin, a.box_ymin, a.box_xmax, a.box_ymax), "grid": (img.n_columns, img.n_rows),
+                "export": (e.status, e.sha256) if e is not None else None, "path": e.path if e is not None else None}
+        return out
 
 
 def crop_correlation(a: str, b: str) -> float:
@@ -131,7 +135,8 @@ def test_round_trip_through_labelimg(cohort, tmp_path, capsys):
                 assert max(size) <= MAX_SIZE and not im.info  # no metadata in a worklist PNG
             uid = png.stem
             grids[uid] = size
-            write_voc(out / f"{uid}.xml", uid, *size, scaled(truth[uid], _grid(cohort, uid), size))
+            drawn = [scaled(b, _grid(cohort, uid), size) for b in truth[uid].values()]
+            write_voc(out / f"{uid}.xml", uid, *size, drawn)
 
         run_refresh(settings, cohort, out)
         assert refresh.summarise(session_factory(settings)).waiting["no_annotation"] == 0
@@ -140,21 +145,23 @@ def test_round_trip_through_labelimg(cohort, tmp_path, capsys):
     # the reference: the same cohort refreshed with every true box drawn on the DICOM itself
     full = tmp_path / "full"
     full.mkdir()
-    for uid, box in truth.items():
-        write_voc(full / f"{uid}.xml", uid, *_grid(cohort, uid), box)
+    for uid, boxes in truth.items():
+        write_voc(full / f"{uid}.xml", uid, *_grid(cohort, uid), list(boxes.values()))
     with isolated_settings(tmp_path / "reference", OSTEO_WORKERS="1") as settings:
         run_refresh(settings, cohort, full)
         reference = stored(settings)
 
     crops = 0
     for uid in grids:
-        box, want = got[uid]["box"], truth[uid]
-        assert all(abs(a - b) <= ROUNDING_PX for a, b in zip(box, want, strict=True)), (uid, box, want)
-        assert got[uid]["export"] is not None, uid  # exported (or excluded by the quality check)
-        assert got[uid]["export"][0] == reference[uid]["export"][0]
-        if got[uid]["export"][0] == "exported":  # the same region: a box moved by the rounding, no more
-            assert crop_correlation(got[uid]["path"], reference[uid]["path"]) > MIN_CROP_CORRELATION, uid
-            crops += 1
+        for side, want in truth[uid].items():  # each side of a pelvis on its own
+            key = (uid, side)
+            box = got[key]["box"]
+            assert all(abs(a - b) <= ROUNDING_PX for a, b in zip(box, want, strict=True)), (key, box, want)
+            assert got[key]["export"] is not None, key  # exported (or excluded by the quality check)
+            assert got[key]["export"][0] == reference[key]["export"][0]
+            if got[key]["export"][0] == "exported":  # the same region: a box moved by the rounding, no more
+                assert crop_correlation(got[key]["path"], reference[key]["path"]) > MIN_CROP_CORRELATION, key
+                crops += 1
     assert crops >= 2, "too few round-trip images exported to compare their crops"
 
 
@@ -186,7 +193,9 @@ def test_a_proposed_box_is_prefilled_on_the_png_grid_and_a_persons_file_is_kept(
 
         factory = session_factory(settings)
         uid = waiting_images(factory)[0].sop_instance_uid
-        first = write_worklist(factory, settings, out, MAX_SIZE, proposals={uid: truth[uid]})
+        assert propose_boxes(factory, waiting_images(factory)) == {}  # no localiser box, no person's: nothing
+        proposal = list(truth[uid].values())  # one box, or both hips of a pelvis
+        first = write_worklist(factory, settings, out, MAX_SIZE, proposals={uid: proposal})
         assert first.proposals == 1 and first.kept == 0
         xml = out / f"{uid}.xml"
         with Image.open(out / f"{uid}.png") as im:
@@ -195,12 +204,11 @@ def test_a_proposed_box_is_prefilled_on_the_png_grid_and_a_persons_file_is_kept(
 
         voc = parse_voc(xml.read_bytes(), xml.name)
         assert voc.sop_instance_uid == uid and voc.size == size
-        assert voc.box == tuple(float(v) for v in scaled(truth[uid], _grid(cohort, uid), size))
-        assert write_worklist(factory, settings, out, MAX_SIZE, proposals={uid: truth[uid]}).proposals == 1
+        assert voc.boxes == tuple(tuple(float(v) for v in scaled(b, _grid(cohort, uid), size)) for b in proposal)
+        assert write_worklist(factory, settings, out, MAX_SIZE, proposals={uid: proposal}).proposals == 1
         xml.write_text(xml.read_text().replace("<xmin>", "<xmin>1"))  # a person moved the box
-        again = write_worklist(factory, settings, out, MAX_SIZE, proposals={uid: truth[uid]})
+        again = write_worklist(factory, settings, out, MAX_SIZE, proposals={uid: proposal})
         assert again.kept == 1 and again.proposals == 0 and "<xmin>1" in xml.read_text()
-        assert propose_boxes([]) == {}  # no localiser yet: nothing is proposed by default
 
 
 def test_a_corrected_box_replaces_the_old_one_and_exports_again(cohort, tmp_path):
@@ -212,19 +220,20 @@ def test_a_corrected_box_replaces_the_old_one_and_exports_again(cohort, tmp_path
         from osteo.settings import session_factory
 
         factory = session_factory(settings, create=True)
-        uid = exported_uids(cohort)[0]
+        uid = exported_uids(cohort, "hip")[0]
+        (side, box), = truth[uid].items()
         grid = _grid(cohort, uid)
-        write_voc(ann / f"{uid}.xml", uid, *grid, truth[uid])
+        write_voc(ann / f"{uid}.xml", uid, *grid, box)
         run_refresh(settings, cohort, ann)
-        first = stored(settings)[uid]
+        first = stored(settings)[(uid, side)]
         half = (grid[0] // 2, grid[1] // 2)  # the same file saved again, drawn on a half-size render
-        x0, y0, x1, y1 = scaled(truth[uid], grid, half)
+        x0, y0, x1, y1 = scaled(box, grid, half)
         write_voc(ann / f"{uid}.xml", uid, *half, (x0 + 4, y0, x1 + 4, y1))
         counts = refresh.ingest_annotations(factory, refresh.discover(ann, (".xml",)))
         assert counts.updated == 1 and counts.added == 0
         assert refresh.plan_exports(factory, settings), "a changed box must export again"
         run_refresh(settings, cohort, ann)
-        second = stored(settings)[uid]
+        second = stored(settings)[(uid, side)]
         with factory() as s:
             n = len(s.scalars(select(Export).join(DicomImage, DicomImage.id == Export.image_id)
                               .where(DicomImage.sop_instance_uid == uid)).all())
