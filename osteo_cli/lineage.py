@@ -76,6 +76,16 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
     return run
 
 
+def boxes_summary(box_sources: dict[str, int]) -> str:
+    """'40 crops from people's boxes, 3 from osteo-roi/7 boxes' (crops per box origin, people's first)."""
+    parts = []
+    for origin, n in box_sources.items():
+        noun = ("crop " if n == 1 else "crops ") if not parts else ""
+        name = "people's" if origin == "human" else origin
+        parts.append(f"{n} {noun}from {name} boxes")
+    return ", ".join(parts) or "no crops"
+
+
 def model_summary(lin: dict[str, Any], show: int = SHOW) -> str:
     m, s, tr = lin["model"], lin["snapshot"], lin["training_run"]
     fold_name = {"-1": "none", "-2": "always-train"}
@@ -91,6 +101,7 @@ def model_summary(lin: dict[str, Any], show: int = SHOW) -> str:
         f"snapshot        {s['digest']} created {s['created']} params {json.dumps(s['params'])}",
         f"manifest        {s['manifest_path']}",
         f"members         {c['members']}: {splits}",
+        f"boxes           {boxes_summary(lin.get('box_sources', {}))}",
         f"augmented       {c['augmented_copies']} copies",
         f"source files    {c['source_files']} (" + ", ".join(f"{k[:-6]} {v}" for k, v in sorted(c.items())
                                                             if k.endswith("_files") and k != "source_files") + ")",
@@ -154,8 +165,8 @@ def cmd_patient(args: argparse.Namespace) -> int:
              + (" <- pseudonym of the given patient ID" if args.key is None else ""),
              f"images          {len(lin['images'])}"]
     for im in lin["images"]:
-        exported = [e for e in im["exports"] if e["status"] == "exported"]
-        state = "exported" if exported else (im["exports"][0]["exclusion"] if im["exports"] else "not exported")
+        state = ", ".join(f"{e['side']} {e['exclusion'] or e['status']} ({e['box_model'] or e['box_source']} box)"
+                          for e in im["exports"]) or "not exported"
         lines.append(f"  {im['study_date']} {im['laterality']} {im['sop_instance_uid']}"
                      f"  label {im['pair']['label'] if im['pair'] else '-'}  {state}  <- {im['source_file']['path']}")
     lines.append(f"DEXA exams      {len(lin['dexa_exams'])}")
@@ -173,6 +184,16 @@ def cmd_patient(args: argparse.Namespace) -> int:
     return 0
 
 
+def box_origin(box: dict[str, Any]) -> str:
+    """A person's box with its VOC file; a model box with its localiser version and confidence."""
+    if box["source"] == "human":
+        sf = box.get("source_file") or {}
+        return f"human {sf.get('path')} sha256 {(sf.get('sha256') or '')[:16]}"
+    conf = box.get("confidence")
+    return f"model {box['model_name']} version {box['model_version']}" + (
+        f" confidence {conf:.2f}" if conf is not None else "")
+
+
 @_guard
 def cmd_image(args: argparse.Namespace) -> int:
     _setup()
@@ -188,8 +209,8 @@ def cmd_image(args: argparse.Namespace) -> int:
                  f" patient {im['patient_key']})",
                  f"source file     {sf['path']} sha256 {sf['sha256'][:16]} {sf['size_bytes']} bytes,"
                  f" first seen {sf['first_seen']}"]
-        if lin["annotation"]:
-            lines.append(f"annotation      {lin['annotation']['source_file']['path']} box {lin['annotation']['box']}")
+        for b in lin["boxes"]:
+            lines.append(f"box             #{b['id']} side {b['side']} {box_origin(b)} {b['box']}")
         p = lin["pair"]
         if p:
             d = p["dexa_exam"]
@@ -200,12 +221,15 @@ def cmd_image(args: argparse.Namespace) -> int:
             lines.append("pair            none")
         for e in lin["exports"]:
             why = f" ({e['exclusion']})" if e["exclusion"] else ""
-            lines.append(f"export          #{e['id']} {e['status']}{why} {e['path'] or ''} {(e['sha256'] or '')[:16]}")
+            lines.append(f"export          #{e['id']} side {e['side']} box #{e['annotation_id']}"
+                         f" ({e['box_model'] or e['box_source']}) {e['status']}{why} {e['path'] or ''}"
+                         f" {(e['sha256'] or '')[:16]}")
             for c in e["augmented_copies"]:
                 lines.append(f"  augmented     seed {c['seed']} {c['path']} {c['sha256'][:16]}")
         for s in lin["snapshots"]:
             runs = ", ".join(f"{r['model_name']}/{r['model_version']}" for r in s["training_runs"]) or "no training run"
-            lines.append(f"snapshot        {s['digest'][:16]} {s['split']} fold {s['fold']} -> {runs}")
+            lines.append(f"snapshot        {s['digest'][:16]} side {s['side']} {s['split']} fold {s['fold']}"
+                         f" -> {runs}")
     for q in lin["quarantine"]:
         lines.append(f"quarantine      {q['stage']}: {q['reason']} {q['path']} {q['detail'] or ''}")
     _print(args, lin, "\n".join(lines))

@@ -8,6 +8,9 @@ verify fetches the registered checkpoint through a function the caller hands in)
     source file -> DICOM image / DEXA row / annotation -> pair -> export PNG -> augmented copy
     -> snapshot member -> snapshot -> training run (one row per registered model version)
 
+A box comes from a person (its VOC file is a source file) or from the localiser (no file: the box
+names the localiser's name, version and confidence); every lineage says which box each crop used.
+
 records: errors, model references, rows as dicts; queries: model, snapshot, patient, image and
 refresh lineage; verify: re-hash what a lineage names; openlineage: the optional run event.
 """

@@ -36,6 +36,8 @@ from osteo.lineage.records import (
     UnknownModel,
     UnknownPatient,
     UnknownSnapshot,
+    box_dict,
+    box_model,
     iso,
     quarantine_dict,
     refresh_dict,
@@ -45,7 +47,10 @@ from osteo.lineage.records import (
 )
 from osteo_common.chunks import chunks
 
-CSV_COLUMNS = ["kind", "path", "sha256", "size_bytes", "first_seen", "status", "n_members", "splits"]
+CSV_COLUMNS = ["kind", "path", "sha256", "size_bytes", "first_seen", "status", "n_members", "splits", "box_source",
+               "box_model", "side"]
+# the per-member counts a source file row carries (CSV: 'k=n;...'): split, box source, localiser version, crop side
+_TALLIES = {"splits": "splits", "box_sources": "box_source", "box_models": "box_model", "sides": "side"}
 PSEUDONYM = re.compile(r"^P[0-9a-f]{24}$")  # osteo.etl.pseudonym.pseudonymise
 
 
@@ -85,7 +90,7 @@ def snapshot_lineage(session: Session, snapshot_id: int) -> dict[str, Any]:
         .join(Annotation, Annotation.id == Export.annotation_id)
         .join(dicom_sf, dicom_sf.id == DicomImage.source_file_id)
         .join(dexa_sf, dexa_sf.id == DexaExam.source_file_id)
-        .join(ann_sf, ann_sf.id == Annotation.source_file_id)
+        .outerjoin(ann_sf, ann_sf.id == Annotation.source_file_id)  # a model box has no VOC file
         .where(SnapshotMember.snapshot_id == snapshot_id)
         .order_by(SnapshotMember.split, SnapshotMember.fold, SnapshotMember.export_id)
     ).all()
@@ -98,18 +103,27 @@ def snapshot_lineage(session: Session, snapshot_id: int) -> dict[str, Any]:
                                         "sha256": c.sha256, "created": iso(c.created_at)})
 
     sources: dict[int, dict[str, Any]] = {}
-    used_by: dict[int, Counter] = defaultdict(Counter)
+    used_by: dict[int, dict[str, Counter]] = defaultdict(lambda: {k: Counter() for k in _TALLIES})
     members: list[dict[str, Any]] = []
     for m, ex, img, key, pair, exam, ann, sf_img, sf_dexa, sf_ann in rows:
+        origin = box_model(ann)
         for sf in (sf_img, sf_dexa, sf_ann):
+            if sf is None:
+                continue
             sources.setdefault(sf.id, source_dict(sf))
-            used_by[sf.id][m.split] += 1
+            tally = used_by[sf.id]
+            tally["splits"][m.split] += 1
+            tally["box_sources"][ann.source] += 1
+            tally["sides"][ex.side] += 1
+            if origin:
+                tally["box_models"][origin] += 1
         members.append({
             "member_id": m.id, "split": m.split, "fold": m.fold, "label": m.label, "patient_key": key,
+            "side": ex.side, "box_source": ann.source, "box_model": origin,
             "image": {"sop_instance_uid": img.sop_instance_uid, "study_date": iso(img.study_date),
                       "laterality": img.laterality, "source_file": sf_img.path, "source_sha256": sf_img.sha256},
-            "export": {"id": ex.id, "path": ex.path, "sha256": ex.sha256, "recipe_digest": ex.recipe_digest,
-                       "transform": ex.transform},
+            "export": {"id": ex.id, "side": ex.side, "path": ex.path, "sha256": ex.sha256,
+                       "recipe_digest": ex.recipe_digest, "transform": ex.transform},
             "augmented_copies": copies.get(ex.id, []),
             "pair": {"id": pair.id, "rule_version": pair.rule_version, "window_days": pair.window_days,
                      "gap_days": pair.gap_days, "t_score": pair.t_score, "label": pair.label,
@@ -118,13 +132,12 @@ def snapshot_lineage(session: Session, snapshot_id: int) -> dict[str, Any]:
                           "t_score": exam.t_score, "t_score_derived": exam.t_score_derived,
                           "source_file": sf_dexa.path, "source_sha256": sf_dexa.sha256,
                           "source_row": exam.source_row},
-            "annotation": {"id": ann.id, "label": ann.label, "source_file": sf_ann.path,
-                           "source_sha256": sf_ann.sha256,
-                           "box": [ann.box_xmin, ann.box_ymin, ann.box_xmax, ann.box_ymax]},
+            "annotation": box_dict(ann) | {"source_file": sf_ann.path if sf_ann else None,
+                                           "source_sha256": sf_ann.sha256 if sf_ann else None},
         })
     for sf_id, src in sources.items():
-        src["n_members"] = sum(used_by[sf_id].values())
-        src["splits"] = dict(sorted(used_by[sf_id].items()))
+        src["n_members"] = sum(used_by[sf_id]["splits"].values())
+        src.update({k: dict(sorted(v.items())) for k, v in used_by[sf_id].items()})
     by_split: dict[str, Any] = {}
     for m in members:
         s = by_split.setdefault(m["split"], {"n": 0, "positives": 0, "folds": Counter()})
@@ -134,13 +147,16 @@ def snapshot_lineage(session: Session, snapshot_id: int) -> dict[str, Any]:
     for s in by_split.values():
         s["folds"] = dict(sorted(s["folds"].items()))
     source_list = sorted(sources.values(), key=lambda s: (s["kind"], s["path"], s["sha256"]))
+    boxes = Counter(m["box_model"] or "human" for m in members)  # crops per box origin
     return {
         "snapshot": snapshot_dict(snap),
         "splits": by_split,
+        "box_sources": dict(sorted(boxes.items(), key=lambda kv: (kv[0] != "human", kv[0]))),
         "members": members,
         "source_files": source_list,
         "counts": {"members": len(members), "source_files": len(source_list),
                    "augmented_copies": sum(len(v) for v in copies.values()),
+                   "human_boxes": boxes["human"], "model_boxes": len(members) - boxes["human"],
                    **{f"{k}_files": v for k, v in Counter(s["kind"] for s in source_list).items()}},
     }
 
@@ -174,13 +190,15 @@ def model_lineage(session: Session, version: dict[str, Any]) -> dict[str, Any]:
 
 
 def lineage_csv(lineage: dict[str, Any]) -> str:
-    """One row per source file (what an auditor files away)."""
+    """One row per source file (what an auditor files away); splits, box sources, localiser versions and crop
+    sides as 'key=members;...' (a DICOM row whose crops came from osteo-roi/7 boxes: box_model osteo-roi/7=1)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
     for s in lineage["source_files"]:
         w.writerow({**{k: s.get(k) for k in CSV_COLUMNS},
-                    "splits": ";".join(f"{k}={v}" for k, v in s.get("splits", {}).items())})
+                    **{col: ";".join(f"{k}={v}" for k, v in (s.get(key) or {}).items())
+                       for key, col in _TALLIES.items()}})
     return buf.getvalue()
 
 
@@ -218,23 +236,25 @@ def patient_lineage(session: Session, key: str, *, from_patient_id: bool = False
         raise UnknownPatient(f"no patient with key {key!r} (keys are pseudonyms such as P0123abcd...; "
                              "raw patient IDs are never stored)")
     images = []
-    for img, sf, pair, ann in session.execute(
-        select(DicomImage, SourceFile, Pair, Annotation)
+    for img, sf, pair in session.execute(
+        select(DicomImage, SourceFile, Pair)
         .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
         .outerjoin(Pair, Pair.image_id == DicomImage.id)
-        .outerjoin(Annotation, Annotation.sop_instance_uid == DicomImage.sop_instance_uid)
         .where(DicomImage.patient_id == patient.id).order_by(DicomImage.study_date, DicomImage.id)
     ):
+        boxes = _boxes_of(session, img.sop_instance_uid)  # every box of the image (per side, source, version)
+        by_id = {b["id"]: b for b in boxes}
         exports = session.scalars(select(Export).where(Export.image_id == img.id).order_by(Export.id)).all()
         images.append({
             "sop_instance_uid": img.sop_instance_uid, "study_date": iso(img.study_date),
             "age_at_exam": img.age_at_exam, "laterality": img.laterality, "modality": img.modality,
-            "source_file": source_dict(sf), "annotated": ann is not None,
+            "source_file": source_dict(sf), "annotated": any(b["source"] == "human" for b in boxes),
+            "boxes": [{k: b[k] for k in ("id", "side", "source", "box_model", "confidence")} for b in boxes],
             "pair": None if pair is None else {"dexa_exam_id": pair.dexa_exam_id, "gap_days": pair.gap_days,
                                                "label": pair.label, "label3": pair.label3,
                                                "rule_version": pair.rule_version},
-            "exports": [{"id": e.id, "status": e.status, "exclusion": e.exclusion, "path": e.path,
-                         "sha256": e.sha256} for e in exports],
+            "exports": [{"id": e.id, "side": e.side, "status": e.status, "exclusion": e.exclusion, "path": e.path,
+                         "sha256": e.sha256} | _used_box(by_id.get(e.annotation_id), e) for e in exports],
         })
     exams = [{"id": e.id, "exam_date": iso(e.exam_date), "side": e.side, "t_score": e.t_score,
               "t_score_derived": e.t_score_derived, "neck_bmd": e.neck_bmd, "age_at_exam": e.age_at_exam,
@@ -244,16 +264,16 @@ def patient_lineage(session: Session, key: str, *, from_patient_id: bool = False
                                           .where(DexaExam.patient_id == patient.id)
                                           .order_by(DexaExam.exam_date, DexaExam.id))]
     membership: dict[int, dict[str, Any]] = {}
-    for m, snap, img in session.execute(
-        select(SnapshotMember, Snapshot, DicomImage)
+    for m, snap, img, side in session.execute(
+        select(SnapshotMember, Snapshot, DicomImage, Export.side)
         .join(Snapshot, Snapshot.id == SnapshotMember.snapshot_id)
         .join(Export, Export.id == SnapshotMember.export_id)
         .join(DicomImage, DicomImage.id == Export.image_id)
         .where(SnapshotMember.patient_id == patient.id).order_by(Snapshot.id, SnapshotMember.id)
     ):
         entry = membership.setdefault(snap.id, snapshot_dict(snap) | {"members": []})
-        entry["members"].append({"sop_instance_uid": img.sop_instance_uid, "split": m.split, "fold": m.fold,
-                                 "label": m.label})
+        entry["members"].append({"sop_instance_uid": img.sop_instance_uid, "side": side, "split": m.split,
+                                 "fold": m.fold, "label": m.label})
     runs = _runs_by_snapshot(session, membership)
     snapshots, models = [], []
     for snap_id, entry in membership.items():
@@ -268,6 +288,21 @@ def patient_lineage(session: Session, key: str, *, from_patient_id: bool = False
             "images": images, "dexa_exams": exams, "snapshots": snapshots, "model_versions": models,
             "counts": {"images": len(images), "dexa_exams": len(exams), "snapshots": len(snapshots),
                        "model_versions": len(models)}}
+
+
+def _boxes_of(session: Session, sop_uid: str) -> list[dict[str, Any]]:
+    """Every box of an image (box_dict), a person's with its VOC file (source_dict), a model's with none."""
+    return [box_dict(ann) | {"source_file": None if sf is None else source_dict(sf)}
+            for ann, sf in session.execute(
+                select(Annotation, SourceFile).outerjoin(SourceFile, SourceFile.id == Annotation.source_file_id)
+                .where(Annotation.sop_instance_uid == sop_uid)
+                .order_by(Annotation.side, Annotation.source, Annotation.id))]
+
+
+def _used_box(box: dict[str, Any] | None, export: Export) -> dict[str, Any]:
+    """Which box an export used: its id, source and localiser version."""
+    return {"annotation_id": export.annotation_id, "box_source": box and box["source"],
+            "box_model": box and box["box_model"]}
 
 
 def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
@@ -292,7 +327,8 @@ def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
         "sop_instance_uid", "study_instance_uid", "series_instance_uid", "study_date", "age_at_exam", "modality",
         "body_part", "laterality", "n_rows", "n_columns", "bits_stored", "photometric", "pixel_spacing_mm",
         "transfer_syntax", "ingested_at")}
-    ann = session.scalar(select(Annotation).where(Annotation.sop_instance_uid == uid))
+    boxes = _boxes_of(session, uid)
+    by_id = {b["id"]: b for b in boxes}
     pair = session.scalar(select(Pair).where(Pair.image_id == img.id))
     pair_out = None
     if pair is not None:
@@ -303,12 +339,13 @@ def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
                     "dexa_exam": {"id": exam.id, "exam_date": iso(exam.exam_date), "side": exam.side,
                                   "source_file": source_dict(exam_sf), "source_row": exam.source_row}}
     exports = []
-    export_ids = []
+    export_ids: dict[int, str] = {}  # export id -> the crop's side
     for e in session.scalars(select(Export).where(Export.image_id == img.id).order_by(Export.id)):
-        export_ids.append(e.id)
+        export_ids[e.id] = e.side
         copies = session.scalars(select(AugmentedCopy).where(AugmentedCopy.export_id == e.id)
                                  .order_by(AugmentedCopy.id)).all()
-        exports.append({"id": e.id, "status": e.status, "exclusion": e.exclusion, "path": e.path,
+        exports.append({"id": e.id, "side": e.side, **_used_box(by_id.get(e.annotation_id), e),
+                        "status": e.status, "exclusion": e.exclusion, "path": e.path,
                         "sha256": e.sha256, "recipe_digest": e.recipe_digest, "transform": e.transform,
                         "metal_fraction": e.metal_fraction, "blur_score": e.blur_score,
                         "created": iso(e.created_at),
@@ -318,18 +355,18 @@ def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
     if export_ids:
         rows = session.execute(select(SnapshotMember, Snapshot)
                                .join(Snapshot, Snapshot.id == SnapshotMember.snapshot_id)
-                               .where(SnapshotMember.export_id.in_(export_ids)).order_by(Snapshot.id)).all()
+                               .where(SnapshotMember.export_id.in_(list(export_ids)))
+                               .order_by(Snapshot.id, SnapshotMember.export_id)).all()
         runs = _runs_by_snapshot(session, (s.id for _, s in rows))
         snapshots = [{"digest": s.digest, "created": iso(s.created_at), "export_id": m.export_id,
-                      "split": m.split, "fold": m.fold, "label": m.label, "training_runs": runs.get(s.id, [])}
+                      "side": export_ids[m.export_id], "split": m.split, "fold": m.fold, "label": m.label,
+                      "training_runs": runs.get(s.id, [])}
                      for m, s in rows]
     return {
         "image": header | {"patient_key": key},
         "source_file": source_dict(sf),
         "other_versions_of_path": [source_dict(s) for s in same_path],
-        "annotation": None if ann is None else {
-            "id": ann.id, "label": ann.label, "box": [ann.box_xmin, ann.box_ymin, ann.box_xmax, ann.box_ymax],
-            "source_file": source_dict(session.get(SourceFile, ann.source_file_id))},
+        "boxes": boxes,
         "pair": pair_out,
         "exports": exports,
         "snapshots": snapshots,

@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Any
 
-from db.models import Quarantine, RefreshRun, Snapshot, SourceFile, TrainingRun
+from db.models import Annotation, Quarantine, RefreshRun, Snapshot, SourceFile, TrainingRun
 
 
 class LineageError(LookupError):
@@ -61,6 +61,19 @@ def iso(value: Any) -> Any:
 def source_dict(sf: SourceFile) -> dict[str, Any]:
     return {"id": sf.id, "kind": sf.kind, "path": sf.path, "sha256": sf.sha256, "size_bytes": sf.size_bytes,
             "first_seen": iso(sf.first_seen), "status": sf.status}
+
+
+def box_model(ann: Annotation) -> str | None:
+    """The localiser version behind a model box ('osteo-roi/7'); None for a person's box."""
+    return None if ann.source == "human" else f"{ann.model_name}/{ann.model_version}"
+
+
+def box_dict(ann: Annotation) -> dict[str, Any]:
+    """One femoral-neck box: its side and source, and the localiser's name, version and confidence
+    for a model box (a person's box names its VOC file: the caller adds it, a model box has none)."""
+    return {"id": ann.id, "side": ann.side, "source": ann.source, "label": ann.label,
+            "box": [ann.box_xmin, ann.box_ymin, ann.box_xmax, ann.box_ymax], "model_name": ann.model_name,
+            "model_version": ann.model_version, "box_model": box_model(ann), "confidence": ann.confidence}
 
 
 def run_dict(tr: TrainingRun) -> dict[str, Any]:
