@@ -23,7 +23,7 @@ def make_dicom(path: Path, *, patient_id: str = "A1234567", name: str = "CHEN^ME
                laterality: str = "L", rows: int = 64, cols: int = 64, sop_uid: str | None = None,
                pixels: np.ndarray | None = None, drop: tuple[str, ...] = (), modality: str = "DX",
                body_part: str | None = "HIP", study_description: str | None = None,
-               series_description: str | None = None) -> str:
+               series_description: str | None = None, orientation: tuple[str, str] | None = None) -> str:
     """A hip DX by default; `body_part=None` leaves BodyPartExamined out, descriptions are left out unless given."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SOP_CLASS.get(modality, DigitalXRayImageStorageForPresentation)
@@ -50,6 +50,8 @@ def make_dicom(path: Path, *, patient_id: str = "A1234567", name: str = "CHEN^ME
     if series_description is not None:
         ds.SeriesDescription = series_description
     ds.ImageLaterality = laterality
+    if orientation is not None:
+        ds.PatientOrientation = list(orientation)
     ds.PixelSpacing = [0.5, 0.5]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
