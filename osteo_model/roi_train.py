@@ -4,9 +4,9 @@
   corners + a GIoU term; new random shift/scale/contrast draws every epoch (``config.augment``);
   keeps the epoch with the best validation mean IoU; bit-for-bit reproducible on CPU for a seed.
 - :func:`predict_boxes`: boxes and a confidence from test-time agreement: the view is also
-  predicted shifted and scaled by known amounts, those transforms are undone, and the confidence
-  is the mean IoU of those boxes with the main one. A model that found the neck follows the
-  shift; one that guesses (blank, noise, a foreign image) does not.
+  predicted shifted and scaled by known amounts, those transforms are undone, and the boxes are
+  compared with the main one. A model that found the neck follows the shift; one that guesses
+  (blank, noise, a foreign image) does not. The heatmap head adds how peaked its heat map is.
 - Checkpoint format (loadable with ``torch.load(..., weights_only=True)``)::
 
     {"format": "osteo-roi/1", "config": RoiConfig as a dict, "state_dict": {...}, "extra": dict}
@@ -34,6 +34,7 @@ ROI_FORMAT = "osteo-roi/1"
 L1_WEIGHT, GIOU_WEIGHT = 5.0, 2.0  # DETR's balance of the two box terms
 # test-time copies for the confidence: (scale, shift x, shift y), shifts in half-views ([-1, 1] units)
 TTA = ((1.0, 0.16, -0.12), (1.0, -0.16, 0.12), (0.85, 0.0, 0.0), (1.15, 0.0, 0.0))
+AGREE_IOU = 0.6  # a test-time copy whose box overlaps the main one this much agrees fully
 AUG_SCALE = (0.85, 1.2)
 AUG_SHIFT = 0.15  # in half-views
 AUG_GAMMA = (0.7, 1.4)
@@ -212,13 +213,28 @@ def train_localiser(train_x: np.ndarray, train_boxes: np.ndarray, val_x: np.ndar
 
 
 # ---------------------------------------------------------------- prediction
+def _peak_mass(heat: torch.Tensor) -> torch.Tensor:
+    """Heat-map mass in the best 3 x 3 window: ~1 where the model sees one neck, low on noise or blanks."""
+    return (F.avg_pool2d(heat.unsqueeze(1), 3, 1, 1) * 9).flatten(1).amax(1).clamp(0, 1)
+
+
+def _run(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if hasattr(model, "forward_parts"):
+        box, heat = model.forward_parts(x)
+        return box.float().clamp(0, 1), heat
+    return model(x).float(), None
+
+
 @torch.no_grad()
 def predict_boxes(model: nn.Module, views: np.ndarray, *, device="cpu", batch_size: int = 32,
                   tta: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Boxes [N, 4] in view pixels and confidence [N] in [0, 1] for views [N, S, S] (or one [S, S]).
 
-    Confidence: the mean IoU between the main box and the boxes predicted on shifted/scaled
-    copies of the view with their transforms undone (``tta=False``: boxes only, confidence NaN).
+    Confidence = agreement x peak. Agreement: the boxes predicted on shifted/scaled copies of the
+    view (transforms undone) against the main box; a copy agrees fully at IoU >= AGREE_IOU and in
+    proportion below (a fixed guess that ignores the image follows no shift and agrees little).
+    Peak: the heat map's mass in its best 3 x 3 window (heatmap head; 1 for "regress").
+    ``tta=False``: boxes only, confidence NaN.
     """
     device = torch.device(device)
     views = np.asarray(views, dtype=np.float32)
@@ -231,19 +247,19 @@ def predict_boxes(model: nn.Module, views: np.ndarray, *, device="cpu", batch_si
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size].to(device)
         n = len(xb)
-        if k:
-            scale = params[:, 0].repeat_interleave(n).to(device)
-            shift = params[:, 1:].repeat_interleave(n, 0).to(device)
-            copies = affine_views(xb.repeat(k, 1, 1, 1), scale, shift)
-            pred = model(torch.cat([xb, copies])).float()
-            main = pred[:n]
-            back = affine_boxes(pred[n:], scale, shift, inverse=True).clamp(0, 1)
-            iou = box_iou(back.view(k, n, 4).cpu().numpy(), main.cpu().numpy()[None])
-            out_conf.append(iou.mean(0))
-        else:
-            main = model(xb).float()
+        if not k:
+            out_boxes.append(_run(model, xb)[0].cpu().numpy() * size)
             out_conf.append(np.full(n, np.nan))
-        out_boxes.append(main.cpu().numpy() * size)
+            continue
+        scale = params[:, 0].repeat_interleave(n).to(device)
+        shift = params[:, 1:].repeat_interleave(n, 0).to(device)
+        pred, heat = _run(model, torch.cat([xb, affine_views(xb.repeat(k, 1, 1, 1), scale, shift)]))
+        main = pred[:n].cpu().numpy()
+        back = affine_boxes(pred[n:], scale, shift, inverse=True).clamp(0, 1).view(k, n, 4).cpu().numpy()
+        agreement = np.minimum(1.0, box_iou(back, main[None]) / AGREE_IOU).mean(0)
+        peak = _peak_mass(heat[:n]).cpu().numpy() if heat is not None else 1.0
+        out_boxes.append(main * size)
+        out_conf.append(agreement * peak)
     if not out_boxes:
         return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32)
     return np.concatenate(out_boxes).astype(np.float32), np.concatenate(out_conf).astype(np.float32)
