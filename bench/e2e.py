@@ -43,8 +43,10 @@ def run_demo(home: Path, args: list[str], timeout: int = 3600) -> dict[str, Any]
 def rows_from(record: dict[str, Any], source: str) -> list[dict]:
     t = record["timings"]
     wall = float(record["wall_s"])
-    stages = [("synth", t["synth_s"]), ("refresh (incl. Prefect server start)", t["refresh_s"]),
-              ("train", t["train_s"])]
+    stages = [("synth", t["synth_s"]), ("refresh (incl. Prefect server start)", t["refresh_s"])]
+    if "roi_train_s" in t:  # the localiser: trained on the first refresh's boxes, then a refresh that locates
+        stages += [("localiser training", t["roi_train_s"]), ("refresh that locates", t["locate_refresh_s"])]
+    stages.append(("train", t["train_s"]))
     other = wall - sum(v for _, v in stages)
     args = " ".join(record.get("args") or []) or "(defaults)"
     work = (f"osteo demo {args}: {record.get('images')} images, {record.get('exported')} PNGs, "

@@ -63,27 +63,32 @@ def prefect_harness(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory, prefect_harness):
-    """The demo end to end, once per session: synthetic cohort -> refresh -> train (demo preset).
+    """The demo end to end, once per session, as `osteo demo` runs it: synthetic cohort -> refresh ->
+    localiser training -> refresh (the pairs nobody boxed, located) -> train (demo preset).
 
-    Yields a dict with home, cohort, refresh counts, training summary; the isolated settings
-    stay active for the whole session of tests that use it.
+    Yields a dict with home, cohort, both refreshes' counts, the localiser's and the training's
+    summaries; the isolated settings stay active for the whole session of tests that use it.
     """
     from tests.helpers import isolated_settings
 
     home = tmp_path_factory.mktemp("demo")
     with isolated_settings(home) as settings:
         from flows.refresh import refresh_flow
+        from flows.roi import train_roi_flow
         from flows.train import train_flow
         from osteo.synth import generate_cohort
 
         cohort = home / "cohort"
         generate_cohort(cohort, patients=DEMO_PATIENTS, seed=0)
-        report = refresh_flow(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
-                              annotations_dir=str(cohort / "annotations"))
+        folders = {"dicom_dir": str(cohort / "dicom"), "dexa_dir": str(cohort / "dexa"),
+                   "annotations_dir": str(cohort / "annotations")}
+        first = refresh_flow(**folders)
+        roi = train_roi_flow()
+        report = refresh_flow(**folders)
         result = train_flow(preset="demo")
         # the JSON view, as `osteo demo --json` prints it
-        yield {"home": home, "cohort": cohort, "refresh": report.to_dict(), "train": result.to_dict(),
-               "settings": settings}
+        yield {"home": home, "cohort": cohort, "first_refresh": first.to_dict(), "refresh": report.to_dict(),
+               "roi": roi.to_dict(), "train": result.to_dict(), "settings": settings}
 
 
 DEMO_PATIENTS = 300  # the same cohort size as `osteo demo`
