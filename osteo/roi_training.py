@@ -76,8 +76,9 @@ def _boxed_images(session: Session) -> list[dict[str, Any]]:
     return list(images.values())
 
 
-def split_patients(images: list[dict[str, Any]], test_year: int, seed: int) -> dict[str, str]:
-    """patient -> train | val | test | unused (see the module doc)."""
+def split_images(images: list[dict[str, Any]], test_year: int, seed: int) -> list[str]:
+    """Each image's part: test (the test year), train or val (earlier years of patients without a
+    test-year image; val by patient), or unused (see the module doc)."""
     test = {im["patient"] for im in images if im["year"] == test_year}
     first: dict[str, str] = {}
     for im in images:
@@ -85,10 +86,15 @@ def split_patients(images: list[dict[str, Any]], test_year: int, seed: int) -> d
             first[im["patient"]] = min(first.get(im["patient"], im["sha256"]), im["sha256"])
     order = sorted(first, key=lambda p: hashlib.sha256(f"{seed}|{first[p]}".encode()).hexdigest())
     n_val = max(1, round(VAL_SHARE * len(order))) if len(order) > 1 else 0
-    split = {p: "unused" for p in {im["patient"] for im in images}}
-    split.update({p: "test" for p in test})
-    split.update({p: ("val" if i < n_val else "train") for i, p in enumerate(order)})
-    return split
+    val = set(order[:n_val])
+
+    def part(im: dict[str, Any]) -> str:
+        if im["year"] == test_year:
+            return "test"
+        if im["patient"] in first and im["year"] < test_year:
+            return "val" if im["patient"] in val else "train"
+        return "unused"
+    return [part(im) for im in images]
 
 
 def _views_of(job: dict[str, Any]) -> dict[str, Any]:
@@ -114,19 +120,19 @@ def collect_dataset(factory: sessionmaker[Session], out_dir: Path, *, test_year:
     """Every human box as a view, split by patient; written once per content digest."""
     with factory() as session:
         images = _boxed_images(session)
-    split = split_patients(images, test_year, seed)
-    images = [im for im in images if split[im["patient"]] != "unused"]
-    ident = json.dumps([[im["sha256"], sorted(im["boxes"].items()), split[im["patient"]]] for im in images]
+    parts = split_images(images, test_year, seed)
+    images = [{**im, "part": p} for im, p in zip(images, parts, strict=True) if p != "unused"]
+    ident = json.dumps([[im["sha256"], sorted(im["boxes"].items()), im["part"]] for im in images]
                        + [input_size, test_year, seed])
     digest = hashlib.sha256(ident.encode()).hexdigest()
-    jobs = [{**im, "size": input_size} for im in images]
+    jobs = [{k: v for k, v in im.items() if k != "part"} | {"size": input_size} for im in images]
     if workers > 1 and len(jobs) >= 8:
         done = list(shared_pool(workers).map(_views_of, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
     else:
         done = [_views_of(j) for j in jobs]
     arrays: dict[str, list] = {}
     for im, res in zip(images, done, strict=True):
-        part = split[im["patient"]]
+        part = im["part"]
         for x, vbox, view, box in res.get("views", []):
             arrays.setdefault(f"{part}_x", []).append(x.astype(np.float16))
             arrays.setdefault(f"{part}_boxes", []).append(vbox)

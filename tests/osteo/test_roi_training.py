@@ -1,0 +1,25 @@
+"""The localiser's split (osteo/roi_training.py): the classifier's rules, by patient, from the data."""
+
+from __future__ import annotations
+
+from osteo.roi_training import split_images
+
+
+def _im(patient: str, year: int, sha: str) -> dict:
+    return {"patient": patient, "year": year, "sha256": sha}
+
+
+def test_the_test_year_is_held_out_and_no_test_patient_trains():
+    images = [_im("a", 2020, "01"), _im("a", 2022, "02"), _im("b", 2019, "03"), _im("b", 2021, "04"),
+              _im("c", 2023, "05"), _im("c", 2020, "06")] + [_im(f"p{i}", 2018 + i % 4, f"{i + 10:02d}")
+                                                               for i in range(20)]
+    parts = split_images(images, 2022, seed=0)
+    by = dict(zip([(im["patient"], im["year"]) for im in images], parts, strict=True))
+    assert by[("a", 2022)] == "test" and by[("a", 2020)] == "unused"  # a test patient's earlier image: unused
+    assert by[("c", 2023)] == "unused" and by[("c", 2020)] in ("train", "val")  # after the test year: unused
+    assert by[("b", 2019)] == by[("b", 2021)] in ("train", "val")  # a patient's images stay together
+    val = {im["patient"] for im, p in zip(images, parts, strict=True) if p == "val"}
+    train = {im["patient"] for im, p in zip(images, parts, strict=True) if p == "train"}
+    assert val and train and not val & train
+    assert split_images(images, 2022, seed=0) == parts  # the same data and seed: the same split
+    assert split_images(list(reversed(images)), 2022, seed=0) == list(reversed(parts))  # order-free
