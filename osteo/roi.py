@@ -27,6 +27,7 @@ from osteo.etl.annotations import CLASS_NAME
 from osteo.etl.dicom_headers import row_direction
 from osteo.etl.pool import shared_pool
 from osteo.refresh_report import LocateCounts
+from osteo.settings import ROI_MIN_CONFIDENCE
 
 PELVIS_ASPECT = 1.5  # a headerless image this much wider than tall is taken as an AP pelvis
 
@@ -174,7 +175,7 @@ def _views_of(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def locate_missing(factory: sessionmaker[Session], locator: Locator, *, workers: int = 1,
-                   min_confidence: float = 0.8) -> LocateCounts:
+                   min_confidence: float = ROI_MIN_CONFIDENCE) -> LocateCounts:
     """Locate every paired image side that has no person's box and no box of this localiser version,
     and store the boxes (source `model`, the localiser's name and version, the confidence)."""
     with factory() as session:

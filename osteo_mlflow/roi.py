@@ -116,9 +116,15 @@ def load_locator(settings: Settings, uri: str | None = None) -> FileLocator:
 
 
 def champion_locator(settings: Settings) -> FileLocator | None:
-    """The champion localiser, or None when none is registered (the refresh then locates nothing)."""
+    """The champion localiser, or None when none is registered (the refresh then locates nothing). A
+    registry that cannot be reached is an error, not "no localiser": the refresh fails and retries."""
     mlflow.set_tracking_uri(settings.resolved_tracking_uri())
     try:
         return load_locator(settings)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in NOT_REGISTERED:
+            return None
+        raise
+
+
+NOT_REGISTERED = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # no such model; no such alias
