@@ -45,7 +45,7 @@ def start_parent_run(c: MlflowClient, settings: Settings, snapshot: SnapshotInfo
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
     # the dataset input: our own digest, and no patient key (schema and profile only)
     dataset = mlflow.data.from_pandas(
-        manifest[["member_id", "sha256", "label", "laterality", "study_year", "split", "fold"]],
+        manifest[["member_id", "sha256", "label", "laterality", "study_year", "split", "fold", "box_source"]],
         source=snapshot.manifest_path, targets="label", name=f"snapshot-{snapshot.digest[:12]}",
         digest=snapshot.digest[:36])
     with mlflow.start_run(run_id=run.info.run_id):
