@@ -21,19 +21,17 @@ import numpy as np
 
 
 def compare(settings) -> dict[str, Any]:
-    import mlflow
     from sqlalchemy import select
 
     from db.models import Annotation, DicomImage, Export, Pair, SourceFile
     from osteo.etl.imaging import load_dicom, neck_crop, prepare_display
     from osteo.roi import locate_display
     from osteo.settings import session_factory
-    from osteo_mlflow.roi import champion_locator
+    from osteo_mlflow.roi import champion_locator, load_python_model
     from osteo_model.metrics import compute_metrics
     from osteo_model.roi_train import box_iou
 
-    mlflow.set_tracking_uri(settings.resolved_tracking_uri())
-    classifier = mlflow.pyfunc.load_model(f"models:/{settings.registered_model}@champion").unwrap_python_model()
+    classifier = load_python_model(settings, f"models:/{settings.registered_model}@champion")
     locator = champion_locator(settings)
     if locator is None:
         raise SystemExit("no osteo-roi@champion: run `osteo demo` (or `osteo roi train`) first")

@@ -76,7 +76,7 @@ class DicomImage(Base):
     body_part: Mapped[str | None] = mapped_column(String(64))
     laterality: Mapped[str] = mapped_column(String(1))  # L | R | B (both: an AP pelvis)
     # PatientOrientation's row direction: L (standard: columns run towards the patient's left) | R (mirrored)
-    row_direction: Mapped[str] = mapped_column(String(1), default="L")
+    row_direction: Mapped[str] = mapped_column(String(1), default="L", server_default="L")
     n_rows: Mapped[int] = mapped_column(Integer)
     n_columns: Mapped[int] = mapped_column(Integer)
     bits_stored: Mapped[int] = mapped_column(Integer)

@@ -115,6 +115,12 @@ def load_locator(settings: Settings, uri: str | None = None) -> FileLocator:
     return locator
 
 
+def load_python_model(settings: Settings, uri: str):
+    """A registered pyfunc's Python object (the bench scores crops with the classifier's)."""
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri())
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model()
+
+
 def champion_locator(settings: Settings) -> FileLocator | None:
     """The champion localiser, or None when none is registered (the refresh then locates nothing). A
     registry that cannot be reached is an error, not "no localiser": the refresh fails and retries."""

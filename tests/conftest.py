@@ -83,7 +83,7 @@ def demo_run(tmp_path_factory, prefect_harness):
         folders = {"dicom_dir": str(cohort / "dicom"), "dexa_dir": str(cohort / "dexa"),
                    "annotations_dir": str(cohort / "annotations")}
         first = refresh_flow(**folders)
-        roi = train_roi_flow()
+        roi = train_roi_flow(epochs=ROI_EPOCHS)
         report = refresh_flow(**folders)
         result = train_flow(preset="demo")
         # the JSON view, as `osteo demo --json` prints it
@@ -92,6 +92,7 @@ def demo_run(tmp_path_factory, prefect_harness):
 
 
 DEMO_PATIENTS = 300  # the same cohort size as `osteo demo`
+ROI_EPOCHS = 30  # half the demo's localiser epochs: the suite checks the wiring; bench/roi.py and the demo measure
 AUDIT_PATIENTS, AUDIT_SEED = 70, 11
 
 

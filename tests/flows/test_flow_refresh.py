@@ -53,15 +53,22 @@ def test_exports_exactly_the_expected_images_with_expected_labels(cohort, refres
 
     truth = pd.read_csv(cohort / "truth.csv", dtype=str)
     with refreshed["factory"]() as s:
-        rows = s.execute(select(DicomImage.sop_instance_uid, Export.status, Export.exclusion, Pair.label)
+        rows = s.execute(select(DicomImage.sop_instance_uid, Export.status, Export.exclusion, Pair.label, Export.side)
                          .join(Export, Export.image_id == DicomImage.id)
                          .join(Pair, Pair.image_id == DicomImage.id)).all()
         paired = dict(s.execute(select(DicomImage.sop_instance_uid, Pair.label)
                                 .join(Pair, Pair.image_id == DicomImage.id)).all())
-    exported = {uid: label for uid, status, _, label in rows if status == "exported"}
-    excluded = {uid: exclusion for uid, status, exclusion, _ in rows if status == "excluded"}
+    exported = {uid: label for uid, status, _, label, _ in rows if status == "exported"}
+    excluded = {uid: exclusion for uid, status, exclusion, _, _ in rows if status == "excluded"}
     expected = truth[truth["expected_export"] == "1"]
     assert set(exported) == set(expected["sop_instance_uid"])
+    # one crop per hip the image shows: an AP pelvis exports both, each with its side
+    sides = {}
+    for uid, status, _, _, side in rows:
+        if status == "exported":
+            sides.setdefault(uid, set()).add(side)
+    assert all(sides[r.sop_instance_uid] == ({"L", "R"} if r.view == "pelvis" else {r.laterality})
+               for r in expected.itertuples())
     assert all(exported[r.sop_instance_uid] == int(r.expected_label) for r in expected.itertuples())
     want_pair = truth[truth["expected_pair"] == "1"]
     assert set(paired) == set(want_pair["sop_instance_uid"])
@@ -70,7 +77,7 @@ def test_exports_exactly_the_expected_images_with_expected_labels(cohort, refres
                       & (truth["annotated"] == "1")]
     assert excluded == dict(zip(want_excl["sop_instance_uid"], want_excl["expected_exclusion"]))
     first = refreshed["first"]
-    assert first.totals.exported == first.this_run.export.exported == len(expected)
+    assert first.totals.exported == first.this_run.export.exported == expected["crops"].astype(int).sum()
     assert first.totals.positives + first.totals.negatives == first.totals.pairs == len(want_pair)
     assert set(first.to_dict()) == {"refresh_id", "this_run", "totals"}
     assert first.this_run.files_seen > 0 and first.totals.images == first.this_run.dicom.added
