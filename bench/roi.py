@@ -15,7 +15,7 @@ from bench.common import isolated_home, row
 
 GOALS = {
     "mean_iou": {"on": "ours", "op": ">=", "value": 0.80, "text": "mean IoU >= 0.80"},
-    "iou_ge_050": {"on": "ours", "op": ">=", "value": 0.97, "text": ">= 97% of boxes at IoU >= 0.5"},
+    "missed_050": {"on": "ours", "op": "<=", "value": 0.03, "text": "<= 3% of boxes under IoU 0.5 (>= 97% at >= 0.5)"},
     "ms": {"on": "ours", "op": "<=", "value": 50.0, "text": "< 50 ms per image on CPU"},
 }
 
@@ -36,27 +36,55 @@ def run(cohort: Path, scratch: Path, epochs: int | None = None) -> list[dict[str
             data = collect_dataset(factory, scratch / "roi", test_year=s.test_year, input_size=config.input_size,
                                    workers=s.workers)
             checkpoint, ev = train_and_evaluate(data, config, scratch / "roi" / "run")
+            base, plain_ms = _baselines(data, checkpoint)
             work = (f"{data.n_train} train / {data.n_val} val views, {data.n_test} test-year views "
                     f"({data.pelvis_views} from pelvis halves), {config.head} head, {config.epochs} epochs, "
                     f"{ev.seconds:.0f} s training")
             m = ev.metrics
+            vs_mean = "baseline: the mean training box for every view"
             rows = [
-                row("localiser: test mean IoU", stage="localiser", ours=m.get("mean_iou"), baseline=None, unit="IoU",
-                    work=work, goal=GOALS["mean_iou"], note="held-out human boxes of the test year"),
-                row("localiser: share IoU >= 0.5", stage="localiser", ours=m.get("iou_ge_050"), baseline=None,
-                    unit="share", work=work, goal=GOALS["iou_ge_050"]),
-                row("localiser: share IoU >= 0.75", stage="localiser", ours=m.get("iou_ge_075"), baseline=None,
-                    unit="share", work=work),
-                row("localiser: centre error", stage="localiser", ours=m.get("centre_error_mm"), baseline=None,
-                    unit="mm", work=work, note=f"{m.get('centre_error_px', float('nan')):.1f} px"),
+                row("localiser: test mean IoU", stage="localiser", ours=m.get("mean_iou"), baseline=base["mean_iou"],
+                    unit="IoU", work=work, goal=GOALS["mean_iou"],
+                    note=f"held-out human boxes of the test year; {vs_mean}"),
+                # as shares missed: the mean box misses nearly all, so the baseline is never 0
+                row("localiser: share under IoU 0.5", stage="localiser", ours=1 - m["iou_ge_050"],
+                    baseline=1 - base["iou_ge_050"], unit="share", work=work, goal=GOALS["missed_050"],
+                    note=f"{m['iou_ge_050']:.1%} at IoU >= 0.5; {vs_mean}"),
+                row("localiser: share under IoU 0.75", stage="localiser", ours=1 - m["iou_ge_075"],
+                    baseline=1 - base["iou_ge_075"], unit="share", work=work,
+                    note=f"{m['iou_ge_075']:.1%} at IoU >= 0.75; {vs_mean}"),
+                row("localiser: centre error", stage="localiser", ours=m.get("centre_error_mm"),
+                    baseline=base["centre_error_mm"], unit="mm", work=work,
+                    note=f"{m.get('centre_error_px', float('nan')):.1f} px; {vs_mean}"),
                 row("localiser: network per view (batch of 1)", stage="localiser", ours=ev.ms_per_view,
-                    baseline=None, unit="ms", work=work, goal=GOALS["ms"],
-                    note="confidence included (test-time copies)"),
+                    baseline=plain_ms, unit="ms", work=work, goal=GOALS["ms"],
+                    note="confidence included (test-time copies); baseline: one plain forward pass"),
             ]
             rows.append(_locate_vs_render(factory, FileLocator.load(checkpoint), s))
         finally:
             engine.dispose()
     return rows
+
+
+def _baselines(data, checkpoint: str) -> tuple[dict[str, float], float]:
+    """The mean-box baseline's test metrics, and one plain forward pass per view (ms)."""
+    import numpy as np
+
+    from osteo_model.roi import HipView, to_image_box
+    from osteo_model.roi_train import box_metrics, load_localiser, predict_boxes
+
+    arrays = np.load(data.path)
+    mean = arrays["train_boxes"].astype(np.float64).mean(axis=0)
+    views = [HipView("L", int(v[0]), int(v[1]), int(v[2]), bool(v[3])) for v in arrays["test_views"]]
+    pred = np.asarray([to_image_box(mean, v, data.input_size) for v in views])
+    base = box_metrics(pred, arrays["test_image_boxes"].astype(np.float64), arrays["test_mm"].astype(np.float64))
+    model, _, _ = load_localiser(checkpoint)
+    one = arrays["test_x"][:1].astype(np.float32)
+    predict_boxes(model, one, tta=False)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        predict_boxes(model, one, tta=False)
+    return {k: float(v) for k, v in base.items()}, (time.perf_counter() - t0) * 100
 
 
 def _locate_vs_render(factory, locator, settings) -> dict[str, Any]:
