@@ -83,10 +83,14 @@ def test_champion_pyfunc_predicts_png_and_dicom(demo_run):
 
     png, dcm = _png_and_dicom(demo_run)
     model = mlflow.pyfunc.load_model("models:/osteo-classifier@champion")
-    out = model.predict(pd.DataFrame({"image": [png, dcm]}))
-    assert list(out.columns) == ["probability", "label", "label_name", "heatmap_png"]
+    out = model.predict(pd.DataFrame({"image": [png]}), params={"cropped": True})  # a crop, said so
+    assert list(out.columns) == ["probability", "label", "label_name", "heatmap_png", "side", "box",
+                                 "box_confidence", "localiser", "sides", "error"]
     assert ((out["probability"] >= 0) & (out["probability"] <= 1)).all()
-    assert set(out["label"]) <= {0, 1}
+    assert set(out["label"]) <= {0, 1} and list(out["error"]) == [""]
+    # a whole DICOM is located and cropped first: scored with its box, or refused with a reason
+    whole = model.predict(pd.DataFrame({"image": [dcm]}), params={"heatmap": False}).iloc[0]
+    assert (whole["label"] in (0, 1) and json.loads(whole["box"])) or whole["error"].startswith("not_located")
     heat = Image.open(io.BytesIO(base64.b64decode(out["heatmap_png"].iloc[0])))
     assert heat.size[0] == heat.size[1] > 0
     arrays = model.unwrap_python_model().predict_images([np.asarray(Image.open(io.BytesIO(png)))])
@@ -140,8 +144,8 @@ def test_mlflow_models_serve(demo_run, tmp_path):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
                 time.sleep(0.5)
-        body = json.dumps({"dataframe_split": {"columns": ["image"],
-                                               "data": [[base64.b64encode(png).decode()]]}}).encode()
+        body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(png).decode()]]},
+                           "params": {"cropped": True}}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=60) as r:
