@@ -92,7 +92,7 @@ def demo_run(tmp_path_factory, prefect_harness):
 
 
 DEMO_PATIENTS = 300  # the same cohort size as `osteo demo`
-ROI_EPOCHS = 30  # half the demo's localiser epochs: the suite checks the wiring; bench/roi.py and the demo measure
+ROI_EPOCHS = 20  # a third of the demo's localiser epochs: the suite checks the wiring, the bench measures
 AUDIT_PATIENTS, AUDIT_SEED = 70, 11
 
 

@@ -30,7 +30,7 @@ def test_the_localiser_is_registered_and_champion_with_its_test_year_figures(dem
     roi = demo_run["roi"]
     client, s = _client()
     champion = client.get_model_version_by_alias(s.roi_model, "champion")
-    assert roi["registration"]["champion"] and champion.version == roi["registration"]["model_version"]
+    assert roi["registration"]["champion"] and str(champion.version) == roi["registration"]["model_version"]
     run = client.get_run(roi["run_id"])
     assert run.data.metrics["test_mean_iou"] == pytest.approx(roi["test"]["mean_iou"])
     assert {"test_iou_ge_050", "test_iou_ge_075", "test_centre_error_mm"} <= set(run.data.metrics)
