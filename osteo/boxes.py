@@ -26,7 +26,6 @@ from db.models import Annotation, DicomImage, OutOfScope, Pair, SourceFile
 from db.store import BOX, store_annotation
 from osteo.etl.annotations import VocBox, parse_voc, to_pixel_box
 from osteo.etl.errors import InputError
-from osteo.settings import ROI_MIN_CONFIDENCE  # noqa: F401 (re-exported: the refresh's default)
 from osteo_common.chunks import chunks
 from osteo_model.roi import side_of_box
 

@@ -17,7 +17,7 @@ from db.models import Annotation, DexaExam, DicomImage, Export, OutOfScope, Pair
 from db.pairing import sync_pairs
 from db.quarantine import active_contexts, resolve, retry_due, settle
 from db.store import get_or_create_source, quarantine, source_files, store_dexa_rows, store_dicom_results
-from osteo.boxes import HUMAN, ROI_MIN_CONFIDENCE, WAITING, awaiting_box, judge_box_file, waiting_files, winning_boxes
+from osteo.boxes import HUMAN, WAITING, awaiting_box, judge_box_file, waiting_files, winning_boxes
 from osteo.errors import UserError
 from osteo.etl import dicom_headers
 from osteo.etl.dexa import parse_dexa_file
@@ -27,7 +27,7 @@ from osteo.etl.pool import shared_pool
 from osteo.etl.scope import ScopeRules
 from osteo.quarantine import judging_context
 from osteo.refresh_report import ExportCounts, PairCounts, Problem, RefreshReport, StageCounts, ThisRun, Totals
-from osteo.settings import Settings
+from osteo.settings import ROI_MIN_CONFIDENCE, Settings
 from osteo.version import code_version, utcnow
 from osteo_common.files import sha256_bytes
 

@@ -142,6 +142,11 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config, extra: di
         "config": cfg,
         "extra": _plain(extra or {}),
     }
+    return write_checkpoint(payload, path)
+
+
+def write_checkpoint(payload: dict, path) -> Path:
+    """A checkpoint dict (tensors and plain values only) saved atomically; loadable with weights_only."""
     buf = io.BytesIO()
     torch.save(payload, buf)
     path = Path(path)

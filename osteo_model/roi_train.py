@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import math
 import os
 import time
@@ -27,7 +26,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from osteo_common.files import atomic_write_bytes
 from osteo_model.roi import RoiConfig, build_localiser
 
 ROI_FORMAT = "osteo-roi/1"
@@ -268,19 +266,14 @@ def predict_boxes(model: nn.Module, views: np.ndarray, *, device="cpu", batch_si
 # ---------------------------------------------------------------- checkpoints
 def save_localiser(model: nn.Module, config: RoiConfig, path: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write the localiser's checkpoint atomically; ``extra``: JSON-like metadata (metrics, data...)."""
-    from osteo_model.predict import _plain
+    from osteo_model.predict import _plain, write_checkpoint
 
-    payload = {
+    return write_checkpoint({
         "format": ROI_FORMAT,
         "config": config.to_dict(),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "extra": _plain(extra or {}),
-    }
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    path = Path(path)
-    atomic_write_bytes(path, buf.getbuffer())
-    return path
+    }, path)
 
 
 def load_localiser(path: str | os.PathLike, device="cpu") -> tuple[nn.Module, RoiConfig, dict]:
