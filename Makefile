@@ -8,7 +8,11 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo test install clean
+# Debian packages the suite needs: Chromium for the page's browser test (Playwright drives it; its own
+# browser download is not used) and CJK fonts so the Traditional Chinese page renders in screenshots
+SYSTEM_PACKAGES := chromium fonts-noto-cjk
+
+.PHONY: demo test install system-packages screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +25,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/osteo demo
 
-test: $(STAMP)
+system-packages:
+	@test -x /usr/bin/chromium && test -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }
+
+test: $(STAMP) system-packages
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+# re-take the page's screenshots into docs/screenshots/ (the browser test, saving its pictures)
+screenshots: $(STAMP) system-packages
+	OSTEO_UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/osteo_service/test_browser.py -q
 
 clean:
 	rm -rf var data mlruns/mlflow.db mlruns/artifacts

@@ -322,3 +322,25 @@ class RefreshRun(Base):
     code_version: Mapped[str] = mapped_column(String(80))
     inputs: Mapped[dict] = mapped_column(JSON)  # the folders and column-map file it read
     counts: Mapped[dict | None] = mapped_column(JSON)  # RefreshReport.to_dict(): this run and the totals
+
+
+class PredictionAudit(Base):
+    """One answer of the screening service, auditable without patient data: which model version
+    answered, the SHA-256 of the uploaded bytes (not the bytes, not the file name), the box and the result."""
+
+    __tablename__ = "prediction_audit"
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, index=True)
+    channel: Mapped[str] = mapped_column(String(8))  # page | api
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(32))
+    localiser: Mapped[str | None] = mapped_column(String(160))  # name/version, when it placed the box
+    input_sha256: Mapped[str] = mapped_column(String(SHA256), index=True)
+    input_kind: Mapped[str] = mapped_column(String(8))  # dicom | png | jpeg
+    box: Mapped[list | None] = mapped_column(JSON)  # [x0, y0, x1, y1] in the image's pixels
+    box_source: Mapped[str] = mapped_column(String(8))  # user | model | image (a crop used whole)
+    side: Mapped[str | None] = mapped_column(String(1))
+    probability: Mapped[float] = mapped_column(Float)
+    label: Mapped[int] = mapped_column(Integer)
+    threshold: Mapped[float] = mapped_column(Float)

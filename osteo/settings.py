@@ -73,6 +73,18 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     dask_address: str = ""
 
+    # the screening service (`osteo serve`, osteo_service/)
+    serve_model: str = "models:/osteo-classifier@champion"
+    serve_localiser: str = "models:/osteo-roi@champion"
+    serve_reload_seconds: float = 60.0  # how often the registry alias is checked for a new version
+    serve_upload_limit_mb: float = 30.0
+    serve_max_pixels: int = 50_000_000  # larger images are refused from their header, before decoding
+    # where the seed sent patients to book (Taichung Veterans General Hospital's online registration)
+    serve_booking_url: str = "https://www.vghtc.gov.tw/"  # the hospital site; set the booking page
+    serve_store_uploads: Path | None = None  # uploads are kept only when this names a folder
+    serve_audit: bool = True  # one row per prediction in prediction_audit (no patient data)
+    serve_secret: str = ""  # signs the form's CSRF token; random per process when empty
+
     @field_validator("scope_modalities", "scope_body_parts", "scope_keywords", mode="before")
     @classmethod
     def _list_from_text(cls, value):

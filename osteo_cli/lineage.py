@@ -1,4 +1,4 @@
-"""`osteo lineage model|patient|image|verify|refreshes`: the auditors' commands (see docs/lineage.md).
+"""`osteo lineage model|patient|image|verify|refreshes|predictions`: the auditors' commands (see docs/lineage.md).
 
 Exit codes: 0 fine, 1 verification found a missing or changed file, 2 a user error: the thing
 asked about is unknown (reason unknown_model, unknown_patient, unknown_image) or a bad reference.
@@ -290,6 +290,28 @@ def cmd_refreshes(args: argparse.Namespace) -> int:
     return 0
 
 
+def predictions_summary(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no prediction recorded yet (the screening service, osteo serve, writes one row per answer)"
+    lines = [f"{'id':>6}  {'at':19}  {'via':4}  {'model':22}  {'p':>6}  label  {'box (source)':34}  input sha256"]
+    for r in rows:
+        box = ",".join(str(v) for v in r["box"]) if r["box"] else "-"
+        lines.append(f"{r['id']:>6}  {str(r['at'])[:19]:19}  {r['channel']:4}  {r['model']:22}  {r['probability']:6.3f}"
+                     f"  {r['label']:>5}  {(box + ' (' + r['box_source'] + ')'):34}  {r['input_sha256'][:16]}")
+    return "\n".join(lines)
+
+
+@_guard
+def cmd_predictions(args: argparse.Namespace) -> int:
+    _setup()
+    from osteo.lineage import predictions
+
+    with _factory()() as session:
+        rows = predictions(session, args.last, args.model_version)
+    _print(args, {"predictions": rows, "count": len(rows)}, predictions_summary(rows))
+    return 0
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
@@ -298,7 +320,8 @@ def _positive(text: str) -> int:
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("lineage", None, "trace models to source files, patients and images to models")
-    sub = p.add_subparsers(dest="lineage_command", required=True, metavar="{model,patient,image,verify,refreshes}")
+    sub = p.add_subparsers(dest="lineage_command", required=True,
+                           metavar="{model,patient,image,verify,refreshes,predictions}")
 
     def child(name: str, func: Callable, help_: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_, description=help_)
@@ -326,3 +349,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     c = child("refreshes", cmd_refreshes, "the recorded refreshes, newest first: when, status, code version,"
                                           " inputs and what each run did")
     c.add_argument("--last", type=_positive, default=10, metavar="N", help="the newest N (default 10)")
+    c = child("predictions", cmd_predictions, "the screening service's answers, newest first: when, model version,"
+                                              " the upload's SHA-256, box and result (no patient data)")
+    c.add_argument("--last", type=_positive, default=20, metavar="N", help="the newest N (default 20)")
+    c.add_argument("--model-version", metavar="V", help="only the answers of this model version")

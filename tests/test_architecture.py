@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS: list[set[str]] = [
     {"osteo_cli"},  # entry: the `osteo` command and its command modules
     {"bench"},  # `osteo bench`: measures the flows against plain baselines
+    {"osteo_service"},  # `osteo serve`: the screening page and API
     {"flows"},
     {"tasks"},
     {"osteo_mlflow"},  # the MLflow edge

@@ -22,6 +22,7 @@ from osteo.lineage.queries import (
     lineage_csv,
     model_lineage,
     patient_lineage,
+    predictions,
     pseudonym_of,
     refresh_runs,
     snapshot_lineage,
@@ -40,6 +41,6 @@ from osteo.lineage.verify import check_checkpoint, named_files, verify_lineage
 __all__ = [
     "CSV_COLUMNS", "OPENLINEAGE_NAMESPACE", "LineageError", "UnknownImage", "UnknownModel", "UnknownPatient",
     "UnknownSnapshot", "check_checkpoint", "emit_openlineage", "image_lineage", "lineage_csv", "model_lineage",
-    "named_files", "openlineage_event", "parse_model_ref", "patient_lineage", "pseudonym_of", "refresh_runs",
-    "snapshot_lineage", "training_run_for", "verify_lineage",
+    "named_files", "openlineage_event", "parse_model_ref", "patient_lineage", "predictions", "pseudonym_of",
+    "refresh_runs", "snapshot_lineage", "training_run_for", "verify_lineage",
 ]

@@ -1,0 +1,86 @@
+"""What the screening service needs from the registry: which version an alias points at now, and
+that version's files (the classifier's checkpoint, its ONNX export, the localiser's checkpoint).
+
+The service reads files, not pyfuncs: it builds its own predictors from them (osteo_service.models),
+so a registered version is served exactly as registered, through ONNX Runtime where it can.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from osteo.lineage import parse_model_ref
+from osteo.settings import Settings
+from osteo_mlflow.roi import NOT_REGISTERED
+
+
+@dataclass(frozen=True)
+class VersionFiles:
+    """One registered version's files, fetched into a local folder."""
+
+    name: str
+    version: str
+    checkpoint: Path
+    onnx: Path | None  # the classifier's ONNX export (two outputs), when registered with one
+    threshold: float | None  # the operating threshold stored with the version (tag), when it has one
+    crop: dict  # how the export crops for it: size, margin, min_confidence (localiser_info)
+
+
+def registry_client(settings: Settings) -> MlflowClient:
+    uri = settings.resolved_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(uri, uri)
+
+
+def resolve_version(c: MlflowClient, uri: str) -> tuple[str, str] | None:
+    """(name, version) that `models:/NAME@ALIAS` (or `models:/NAME/VERSION`) names now; None when
+    nothing is registered under it. An unreachable registry raises (the service keeps what it has)."""
+    name, alias, version = parse_model_ref(uri.removeprefix("models:/"))
+    try:
+        mv = c.get_model_version_by_alias(name, alias) if alias else c.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code in NOT_REGISTERED:
+            return None
+        raise
+    return name, str(mv.version)
+
+
+def fetch_version(c: MlflowClient, settings: Settings, name: str, version: str, dst: Path) -> VersionFiles:
+    """Download one version's artifacts into `dst` and name its files."""
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/artifacts", dst_path=str(dst)))
+    checkpoints = sorted(p for p in local.rglob("*.pth") if not _is_localiser(p, local))
+    if not checkpoints:
+        raise FileNotFoundError(f"models:/{name}/{version} has no checkpoint among its artifacts")
+    onnx = sorted(local.rglob("*.onnx"))
+    info = sorted(local.rglob("localiser.json"))
+    crop = {"size": settings.export_size, "margin": settings.roi_margin,
+            "min_confidence": settings.roi_min_confidence}
+    if info:
+        saved = json.loads(info[0].read_text())
+        crop.update({k: saved[k] for k in crop if k in saved})
+    tags = c.get_model_version(name, version).tags or {}
+    threshold = float(tags["threshold"]) if tags.get("threshold") else None
+    return VersionFiles(name=name, version=version, checkpoint=checkpoints[0], onnx=onnx[0] if onnx else None,
+                        threshold=threshold, crop=crop)
+
+
+def _is_localiser(path: Path, root: Path) -> bool:
+    """The classifier's artifacts may carry the localiser it was registered with: not its own weights."""
+    rel = path.relative_to(root).parts
+    return path.name == "localiser.pth" or rel[0] == "localiser"
+
+
+def fetch_localiser(c: MlflowClient, name: str, version: str, dst: Path) -> Path:
+    """A registered localiser's checkpoint, downloaded into `dst`."""
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/artifacts", dst_path=str(dst)))
+    found = sorted(local.rglob("*.pth"))
+    if not found:
+        raise FileNotFoundError(f"models:/{name}/{version} has no checkpoint among its artifacts")
+    return found[0]

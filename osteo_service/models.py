@@ -1,0 +1,140 @@
+"""The models the service answers with, and their reload when a registry alias moves.
+
+`ModelCache.current()` is called on every request; it asks the registry which version each alias
+names at most once every `every_s` seconds (a minute by default), loads a new version in the
+background of that one request, and swaps it in whole, so that every answer names the version
+that made it. A registry that cannot be reached keeps the models already loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger("osteo.service")
+
+
+class Classifier(Protocol):
+    """osteo_model.predict.Predictor or osteo_model.onnx.OnnxClassifier."""
+
+    image_size: int
+    threshold: float
+
+    def predict(self, images, *, heatmaps: bool = True) -> list[dict]: ...
+
+
+@dataclass(frozen=True)
+class Served:
+    """What answers a request: the classifier's version and files, the localiser when one is registered."""
+
+    name: str
+    version: str
+    classifier: Classifier
+    threshold: float
+    runtime: str  # onnxruntime | pytorch
+    crop: dict  # size, margin, min_confidence: how the export crops
+    locator: Any = None  # osteo.roi.FileLocator
+    localiser: str = ""  # name/version of the locator
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": {"name": self.name, "version": self.version, "threshold": self.threshold,
+                          "runtime": self.runtime},
+                "localiser": self.localiser or None}
+
+
+Resolve = Callable[[str], "tuple[str, str] | None"]
+
+
+@dataclass
+class Registry:
+    """How the cache reaches the registry (osteo_mlflow.serving in the service; fakes in tests)."""
+
+    resolve: Resolve  # uri -> (name, version) or None
+    load_classifier: Callable[[str, str], tuple[Classifier, float, str, dict]]  # -> (model, threshold, runtime, crop)
+    load_localiser: Callable[[str, str], Any]  # -> a Locator
+
+
+@dataclass
+class ModelCache:
+    registry: Registry
+    classifier_uri: str
+    localiser_uri: str
+    every_s: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _served: Served | None = None
+    _checked: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _versions: tuple = ()
+
+    def current(self) -> Served | None:
+        """The models to answer with now (None: nothing registered under the alias)."""
+        now = self.clock()
+        if self._checked is not None and now - self._checked < self.every_s:
+            return self._served
+        with self._lock:
+            if self._checked is not None and now - self._checked < self.every_s:  # another thread checked
+                return self._served
+            self._refresh()
+            self._checked = now
+        return self._served
+
+    def _refresh(self) -> None:
+        try:
+            classifier = self.registry.resolve(self.classifier_uri)
+            localiser = self.registry.resolve(self.localiser_uri) if self.localiser_uri else None
+        except Exception:  # a registry outage keeps the loaded models; logged, retried next check
+            log.exception("the registry could not be reached; answering with the models already loaded")
+            return
+        if (classifier, localiser) == self._versions:
+            return
+        if classifier is None:
+            self._served, self._versions = None, (None, localiser)
+            return
+        model, threshold, runtime, crop = self.registry.load_classifier(*classifier)
+        locator = self.registry.load_localiser(*localiser) if localiser else None
+        self._served = Served(name=classifier[0], version=classifier[1], classifier=model, threshold=threshold,
+                              runtime=runtime, crop=crop, locator=locator,
+                              localiser=f"{localiser[0]}/{localiser[1]}" if localiser else "")
+        self._versions = (classifier, localiser)
+        log.info("serving %s/%s (%s)%s", classifier[0], classifier[1], runtime,
+                 f" with localiser {localiser[0]}/{localiser[1]}" if localiser else " without a localiser")
+
+
+def mlflow_registry(settings) -> Registry:
+    """The registry of these settings, read through osteo_mlflow.serving; files go to a temporary folder
+    (a version's files are loaded into memory, then the folder is removed)."""
+    from osteo_mlflow.serving import fetch_localiser, fetch_version, registry_client, resolve_version
+
+    client = registry_client(settings)
+
+    def load_classifier(name: str, version: str):
+        with tempfile.TemporaryDirectory(prefix="osteo-serve-") as tmp:
+            files = fetch_version(client, settings, name, version, Path(tmp))
+            model, runtime = build_classifier(files.checkpoint, files.onnx, files.threshold)
+        return model, model.threshold, runtime, files.crop
+
+    def load_localiser(name: str, version: str):
+        from osteo.roi import FileLocator
+
+        with tempfile.TemporaryDirectory(prefix="osteo-serve-") as tmp:
+            return FileLocator.load(fetch_localiser(client, name, version, Path(tmp)), name, version)
+
+    return Registry(resolve=lambda uri: resolve_version(client, uri), load_classifier=load_classifier,
+                    load_localiser=load_localiser)
+
+
+def build_classifier(checkpoint: Path, onnx: Path | None, threshold: float | None) -> tuple[Classifier, str]:
+    """ONNX Runtime when the version has an ONNX export and the runtime is installed, else PyTorch.
+    The threshold stored with the version wins over the checkpoint's."""
+    from osteo_model.onnx import OnnxClassifier, onnxruntime_available
+    from osteo_model.predict import Predictor
+
+    if onnx is not None and onnxruntime_available():
+        return OnnxClassifier.load(onnx, checkpoint, threshold=threshold), "onnxruntime"
+    return Predictor.from_checkpoint(checkpoint, threshold=threshold, device="cpu"), "pytorch"

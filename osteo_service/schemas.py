@@ -1,0 +1,123 @@
+"""The API's shapes: the JSON it answers, problem details (RFC 9457) for every error, the multipart
+body its OpenAPI schema describes (the handlers parse the body themselves, in memory)."""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from osteo_service import i18n
+from osteo_service.models import Served
+from osteo_service.screening import Screening
+from osteo_service.uploads import Decoded
+
+LABEL_NAMES = {0: "not osteoporosis", 1: "osteoporosis"}
+DISCLAIMER = i18n.TEXT["disclaimer"]["en"]
+MULTIPART = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["image"],
+    "properties": {
+        "image": {"type": "string", "format": "binary", "description": "DICOM, PNG or JPEG bytes"},
+        "box": {"type": "string", "description": "x0,y0,x1,y1 in the image's pixels (default: the localiser's)",
+                "example": "100,120,180,200"},
+        "side": {"type": "string", "enum": ["L", "R"], "description": "the femur the box is on (default: found)"},
+        "cropped": {"type": "string", "enum": ["true", "false"],
+                    "description": "true: the image is a femoral-neck crop, scored whole"},
+    }}}}}}
+PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+class Problem(BaseModel):
+    """An error as RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+class SideOut(BaseModel):
+    side: str
+    box: list[int]
+    box_confidence: float | None
+    probability: float
+    label: int
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str
+    threshold: float
+    runtime: str
+
+
+class PredictOut(BaseModel):
+    probability: float = Field(ge=0, le=1)
+    label: int = Field(description="1: osteoporosis suspected at the operating threshold")
+    label_name: str
+    threshold: float
+    band: str = Field(description="low | intermediate | high")
+    model: ModelOut
+    localiser: str | None
+    box: list[int] | None = Field(description="x0, y0, x1, y1 in the image's pixels; null when scored whole")
+    box_source: str = Field(description="user | model | image")
+    box_confidence: float | None
+    side: str
+    sides: list[SideOut]
+    heatmap_png: str = Field(description="base64 PNG: the Grad-CAM heat map over the crop")
+    input_sha256: str
+    disclaimer: str
+
+
+class LocatedOut(BaseModel):
+    side: str
+    box: list[int]
+    confidence: float
+    confident: bool
+
+
+class LocateOut(BaseModel):
+    rows: int
+    cols: int
+    laterality: str
+    scale: float = Field(description="preview pixels per image pixel")
+    preview_png: str = Field(description="base64 PNG of the whole image as the pipeline renders it")
+    boxes: list[LocatedOut]
+    localiser: str | None
+    model: ModelOut
+
+
+class HealthOut(BaseModel):
+    status: str = Field(description="ok | no_model")
+    model: ModelOut | None
+    localiser: str | None
+    model_uri: str
+    localiser_uri: str
+    reload_seconds: float
+    version: str
+
+
+def problem(status: int, code: str, detail: str) -> JSONResponse:
+    title = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+             413: "Content too large", 415: "Unsupported media type", 422: "Unprocessable content",
+             503: "Service unavailable"}.get(status, "Error")
+    return JSONResponse({"type": f"urn:osteo:problem:{code}", "title": title, "status": status, "detail": detail,
+                         "code": code}, status_code=status, media_type="application/problem+json")
+
+
+def model_out(model: Served) -> ModelOut:
+    return ModelOut(name=model.name, version=model.version, threshold=model.threshold, runtime=model.runtime)
+
+
+def predict_out(model: Served, decoded: Decoded, result: Screening, heat: bytes) -> PredictOut:
+    return PredictOut(
+        probability=result.probability, label=result.label, label_name=LABEL_NAMES[result.label],
+        threshold=result.threshold, band=result.band, model=model_out(model),
+        localiser=(model.localiser or None) if result.box_source == "model" else None,
+        box=list(result.box) if result.box else None, box_source=result.box_source,
+        box_confidence=result.box_confidence, side=result.side,
+        sides=[SideOut(side=s.side, box=list(s.box), box_confidence=s.box_confidence, probability=s.probability,
+                       label=s.label) for s in result.sides],
+        heatmap_png=base64.b64encode(heat).decode("ascii"), input_sha256=decoded.sha256, disclaimer=DISCLAIMER)
