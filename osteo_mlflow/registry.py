@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,34 @@ from osteo_mlflow.pyfunc import write_model_code
 
 # the packages the registered model imports (its code_paths)
 MODEL_PACKAGES = ("osteo_model", "osteo", "osteo_mlflow", "osteo_common")
-MODEL_REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "pillow", "pydicom", "mlflow", "scikit-learn")
+MODEL_REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "pillow", "pydicom", "mlflow", "scikit-learn",
+                      "onnxruntime", "onnx")
+# the model serves through ONNX Runtime when it can and falls back to PyTorch: pinned only where installed
+OPTIONAL_REQUIREMENTS = ("onnxruntime", "onnx")
 
 
 def requirements() -> list[str]:
-    return [f"{p}=={installed_version(p).split('+')[0]}" for p in MODEL_REQUIREMENTS]
+    out = []
+    for p in MODEL_REQUIREMENTS:
+        try:
+            out.append(f"{p}=={installed_version(p).split('+')[0]}")
+        except PackageNotFoundError:
+            if p not in OPTIONAL_REQUIREMENTS:
+                raise
+    return out
+
+
+def onnx_artifacts(best: FoldResult) -> dict[str, str]:
+    """The best fold exported to ONNX beside its checkpoint ({"onnx": path}), for the pyfunc to
+    serve through ONNX Runtime; {} when its arch has no avgpool -> linear head or onnxruntime is
+    missing (the pyfunc then serves the PyTorch checkpoint)."""
+    from osteo_model.onnx import export_onnx, onnxruntime_available, supports_onnx
+    from osteo_model.predict import load_checkpoint
+
+    if not (supports_onnx(best.arch) and onnxruntime_available()):
+        return {}
+    model, config, _extra = load_checkpoint(best.checkpoint)
+    return {"onnx": str(export_onnx(model, config.image_size, Path(best.checkpoint).parent / "model.onnx"))}
 
 
 def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Session], best: FoldResult,
@@ -46,11 +70,12 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
         params={"heatmap": True, "cropped": False})
     # the localiser the classifier crops whole radiographs with: the champion's weights, in the model
     localiser = localiser_artifacts(c, settings, Path(best.checkpoint).parent / "localiser")
+    onnx = onnx_artifacts(best)
     with mlflow.start_run(run_id=parent_run_id):
         mlflow.log_artifact(best.checkpoint, "checkpoint")
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(write_model_code(Path(best.checkpoint).parent / "model-code")),
-            artifacts={"checkpoint": best.checkpoint, **localiser},
+            artifacts={"checkpoint": best.checkpoint, **onnx, **localiser},
             code_paths=[str(REPO_ROOT / p) for p in MODEL_PACKAGES],
             signature=signature, input_example=example, registered_model_name=name,
             pip_requirements=requirements(),
@@ -59,7 +84,8 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
     checkpoint_sha = sha256_file(best.checkpoint)
     for key, value in {"snapshot_digest": snapshot.digest, "test_auc": evaluation.metrics.get("roc_auc"),
                        "test_recall": evaluation.metrics.get("recall_1"), "run_id": parent_run_id,
-                       "checkpoint_sha256": checkpoint_sha, **code_tags()}.items():
+                       "checkpoint_sha256": checkpoint_sha, "onnx": str(bool(onnx)).lower(),
+                       **code_tags()}.items():
         c.set_model_version_tag(name, version, key, str(value))
     if localiser:
         info_json = json.loads(Path(localiser["localiser_info"]).read_text())

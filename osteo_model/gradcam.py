@@ -109,7 +109,13 @@ def target_layer(model: nn.Module) -> nn.Module:
 
 
 def _cam(a: torch.Tensor, grads: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    weights = grads.mean(dim=(2, 3), keepdim=True)
+    return cam_from_weights(a, grads.mean(dim=(2, 3), keepdim=True), size)
+
+
+def cam_from_weights(a: torch.Tensor, weights: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The map from A (N x C x h x w) and channel weights (N or 1 x C x 1 x 1): ReLU of the weighted
+    sum, bilinear upsampling to ``size``, min-max scaled per map (all zeros when flat). Shared
+    with the ONNX path (:mod:`osteo_model.onnx`), whose weights come from the linear head."""
     cam = F.relu((weights * a).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
     flat = cam.flatten(1)
