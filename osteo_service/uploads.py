@@ -185,6 +185,7 @@ TRANSFER_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", _DEFLATED, *_JP
 class Limits:
     max_pixels: int = 50_000_000  # rows x cols x frames; 7000 x 7000 passes
     max_side: int = 16384
+    min_side: int = 16  # smaller is neither a radiograph nor a usable crop (the localiser needs some pixels)
     max_frames: int = 1
     modalities: tuple[str, ...] = ("CR", "DX")
     transfer_syntaxes: tuple[str, ...] = field(default=TRANSFER_SYNTAXES)
@@ -210,6 +211,10 @@ def _malformed(message: str = "The DICOM file could not be read.") -> UploadErro
 
 def _unsupported(message: str) -> UploadError:
     return UploadError(422, "unsupported_dicom", message)
+
+
+def _too_small(limits: Limits) -> UploadError:
+    return UploadError(422, "image_too_small", f"The image is smaller than {limits.min_side} pixels a side.")
 
 
 def _too_many_pixels() -> UploadError:
@@ -277,6 +282,8 @@ def check_dicom_header(data: bytes, limits: Limits) -> DicomHeader:
         raise _malformed("The DICOM file declares an empty image.")
     if rows > limits.max_side or cols > limits.max_side or rows * cols * frames > limits.max_pixels:
         raise _too_many_pixels()
+    if min(rows, cols) < limits.min_side:
+        raise _too_small(limits)
     if frames > limits.max_frames:
         raise _unsupported("The DICOM file holds more frames than the service accepts.")
     ba, bs = _int(ds, "BitsAllocated"), _int(ds, "BitsStored")
@@ -362,6 +369,8 @@ def _decode_image(data: bytes, limits: Limits) -> np.ndarray:
             raise _bad_image()
         if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
             raise _too_many_pixels()
+        if min(width, height) < limits.min_side:
+            raise _too_small(limits)
         try:
             img.load()
             img = ImageOps.exif_transpose(img)  # a phone or viewer export may rely on EXIF rotation

@@ -361,3 +361,14 @@ def test_sixteen_bit_png_is_stretched_to_eight_bits():
     out = decode_upload(data, Limits()).display
     assert out.dtype == np.uint8 and out.shape == (20, 50)
     assert (out.min(), out.max()) == (0, 255) and (np.diff(out[0].astype(int)) >= 0).all()
+
+
+def test_an_image_too_small_to_be_a_radiograph_is_refused_from_its_header():
+    """Found by the schema run: a 1x1 PNG reached the localiser, which cannot split it into views."""
+    from osteo_service.uploads import Limits, UploadError, decode_upload
+
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, format="PNG")
+    with pytest.raises(UploadError) as err:
+        decode_upload(buf.getvalue(), Limits())
+    assert err.value.status == 422 and err.value.code == "image_too_small"

@@ -1,0 +1,160 @@
+"""The page as a person uses it, in a real browser: Debian's Chromium driven by Playwright, against
+`osteo serve` started by the test on the demo's registry (the champion classifier and localiser).
+
+Upload a synthetic DICOM, see the proposed box, move it, add the self-assessment, predict, see the
+warning and the heat map, print, switch language. The pictures go to a temporary folder, or to
+docs/screenshots/ with OSTEO_UPDATE_SCREENSHOTS=1 (`make screenshots`): the README and the manual
+show them.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-background-networking", "--disable-component-update"]
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live(demo_run):
+    """`osteo serve` on a free loopback port over the demo's stores; stopped at the end."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "osteo_cli.main", "serve", "--port", str(port), "--json"],
+                            cwd=REPO, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # readiness, not timing: the first answer after the models are loaded
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(base + "/api/v1/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "osteo serve did not answer within 180 s"
+            time.sleep(0.25)
+        yield base, demo_run
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def shots_dir(tmp_path_factory) -> Path:
+    if os.environ.get("OSTEO_UPDATE_SCREENSHOTS") == "1":
+        out = REPO / "docs" / "screenshots"
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def flagged_dicom(base: str, cohort: Path) -> Path:
+    """A one-hip DICOM of an osteoporotic patient that the champion flags (the page's warning path)."""
+    rows = [r for r in csv.DictReader((cohort / "truth.csv").open()) if r["expected_label"] == "1"
+            and r["view"] == "hip" and r["expected_export"] == "1"]
+    for r in rows[:12]:
+        path = cohort / r["file"]
+        j = httpx.post(base + "/api/v1/predict", files={"image": ("x", path.read_bytes())}, timeout=60).json()
+        if j.get("label") == 1:
+            return path
+    raise AssertionError("the demo champion flags none of 12 osteoporotic hips: its recall is broken")
+
+
+def test_the_page_in_a_browser(live, tmp_path_factory):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, demo = live
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it (make system-packages)"
+    shots = shots_dir(tmp_path_factory)
+    dicom = flagged_dicom(base, demo["cohort"])
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 900}, locale="zh-TW")
+        console_errors: list[str] = []
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+
+        page.goto(base + "/")
+        expect(page.locator("html")).to_have_attribute("lang", "zh-TW")
+        expect(page.locator("#disclaimer")).to_contain_text("DEXA")
+        page.screenshot(path=str(shots / "01-upload.png"), full_page=False)
+
+        # the localiser's box is proposed on the rendered DICOM; the person moves it a little
+        page.set_input_files("#image", str(dicom))
+        expect(page.locator("#stage")).to_be_visible(timeout=60_000)
+        box = page.locator("#box")
+        expect(box).to_be_visible()
+        before = box.bounding_box()
+        page.mouse.move(before["x"] + before["width"] / 2, before["y"] + before["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(before["x"] + before["width"] / 2 + 4, before["y"] + before["height"] / 2 + 3, steps=4)
+        page.mouse.up()
+        after = box.bounding_box()
+        assert after["x"] > before["x"] and after["y"] > before["y"]
+        moved = page.input_value("#box-field")
+        assert len(moved.split(",")) == 4, moved
+        page.locator("#box-card").screenshot(path=str(shots / "02-box.png"))
+
+        # the self-assessment beside it: OSTA 0.2 x (48 - 72) = -4.8 -> high
+        page.fill("#age", "72")
+        page.fill("#weight", "48")
+        page.check("input[name=iof_smoker][value=yes]")
+        page.check("input[name=iof_parent_stooped][value=no]")
+        page.fill("#reference", "clinic 3")
+        page.click("#predict")
+        expect(page.locator("#result")).to_be_visible(timeout=60_000)
+        expect(page.locator("#warning")).to_be_visible()
+        expect(page.locator("#heatmap")).to_be_visible()
+        assert page.evaluate("document.getElementById('heatmap').naturalWidth") > 0
+        expect(page.locator("#osta-result")).to_contain_text("-4")
+        expect(page.locator("#iof-result")).to_be_visible()
+        expect(page.locator("#model-line")).to_contain_text(f"版本 {demo['train']['model_version']}")
+        page.screenshot(path=str(shots / "03-result.png"), full_page=True)
+
+        # the printout: the result, the heat map, the answers, the notice and the typed reference; no forms
+        page.emulate_media(media="print")
+        expect(page.locator("nav")).to_be_hidden()
+        expect(page.locator(".actions")).to_be_hidden()
+        expect(page.locator(".reference-print")).to_contain_text("clinic 3")
+        page.screenshot(path=str(shots / "05-print.png"), full_page=True)
+        page.emulate_media(media="screen")
+
+        # English, and the stand-alone self-assessment page
+        page.click("#lang-switch")
+        expect(page.locator("html")).to_have_attribute("lang", "en")
+        expect(page.locator("#disclaimer")).to_contain_text("cannot rule osteoporosis out")
+        page.goto(base + "/self-check")
+        page.fill("#age", "60")
+        page.fill("#weight", "58")
+        page.check("input[name=iof_smoker][value=no]")
+        page.click("#selfcheck-submit")
+        expect(page.locator("#osta-result")).to_contain_text("Medium risk")
+        page.screenshot(path=str(shots / "04-selfcheck.png"), full_page=True)
+
+        page.goto(base + "/manual")
+        expect(page.locator("h2")).to_contain_text("User manual")
+        browser.close()
+    assert not console_errors, console_errors  # CSP violations and script errors show up here
+    for name in ("01-upload.png", "02-box.png", "03-result.png", "04-selfcheck.png", "05-print.png"):
+        data = (shots / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
