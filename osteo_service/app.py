@@ -92,8 +92,8 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
                               + DISCLAIMER,
                   responses={413: PROBLEM, 415: PROBLEM, 422: PROBLEM, 503: PROBLEM})
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    if SCREENSHOTS.is_dir():
-        app.mount("/screenshots", StaticFiles(directory=str(SCREENSHOTS)), name="screenshots")
+    # the manual's pictures (docs/screenshots/, made by the browser test); checked per request, not at start
+    app.mount("/screenshots", StaticFiles(directory=str(SCREENSHOTS), check_dir=False), name="screenshots")
 
     @app.middleware("http")
     async def headers(request: Request, call_next):

@@ -1,0 +1,90 @@
+"""The screening service after the demo (the session's demo_run, as `make demo` leaves the stores):
+it answers with the registry's champion and localiser, through ONNX Runtime with the same
+probability as the registered pyfunc, writes an audit row that `osteo lineage predictions` shows,
+and follows the champion alias to a new version."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+
+
+@pytest.fixture(scope="module")
+def served(demo_run):
+    from fastapi.testclient import TestClient
+    from mlflow.tracking import MlflowClient
+
+    from osteo.settings import get_settings
+    from osteo_service.app import create_app
+
+    s = get_settings().model_copy(update={"serve_reload_seconds": 0.0})  # every request asks the registry
+    with TestClient(create_app(s)) as client:
+        yield client, s, MlflowClient(s.resolved_tracking_uri(), s.resolved_tracking_uri()), demo_run
+
+
+def a_hip(cohort: Path, view: str = "hip") -> Path:
+    row = next(r for r in csv.DictReader((cohort / "truth.csv").open())
+               if r["view"] == view and r["expected_export"] == "1")
+    return cohort / row["file"]
+
+
+def test_the_service_answers_with_the_champion_through_onnx(served):
+    client, s, mlc, demo = served
+    champion = mlc.get_model_version_by_alias(s.registered_model, "champion")
+    roi = mlc.get_model_version_by_alias(s.roi_model, "champion")
+    health = client.get("/api/v1/health").json()
+    assert health["status"] == "ok" and health["model"]["version"] == str(champion.version)
+    assert health["model"]["runtime"] == "onnxruntime" and champion.tags.get("onnx") == "true"
+    assert health["localiser"] == f"{s.roi_model}/{roi.version}"
+    data = a_hip(demo["cohort"]).read_bytes()
+    r = client.post("/api/v1/predict", files={"image": ("x.dcm", data)})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["box_source"] == "model" and j["localiser"] == health["localiser"] and j["model"]["version"] == \
+        str(champion.version)
+    # the registered pyfunc scores the same radiograph the same way (same crop, same weights)
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(s.resolved_tracking_uri())
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{s.registered_model}/{champion.version}")
+    row = pyfunc.predict(pd.DataFrame({"image": [data]}), params={"heatmap": False}).iloc[0]
+    assert row["probability"] == pytest.approx(j["probability"], abs=1e-5) and json.loads(row["box"]) == j["box"]
+
+
+def test_a_pelvis_is_scored_on_both_sides(served):
+    client, _s, _mlc, demo = served
+    j = client.post("/api/v1/predict", files={"image": ("p.dcm", a_hip(demo["cohort"], "pelvis").read_bytes())}).json()
+    assert j["box_source"] == "model" and {x["side"] for x in j["sides"]} == {"L", "R"}
+    assert j["probability"] == max(x["probability"] for x in j["sides"])
+
+
+def test_every_answer_is_audited_and_shown_by_lineage(served, capsys):
+    client, s, _mlc, demo = served
+    data = a_hip(demo["cohort"]).read_bytes()
+    j = client.post("/api/v1/predict", files={"image": ("x.dcm", data)}, data={"box": "10,10,60,60"}).json()
+    from osteo_cli.main import main
+
+    assert main(["lineage", "predictions", "--json", "--last", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    top = out["predictions"][0]
+    assert top["input_sha256"] == j["input_sha256"] and top["box"] == [10, 10, 60, 60] and top["box_source"] == "user"
+    assert top["model"] == f"{s.registered_model}/{j['model']['version']}"
+
+
+def test_the_service_follows_the_champion_alias(served):
+    client, s, mlc, _demo = served
+    name = s.registered_model
+    old = mlc.get_model_version_by_alias(name, "champion")
+    new = mlc.create_model_version(name, old.source, run_id=old.run_id, tags={"onnx": old.tags.get("onnx", "")})
+    try:
+        mlc.set_registered_model_alias(name, "champion", new.version)
+        assert client.get("/api/v1/health").json()["model"]["version"] == str(new.version)
+    finally:
+        mlc.set_registered_model_alias(name, "champion", old.version)
+    assert client.get("/api/v1/health").json()["model"]["version"] == str(old.version)
