@@ -146,13 +146,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "ui": f"{Path(sys.executable).parent / 'osteo'} ui   (Prefect and MLflow UIs on this machine)",
         "model_uri": f"models:/{name}@champion",
         "lineage": f"osteo lineage model {name}@champion",
+        "serve": f"{Path(sys.executable).parent / 'osteo'} serve   (the screening page on http://127.0.0.1:8000/)",
     }
     payload: dict[str, Any] = {"refresh": report.to_dict(), "roi": roi.to_dict(), **result.to_dict(),
                                "timings": timings, "where": where}
     human = "\n".join([report.summary(), "", roi.summary(), "", result.summary(), "",
                        f"look at the runs:    {where['ui']}",
                        f"load the model:      mlflow.pyfunc.load_model('{where['model_uri']}')",
-                       f"trace it:            {where['lineage']}"])
+                       f"trace it:            {where['lineage']}",
+                       f"screen with it:      {where['serve']}"])
     emit(args, payload, human)
     return 0
 

@@ -238,3 +238,15 @@ def test_ui_serves_both_and_stops_both_on_sigterm(tmp_path):
         for pid in children:  # never leave a server behind, whatever failed
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_serve_with_a_model_that_is_not_a_registry_reference(tmp_path):
+    assert_refused(tmp_path, ["serve", "--model", "checkpoints/best.pth"], "bad_option")
+
+
+def test_serve_on_a_port_that_is_taken(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        payload = assert_refused(tmp_path, ["serve", "--port", str(s.getsockname()[1])], "port_in_use")
+    assert "--port" in payload["detail"]
