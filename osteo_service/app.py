@@ -251,7 +251,7 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
         try:
             form = await form_of(request)
         except ApiError as exc:
-            return page(request, "index.html", {"error": exc.message, "check": self_check({})}, exc.status)
+            return page(request, "index.html", {"error": exc.code, "check": self_check({})}, exc.status)
         check = self_check(form.fields)
         if not security.valid_token(secret, request.cookies.get(security.CSRF_COOKIE),
                                     form.fields.get(security.CSRF_FIELD)):
@@ -261,7 +261,7 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
         except ApiError as exc:
             if exc.code == "no_model":
                 return page(request, "no_model.html", {}, 503)
-            return page(request, "index.html", {"error": exc.message, "check": check}, exc.status)
+            return page(request, "index.html", {"error": exc.code, "check": check}, exc.status)
         boxes = [(s.box, "#ffcc00") for s in result.sides if s.box and s.box != result.box]
         if result.box:
             boxes.append((result.box, "#ff3b30" if result.label else "#34c759"))

@@ -201,6 +201,30 @@ TEXT.update({
 })
 
 
+# the API's error codes as the page says them (the API keeps its English `detail`)
+TEXT.update({
+    "err_too_large": {"zh-TW": "檔案太大，超過上傳上限。", "en": "The file is larger than the upload limit."},
+    "err_unsupported_type": {"zh-TW": "這不是 DICOM、PNG 或 JPEG 檔案。", "en": "This is not a DICOM, PNG or JPEG file."},
+    "err_not_a_form": {"zh-TW": "上傳格式不正確，請重新整理頁面。", "en": "The upload was not a form: reload the page."},
+    "err_bad_form": {"zh-TW": "上傳不完整，請再試一次。", "en": "The upload was incomplete: try again."},
+    "err_malformed_dicom": {"zh-TW": "無法讀取這個 DICOM 檔案。", "en": "This DICOM file could not be read."},
+    "err_unsupported_dicom": {"zh-TW": "不支援這種 DICOM 影像（只接受 CR/DX 灰階 X 光片）。",
+                              "en": "This kind of DICOM image is not supported (greyscale CR/DX radiographs only)."},
+    "err_malformed_image": {"zh-TW": "無法讀取這個影像檔。", "en": "This image file could not be read."},
+    "err_image_too_large": {"zh-TW": "影像尺寸太大，不像是 X 光片。", "en": "The image is too large to be a radiograph."},
+    "err_image_too_small": {"zh-TW": "影像尺寸太小。", "en": "The image is too small."},
+    "err_bad_box": {"zh-TW": "框選座標不正確：請填四個數字 x0,y0,x1,y1，且框至少 8 像素寬高。",
+                    "en": "The box must be four numbers x0,y0,x1,y1, at least 8 pixels wide and high."},
+    "err_box_outside_image": {"zh-TW": "框選範圍超出影像。", "en": "The box lies outside the image."},
+    "err_invalid_request": {"zh-TW": "請求格式不正確。", "en": "The request is not valid."},
+    "err_no_image": {"zh-TW": "請選擇一個影像檔。", "en": "Choose an image file."},
+    "err_not_located": {"zh-TW": "未能可靠地找到股骨頸：請手動框選，或上傳股骨頸裁切圖。",
+                        "en": "The femoral neck was not found reliably: draw the box, or upload a femoral-neck crop."},
+    "err_no_localiser": {"zh-TW": "尚無股骨頸定位模型：請手動框選，或上傳股骨頸裁切圖。",
+                         "en": "No femoral-neck localiser is registered: draw the box, or upload a femoral-neck crop."},
+})
+
+
 def pick_lang(query: str | None, cookie: str | None) -> str:
     for value in (query, cookie):
         if value in LANGS:

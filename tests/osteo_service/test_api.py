@@ -205,3 +205,26 @@ def test_uploads_are_not_stored_unless_configured(service, tmp_path):
     assert post(client, hip_png()).status_code == 200
     after = {p for p in tmp_path.rglob("*") if p.is_file()}
     assert not [p for p in after - before if not p.name.startswith("osteo.sqlite")]
+
+
+def test_the_page_says_each_error_in_its_language(service):
+    client, *_ = service
+    token = csrf_of(client.get("/").text)
+    r = client.post("/predict", files={"image": ("hip.png", b"plain text", "image/png")}, data={"csrf_token": token})
+    assert r.status_code == 415 and "這不是 DICOM、PNG 或 JPEG 檔案" in r.text
+    r = client.post("/predict?lang=en", files={"image": ("hip.png", hip_png(), "image/png")},
+                    data={"csrf_token": token, "box": "0,0,999,999"})
+    assert r.status_code == 422 and "The box lies outside the image" in r.text
+
+
+def test_every_error_code_has_words_on_the_page():
+    """Each code the uploads and the screening raise (status, "code", ...) is translated."""
+    from pathlib import Path
+
+    from osteo_service.i18n import TEXT
+
+    root = Path(__file__).resolve().parents[2] / "osteo_service"
+    source = "".join((root / f).read_text() for f in ("uploads.py", "screening.py", "app.py"))
+    codes = set(re.findall(r'\(\s*4\d\d,\s*"([a-z_]+)"', source))
+    assert {"too_large", "unsupported_type", "box_outside_image", "not_located"} <= codes
+    assert not sorted(c for c in codes if f"err_{c}" not in TEXT)
