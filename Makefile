@@ -9,8 +9,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 
 # Debian packages the suite needs: Chromium for the page's browser test (Playwright drives it; its own
-# browser download is not used) and CJK fonts so the Traditional Chinese page renders in screenshots
-SYSTEM_PACKAGES := chromium fonts-noto-cjk
+# browser download is not used), CJK fonts so the Traditional Chinese page renders in screenshots, and
+# dicom3tools (dciodvfy) to check that the synthetic DICOM is conformant
+SYSTEM_PACKAGES := chromium fonts-noto-cjk dicom3tools
 
 .PHONY: demo test install system-packages screenshots clean
 
@@ -26,7 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/osteo demo
 
 system-packages:
-	@test -x /usr/bin/chromium && test -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc || \
+	@test -x /usr/bin/chromium && test -x /usr/bin/dciodvfy && test -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }
 
 test: $(STAMP) system-packages
