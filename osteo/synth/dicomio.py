@@ -27,6 +27,9 @@ DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 CR_IMAGE = "1.2.840.10008.5.1.4.1.1.1"
 
 STUDY_DESCRIPTIONS = ["HIP AP", "X-RAY HIP AP", "PELVIS/HIP AP", "HIP JOINT AP VIEW", "FEMUR PROXIMAL AP"]
+# Coded anatomy and view of the DX objects (CID 4009 "DX Anatomy Imaged", CID 4010 "DX View")
+ANATOMY_CODES = {"hip": ("24136001", "SCT", "Hip joint"), "pelvis": ("12921003", "SCT", "Pelvis")}
+VIEW_AP_CODE = ("399348003", "SCT", "antero-posterior")
 MANUFACTURERS = [("FUJIFILM Corporation", "FCR PROFECT CS"), ("Carestream Health", "DRX-Evolution"),
                  ("SIEMENS", "Ysio Max"), ("Philips Medical Systems", "DigitalDiagnost"),
                  ("KONICA MINOLTA", "REGIUS 210")]
@@ -43,6 +46,13 @@ def _encoder_available(uid) -> bool:
 
 def uid_for(seed: int, kind: str, n: int) -> str:
     return generate_uid(entropy_srcs=[f"osteo-synth:{seed}:{kind}:{n}"])
+
+
+def code_item(value: str, scheme: str, meaning: str) -> Dataset:
+    """One item of a code sequence (PS3.3 Table 8.8-1, the basic coded entry)."""
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
 
 
 def _da(d: dt.date) -> str:
@@ -64,12 +74,21 @@ def image_params(rng: np.random.Generator, view: str = "hip") -> dict[str, Any]:
     p["compression"] = "rle" if r < 0.15 else ("j2k" if r < 0.25 else "none")
     options = [(1.0, 0.0), (1.0, -1024.0), (0.5, 0.0), (2.0, -100.0)]
     if modality == "DX":
-        p["rescale"] = options[int(rng.integers(len(options)))]
+        # A DX For Presentation image has the identity rescale (slope 1, intercept 0, type US: the DX Image
+        # Module, PS3.3 C.8.11.3): its stored values are its modality values. Its window is still drawn in
+        # the units of one of the rescales and then expressed in stored values (_window): the VOI windows
+        # keep their variety, and every image of a seed (pixels, window, displayed image) is what it was
+        # when DX files carried that rescale.
+        p["window_units"] = options[int(rng.integers(len(options)))]
+        p["rescale"] = (1.0, 0.0)
         p["window"] = True  # DX for presentation: VOI window is required
     else:
         p["rescale"] = options[1 + int(rng.integers(3))] if rng.random() < 0.4 else None
         p["window"] = bool(rng.random() < 0.3)
-    p["laterality_tag"] = modality == "CR" and rng.random() < 0.5
+    if modality == "CR":
+        # Once: whether a CR also carried the series' Laterality. Not written any more: Laterality (Type 2C)
+        # may not be present beside ImageLaterality, which every image has. Drawn still, as above.
+        rng.random()
     p["manufacturer"] = MANUFACTURERS[int(rng.integers(len(MANUFACTURERS)))]
     p["time"] = f"{int(rng.integers(7, 20)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}"
     p["description"] = STUDY_DESCRIPTIONS[int(rng.integers(len(STUDY_DESCRIPTIONS)))]
@@ -81,9 +100,14 @@ def image_params(rng: np.random.Generator, view: str = "hip") -> dict[str, Any]:
 
 def _window(frac: np.ndarray, p: dict[str, Any], rng: np.random.Generator) -> tuple[float, float]:
     """VOI window in modality units. MONOCHROME1 windows are centred on the middle of the
-    modality range (so they read the same whichever way a reader inverts)."""
+    modality range (so they read the same whichever way a reader inverts).
+
+    A DX window (c, w) is drawn in the units x = slope * s + intercept of p["window_units"] and returned
+    as the LINEAR window (c', w') on the stored values s, its modality values, that displays the same
+    (PS3.3 C.11.2.1.2): (x - (c - 0.5)) / (w - 1) == (s - (c' - 0.5)) / (w' - 1) for
+    c' = (c - intercept - 0.5) / slope + 0.5 and w' = (w - 1) / slope + 1."""
     maxv = 2 ** p["bits"] - 1
-    slope, intercept = p["rescale"] or (1.0, 0.0)
+    slope, intercept = p.get("window_units") or p["rescale"] or (1.0, 0.0)
     lo_f, hi_f = np.percentile(frac[::4, ::4], [1.0, 99.0])
     lo_f -= rng.uniform(0.0, 0.06)
     hi_f += rng.uniform(0.0, 0.06)
@@ -92,9 +116,11 @@ def _window(frac: np.ndarray, p: dict[str, Any], rng: np.random.Generator) -> tu
         center_f, width_f = 0.5, 2 * half
     else:
         center_f, width_f = (lo_f + hi_f) / 2, hi_f - lo_f
-    center = intercept + slope * center_f * maxv
-    width = slope * width_f * maxv
-    return round(float(center), 1), round(float(width), 1)
+    center = round(float(intercept + slope * center_f * maxv), 1)
+    width = round(float(slope * width_f * maxv), 1)
+    if "window_units" in p:
+        center, width = round((center - intercept - 0.5) / slope + 0.5, 4), round((width - 1.0) / slope + 1.0, 4)
+    return center, width
 
 
 def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], rng) -> Dataset:
@@ -146,8 +172,6 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
     ds.InstanceNumber = spec["instance"]
     ds.PatientOrientation = ["R", "F"] if spec.get("mirrored") else ["L", "F"]
     ds.ImageLaterality = "B" if pelvis else spec["laterality"]
-    if p["laterality_tag"] and not pelvis:
-        ds.Laterality = spec["laterality"]
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
     ds.PixelSpacing = [p["spacing"], p["spacing"]]
@@ -156,6 +180,13 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
         ds.DetectorType = "SCINTILLATOR"
         ds.PixelIntensityRelationship = "LOG"
         ds.PixelIntensityRelationshipSign = 1 if p["photometric"] == "MONOCHROME1" else -1
+        # DX Image: the presentation LUT undoes MONOCHROME1's inversion; DX Anatomy Imaged and DX
+        # Positioning: the coded anatomy and view; Acquisition Context: none recorded (Type 2, empty)
+        ds.PresentationLUTShape = "INVERSE" if p["photometric"] == "MONOCHROME1" else "IDENTITY"
+        ds.AnatomicRegionSequence = [code_item(*ANATOMY_CODES["pelvis" if pelvis else "hip"])]
+        ds.ViewCodeSequence = [code_item(*VIEW_AP_CODE)]
+        ds.PositionerType = ""
+        ds.AcquisitionContextSequence = []
     rows, cols = stored.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = p["photometric"]
@@ -171,8 +202,8 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
         ds.RescaleType = "US"
     if p["window"]:
         c, w = spec["_window"]
-        ds.WindowCenter = f"{c:g}"
-        ds.WindowWidth = f"{w:g}"
+        ds.WindowCenter = f"{c:.10g}"  # at most 16 characters (DS)
+        ds.WindowWidth = f"{w:.10g}"
         ds.VOILUTFunction = "LINEAR"
     ds.PixelData = stored.astype("<u2").tobytes()
     return ds

@@ -1,11 +1,11 @@
 """What else a hospital export holds: files that are not hip radiographs (docs/design.md, "Scope").
 
-A chest CR, a knee DX, a hip CT and a hip MR (out of scope), and a radiograph with no
+A chest CR, a knee DX, a hip CT and a hip MR (out of scope), and a radiograph with an empty
 BodyPartExamined and no usable description (quarantined `unknown_body_part`). Each belongs to a
 patient of the cohort, on the day of one of that patient's paired hip images, with laterality and
 a femoral-neck box: without the scope rule it would be paired and exported. They are drawn from
 their own generator after the hip cohort, which they leave exactly as it was. Small images: they
-are never exported.
+are never exported. Each passes dicom3tools' dciodvfy with no error (tests/osteo/test_synth_conformance.py).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
-from osteo.synth.dicomio import CR_IMAGE, DX_FOR_PRESENTATION, uid_for
+from osteo.synth.dicomio import CR_IMAGE, DX_FOR_PRESENTATION, VIEW_AP_CODE, code_item, uid_for
 from osteo.synth.tables import write_voc
 
 SIZE = 128  # rows and columns
 BITS = 12
 SOP_CLASS = {"CR": CR_IMAGE, "DX": DX_FOR_PRESENTATION, "CT": str(CTImageStorage), "MR": str(MRImageStorage)}
-# kind, modality, BodyPartExamined (DICOM CID 4031; None: absent), StudyDescription, SeriesDescription,
+# kind, modality, BodyPartExamined (DICOM CID 4031; None: empty), StudyDescription, SeriesDescription,
 # and the truth's expected_scope under the default rules
 KINDS: tuple[tuple[str, str, str | None, str, str | None, str], ...] = (
     ("chest", "CR", "CHEST", "CHEST PA", "PA", "body part CHEST"),
@@ -47,7 +47,8 @@ def write_others(out: Path, specs: list[dict[str, Any]], truth: list[dict[str, A
         path = out / "dicom" / f"S{study:05d}" / "IM0001.dcm"
         sop = uid_for(seed, "other-sop", k)
         box = _write(path, kind, spec, sop, uid_for(seed, "other-study", k), uid_for(seed, "other-series", k),
-                     study, np.random.default_rng(np.random.SeedSequence([int(seed), 13, k])))
+                     study, np.random.default_rng(np.random.SeedSequence([int(seed), 13, k])),
+                     uid_for(seed, "other-frame", k))
         write_voc(out / "annotations" / f"{sop}.xml", sop, SIZE, SIZE, box)
         rows.append({
             "sop_instance_uid": sop, "patient_id": row["patient_id"], "laterality": row["laterality"],
@@ -69,7 +70,7 @@ def _pixels(rng: np.random.Generator) -> np.ndarray:
 
 
 def _write(path: Path, kind: tuple, spec: dict[str, Any], sop: str, study_uid: str, series_uid: str, study: int,
-           rng: np.random.Generator) -> tuple[int, int, int, int]:
+           rng: np.random.Generator, frame_uid: str) -> tuple[int, int, int, int]:
     name, modality, body_part, study_desc, series_desc, _ = kind
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -97,12 +98,11 @@ def _write(path: Path, kind: tuple, spec: dict[str, Any], sop: str, study_uid: s
     ds.PatientBirthDate, ds.PatientSex = spec["birth"].strftime("%Y%m%d"), spec["sex"]
     date, birth = spec["date"], spec["birth"]
     ds.PatientAge = f"{date.year - birth.year - ((date.month, date.day) < (birth.month, birth.day)):03d}Y"
-    if body_part is not None:
-        ds.BodyPartExamined = body_part
+    ds.BodyPartExamined = body_part or ""  # Type 2 in CR Series: present, empty when the body part is unknown
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
     ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = str(study), 1, 1
     ds.ImageLaterality = spec["laterality"]
-    _modality_module(ds, modality, name)
+    _modality_module(ds, modality, name, frame_uid)
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows = ds.Columns = SIZE
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, BITS, BITS - 1, 0
@@ -113,8 +113,9 @@ def _write(path: Path, kind: tuple, spec: dict[str, Any], sop: str, study_uid: s
     return x0, y0, x0 + int(rng.integers(48, 64)), y0 + int(rng.integers(48, 64))
 
 
-def _modality_module(ds: Dataset, modality: str, kind: str) -> None:
+def _modality_module(ds: Dataset, modality: str, kind: str, frame_uid: str) -> None:
     """The attributes each modality's image module asks for (PS3.3), with plausible values."""
+    ds.BurnedInAnnotation, ds.LossyImageCompression = "NO", "00"
     if modality in ("CR", "DX"):
         ds.ViewPosition = "PA" if kind == "chest" else "AP"
         ds.PatientOrientation = ["L", "F"]
@@ -126,16 +127,23 @@ def _modality_module(ds: Dataset, modality: str, kind: str) -> None:
         ds.PixelIntensityRelationship, ds.PixelIntensityRelationshipSign = "LOG", -1
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "US"
         ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = "1700", "2400", "LINEAR"
+        ds.PresentationLUTShape = "IDENTITY"  # MONOCHROME2
+        ds.AnatomicRegionSequence = [code_item("72696002", "SCT", "Knee")]
+        ds.ViewCodeSequence = [code_item(*VIEW_AP_CODE)]
+        ds.PositionerType, ds.AcquisitionContextSequence = "", []
     if modality in ("CT", "MR"):
+        ds.PatientPosition = "FFS"  # feet first, supine
+        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame_uid, ""
         ds.SliceThickness = "2.0" if modality == "CT" else "4.0"
         ds.ImagePositionPatient = [-90.0, -120.0, 35.0]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0] if modality == "CT" else [1, 0, 0, 0, 0, -1]
         ds.PixelSpacing = [0.8, 0.8]
     if modality == "CT":
-        ds.KVP = "120"
+        ds.KVP, ds.AcquisitionNumber = "120", 1
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
         ds.WindowCenter, ds.WindowWidth = "400", "1800"  # bone window
     if modality == "MR":
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
         ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "SE", "SK", ""
         ds.MRAcquisitionType = "2D"
         ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength = "520", "12", 3
