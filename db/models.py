@@ -344,3 +344,15 @@ class PredictionAudit(Base):
     probability: Mapped[float] = mapped_column(Float)
     label: Mapped[int] = mapped_column(Integer)
     threshold: Mapped[float] = mapped_column(Float)
+
+
+class RefreshLock(Base):
+    """The refresh's lock row on databases without advisory locks (Oracle): a refresh holds its row
+    with SELECT ... FOR UPDATE NOWAIT for the whole run (osteo.orchestration). PostgreSQL uses an
+    advisory lock and SQLite a file lock, so there the table stays empty."""
+
+    __tablename__ = "refresh_lock"
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)

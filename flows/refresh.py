@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from functools import reduce
+from functools import partial, reduce
 from operator import add
 from pathlib import Path
 
@@ -12,9 +12,9 @@ from prefect.artifacts import create_table_artifact
 from tqdm import tqdm
 
 from flows.runner import SettingsTaskRunner
-from osteo.orchestration import refresh_lock, sweep_partial_files
+from osteo.orchestration import assert_still_held, refresh_lock, sweep_partial_files
 from osteo.quarantine import quarantined_files
-from osteo.refresh import quarantine_table
+from osteo.refresh import fail_refresh_run, quarantine_table
 from osteo.refresh_report import ExportCounts, RefreshReport, StageCounts, ThisRun
 from osteo.settings import get_settings, session_factory
 from osteo_common.chunks import batched
@@ -39,25 +39,40 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
                  column_map_file: str | None = None, retry_quarantined: bool = False,
                  annotation_map_file: str | None = None) -> RefreshReport:
     settings = get_settings()
-    # one refresh at a time on this database and export folder; a second is refused
-    with refresh_lock(settings):
+    # one refresh at a time on this database and export folder, across worker machines (a database
+    # lock on PostgreSQL and Oracle); a second is refused at once
+    with refresh_lock(settings) as held:
         sweep_partial_files(Path(settings.data_dir) / "export")  # half-written PNGs of a killed run
         refresh_id = start_refresh_run({"dicom_dir": dicom_dir, "dexa_dir": dexa_dir,
                                         "annotations_dir": annotations_dir, "column_map_file": column_map_file,
                                         "annotation_map_file": annotation_map_file})
-        dicoms = discover_files(dicom_dir)  # DICOM files often carry no suffix: every file is a candidate
-        csvs = discover_files(dexa_dir)  # every file: one we cannot read is quarantined, never ignored
-        xmls = discover_files(annotations_dir, (".xml",)) if annotations_dir else []
-        dicom = _sum([ingest_dicom_batch(b, retry_quarantined)
-                      for b in _bar(batched(dicoms, settings.ingest_batch_size), "ingest")], StageCounts())
-        dexa = ingest_dexa_files(csvs, column_map_file, retry_quarantined)  # quarantined files judged again
-        boxes = ingest_annotation_files(xmls, retry_quarantined, annotation_map_file)  # ditto; map: hip_0012.xml -> UID
-        pairing = pair_and_label()  # sql/pair_xray_dexa.sql
-        located = locate_boxes()  # the champion localiser on paired image sides without a person's box
-        futures = [export_batch.submit(b) for b in batched(plan_exports(), settings.export_batch_size)]
-        export = _sum([f.result() for f in _bar(futures, "export")], ExportCounts())
-        this_run = ThisRun(len(dicoms) + len(csvs) + len(xmls), dicom, dexa, boxes, pairing, export, located)
-        report = finish_refresh_run(refresh_id, this_run)
+        still_held = partial(assert_still_held, held)  # a lost database lock stops the run before its next write
+        try:
+            dicoms = discover_files(dicom_dir)  # DICOM files often carry no suffix: every file is a candidate
+            csvs = discover_files(dexa_dir)  # every file: one we cannot read is quarantined, never ignored
+            xmls = discover_files(annotations_dir, (".xml",)) if annotations_dir else []
+            dicom = StageCounts()
+            for b in _bar(batched(dicoms, settings.ingest_batch_size), "ingest"):
+                still_held()
+                dicom = dicom + ingest_dicom_batch(b, retry_quarantined)
+            still_held()
+            dexa = ingest_dexa_files(csvs, column_map_file, retry_quarantined)  # quarantined files judged again
+            still_held()
+            # quarantined box files judged again too; the map names their images: hip_0012.xml -> UID
+            boxes = ingest_annotation_files(xmls, retry_quarantined, annotation_map_file)
+            still_held()
+            pairing = pair_and_label()  # sql/pair_xray_dexa.sql
+            still_held()
+            located = locate_boxes()  # the champion localiser on paired image sides without a person's box
+            still_held()
+            futures = [export_batch.submit(b) for b in batched(plan_exports(), settings.export_batch_size)]
+            export = _sum(_results(futures), ExportCounts())
+            still_held()
+            this_run = ThisRun(len(dicoms) + len(csvs) + len(xmls), dicom, dexa, boxes, pairing, export, located)
+            report = finish_refresh_run(refresh_id, this_run)
+        except Exception as exc:
+            _record_failure(settings, refresh_id, exc)
+            raise
     _publish(report, settings)
     return report
 
@@ -67,6 +82,25 @@ ARTIFACT_FILES = 1000  # quarantined files named in the artifact; `osteo quarant
 
 def _sum(parts: list, empty):
     return reduce(add, parts, empty)
+
+
+def _results(futures: list) -> list:
+    """Every batch's result; on a failure, the other batches still end before the error leaves the
+    lock's block, so that none of them writes after the lock is released."""
+    try:
+        return [f.result() for f in _bar(futures, "export")]
+    finally:
+        for f in futures:
+            f.wait()
+
+
+def _record_failure(settings, refresh_id: int, exc: Exception) -> None:
+    """The refresh_run row says 'failed' and why; best effort: the database may be what failed (the
+    row then stays 'running', as after a kill)."""
+    try:
+        fail_refresh_run(session_factory(settings), refresh_id, exc)
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        pass
 
 
 def _bar(items: list, desc: str) -> tqdm:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from collections import Counter
@@ -25,6 +26,7 @@ from osteo.etl.errors import InputError
 from osteo.etl.imaging import ALGORITHM_VERSION
 from osteo.etl.pool import shared_pool
 from osteo.etl.scope import ScopeRules
+from osteo.orchestration import failure_reason
 from osteo.quarantine import judging_context
 from osteo.refresh_report import ExportCounts, PairCounts, Problem, RefreshReport, StageCounts, ThisRun, Totals
 from osteo.settings import ROI_MIN_CONFIDENCE, Settings
@@ -186,6 +188,42 @@ def _export_one(job: dict[str, Any]) -> dict[str, Any]:
         return {"job": job["job"], "result": out}
     except InputError as exc:  # bad input is quarantined; anything else is our bug and fails the batch
         return {"job": job["job"], "error": (exc.reason, (exc.detail or str(exc))[:500])}
+    except OSError as exc:  # reading errors are InputErrors: this is the export folder refusing a PNG
+        # returned, not raised: every job of the batch ends before the batch's files are removed
+        return {"job": job["job"], "os_error": (exc.errno, exc.strerror or str(exc), job["out_png"])}
+
+
+class ExportWriteError(UserError):
+    """The export folder refused a PNG (disk full, read-only): the batch failed whole, nothing of it kept."""
+
+
+_WRITE_ADVICE = {
+    "disk_full": "free space on that disk",
+    "export_not_writable": "make the export folder writable by the refresh",
+    "export_write_failed": "fix the export folder",
+}
+
+
+def export_write_error(os_error: tuple[int | None, str, str], removed: int) -> ExportWriteError:
+    code, message, filename = os_error
+    reason = ("disk_full" if code in (errno.ENOSPC, errno.EDQUOT) else
+              "export_not_writable" if code in (errno.EACCES, errno.EPERM, errno.EROFS) else "export_write_failed")
+    return ExportWriteError(reason, f"cannot write the export PNG {filename}: {message}. This batch's files were "
+                                    f"removed ({removed}) and none of it was recorded; {_WRITE_ADVICE[reason]} and run "
+                                    "the refresh again")
+
+
+def _remove_files(jobs: list[dict[str, Any]]) -> int:
+    """Remove the batch's PNGs. Safe: a planned job has no committed export row (export_images skips
+    those), so no recorded export names its file; a file there is this batch's or a failed run's."""
+    removed = 0
+    for job in jobs:
+        try:
+            Path(job["out_png"]).unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def export_images(factory: sessionmaker[Session], box_ids: list[int], settings: Settings, *,
@@ -200,8 +238,13 @@ def export_images(factory: sessionmaker[Session], box_ids: list[int], settings: 
             .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
             .where(Annotation.id.in_(box_ids)).order_by(Annotation.id)
         ).all()
+        # a retried batch whose first commit went through (a connection lost at COMMIT) exports nothing twice
+        done = {tuple(r) for r in session.execute(select(Export.image_id, Export.recipe_digest)
+                                                  .where(Export.image_id.in_({img.id for img, _, _ in rows})))}
         for img, ann, sf in rows:
             recipe, digest = export_recipe(img, ann, settings)
+            if (img.id, digest) in done:
+                continue
             jobs.append({
                 "job": ann.id, "image_id": img.id, "annotation_id": ann.id, "side": ann.side, "path": sf.path,
                 "sha256": sf.sha256, "box": recipe["box"], "laterality": ann.side, "recipe": recipe, "digest": digest,
@@ -213,34 +256,52 @@ def export_images(factory: sessionmaker[Session], box_ids: list[int], settings: 
         results = list(shared_pool(workers).map(_export_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
     else:
         results = [_export_one(j) for j in jobs]
+    failed = [r["os_error"] for r in results if "os_error" in r]
+    if failed:
+        raise export_write_error(failed[0], _remove_files(jobs))
     by_id = {j["job"]: j for j in jobs}
     counts: Counter = Counter()
     reasons: Counter = Counter()
-    with factory() as session, session.begin():
-        for r in results:
-            job = by_id[r["job"]]
-            if "error" in r:
-                reason, detail = r["error"]
-                counts["quarantined"] += quarantine(session, stage="export", path=job["path"], sha256=job["sha256"],
-                                                    reason=reason, detail=detail)
-                continue
-            res = r["result"]
-            session.add(Export(
-                image_id=job["image_id"], side=job["side"], annotation_id=job["annotation_id"],
-                recipe_digest=job["digest"],
-                transform=res.get("transform") or job["recipe"], transform_digest=res.get("transform_digest"),
-                status=res["status"], exclusion=res.get("exclusion"),
-                metal_fraction=float(res["metal_fraction"]), blur_score=float(res["blur_score"]),
-                path=res.get("path"), sha256=res.get("sha256"),
-            ))
-            counts[res["status"]] += 1
-            if res.get("exclusion"):
-                reasons[res["exclusion"]] += 1
-        # an image quarantined by an earlier export that reads now leaves the active quarantine
-        counts["resolved"] = resolve(session, stage="export",
-                                     sha256s=[by_id[r["job"]]["sha256"] for r in results if "error" not in r])
+    with factory() as session:
+        try:
+            _record_exports(session, results, by_id, counts, reasons)
+        except BaseException:
+            session.rollback()
+            _remove_files(jobs)  # nothing of the batch is recorded: its files go too
+            raise
+        # a failure at COMMIT is in doubt (the server may have committed): the files stay, and a
+        # rerun or retry either finds the rows or writes the same bytes again
+        session.commit()
     return ExportCounts(exported=counts["exported"], excluded=counts["excluded"], quarantined=counts["quarantined"],
                         excluded_by_reason=dict(sorted(reasons.items())), resolved=counts["resolved"])
+
+
+def _record_exports(session: Session, results: list[dict[str, Any]], by_id: dict[int, dict[str, Any]],
+                    counts: Counter, reasons: Counter) -> None:
+    """The batch's export rows and quarantine entries, flushed (not committed)."""
+    for r in results:
+        job = by_id[r["job"]]
+        if "error" in r:
+            reason, detail = r["error"]
+            counts["quarantined"] += quarantine(session, stage="export", path=job["path"], sha256=job["sha256"],
+                                                reason=reason, detail=detail)
+            continue
+        res = r["result"]
+        session.add(Export(
+            image_id=job["image_id"], side=job["side"], annotation_id=job["annotation_id"],
+            recipe_digest=job["digest"],
+            transform=res.get("transform") or job["recipe"], transform_digest=res.get("transform_digest"),
+            status=res["status"], exclusion=res.get("exclusion"),
+            metal_fraction=float(res["metal_fraction"]), blur_score=float(res["blur_score"]),
+            path=res.get("path"), sha256=res.get("sha256"),
+        ))
+        counts[res["status"]] += 1
+        if res.get("exclusion"):
+            reasons[res["exclusion"]] += 1
+    # an image quarantined by an earlier export that reads now leaves the active quarantine
+    counts["resolved"] = resolve(session, stage="export",
+                                 sha256s=[by_id[r["job"]]["sha256"] for r in results if "error" not in r])
+    session.flush()
 
 
 # --- pairing, summary, the refresh_run row ------------------------------------------------
@@ -320,3 +381,11 @@ def finish_refresh_run(factory: sessionmaker[Session], refresh_id: int, this_run
         row = session.get(RefreshRun, refresh_id)
         row.finished_at, row.status, row.counts = utcnow(), "finished", report.to_dict()
     return report
+
+
+def fail_refresh_run(factory: sessionmaker[Session], refresh_id: int, exc: BaseException) -> None:
+    """A refresh that stopped on an error says so in its row (status 'failed', counts {'error': ...});
+    a killed one stays 'running'. What it committed before the error stays: the next run goes on from it."""
+    with factory() as session, session.begin():
+        row = session.get(RefreshRun, refresh_id)
+        row.finished_at, row.status, row.counts = utcnow(), "failed", {"error": failure_reason(exc)}
