@@ -317,7 +317,7 @@ class RefreshRun(Base):
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, server_default=func.now())
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    # running | finished; a killed run stays 'running'
+    # running | finished | failed (with counts {"error": ...}); a killed run stays 'running'
     status: Mapped[str] = mapped_column(String(16), default="running")
     code_version: Mapped[str] = mapped_column(String(80))
     inputs: Mapped[dict] = mapped_column(JSON)  # the folders and column-map file it read

@@ -31,7 +31,7 @@ from osteo.quarantine import judging_context
 from osteo.refresh_report import ExportCounts, PairCounts, Problem, RefreshReport, StageCounts, ThisRun, Totals
 from osteo.settings import ROI_MIN_CONFIDENCE, Settings
 from osteo.version import code_version, utcnow
-from osteo_common.files import sha256_bytes
+from osteo_common.files import fsync_dirs, sha256_bytes
 
 
 def discover(root: Path | str | None, suffixes: tuple[str, ...] | None = None) -> list[str]:
@@ -259,6 +259,8 @@ def export_images(factory: sessionmaker[Session], box_ids: list[int], settings: 
     failed = [r["os_error"] for r in results if "os_error" in r]
     if failed:
         raise export_write_error(failed[0], _remove_files(jobs))
+    # the batch's PNG names are durable before the rows that name them are committed
+    fsync_dirs(j["out_png"] for j in jobs)
     by_id = {j["job"]: j for j in jobs}
     counts: Counter = Counter()
     reasons: Counter = Counter()

@@ -62,6 +62,8 @@ def refresh(dicom: str, dexa: str, annotations: str | None, column_map: str | No
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import OperationalError
+
     from osteo.orchestration import RefreshAlreadyRunning
 
     try:
@@ -69,6 +71,10 @@ def cmd_refresh(args: argparse.Namespace) -> int:
                          annotation_map=args.annotation_map)
     except RefreshAlreadyRunning as exc:
         raise UserError("refresh_already_running", str(exc)) from None
+    except OperationalError as exc:  # the database stayed unreachable through the task retries
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise UserError("database_unavailable", f"the database could not be reached ({reason}); nothing was "
+                        "half-written: run the refresh again when it answers") from None
     emit(args, report.to_dict(), report.summary())
     return 0
 

@@ -55,6 +55,20 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | m
         raise
 
 
+def fsync_dirs(paths) -> None:
+    """Make renames into these files' folders durable (a power loss after a rename can otherwise
+    lose the new name): one fsync per folder, so a batch of files costs one call per folder."""
+    for folder in sorted({str(Path(p).parent) for p in paths}):
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
