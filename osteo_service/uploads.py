@@ -35,6 +35,7 @@ from osteo.etl.dicom_headers import row_direction
 from osteo.etl.imaging import ExportError, load_dicom, prepare_display
 from osteo.etl.quiet import unvalidated_reads
 from osteo_common.files import sha256_bytes
+from osteo_service.codestream import codestream_size
 
 
 class UploadError(Exception):
@@ -307,25 +308,6 @@ def check_dicom_header(data: bytes, limits: Limits) -> DicomHeader:
                        patient_orientation_row=first.split("\\")[0].strip())
 
 
-_SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7}  # JPEG and JPEG-LS start-of-frame markers
-
-
-def _codestream_size(frame: bytes) -> tuple[int, int] | None:
-    """(rows, cols) a compressed frame declares; its decoder allocates that, whatever the header says."""
-    if frame[:2] == b"\xff\xd8":  # JPEG / JPEG-LS: walk the marker segments to the frame header
-        pos = 2
-        while pos + 9 <= len(frame) and frame[pos] == 0xFF:
-            if frame[pos + 1] in _SOF:
-                return struct.unpack(">HH", frame[pos + 5 : pos + 9])
-            pos += 2 + int.from_bytes(frame[pos + 2 : pos + 4], "big")
-        return None
-    at = frame.find(b"\xff\x4f\xff\x51", 0, 4096)  # JPEG 2000: SOC then SIZ (after a JP2 wrapper, if any)
-    if at < 0 or len(frame) < at + 24:
-        return None
-    x, y, x0, y0 = struct.unpack(">IIII", frame[at + 8 : at + 24])
-    return y - y0, x - x0
-
-
 _EXPORT_MESSAGES = {"truncated": "The DICOM file ends early.", "no_pixels": "The DICOM file holds no image.",
                     "unsupported_pixel_format": "The DICOM file holds no image.",
                     "undecodable_pixels": "The DICOM image data could not be decoded.",
@@ -339,7 +321,7 @@ def _decode_dicom(data: bytes, limits: Limits) -> tuple[np.ndarray, DicomHeader]
         ds, _ = load_dicom(data)
         if header.transfer_syntax in _JPEG_FAMILY:
             frame = next(generate_frames(ds.PixelData, number_of_frames=1), b"")
-            if _codestream_size(frame) != (header.rows, header.cols):
+            if codestream_size(frame) != (header.rows, header.cols):
                 raise _malformed("The compressed image's size differs from its header.")
         display = prepare_display(ds).display_u8()  # the pipeline's own grey-level mapping, as locate_dicom
     except ExportError as exc:  # its detail may quote header values: a fixed message per reason
