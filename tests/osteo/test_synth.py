@@ -362,8 +362,7 @@ def test_pelvis_views_and_position_spread(cohort):
     studies = Counter(r["study_instance_uid"] for r in truth)
     assert all(studies[r["study_instance_uid"]] == 1 and r["expected_exclusion"] == "none" for r in pelvis)
     assert {r["orientation"] for r in pelvis} == {"L\\F", "R\\F"}
-    for r in truth:
-        assert int(r["crops"]) == int(r["expected_export"]) * (2 if r["view"] == "pelvis" else 1)
+    assert all(int(r["crops"]) == int(r["expected_export"]) * (2 if r["view"] == "pelvis" else 1) for r in truth)
     # the femur's position and size vary widely (hip views: box centres and widths in px)
     b = np.array([json.loads(r["true_boxes"])[r["laterality"]] for r in truth if r["view"] == "hip"])
     cx, cy, w = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0]
@@ -371,7 +370,6 @@ def test_pelvis_views_and_position_spread(cohort):
 
 
 # ---------------------------------------------------------------- files that are not hip radiographs
-
 CID_4031 = {"CHEST", "KNEE", "HIP", "PELVIS", "FEMUR"}  # the BodyPartExamined codes the cohort uses
 SOP_CLASS_ALL = {**SOP_CLASS, "CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4"}
 
@@ -379,8 +377,7 @@ SOP_CLASS_ALL = {**SOP_CLASS, "CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.
 def test_files_out_of_scope_would_pair_and_are_told_apart_by_the_reader(cohort, all_truth):
     from osteo.etl.dicom_headers import read_one
 
-    out = cohort[0]
-    others = [r for r in all_truth if r["expected_scope"] != "in_scope"]
+    out, others = cohort[0], [r for r in all_truth if r["expected_scope"] != "in_scope"]
     assert {r["expected_scope"] for r in others} == {"body part CHEST", "body part KNEE", "modality CT",
                                                      "modality MR", "unknown_body_part"}
     exams, *_ = read_dexa(out / "dexa")
@@ -395,10 +392,9 @@ def test_files_out_of_scope_would_pair_and_are_told_apart_by_the_reader(cohort, 
         # a DEXA exam of the patient in the window, and a femoral-neck box: only the scope keeps it out
         day = dt.date.fromisoformat(row["study_date"])
         assert any(pid == row["patient_id"] and abs((d - day).days) < WINDOW for pid, d, *_ in exams)
-        box = [int(row[k]) for k in ("box_xmin", "box_ymin", "box_xmax", "box_ymax")]
-        root = ET.parse(out / "annotations" / f"{row['sop_instance_uid']}.xml").getroot()
+        box, root = [int(row[k]) for k in ("box_xmin", "box_ymin", "box_xmax", "box_ymax")], ET.parse(
+            out / "annotations" / f"{row['sop_instance_uid']}.xml").getroot()
         assert [int(root.findtext(f"object/bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")] == box
         assert 0 <= box[0] < box[2] < ds.Columns and 0 <= box[1] < box[3] < ds.Rows
-        # the reader's decision under the default rules is the truth's
-        r = read_one(str(out / row["file"]), b"key")
+        r = read_one(str(out / row["file"]), b"key")  # the reader's decision under the default rules is the truth's
         assert r.get("out_of_scope", {}).get("reason", r.get("error", ("",))[0]) == row["expected_scope"]
