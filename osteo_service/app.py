@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from osteo_service.screening import (
     Screening,
     ScreeningError,
     data_url,
+    heat_overlay_png,
     heatmap_png,
     locate,
     preview,
@@ -147,24 +149,26 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
                 side=result.side or None, probability=result.probability, label=result.label,
                 threshold=result.threshold))
 
-    async def run_screening(channel: str, data: bytes, fields: dict[str, str]) -> tuple[Served, Decoded, Screening]:
+    async def run_screening(channel: str, data: bytes, fields: dict[str, str], pictures: Callable[..., Any]):
+        """Decode, screen, keep (when told), audit and draw the pictures in ONE worker-thread hop: each hop
+        costs a context switch while the runtime's threads still spin from the last run."""
         model = served()
         if model is None:
             raise ApiError(503, "no_model", f"no model is registered as {settings.serve_model}: run `make demo` "
                                             "or `osteo train`")
-        decoded = await run_in_threadpool(decode, data)
 
-        def work() -> Screening:
+        def work():
+            decoded = decode(data)
             try:
-                return screen(decoded, model, box=fields.get("box", "").strip(), side=fields.get("side", ""),
-                              cropped=fields.get("cropped", "") in ("true", "on", "1"))
+                result = screen(decoded, model, box=fields.get("box", "").strip(), side=fields.get("side", ""),
+                                cropped=fields.get("cropped", "") in ("true", "on", "1"))
             except ScreeningError as exc:
                 raise ApiError(exc.status, exc.code, exc.message) from None
+            keep_upload(decoded, data)
+            record(channel, model, decoded, result)
+            return model, decoded, result, pictures(decoded, result)
 
-        result = await anyio.to_thread.run_sync(work, limiter=infer)
-        await run_in_threadpool(keep_upload, decoded, data)
-        await run_in_threadpool(record, channel, model, decoded, result)
-        return model, decoded, result
+        return await anyio.to_thread.run_sync(work, limiter=infer)
 
     async def form_of(request: Request):
         try:
@@ -194,8 +198,9 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
         """Score one hip radiograph (or a femoral-neck crop with cropped=true): probability, label at the
         model's operating threshold, the box used and the Grad-CAM heat map."""
         form = await form_of(request)
-        model, decoded, result = await run_screening("api", image_of(form), form.fields)
-        return predict_out(model, decoded, result, await run_in_threadpool(heatmap_png, result))
+        model, decoded, result, heat = await run_screening("api", image_of(form), form.fields,
+                                                           lambda _d, r: heatmap_png(r.heatmap))
+        return predict_out(model, decoded, result, heat)
 
     @app.post("/api/v1/locate", response_model=LocateOut, tags=["api"], openapi_extra={"requestBody": {
         "required": True, "content": {"multipart/form-data": {"schema": {
@@ -257,19 +262,23 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
                                     form.fields.get(security.CSRF_FIELD)):
             return page(request, "index.html", {"error": "csrf", "check": check}, 403)
         try:
-            model, decoded, result = await run_screening("page", image_of(form), form.fields)
+            model, decoded, result, (heat, whole) = await run_screening("page", image_of(form), form.fields,
+                                                                        page_pictures)
         except ApiError as exc:
             if exc.code == "no_model":
                 return page(request, "no_model.html", {}, 503)
             return page(request, "index.html", {"error": exc.code, "check": check}, exc.status)
+        return page(request, "result.html", {
+            "result": result, "model": model, "check": check, "reference": form.fields.get("reference", "")[:80],
+            "heat_url": data_url(heat), "whole_url": data_url(whole),
+            "now": dt.datetime.now().strftime("%Y-%m-%d %H:%M")})
+
+    def page_pictures(decoded: Decoded, result: Screening) -> tuple[bytes, bytes]:
+        """The heat map over the crop, and the whole image with the box scored (red: flagged) and the other side's."""
         boxes = [(s.box, "#ffcc00") for s in result.sides if s.box and s.box != result.box]
         if result.box:
             boxes.append((result.box, "#ff3b30" if result.label else "#34c759"))
-        whole, _ = await run_in_threadpool(preview, decoded.display, boxes)
-        return page(request, "result.html", {
-            "result": result, "model": model, "check": check, "reference": form.fields.get("reference", "")[:80],
-            "heat_url": data_url(await run_in_threadpool(heatmap_png, result)), "whole_url": data_url(whole),
-            "now": dt.datetime.now().strftime("%Y-%m-%d %H:%M")})
+        return heat_overlay_png(result), preview(decoded.display, boxes)[0]
 
     @app.get("/self-check", response_class=HTMLResponse, include_in_schema=False)
     def selfcheck_page(request: Request):
