@@ -66,7 +66,8 @@ class PredictOut(BaseModel):
     box_confidence: float | None
     side: str
     sides: list[SideOut]
-    heatmap_png: str = Field(description="base64 PNG: the Grad-CAM map of the crop the model saw, 8-bit grey (0..1 as 0..255) at the model input size")
+    heatmap_png: str = Field(description="base64 PNG: the Grad-CAM map of the crop the model saw, 8-bit grey "
+                                         "(0..1 as 0..255) at the model's input size")
     input_sha256: str
     disclaimer: str
 
