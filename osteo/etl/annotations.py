@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+import pyexpat
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pathlib import Path, PurePath
 
 from osteo.errors import UserError
 from osteo.etl.errors import InputError
-from osteo.etl.values import is_uid
+from osteo.etl.values import MAX_SIDE, is_uid
 
 MAX_XML_BYTES = 1_000_000  # a VOC file is a few hundred bytes; anything huge is not one
 NECK_NAMES = ("femoral_neck", "femoralneck", "neck", "fn")
@@ -71,12 +72,14 @@ def parse_voc(data: bytes, file_name: str, mapping: Mapping[str, str] | None = N
     """
     if len(data) > MAX_XML_BYTES:
         raise InputError("bad_xml", "file is too large for a VOC annotation")
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise InputError("bad_xml", "DTDs and entities are refused")
+    _refuse_dtd(data)
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
         raise InputError("bad_xml", f"not well-formed XML: {exc}") from exc
+    except (LookupError, ValueError) as exc:  # an encoding Python has no codec for ("UTF-17")
+        raise InputError("bad_xml", f"the XML declares an encoding that cannot be read ({type(exc).__name__})") \
+            from exc
     if root.tag != "annotation":
         raise InputError("bad_xml", f"root element is <{root.tag}>, not <annotation>")
     uid, path = image_reference((root.findtext("filename") or "").strip(), file_name, mapping or {})
@@ -89,6 +92,32 @@ def parse_voc(data: bytes, file_name: str, mapping: Mapping[str, str] | None = N
         raise InputError("bad_box", f"{len(chosen)} femoral-neck boxes; an image shows at most {MAX_BOXES}")
     return VocBox(sop_instance_uid=uid, image_path=path, label=(chosen[0].findtext("name") or CLASS_NAME).strip()[:64],
                   boxes=tuple(_bndbox(o) for o in chosen), size=_size(root))
+
+
+class _Dtd(Exception):
+    pass
+
+
+def _refuse(*_args) -> None:
+    raise _Dtd
+
+
+def _refuse_dtd(data: bytes) -> None:
+    """A DTD (and so any entity: a billion laughs, an external file) is refused before it is read.
+
+    Expat is asked, not the bytes searched: a UTF-16 file spells "<!DOCTYPE" with zero bytes between
+    its letters. The DOCTYPE handler fires at the declaration's name, before its first entity.
+    """
+    parser = pyexpat.ParserCreate()
+    parser.StartDoctypeDeclHandler = _refuse
+    parser.EntityDeclHandler = _refuse
+    parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
+    try:
+        parser.Parse(data, True)
+    except _Dtd:
+        raise InputError("bad_xml", "DTDs and entities are refused") from None
+    except (pyexpat.ExpatError, ValueError, LookupError):
+        pass  # not well-formed: ElementTree's parse says where
 
 
 def _bndbox(obj: ET.Element) -> Box:
@@ -118,8 +147,10 @@ def _size(root: ET.Element) -> tuple[int, int] | None:
         raise InputError("bad_size", "<size> width and height must be numbers") from exc
     if w == 0 or h == 0:
         return None
-    if w < 0 or h < 0 or w != int(w) or h != int(h):
+    if not (math.isfinite(w) and math.isfinite(h)) or w < 0 or h < 0 or w != int(w) or h != int(h):
         raise InputError("bad_size", "<size> width and height must be positive whole numbers")
+    if w > MAX_SIDE or h > MAX_SIDE:
+        raise InputError("bad_size", f"<size> width and height must be at most {MAX_SIDE}")
     return int(w), int(h)
 
 

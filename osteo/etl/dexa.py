@@ -21,6 +21,7 @@ from typing import Any
 from osteo.errors import UserError
 from osteo.etl.errors import InputError
 from osteo.etl.pseudonym import pseudonymise
+from osteo.etl.values import AGE_RANGE, DATE_RULE, plausible_age, plausible_date
 
 # Header aliases, compared after lower-casing and dropping spaces, '_' and '-'.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -34,7 +35,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 REQUIRED = ("patient_id", "exam_date")
 T_RANGE = 10.0  # |T| beyond this is a data-entry error, not a patient
+Z_RANGE = 10.0  # the same for |Z|
 BMD_RANGE = (0.05, 2.5)  # g/cm2
+SIDES = {"L": "L", "LEFT": "L", "LT": "L", "左": "L", "R": "R", "RIGHT": "R", "RT": "R", "右": "R"}
+NO_SIDE = ("", "-", "NA", "N/A", "NULL")
 
 
 def normalise_header(name: str) -> str:
@@ -63,13 +67,47 @@ def resolve_columns(header: list[str], mapping: dict[str, str] | None = None) ->
     return found
 
 
-def decode_text(data: bytes) -> str:
-    for encoding in ("utf-8-sig", "big5hkscs", "cp950"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    raise InputError("unknown_encoding", "file is neither UTF-8 nor Big5")
+ENCODINGS = ("utf-8", "big5hkscs", "cp950")  # without a byte-order mark, in this order
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the csv module ends a record on
+_LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")  # never inside a Big5 or UTF-8 character
+
+
+def decode_lines(data: bytes) -> list[str | None]:
+    """The file's lines as text; None for a line that does not decode (that row is quarantined, its
+    neighbours are kept). UTF-16 with its byte-order mark (Excel's "Unicode Text"), else UTF-8 (BOM or
+    not), else Big5. InputError when not even the header line decodes."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        text = data.decode("utf-16", errors="replace")  # a damaged code unit spoils its own line only
+        return [None if "\ufffd" in line else line for line in _lines(text)]
+    try:
+        return _lines(data.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        pass
+    # Not all of it decodes: each line on its own, in the first encoding it decodes in (never the whole
+    # file in Big5: a UTF-8 file with one junk row would become mojibake, header and all; and no vote
+    # over the lines: junk would swing it). A UTF-8 line is taken as UTF-8: Big5 text is practically
+    # never valid UTF-8 (its usual lead bytes are UTF-8 continuation bytes). A UTF-8 BOM says UTF-8.
+    bom = data.startswith(b"\xef\xbb\xbf")
+    encodings = ENCODINGS[:1] if bom else ENCODINGS
+    lines = [next((r.decode(e) for e in encodings if _decodes(r, e)), None)
+             for r in _lines(data.removeprefix(b"\xef\xbb\xbf"))]
+    if not lines or lines[0] is None:
+        raise InputError("unknown_encoding", "the header row is neither UTF-16, UTF-8 nor Big5")
+    return lines
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _lines(text: str | bytes) -> list:
+    """Lines without their breaks, as the csv module ends records (no empty line after the last break)."""
+    lines = (_LINE_BREAK if isinstance(text, str) else _LINE_BREAK_BYTES).split(text)
+    return lines[:-1] if lines and not lines[-1] else lines
 
 
 _SEPARATED = re.compile(r"^(\d{2,4})[-/.](\d{1,2})[-/.](\d{1,2})$")
@@ -78,6 +116,8 @@ _SEPARATED = re.compile(r"^(\d{2,4})[-/.](\d{1,2})[-/.](\d{1,2})$")
 def parse_date(value: str) -> dt.date:
     """YYYY-MM-DD, YYYY/MM/DD, YYYYMMDD, or ROC (Minguo) YYY/MM/DD, e.g. 112/12/16 = 2023-12-16."""
     text = value.strip()
+    if not text.isascii():  # str.isdigit and int() take other scripts' digits too
+        raise ValueError("not an ASCII date")
     if re.fullmatch(r"\d{8}", text):
         year, month, day = int(text[:4]), int(text[4:6]), int(text[6:])
     elif re.fullmatch(r"\d{7}", text):  # ROC without separators: 1121216
@@ -91,10 +131,20 @@ def parse_date(value: str) -> dt.date:
     return dt.date(year, month, day)
 
 
+def parse_exam_date(value: str) -> dt.date:
+    """parse_date, and a plausible day (no exam before 1900 or after tomorrow); ValueError otherwise."""
+    day = parse_date(value)
+    if not plausible_date(day):
+        raise ValueError("date out of range")
+    return day
+
+
 def parse_float(value: str) -> float | None:
     text = value.strip()
     if text in ("", "-", "NA", "N/A", "n/a", "na", "null", "NULL"):
         return None
+    if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text) or not text.isascii():
+        raise ValueError("not a decimal number")  # float() also takes '1_0', 'nan' and other scripts' digits
     out = float(text)
     if not math.isfinite(out):
         raise ValueError("not finite")
@@ -137,7 +187,7 @@ def sniff_delimiter(text: str) -> str:
     The header alone is sniffed: data rows may hold decimal commas or free text that a sniffer
     would count as a delimiter.
     """
-    header = next((line for line in text[:SNIFF_CHARS].splitlines() if line.strip()), "")
+    header = next((line for line in _LINE_BREAK.split(text[:SNIFF_CHARS]) if line.strip()), "")
     try:
         return csv.Sniffer().sniff(header, delimiters=DELIMITERS).delimiter
     except csv.Error:
@@ -152,10 +202,26 @@ def parse_dexa_csv(
     bmd_young_sd: float = 0.120,
     mapping: dict[str, str] | None = None,
 ) -> ParsedCsv:
-    """Validate every row; raises InputError only when the file as a whole is unusable."""
-    text = decode_text(data)
-    reader = csv.reader(io.StringIO(text), delimiter=sniff_delimiter(text))
-    return parse_dexa_rows(reader, key, bmd_young_mean=bmd_young_mean, bmd_young_sd=bmd_young_sd, mapping=mapping)
+    """Validate every row; raises InputError only when the file as a whole is unusable.
+
+    Each line is a row of its own: a stray quote opens a field that a CSV reader would carry over
+    every following line to the end of the file, losing the good rows after it; here it spoils its
+    own row only (a DEXA export has no multi-line cells)."""
+    lines = decode_lines(data)
+    delimiter = sniff_delimiter("\n".join(line for line in lines[:100] if line is not None))
+    return parse_dexa_rows(_csv_rows(lines, delimiter), key, bmd_young_mean=bmd_young_mean,
+                           bmd_young_sd=bmd_young_sd, mapping=mapping)
+
+
+def _csv_rows(lines: list[str | None], delimiter: str) -> Iterator[list[str] | InputError]:
+    for line in lines:
+        if line is None:
+            yield InputError("bad_encoding", "the row does not decode in the file's text encoding")
+            continue
+        try:
+            yield next(csv.reader((line,), delimiter=delimiter), [])
+        except csv.Error:  # a field over the csv module's size limit
+            yield InputError("bad_row", "the row is not a CSV row (a field is too long)")
 
 
 def parse_dexa_xlsx(data: bytes, key: bytes, **kwargs: Any) -> ParsedCsv:
@@ -169,14 +235,19 @@ def parse_dexa_xlsx(data: bytes, key: bytes, **kwargs: Any) -> ParsedCsv:
         with warnings.catch_warnings():  # openpyxl warns about styles and data validation it ignores
             warnings.simplefilter("ignore")
             book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+            try:
+                sheets = book.worksheets
+                # a read-only sheet is parsed while it is iterated: a damaged one fails here
+                rows = [[_xlsx_text(v) for v in row] for row in sheets[0].iter_rows(values_only=True)] if sheets \
+                    else None
+            finally:
+                book.close()
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:  # what openpyxl raises on a non-workbook
         raise InputError("unreadable_xlsx", f"not a readable .xlsx workbook ({exc.__class__.__name__})") from None
-    try:
-        if not book.worksheets:
-            raise InputError("empty_file", "the workbook has no sheet")
-        rows = [[_xlsx_text(v) for v in row] for row in book.worksheets[0].iter_rows(values_only=True)]
-    finally:
-        book.close()
+    except Exception as exc:  # noqa: BLE001 - a damaged zip or sheet XML raises whatever its parser raises
+        raise InputError("unreadable_xlsx", f"not a readable .xlsx workbook ({exc.__class__.__name__})") from None
+    if rows is None:
+        raise InputError("empty_file", "the workbook has no sheet")
     return parse_dexa_rows(iter(rows), key, **kwargs)
 
 
@@ -194,21 +265,27 @@ def _xlsx_text(value: Any) -> str:
 
 
 def parse_dexa_rows(
-    reader: Iterator[list[str]],
+    reader: Iterator[list[str] | InputError],
     key: bytes,
     *,
     bmd_young_mean: float = 0.858,
     bmd_young_sd: float = 0.120,
     mapping: dict[str, str] | None = None,
 ) -> ParsedCsv:
-    """The header, then every row as text cells (from a CSV reader or a sheet)."""
+    """The header, then every row as text cells (from a CSV reader or a sheet); a row that could not
+    be read at all comes as its InputError."""
     try:
         header = next(reader)
     except StopIteration as exc:
         raise InputError("empty_file", "no header row") from exc
+    if isinstance(header, InputError):
+        raise InputError("unrecognised_columns", f"the header row cannot be read: {header.detail}")
     cols = resolve_columns(header, mapping)
     out = ParsedCsv()
     for row_no, row in enumerate(reader, start=1):
+        if isinstance(row, InputError):
+            out.errors.append((row_no, row.reason, row.detail))
+            continue
         if not any(cell.strip() for cell in row):
             continue
         try:
@@ -234,9 +311,9 @@ def _parse_row(row, cols, key, mean, sd) -> dict[str, Any]:
     if not raw_id:
         raise InputError("missing_patient_id", "patient ID is empty")
     try:
-        exam_date = parse_date(_cell(row, cols, "exam_date"))
+        exam_date = parse_exam_date(_cell(row, cols, "exam_date"))
     except ValueError as exc:
-        raise InputError("bad_date", "exam date is not a date in a known format") from exc
+        raise InputError("bad_date", f"exam date is not a date in a known format, {DATE_RULE}") from exc
     try:
         bmd = parse_float(_cell(row, cols, "neck_bmd"))
         t_score = parse_float(_cell(row, cols, "t_score"))
@@ -251,13 +328,21 @@ def _parse_row(row, cols, key, mean, sd) -> dict[str, Any]:
             raise InputError("missing_bmd_and_t", "neither neck BMD nor T-score is given")
         t_score = (bmd - mean) / sd
         derived = True
-    if abs(t_score) > T_RANGE:
+    if not abs(t_score) <= T_RANGE:  # not: a NaN derived from settings fails too
         raise InputError("t_score_out_of_range",
                          f"T-score{' derived from neck BMD' if derived else ''} is beyond +-{T_RANGE}")
-    side = _cell(row, cols, "side").strip().upper()[:1]
-    if side not in ("L", "R"):
-        side = "-"
+    if z_score is not None and abs(z_score) > Z_RANGE:
+        raise InputError("z_score_out_of_range", f"Z-score is beyond +-{Z_RANGE}")
+    side_text = _cell(row, cols, "side").strip().upper()
+    side = "-" if side_text in NO_SIDE else SIDES.get(re.split(r"[\s_\-]", side_text, maxsplit=1)[0])
+    if side is None:
+        raise InputError("bad_side", "side is not L, R, Left, Right, 左 or 右")
     age_text = _cell(row, cols, "age").strip()
+    age = None
+    if age_text not in ("", "-", "NA", "N/A", "n/a", "na", "null", "NULL"):
+        if not re.fullmatch(r"[0-9]{1,3}(\.[0-9]+)?", age_text) or not plausible_age(int(float(age_text))):
+            raise InputError("bad_age", f"age is not a number of years from {AGE_RANGE[0]} to {AGE_RANGE[1]}")
+        age = int(float(age_text))
     return {
         "patient_key": pseudonymise(raw_id, key),
         "exam_date": exam_date,
@@ -266,7 +351,7 @@ def _parse_row(row, cols, key, mean, sd) -> dict[str, Any]:
         "t_score": t_score,
         "t_score_derived": derived,
         "z_score": z_score,
-        "age_at_exam": int(float(age_text)) if re.fullmatch(r"\d{1,3}(\.\d+)?", age_text) else None,
+        "age_at_exam": age,
     }
 
 

@@ -13,19 +13,41 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import math
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from osteo.etl.dicom_bytes import deflate_problem
 from osteo.etl.errors import InputError
 from osteo.etl.pool import shared_pool
 from osteo.etl.pseudonym import pseudonymise
-from osteo.etl.quiet import unvalidated_reads
+from osteo.etl.quiet import quiet_reads
 from osteo.etl.scope import BODY_PART_CHARS, MODALITY_CHARS, ScopeRules, code, decide_scope
-from osteo.etl.values import is_uid
-from osteo_common.files import sha256_bytes
+from osteo.etl.values import (
+    AGE_RANGE,
+    DATE_RULE,
+    LATERALITIES,
+    MAX_FILE_BYTES,
+    MODALITIES,
+    PHOTOMETRICS,
+    PIXEL_SPACING_RANGE,
+    SEXES,
+    UID_RULE,
+    code_text,
+    finite_in,
+    image_size_problem,
+    is_printable,
+    is_uid,
+    parse_as,
+    parse_da,
+    plausible_age,
+)
+from osteo_common.files import sha256_bytes, sha256_file
 
 REQUIRED = (
     "SOPInstanceUID",
@@ -39,8 +61,10 @@ REQUIRED = (
     "BitsStored",
     "PhotometricInterpretation",
 )
+UIDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 # Only these are parsed: faster than a full header and nothing else is ever touched.
 WANTED = REQUIRED + (
+    "SOPClassUID",
     "PatientSex",
     "PatientBirthDate",
     "PatientAge",
@@ -50,27 +74,37 @@ WANTED = REQUIRED + (
     "PatientOrientation",
     "PixelSpacing",
     "ImagerPixelSpacing",
+    "BitsAllocated",  # read to check BitsStored and the declared size against, never stored
+    "SamplesPerPixel",
+    "NumberOfFrames",
     "SeriesDescription",  # free text, for the scope keywords only: never stored
     "StudyDescription",
 )
 DEFAULT_SCOPE = ScopeRules()  # the product rule; the refresh passes the settings' (OSTEO_SCOPE_*)
 
 
-def parse_da(value: str) -> dt.date:
-    return dt.datetime.strptime(str(value).strip()[:8], "%Y%m%d").date()
+def _bad(keyword: str, rule: str) -> InputError:
+    """An invalid value: the detail names the attribute and the rule, never the value."""
+    return InputError(f"bad_tag:{keyword}", f"{keyword} is not {rule}")
 
 
-def age_at(study: dt.date, birth: str | None, patient_age: str | None) -> int | None:
-    if patient_age:
-        text = str(patient_age).strip().upper()
-        if text.endswith("Y") and text[:-1].isdigit():
-            return int(text[:-1])
-    if birth:
+def age_at(study: dt.date, birth: object, patient_age: object) -> int | None:
+    """Age in whole years at the study: PatientAge (AS) when given, else from PatientBirthDate; None
+    when neither is given. InputError when one is given but is not a valid, plausible value."""
+    if str(patient_age or "").strip("\0 "):
+        try:
+            return parse_as(patient_age)
+        except ValueError:
+            raise _bad("PatientAge", f"an age (nnnD/W/M/Y) of {AGE_RANGE[0]} to {AGE_RANGE[1]} years") from None
+    if str(birth or "").strip("\0 "):
         try:
             born = parse_da(birth)
         except ValueError:
-            return None
-        return study.year - born.year - ((study.month, study.day) < (born.month, born.day))
+            raise _bad("PatientBirthDate", DATE_RULE) from None
+        years = study.year - born.year - ((study.month, study.day) < (born.month, born.day))
+        if not plausible_age(years):
+            raise _bad("PatientBirthDate", f"a birth date {AGE_RANGE[0]} to {AGE_RANGE[1]} years before the study")
+        return years
     return None
 
 
@@ -90,66 +124,147 @@ def header_record(data: bytes, key: bytes, scope: ScopeRules = DEFAULT_SCOPE) ->
     body_part}} for any other (no identifier); raises InputError for bad input."""
     if len(data) < 132:
         raise InputError("not_dicom", "file is shorter than a DICOM preamble")
-    with unvalidated_reads():  # pydicom's validation warnings quote header values
+    with quiet_reads():  # pydicom's warnings and log records quote header values
+        problem = deflate_problem(data)
+        if problem:
+            raise InputError(*problem)
         return _header_record(data, key, scope)
 
 
 def _header_record(data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(WANTED))
+        for tag in WANTED:  # pydicom converts a value when it is first asked for: all of them, here
+            if tag in ds:
+                ds[tag]
     except InvalidDicomError as exc:
         raise InputError("not_dicom", str(exc)[:200]) from exc
-    except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (EOFError, OSError, zlib.error, struct.error) as exc:
         raise InputError("truncated", f"header could not be read: {type(exc).__name__}") from exc
+    except Exception as exc:  # pydicom's parser and converters raise anything on hostile bytes
+        # (BytesLengthException for a US of 3 bytes, LookupError for a charset, ...): all of it is bad input
+        raise InputError("bad_header", f"header could not be read: {type(exc).__name__}") from exc
     try:
-        if ds.get("Modality") not in (None, ""):  # the scope first: no other tag is asked of a file out of scope
+        modality = code_text(ds.get("Modality"))
+        if modality:  # the scope first: no other tag is asked of a file out of scope
+            if modality not in MODALITIES and modality not in scope.modalities:
+                raise _bad("Modality", "a DICOM modality code")
             out = _out_of_scope(ds, scope)
             if out:
                 return {"out_of_scope": out}
         for tag in REQUIRED:
-            if tag not in ds or ds[tag].value in (None, ""):
+            if tag not in ds or ds[tag].value in (None, "") or (isinstance(ds[tag].value, str)
+                                                                and not ds[tag].value.strip("\0 ")):
                 raise InputError(f"missing_tag:{tag}", f"required tag {tag} is absent or empty")
-        laterality = str(ds.get("ImageLaterality") or ds.get("Laterality") or "").strip().upper()
-        if laterality not in ("L", "R", "B"):  # B: both hips, an AP pelvis (one crop per side)
-            raise InputError("missing_tag:ImageLaterality", f"image laterality is {laterality or 'absent'}")
-        try:
-            study_date = parse_da(ds.StudyDate)
-        except ValueError as exc:
-            raise InputError("bad_tag:StudyDate", "StudyDate is not a DICOM date") from exc
-        spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
-        tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        return {"record": {
-            "sop_instance_uid": str(ds.SOPInstanceUID),
-            "study_instance_uid": str(ds.StudyInstanceUID),
-            "series_instance_uid": str(ds.SeriesInstanceUID),
-            "patient_key": pseudonymise(str(ds.PatientID), key),
-            "sex": (str(ds.get("PatientSex") or "").strip().upper()[:1] or None),
-            "study_date": study_date,
-            "age_at_exam": age_at(study_date, ds.get("PatientBirthDate"), ds.get("PatientAge")),
-            "modality": str(ds.Modality)[:16],
-            "body_part": (str(ds.get("BodyPartExamined") or "")[:64] or None),
-            "laterality": laterality,
-            "row_direction": row_direction(ds.get("PatientOrientation")),
-            "n_rows": int(ds.Rows),
-            "n_columns": int(ds.Columns),
-            "bits_stored": int(ds.BitsStored),
-            "photometric": str(ds.PhotometricInterpretation)[:16],
-            "pixel_spacing_mm": float(spacing[0]) if spacing else None,
-            "transfer_syntax": str(tsyntax) if tsyntax else "1.2.840.10008.1.2",
-        }}
+        return {"record": _record(ds, key)}
     except InputError:
         raise
-    except (AttributeError, ValueError, TypeError) as exc:
-        raise InputError("bad_header", f"{type(exc).__name__}: {str(exc)[:160]}") from exc
+    except (AttributeError, ValueError, TypeError, IndexError, OverflowError) as exc:
+        # the type only: a converter's message quotes the value it choked on
+        raise InputError("bad_header", f"a header value cannot be read ({type(exc).__name__})") from exc
+
+
+def _uid(value: object, keyword: str) -> str:
+    text = str(value).rstrip("\0 ")
+    if not is_uid(text):
+        raise _bad(keyword, f"a UID ({UID_RULE})")
+    return text
+
+
+def _int(ds: pydicom.Dataset, keyword: str, default: int | None = None) -> int:
+    """One whole number (a US, or an IS as text); a list (a VR length that lies), bytes or a fraction is not."""
+    value = ds.get(keyword)
+    if value in (None, "") and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _bad(keyword, "one number")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise _bad(keyword, "a number") from None
+    if not math.isfinite(number) or not number.is_integer():
+        raise _bad(keyword, "a whole number")
+    return int(number)
+
+
+def _record(ds: pydicom.Dataset, key: bytes) -> dict[str, Any]:
+    """The validated record of a hip image; InputError naming the first invalid value."""
+    uids = {kw: _uid(ds[kw].value, kw) for kw in UIDS}
+    if ds.get("SOPClassUID") not in (None, ""):
+        _uid(ds.SOPClassUID, "SOPClassUID")
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    tsyntax = _uid(tsyntax, "TransferSyntaxUID") if tsyntax else "1.2.840.10008.1.2"
+    patient_id = str(ds.PatientID)
+    if not patient_id.strip("\0 "):
+        raise InputError("missing_tag:PatientID", "required tag PatientID is absent or empty")
+    laterality = code_text(ds.get("ImageLaterality") or ds.get("Laterality"))
+    if laterality and laterality not in LATERALITIES:
+        raise _bad("ImageLaterality", "L, R, B or U")
+    if laterality not in ("L", "R", "B"):  # B: both hips, an AP pelvis (one crop per side)
+        raise InputError("missing_tag:ImageLaterality", f"image laterality is {laterality or 'absent'}")
+    try:
+        study_date = parse_da(ds.StudyDate)
+    except ValueError:
+        raise _bad("StudyDate", f"{DATE_RULE}, written YYYYMMDD") from None
+    sex = code_text(ds.get("PatientSex"))
+    if sex and sex not in SEXES:
+        raise _bad("PatientSex", "M, F or O")
+    photometric = code_text(ds.PhotometricInterpretation)
+    if photometric not in PHOTOMETRICS:
+        raise _bad("PhotometricInterpretation", "a DICOM photometric interpretation")
+    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+    frames, samples = _int(ds, "NumberOfFrames", 1), _int(ds, "SamplesPerPixel", 1)
+    bits_stored, bits_allocated = _int(ds, "BitsStored"), _int(ds, "BitsAllocated", 16)
+    if not 1 <= bits_stored <= min(bits_allocated, 32):
+        raise _bad("BitsStored", "between 1 and BitsAllocated")
+    for keyword, number in (("Rows", rows), ("Columns", cols), ("NumberOfFrames", frames),
+                            ("SamplesPerPixel", samples)):
+        if number < 1:
+            raise _bad(keyword, "at least 1")
+    size = image_size_problem(rows, cols, frames, samples, bits_allocated)  # from the header: no pixel is read
+    if size:
+        raise InputError("image_too_large", f"declared image: {size}")
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    spacing_mm = None
+    if spacing:
+        try:  # the row spacing: the first of two values (one, when the VM is wrong)
+            spacing_mm = float(spacing if isinstance(spacing, (int, float, str)) else spacing[0])
+        except (TypeError, ValueError, IndexError):
+            spacing_mm = math.nan
+        if not finite_in(spacing_mm, *PIXEL_SPACING_RANGE):
+            raise _bad("PixelSpacing", f"a finite spacing of {PIXEL_SPACING_RANGE[0]} to {PIXEL_SPACING_RANGE[1]} mm")
+    body_part = code_text(ds.get("BodyPartExamined"))
+    return {
+        "sop_instance_uid": uids["SOPInstanceUID"],
+        "study_instance_uid": uids["StudyInstanceUID"],
+        "series_instance_uid": uids["SeriesInstanceUID"],
+        "patient_key": pseudonymise(patient_id, key),
+        "sex": sex or None,
+        "study_date": study_date,
+        "age_at_exam": age_at(study_date, ds.get("PatientBirthDate"), ds.get("PatientAge")),
+        "modality": code_text(ds.Modality),
+        "body_part": body_part or None,
+        "laterality": laterality,
+        "row_direction": row_direction(ds.get("PatientOrientation")),
+        "n_rows": rows,
+        "n_columns": cols,
+        "bits_stored": bits_stored,
+        "photometric": photometric,
+        "pixel_spacing_mm": spacing_mm,
+        "transfer_syntax": tsyntax,
+    }
 
 
 def _out_of_scope(ds: pydicom.Dataset, scope: ScopeRules) -> dict[str, Any] | None:
     """The scope decision on the parsed header; the descriptions go no further than this call."""
-    body_part = ds.get("BodyPartExamined")
-    reason = decide_scope(ds.Modality, body_part, (ds.get("SeriesDescription"), ds.get("StudyDescription")), scope)
+    body_part = code_text(ds.get("BodyPartExamined"))
+    if body_part and not is_printable(body_part, BODY_PART_CHARS):  # local codes are allowed, control bytes not
+        raise _bad("BodyPartExamined", f"a code of at most {BODY_PART_CHARS} printable characters")
+    reason = decide_scope(ds.Modality, body_part or None, (ds.get("SeriesDescription"), ds.get("StudyDescription")),
+                          scope)
     if reason is None:
         return None
-    uid = str(ds.get("SOPInstanceUID") or "").strip()
+    uid = str(ds.get("SOPInstanceUID") or "").rstrip("\0 ")
     # the UID (no patient identifier) lets a box drawn for this image be closed, not left waiting
     return {"reason": reason, "modality": code(ds.Modality, MODALITY_CHARS),
             "body_part": code(body_part, BODY_PART_CHARS) or None, "sop_instance_uid": uid if is_uid(uid) else None}
@@ -160,6 +275,10 @@ def read_one(path: str, key: bytes, scope: ScopeRules = DEFAULT_SCOPE) -> dict[s
     (bad input comes back as a result, not an exception)."""
     p = Path(path)
     try:
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:  # refused unread: no radiograph is this large
+            return {"path": path, "sha256": sha256_file(p), "size": size,
+                    "error": ("file_too_large", f"file is over {MAX_FILE_BYTES >> 20} MiB")}
         data = p.read_bytes()
     except OSError as exc:  # transient faults are retried by the task; a vanished file is reported
         return {"path": path, "sha256": "", "size": 0, "error": ("unreadable", str(exc)[:200])}

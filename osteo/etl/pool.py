@@ -2,7 +2,9 @@
 
 Starting a pool costs seconds (a forkserver, then imports in every worker); a refresh runs
 many batches, so they share one. forkserver, because the caller may be a threaded Prefect
-worker, where a plain fork is unsafe.
+worker, where a plain fork is unsafe. pydicom is kept quiet inside the functions the workers run
+(osteo/etl/quiet.py: dicom_headers.read_one, imaging.export_roi), so a worker needs no set-up for it
+(tests/fuzz/test_quiet_workers.py runs them with every warning shown).
 """
 
 from __future__ import annotations

@@ -118,7 +118,8 @@ def test_dicom_ingest_quarantines_each_bad_kind_and_keeps_the_good(factory, tmp_
 def test_the_dicom_reader_is_silent_on_malformed_values(factory, tmp_path, capfd, caplog):
     """pydicom warns and logs on values that break their VR, quoting some of them ("Invalid value
     for VR UI: '1.2.826.0.1.'"): on a hospital's files that is console noise at best and a quoted
-    header value at worst. Our reads keep it quiet and still take the file."""
+    header value at worst. Our reads keep it quiet: the file with a valid UID is taken, the one whose
+    UID is not a UID is quarantined (osteo/etl/values.py), and neither says a word."""
     import logging
     import warnings
 
@@ -130,6 +131,7 @@ def test_the_dicom_reader_is_silent_on_malformed_values(factory, tmp_path, capfd
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the writer warns too: that is the test's own doing
         make_dicom(tmp_path / "in" / "odd.dcm", patient_id=raw_id, sop_uid=bad_uid)
+        good_uid = make_dicom(tmp_path / "in" / "long.dcm", patient_id=raw_id)
     capfd.readouterr()
     caplog.clear()
     mode = config.settings.reading_validation_mode
@@ -138,11 +140,13 @@ def test_the_dicom_reader_is_silent_on_malformed_values(factory, tmp_path, capfd
         counts = refresh.ingest_dicom(factory, refresh.discover(tmp_path / "in"), KEY)
         assert read_dicom(tmp_path / "in" / "odd.dcm").Rows == 64
     out, err = capfd.readouterr()
-    assert counts.added == 1, counts
+    assert (counts.added, counts.quarantined) == (1, 1), counts
     assert not [str(w.message) for w in caught] and not caplog.records and not (out + err).strip()
     assert config.settings.reading_validation_mode == mode  # validation is back for everyone else
     with factory() as s:
-        assert s.scalar(select(DicomImage.sop_instance_uid)) == bad_uid
+        assert s.scalar(select(DicomImage.sop_instance_uid)) == good_uid
+        reason, detail = s.execute(select(Quarantine.reason, Quarantine.detail)).one()
+    assert reason == "bad_tag:SOPInstanceUID" and bad_uid not in detail
 
 
 def test_parallel_header_reading_matches_serial(tmp_path):

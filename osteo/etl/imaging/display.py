@@ -18,6 +18,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut
 
 from osteo.etl.imaging.read import ExportError, _as_codes, _check_pixel_module, _decode_first_frame
+from osteo.etl.quiet import quiet_reads
 from osteo_common.files import sha256_bytes
 
 PERCENTILES = (0.5, 99.5)  # robust display range when the file has no VOI
@@ -133,6 +134,7 @@ def _percentile_window(m: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, di
     return np.clip((m - lo) / (hi - lo), 0.0, 1.0), info
 
 
+@quiet_reads()  # the service and the bench call it on a dataset of their own
 def prepare_display(ds: Dataset) -> DisplayMap:
     """Decode the first frame and build its unit/display look-up tables."""
     _check_pixel_module(ds)

@@ -16,6 +16,7 @@ from PIL import Image
 from osteo.etl.imaging.display import prepare_display
 from osteo.etl.imaging.quality import METAL_LEVEL, measure_quality
 from osteo.etl.imaging.read import ExportError, load_dicom
+from osteo.etl.quiet import quiet_reads
 from osteo_common.files import atomic_write_bytes, sha256_bytes
 
 # Bump when anything that changes exported pixels or decisions changes, in any module of this
@@ -60,6 +61,7 @@ def render_size(cols: int, rows: int, max_size: int = 0) -> tuple[int, int]:
     return max(1, math.floor(cols * scale + 0.5)), max(1, math.floor(rows * scale + 0.5))
 
 
+@quiet_reads()  # the values read after parsing are converted (and warned about) here
 def render_png(dicom_path: Any, out_png: str | PathLike[str], *, max_size: int = 0) -> dict[str, Any]:
     """The whole first frame through the export's normalisation, as an 8-bit PNG (atomic); with
     `max_size`, downscaled (Lanczos) so that its long side is at most that many pixels."""
@@ -129,6 +131,7 @@ def neck_crop(display: np.ndarray, box: Any, side: str, *, size: int = 256, marg
     return np.asarray(neck_image(display[crop[1]:crop[3], crop[0]:crop[2]], side == "R", size))
 
 
+@quiet_reads()  # the values read after parsing are converted (and warned about) here
 def export_roi(
     dicom_path: Any,
     box: tuple[float, float, float, float],

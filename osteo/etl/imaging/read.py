@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zlib
 from os import PathLike
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,8 +26,10 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from osteo.etl.dicom_bytes import deflate_problem
 from osteo.etl.errors import InputError
-from osteo.etl.quiet import unvalidated_reads
+from osteo.etl.quiet import quiet_reads
+from osteo.etl.values import MAX_FILE_BYTES, image_size_problem, is_uid
 
 _REQUIRED_PIXEL_TAGS = (
     "Rows",
@@ -37,6 +40,25 @@ _REQUIRED_PIXEL_TAGS = (
     "BitsStored",
     "PixelRepresentation",
 )
+# every element the decoding and the grey-level mapping read: converted (and so checked) at parse time
+_PIXEL_KEYWORDS = _REQUIRED_PIXEL_TAGS + (
+    "NumberOfFrames",
+    "PlanarConfiguration",
+    "HighBit",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "ModalityLUTSequence",
+    "VOILUTSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "PixelData",
+    "FloatPixelData",
+    "DoubleFloatPixelData",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+)
 _MONO = ("MONOCHROME1", "MONOCHROME2")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _EOF_WARNINGS = ("end of file", "before delimiter", "unexpected end")
@@ -45,9 +67,9 @@ _EOF_WARNINGS = ("end of file", "before delimiter", "unexpected end")
 class ExportError(InputError):
     """Bad input for render/export: quarantine it with `reason` (a short code) and go on.
 
-    Reasons: file_not_found, unreadable_file, not_dicom, truncated, unreadable_dicom,
-    missing_tag:<Keyword>, no_pixels, unsupported_pixel_format, unsupported_photometric,
-    unsupported_bits, invalid_bits, unsupported_transfer_syntax, undecodable_pixels,
+    Reasons: file_not_found, unreadable_file, file_too_large, not_dicom, truncated, unreadable_dicom,
+    missing_tag:<Keyword>, bad_tag:<Keyword>, no_pixels, unsupported_pixel_format, unsupported_photometric,
+    unsupported_bits, invalid_bits, image_too_large, unsupported_transfer_syntax, undecodable_pixels,
     invalid_modality_lut, invalid_voi_lut, invalid_laterality, invalid_box, empty_box,
     box_outside_image, box_too_small.
     """
@@ -65,6 +87,9 @@ def _read_source(src: str | PathLike[str] | bytes | bytearray | memoryview | Bin
     if hasattr(src, "read"):
         return src.read()  # type: ignore[union-attr]
     try:
+        size = Path(src).stat().st_size
+        if size > MAX_FILE_BYTES:  # refused unread: no radiograph is this large
+            raise ExportError("file_too_large", f"file is over {MAX_FILE_BYTES >> 20} MiB")
         return Path(src).read_bytes()
     except FileNotFoundError as exc:
         raise ExportError("file_not_found", str(src)) from exc
@@ -86,7 +111,7 @@ def _check_complete(ds: Dataset, nbytes: int, caught: list[warnings.WarningMessa
     keys = list(ds.keys())
     if not keys:
         return
-    raw = ds.get_item(keys[-1])
+    raw = ds.get_item(keys[-1], keep_deferred=True)  # as read: an element without a value is not converted
     length = getattr(raw, "length", None)
     tell = getattr(raw, "value_tell", None)
     if length is None or tell is None or length == _UNDEFINED_LENGTH:
@@ -102,7 +127,17 @@ def _check_complete(ds: Dataset, nbytes: int, caught: list[warnings.WarningMessa
 
 
 def _parse(data: bytes) -> Dataset:
-    with unvalidated_reads(), warnings.catch_warnings(record=True) as caught:
+    with quiet_reads():
+        problem = deflate_problem(data)  # before pydicom inflates it whole
+        if problem:
+            raise ExportError(*problem)
+        ds = _dcmread(data)
+    return ds
+
+
+def _dcmread(data: bytes) -> Dataset:
+    # warnings recorded (not shown): a cut file is only told by them
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             try:
@@ -127,9 +162,17 @@ def _parse(data: bytes) -> Dataset:
             raise
         except (EOFError, OSError, struct.error) as exc:  # struct.error: a cut element header
             raise ExportError("truncated", f"{type(exc).__name__}: {exc}") from exc
+        except zlib.error as exc:
+            raise ExportError("unreadable_dicom", "the deflated dataset does not inflate") from exc
         except Exception as exc:  # any parser failure is a quarantine reason
             raise ExportError("unreadable_dicom", f"{type(exc).__name__}: {exc}") from exc
-    _check_complete(ds, len(data), caught)
+    _check_complete(ds, len(data), caught)  # on the raw elements: before any is converted
+    for kw in _PIXEL_KEYWORDS:  # pydicom converts a value when first asked: a damaged one fails here
+        try:
+            if kw in ds:
+                ds[kw]
+        except Exception as exc:  # noqa: BLE001 - whatever a converter raises on a hostile value
+            raise ExportError("unreadable_dicom", f"{kw} cannot be read ({type(exc).__name__})") from None
     return ds
 
 
@@ -155,10 +198,10 @@ def _tag_int(ds: Dataset, keyword: str) -> int:
 
 
 def _check_pixel_module(ds: Dataset) -> None:
-    if "PixelData" not in ds:
+    if "PixelData" not in ds or not ds.PixelData:  # an empty element reads as None
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
             raise ExportError("unsupported_pixel_format", "float pixel data is not a radiograph")
-        raise ExportError("no_pixels", "the file has no Pixel Data element")
+        raise ExportError("no_pixels", "the file has no Pixel Data element, or an empty one")
     for kw in _REQUIRED_PIXEL_TAGS:
         if kw not in ds or ds[kw].value in (None, ""):
             raise ExportError(f"missing_tag:{kw}", f"{kw} is required to decode the pixels")
@@ -175,8 +218,25 @@ def _check_pixel_module(ds: Dataset) -> None:
         raise ExportError("invalid_bits", f"BitsStored {bs} with BitsAllocated {ba}")
     if _tag_int(ds, "PixelRepresentation") not in (0, 1):
         raise ExportError("invalid_bits", f"PixelRepresentation {ds.PixelRepresentation}")
-    if _tag_int(ds, "Rows") < 1 or _tag_int(ds, "Columns") < 1:
+    rows, cols = _tag_int(ds, "Rows"), _tag_int(ds, "Columns")
+    if rows < 1 or cols < 1:
         raise ExportError("undecodable_pixels", "Rows/Columns is zero")
+    frames = _frames(ds)
+    too_large = image_size_problem(rows, cols, frames, 1, ba)  # from the header, before any pixel buffer
+    if too_large:
+        raise ExportError("image_too_large", f"declared image: {too_large}")
+
+
+def _frames(ds: Dataset) -> int:
+    if ds.get("NumberOfFrames") in (None, ""):
+        return 1
+    try:
+        frames = int(ds.NumberOfFrames)
+    except (TypeError, ValueError, OverflowError):
+        raise ExportError("bad_tag:NumberOfFrames", "NumberOfFrames is not a whole number") from None
+    if frames < 1:
+        raise ExportError("bad_tag:NumberOfFrames", "NumberOfFrames is below 1")
+    return frames
 
 
 def _decode_first_frame(ds: Dataset) -> np.ndarray:
@@ -184,12 +244,20 @@ def _decode_first_frame(ds: Dataset) -> np.ndarray:
     ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     if not ts:
         raise ExportError("missing_tag:TransferSyntaxUID", "no transfer syntax in the file meta")
+    if not is_uid(str(ts)):
+        raise ExportError("bad_tag:TransferSyntaxUID", "TransferSyntaxUID is not a UID")
     try:
         decoder = get_decoder(ts)
     except NotImplementedError as exc:
         raise ExportError("unsupported_transfer_syntax", f"{ts} ({getattr(ts, 'name', ts)})") from exc
     if not decoder.is_available:
         raise ExportError("unsupported_transfer_syntax", f"no decoder plugin installed for {ts.name}")
+    if not ts.is_encapsulated:  # native pixels: the element must hold every declared frame
+        declared = int(ds.Rows) * int(ds.Columns) * (int(ds.BitsAllocated) // 8) * _frames(ds)
+        held = len(ds.PixelData)
+        if held < declared:
+            raise ExportError("undecodable_pixels", f"pixel data holds {held} bytes; Rows x Columns x frames x "
+                              f"bytes per pixel declare {declared}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
