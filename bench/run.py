@@ -32,13 +32,13 @@ DEMO_RECORD = "demo-run.json"
 SIZES: dict[str, dict[str, Any]] = {
     "quick": dict(cohort=40, ingest=[1_000], orchestration=1_000, pairing=[10_000, 100_000], repeats=2, roi_epochs=12,
                   training=[(96, 16, 64, 1), (224, 5, 20, 1)], cuda_paper=(200, 2), inference=20,
-                  demo=["--patients", "40", "--folds", "2", "--epochs", "1"], reuse_demo=True),
+                  service="quick", demo=["--patients", "40", "--folds", "2", "--epochs", "1"], reuse_demo=True),
     "full": dict(cohort=120, ingest=[1_000, 10_000], orchestration=10_000, pairing=[10_000, 100_000, 1_000_000],
                  roi_epochs=None,
                  repeats=3, training=[(96, 16, 480, 2), (224, 5, 200, 1)], cuda_paper=(1218, 50), inference=100,
-                 demo=[], reuse_demo=False),
+                 service="full", demo=[], reuse_demo=False),
 }
-STAGES = ("ingest", "pairing", "export", "training", "inference", "localiser", "orchestration", "e2e")
+STAGES = ("ingest", "pairing", "export", "training", "inference", "service", "localiser", "orchestration", "e2e")
 
 
 def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path | None = None, keep: bool = False,
@@ -137,6 +137,16 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
             from bench import inference
 
             rows += stage("inference", lambda: inference.run(pngs[0], sizes["inference"]))
+
+        if want("service"):
+            from bench import service
+
+            def do_service():
+                r, i = service.run(scratch, sizes["service"], log)
+                info["service"] = i
+                return r
+
+            rows += stage("service", do_service)
 
         if want("localiser"):
             from bench import roi

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = {"ingest", "pairing", "export", "training", "inference", "localiser", "orchestration", "end to end"}
+STAGES = {"ingest", "pairing", "export", "training", "inference", "service", "localiser", "orchestration",
+          "end to end"}
 
 
 def _run_bench(flag: str, tmp_path: Path, timeout: int) -> dict:
@@ -48,7 +49,8 @@ def _check_report(report: dict, mode: str) -> None:
     names = " | ".join(r["name"] for r in rows)
     for part in ("ingest", "1 worker", "read + SHA-256 only", "pairing sqlite", "export_roi", "export_images",
                  "training resnet18",
-                 "predict p50", "predict + Grad-CAM p50", "localiser: test mean IoU", "locate per image vs render",
+                 "predict p50", "predict + Grad-CAM p50", "API predict + heat map (224 px, p50)", "API load (",
+                 "localiser: test mean IoU", "locate per image vs render",
                  "refresh through Prefect", "Prefect server start",
                  "osteo demo total"):
         assert part in names, part
