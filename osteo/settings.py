@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     serve_store_uploads: Path | None = None  # uploads are kept only when this names a folder
     serve_audit: bool = True  # one row per prediction in prediction_audit (no patient data)
     serve_secret: str = ""  # signs the form's CSRF token; random per process when empty
+    # runtime threads per worker process; 0: the cores shared out among `osteo serve --workers`
+    serve_threads: int = 0
 
     @field_validator("scope_modalities", "scope_body_parts", "scope_keywords", mode="before")
     @classmethod

@@ -86,6 +86,10 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
             from osteo.settings import session_factory
 
             audit = session_factory(settings, create=True)
+        if settings.serve_threads:  # the localiser and a PyTorch classifier share the cores like ONNX Runtime
+            from osteo_model.train import configure_threads
+
+            configure_threads(settings.serve_threads)
         await run_in_threadpool(models.current)  # load before the first request
         yield
 
@@ -97,11 +101,7 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
     # the manual's pictures (docs/screenshots/, made by the browser test); checked per request, not at start
     app.mount("/screenshots", StaticFiles(directory=str(SCREENSHOTS), check_dir=False), name="screenshots")
 
-    @app.middleware("http")
-    async def headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.update(security.security_headers(request.url.path))
-        return response
+    app.add_middleware(security.SecurityHeaders)
 
     def served() -> Served | None:
         return models.current()

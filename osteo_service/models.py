@@ -116,7 +116,8 @@ def mlflow_registry(settings) -> Registry:
     def load_classifier(name: str, version: str):
         with tempfile.TemporaryDirectory(prefix="osteo-serve-") as tmp:
             files = fetch_version(client, settings, name, version, Path(tmp))
-            model, runtime = build_classifier(files.checkpoint, files.onnx, files.threshold)
+            model, runtime = build_classifier(files.checkpoint, files.onnx, files.threshold,
+                                              threads=settings.serve_threads or None)
         return model, model.threshold, runtime, files.crop
 
     def load_localiser(name: str, version: str):
@@ -129,12 +130,13 @@ def mlflow_registry(settings) -> Registry:
                     load_localiser=load_localiser)
 
 
-def build_classifier(checkpoint: Path, onnx: Path | None, threshold: float | None) -> tuple[Classifier, str]:
+def build_classifier(checkpoint: Path, onnx: Path | None, threshold: float | None, *,
+                     threads: int | None = None) -> tuple[Classifier, str]:
     """ONNX Runtime when the version has an ONNX export and the runtime is installed, else PyTorch.
     The threshold stored with the version wins over the checkpoint's."""
     from osteo_model.onnx import OnnxClassifier, onnxruntime_available
     from osteo_model.predict import Predictor
 
     if onnx is not None and onnxruntime_available():
-        return OnnxClassifier.load(onnx, checkpoint, threshold=threshold), "onnxruntime"
+        return OnnxClassifier.load(onnx, checkpoint, threshold=threshold, threads=threads), "onnxruntime"
     return Predictor.from_checkpoint(checkpoint, threshold=threshold, device="cpu"), "pytorch"
