@@ -310,7 +310,7 @@ def run(scratch: Path, mode: str = "quick", log=lambda msg: None) -> tuple[list[
         times = latencies(checkpoint, onnx, data, folder, n, rounds)
         parts = breakdown_process(checkpoint, onnx, png, folder, n)
         log(f"[bench] service: parts (ms) {parts}")
-        with server(folder, workers=2, threads=THREADS) as url:
+        with server(folder, workers=2, threads=max(1, (os.cpu_count() or 1) // 2)) as url:
             load = load_test(url, png, sizes["clients"], sizes["seconds"], max_requests=sizes["max_requests"])
     finally:
         torch.set_num_threads(old_threads)
