@@ -78,13 +78,21 @@ def test_every_answer_is_audited_and_shown_by_lineage(served, capsys):
 
 
 def test_the_service_follows_the_champion_alias(served):
-    client, s, mlc, _demo = served
-    name = s.registered_model
-    old = mlc.get_model_version_by_alias(name, "champion")
-    new = mlc.create_model_version(name, old.source, run_id=old.run_id, tags={"onnx": old.tags.get("onnx", "")})
-    try:
-        mlc.set_registered_model_alias(name, "champion", new.version)
-        assert client.get("/api/v1/health").json()["model"]["version"] == str(new.version)
-    finally:
-        mlc.set_registered_model_alias(name, "champion", old.version)
-    assert client.get("/api/v1/health").json()["model"]["version"] == str(old.version)
+    """A registered model of its own (the champion's files as versions 1 and 2), so that the demo's
+    registry keeps its version numbers for the other tests."""
+    from fastapi.testclient import TestClient
+
+    from osteo_service.app import create_app
+
+    _client, s, mlc, _demo = served
+    champion = mlc.get_model_version_by_alias(s.registered_model, "champion")
+    name = "osteo-classifier-alias-check"
+    mlc.create_registered_model(name)
+    first, second = (mlc.create_model_version(name, champion.source, run_id=champion.run_id,
+                                              tags={"onnx": champion.tags.get("onnx", "")}) for _ in range(2))
+    mlc.set_registered_model_alias(name, "champion", first.version)
+    own = s.model_copy(update={"serve_model": f"models:/{name}@champion"})
+    with TestClient(create_app(own)) as client:
+        assert client.get("/api/v1/health").json()["model"]["version"] == str(first.version)
+        mlc.set_registered_model_alias(name, "champion", second.version)
+        assert client.get("/api/v1/health").json()["model"]["version"] == str(second.version)
