@@ -175,3 +175,17 @@ def factory_for(tmp_dir) -> sessionmaker[Session]:
     engine = make_engine(f"sqlite:///{tmp_dir / 'fuzz.sqlite'}")
     create_schema(engine)
     return make_session_factory(engine)
+
+
+def damage(data: bytes, steps) -> bytes:
+    """Apply (kind, where in [0, 1), arg) steps: truncate there, flip a byte with a mask, insert bytes."""
+    out = bytearray(data)
+    for kind, where, *arg in steps:
+        at = int(where * len(out))
+        if kind == "truncate":
+            del out[at:]
+        elif kind == "flip" and at < len(out):
+            out[at] ^= arg[0]
+        elif kind == "insert":
+            out[at:at] = arg[0]
+    return bytes(out)

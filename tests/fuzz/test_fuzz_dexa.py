@@ -21,6 +21,7 @@ from db.models import DexaExam
 from osteo import refresh
 from osteo.settings import Settings
 from tests.fuzz.support import call, check_exam, count, factory_for, fuzz, quarantine_reasons, source
+from tests.fuzz.support import damage as damage_bytes
 
 KEY = b"fuzz-pseudonym-key"
 _serial = itertools.count(1)
@@ -210,19 +211,6 @@ DAMAGE = st.lists(st.one_of(
 ), min_size=1, max_size=3)
 
 
-def _damage(data: bytes, damage) -> bytes:
-    out = bytearray(data)
-    for kind, where, *arg in damage:
-        at = int(where * len(out))
-        if kind == "truncate":
-            del out[at:]
-        elif kind == "flip" and at < len(out):
-            out[at] ^= arg[0]
-        elif kind == "insert":
-            out[at:at] = arg[0]
-    return bytes(out)
-
-
 def _ingest_whole_file(workdir, suffix: str, data: bytes, kind: str) -> None:
     d, factory, settings = workdir
     path = d / f"{next(_serial)}{suffix}"
@@ -245,7 +233,7 @@ def _ingest_whole_file(workdir, suffix: str, data: bytes, kind: str) -> None:
 @fuzz(40)
 @given(damage=DAMAGE)
 def test_a_damaged_workbook_is_read_or_quarantined(workdir, damage):
-    _ingest_whole_file(workdir, ".xlsx", _damage(WORKBOOK, damage), "dexa xlsx")
+    _ingest_whole_file(workdir, ".xlsx", damage_bytes(WORKBOOK, damage), "dexa xlsx")
 
 
 @fuzz(40)

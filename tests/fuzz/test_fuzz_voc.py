@@ -21,6 +21,7 @@ from tests.fuzz.support import (
     call,
     check_annotation,
     count,
+    damage,
     factory_for,
     fuzz,
     quarantine_reasons,
@@ -104,19 +105,6 @@ def render(case, encoding: str) -> bytes:
     if encoding == "declared ebcdic":
         return ('<?xml version="1.0" encoding="cp500"?>' + text.replace('<?xml version="1.0"?>', "")).encode()
     return text.encode()
-
-
-def damage(data: bytes, steps) -> bytes:
-    out = bytearray(data)
-    for kind, where, *arg in steps:
-        at = int(where * len(out))
-        if kind == "truncate":
-            del out[at:]
-        elif kind == "flip" and at < len(out):
-            out[at] ^= arg[0]
-        elif kind == "insert":
-            out[at:at] = arg[0]
-    return bytes(out)
 
 
 @fuzz(300)
