@@ -170,9 +170,10 @@ def breakdown(checkpoint: Path, onnx: Path, data: bytes, home: Path, n: int, rou
     import httpx
     from starlette.requests import Request
 
+    from osteo_model.gradcam import heatmap_png
     from osteo_service.models import ModelCache
     from osteo_service.schemas import predict_out
-    from osteo_service.screening import heatmap_png, screen
+    from osteo_service.screening import screen
     from osteo_service.uploads import Limits, decode_upload, read_form
 
     served = ModelCache(registry(checkpoint, onnx), MODEL_URI, "", every_s=3600.0).current()

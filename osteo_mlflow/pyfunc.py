@@ -18,7 +18,6 @@ read with ``torch.load(weights_only=True)``).
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +60,9 @@ def decode_image(item) -> np.ndarray | bytes:
 
 
 def heatmap_png(heat: np.ndarray) -> str:
-    from PIL import Image
+    from osteo_model.gradcam import heatmap_png as grey_png
 
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(np.asarray(heat) * 255), 0, 255).astype(np.uint8)).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(grey_png(heat)).decode("ascii")
 
 
 class OsteoClassifier(PythonModel):

@@ -229,3 +229,17 @@ def overlay(image_gray_uint8: np.ndarray, heat, alpha: float = 0.4) -> np.ndarra
     base = np.repeat(img.astype(np.float32)[..., None] / 255.0, 3, axis=-1)
     out = (1 - alpha) * base + alpha * _jet(heat)
     return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
+
+
+def heatmap_png(heat, compress_level: int = 1) -> bytes:
+    """A heat map (H x W in [0, 1]) as an 8-bit grey PNG: what the pyfunc and the service's API return."""
+    import io
+
+    from PIL import Image
+
+    if isinstance(heat, torch.Tensor):
+        heat = heat.detach().float().cpu().numpy()
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(np.asarray(heat, dtype=np.float32) * 255), 0, 255).astype(np.uint8)).save(
+        buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()

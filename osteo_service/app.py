@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from osteo import __version__
 from osteo.settings import REPO_ROOT, Settings, get_settings
+from osteo_model.gradcam import heatmap_png
 from osteo_service import i18n, security
 from osteo_service.models import ModelCache, Served, mlflow_registry
 from osteo_service.schemas import (
@@ -48,7 +49,6 @@ from osteo_service.screening import (
     ScreeningError,
     data_url,
     heat_overlay_png,
-    heatmap_png,
     locate,
     preview,
     screen,

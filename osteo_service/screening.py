@@ -155,12 +155,6 @@ def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def heatmap_png(heat: np.ndarray) -> bytes:
-    """The Grad-CAM map itself as an 8-bit grey PNG at the model's input size (what the API returns, as the
-    registered pyfunc does): small and quick to encode; a client colours it as it likes."""
-    return png_bytes(np.clip(np.rint(np.asarray(heat, dtype=np.float32) * 255), 0, 255).astype(np.uint8))
-
-
 def heat_overlay_png(screening: Screening) -> bytes:
     """The heat map over the crop the classifier saw (the page)."""
     from osteo_model.gradcam import overlay
