@@ -46,7 +46,6 @@ from osteo_service.schemas import (
 )
 from osteo_service.screening import (
     Screening,
-    ScreeningError,
     data_url,
     heat_overlay_png,
     locate,
@@ -61,11 +60,6 @@ HERE = Path(__file__).resolve().parent
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 FRAX_URL = "https://frax.shef.ac.uk/FRAX/"
 LANG_COOKIE = "osteo_lang"
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        self.status, self.code, self.message = status, code, message
-
-
 def create_app(settings: Settings | None = None, *, models: ModelCache | None = None, audit=None) -> FastAPI:
     """The service. Defaults: the settings of the environment, the MLflow registry they name, the audit
     table in their database. Tests pass their own."""
@@ -108,8 +102,8 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
 
     # --- errors: problem details on the API, a page elsewhere --------------------------------
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError):
+    @app.exception_handler(UploadError)
+    async def refused(request: Request, exc: UploadError):
         return problem(exc.status, exc.code, exc.message)
 
     @app.exception_handler(StarletteHTTPException)
@@ -122,12 +116,6 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
         return problem(422, "invalid_request", "the request does not match the API (see /docs)")
 
     # --- shared steps ------------------------------------------------------------------------
-
-    def decode(data: bytes) -> Decoded:
-        try:
-            return decode_upload(data, limits)
-        except UploadError as exc:
-            raise ApiError(exc.status, exc.code, exc.message) from None
 
     def keep_upload(decoded: Decoded, data: bytes) -> None:
         if settings.serve_store_uploads is not None:  # only when told to
@@ -154,32 +142,23 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
         costs a context switch while the runtime's threads still spin from the last run."""
         model = served()
         if model is None:
-            raise ApiError(503, "no_model", f"no model is registered as {settings.serve_model}: run `make demo` "
+            raise UploadError(503, "no_model", f"no model is registered as {settings.serve_model}: run `make demo` "
                                             "or `osteo train`")
 
         def work():
-            decoded = decode(data)
-            try:
-                result = screen(decoded, model, box=fields.get("box", "").strip(), side=fields.get("side", ""),
-                                cropped=fields.get("cropped", "") in ("true", "on", "1"))
-            except ScreeningError as exc:
-                raise ApiError(exc.status, exc.code, exc.message) from None
+            decoded = decode_upload(data, limits)
+            result = screen(decoded, model, box=fields.get("box", "").strip(), side=fields.get("side", ""),
+                            cropped=fields.get("cropped", "") in ("true", "on", "1"))
             keep_upload(decoded, data)
             record(channel, model, decoded, result)
             return model, decoded, result, pictures(decoded, result)
 
         return await anyio.to_thread.run_sync(work, limiter=infer)
 
-    async def form_of(request: Request):
-        try:
-            return await read_form(request, limit_bytes)
-        except UploadError as exc:
-            raise ApiError(exc.status, exc.code, exc.message) from None
-
     def image_of(form) -> bytes:
         data = form.files.get("image")
         if not data:
-            raise ApiError(422, "no_image", "the request has no image (multipart field `image`)")
+            raise UploadError(422, "no_image", "the request has no image (multipart field `image`)")
         return data
 
     # --- the API -----------------------------------------------------------------------------
@@ -197,7 +176,7 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
     async def api_predict(request: Request) -> PredictOut:
         """Score one hip radiograph (or a femoral-neck crop with cropped=true): probability, label at the
         model's operating threshold, the box used and the Grad-CAM heat map."""
-        form = await form_of(request)
+        form = await read_form(request, limit_bytes)
         model, decoded, result, heat = await run_screening("api", image_of(form), form.fields,
                                                            lambda _d, r: heatmap_png(r.heatmap))
         return predict_out(model, decoded, result, heat)
@@ -209,12 +188,12 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
     async def api_locate(request: Request) -> LocateOut:
         """The whole image as the pipeline renders it and the femoral-neck boxes the localiser proposes
         (the page draws them for the user to move)."""
-        form = await form_of(request)
+        form = await read_form(request, limit_bytes)
         data = image_of(form)
         model = served()
         if model is None:
-            raise ApiError(503, "no_model", f"no model is registered as {settings.serve_model}")
-        decoded = await run_in_threadpool(decode, data)
+            raise UploadError(503, "no_model", f"no model is registered as {settings.serve_model}")
+        decoded = await run_in_threadpool(decode_upload, data, limits)
         found = await anyio.to_thread.run_sync(locate, decoded, model, limiter=infer)
         png, scale = await run_in_threadpool(preview, decoded.display)
         rows, cols = decoded.display.shape
@@ -254,8 +233,8 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
     @app.post("/predict", response_class=HTMLResponse, include_in_schema=False)
     async def predict_page(request: Request):
         try:
-            form = await form_of(request)
-        except ApiError as exc:
+            form = await read_form(request, limit_bytes)
+        except UploadError as exc:
             return page(request, "index.html", {"error": exc.code, "check": self_check({})}, exc.status)
         check = self_check(form.fields)
         if not security.valid_token(secret, request.cookies.get(security.CSRF_COOKIE),
@@ -264,7 +243,7 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
         try:
             model, decoded, result, (heat, whole) = await run_screening("page", image_of(form), form.fields,
                                                                         page_pictures)
-        except ApiError as exc:
+        except UploadError as exc:
             if exc.code == "no_model":
                 return page(request, "no_model.html", {}, 503)
             return page(request, "index.html", {"error": exc.code, "check": check}, exc.status)
@@ -286,7 +265,7 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
 
     @app.post("/self-check", response_class=HTMLResponse, include_in_schema=False)
     async def selfcheck_post(request: Request):
-        form = await form_of(request)
+        form = await read_form(request, limit_bytes)
         if not security.valid_token(secret, request.cookies.get(security.CSRF_COOKIE),
                                     form.fields.get(security.CSRF_FIELD)):
             return page(request, "selfcheck.html", {"check": self_check({}), "submitted": False, "error": "csrf"}, 403)

@@ -16,18 +16,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from osteo_service.models import Served
-from osteo_service.uploads import Decoded
+from osteo_service.uploads import Decoded, UploadError
 
 BOX_SOURCES = ("user", "model", "image")
 PREVIEW_SIDE = 768  # the whole image is shown at most this large (the box is drawn on it)
 
 
-class ScreeningError(Exception):
-    """Why an upload was not scored: a status code, a short code and a plain message (no patient data)."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+class ScreeningError(UploadError):
+    """Why an upload was not scored (a bad box, no confident femoral neck): no patient data in it."""
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ from osteo_service.codestream import codestream_size
 
 
 class UploadError(Exception):
-    """A refused upload: `status` for the response, `code` for machines, `message` for people."""
+    """A refused request (the service's one refusal type; the screening's is a subclass): `status` for the
+    response, `code` for machines, `message` for people."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
