@@ -10,6 +10,7 @@ import datetime as dt
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -27,6 +28,22 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 SHA256 = 64
 UID = 64  # DICOM UIDs are at most 64 characters
 PATH = 1024
+DAY_ZERO = dt.date(1970, 1, 1)
+
+
+def day_number(day: dt.date | str | None) -> int | None:
+    """Days since 1970-01-01: dates as integers, so that pairing's window is an indexed integer range
+    on every database (SQLite keeps dates as text, where date arithmetic is a function call per row)."""
+    if day is None:
+        return None
+    if isinstance(day, str):
+        day = dt.date.fromisoformat(day)
+    return (day - DAY_ZERO).days
+
+
+def _day_default(column: str):
+    # a context-sensitive default: set from the row's own date by ORM and Core (executemany) inserts alike
+    return lambda ctx: day_number(ctx.get_current_parameters()[column])
 
 
 class Base(DeclarativeBase):
@@ -47,7 +64,10 @@ class SourceFile(Base):
     kind: Mapped[str] = mapped_column(String(16))  # dicom | dexa | annotation
     path: Mapped[str] = mapped_column(String(PATH))
     sha256: Mapped[str] = mapped_column(String(SHA256), index=True)
-    size_bytes: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    # the file's modification time (ns) when it was read: a rerun skips a file whose path, size and
+    # mtime match its last row without opening it (`osteo refresh --rehash` reads every file again)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
     first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
     status: Mapped[str] = mapped_column(String(16), default="ingested")  # ingested | quarantined | out_of_scope
 
@@ -63,6 +83,7 @@ class Patient(Base):
 
 class DicomImage(Base):
     __tablename__ = "dicom_image"
+    __table_args__ = (Index("ix_dicom_image_patient_day", "patient_id", "study_day"),)
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     sop_instance_uid: Mapped[str] = mapped_column(String(UID), unique=True)
@@ -71,6 +92,7 @@ class DicomImage(Base):
     source_file_id: Mapped[int] = mapped_column(ForeignKey("source_file.id"), index=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
     study_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    study_day: Mapped[int] = mapped_column(Integer, default=_day_default("study_date"))  # day_number(study_date)
     age_at_exam: Mapped[int | None] = mapped_column(Integer)
     modality: Mapped[str] = mapped_column(String(16))
     body_part: Mapped[str | None] = mapped_column(String(64))
@@ -96,11 +118,13 @@ class DexaExam(Base):
     __table_args__ = (
         UniqueConstraint("patient_id", "exam_date", "side", name="uq_dexa_exam_natural"),
         Index("ix_dexa_exam_patient_date", "patient_id", "exam_date"),
+        Index("ix_dexa_exam_patient_day", "patient_id", "exam_day"),
     )
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"))
     exam_date: Mapped[dt.date] = mapped_column(Date)
+    exam_day: Mapped[int] = mapped_column(Integer, default=_day_default("exam_date"))  # day_number(exam_date)
     side: Mapped[str] = mapped_column(String(1), default="-")  # L | R | - (not given)
     neck_bmd: Mapped[float | None] = mapped_column(Float)
     t_score: Mapped[float] = mapped_column(Float)
