@@ -94,6 +94,32 @@ class Plan:
     studies: dict[int, list[int]] = field(default_factory=dict)  # study -> image idxs
 
 
+# T-score on 2018-01-01 by age and sex. The femoral-neck pattern of NHANES III (Looker et al. 1998), in
+# words: after about 50 a woman's femoral-neck BMD falls by roughly half a T unit per decade (faster in the
+# years after menopause), a man's a little more slowly, and a man sits well above a woman of the same age
+# against the one (young-women) reference, by roughly 0.6 T at 50 widening towards 0.9 T at 80. This cohort
+# is a hospital referral cohort (DEXA was ordered), so the level is lower than the general population's;
+# the intercept keeps the overall mean T and the osteoporosis share of the earlier, age-blind plan
+# (mean -1.95, SD 1.0), and the residual SD leaves room for the variance that age and sex now explain.
+T_AT_50_F = -1.12
+T_PER_YEAR_F = -0.045  # per year of age past 50, women
+T_PER_YEAR_M = -0.035  # men
+T_MEN_AT_50 = 0.60  # men above women of the same age, at 50
+T_RESIDUAL_SD = 0.85
+
+
+def t_mean(sex: str, age: float) -> float:
+    """Expected femoral-neck T-score (female young-adult reference) for a patient of this sex and age."""
+    past = max(0.0, age - 50.0)
+    if sex == "M":
+        return T_AT_50_F + T_MEN_AT_50 + T_PER_YEAR_M * past
+    return T_AT_50_F + T_PER_YEAR_F * past
+
+
+def _age(birth: dt.date, day: dt.date) -> float:
+    return (day - birth).days / 365.25
+
+
 def derived_t(bmd: float) -> float:
     return (bmd - BMD_MEAN) / BMD_SD
 
@@ -150,7 +176,7 @@ def make_plan(n_patients: int, seed: int) -> Plan:
         sex = "F" if rng.random() < 0.8 else "M"
         name, name_zh = make_name(rng, sex)
         birth = dt.date(int(rng.integers(1928, 1966)), int(rng.integers(1, 13)), int(rng.integers(1, 29)))
-        t0 = float(np.clip(rng.normal(-1.95, 1.0), -4.6, 1.8))
+        t0 = float(np.clip(rng.normal(t_mean(sex, _age(birth, FIRST_DAY)), T_RESIDUAL_SD), -4.6, 1.8))
         bmd0 = BMD_MEAN + BMD_SD * t0
         decline = float(rng.uniform(0.003, 0.012))
         patients.append(Patient(i, ids[i], name, name_zh, sex, birth, bmd0, decline))
