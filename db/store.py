@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from db.models import Annotation, DexaExam, DicomImage, OutOfScope, Patient, SourceFile
@@ -21,22 +21,58 @@ from osteo_common.chunks import chunks
 BOX = ("box_xmin", "box_ymin", "box_xmax", "box_ymax")
 
 
-def source_files(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], SourceFile]:
+class SourceRow(NamedTuple):
+    """A source_file row as the ingest compares it (no ORM object: a batch is thousands of them)."""
+
+    id: int
+    path: str
+    sha256: str
+    size_bytes: int
+    mtime_ns: int | None
+    status: str
+
+
+_ROW = (SourceFile.id, SourceFile.path, SourceFile.sha256, SourceFile.size_bytes, SourceFile.mtime_ns,
+        SourceFile.status)
+
+
+def source_files(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], SourceRow]:
     """Existing source_file rows for (path, sha256) pairs."""
-    found: dict[tuple[str, str], SourceFile] = {}
+    found: dict[tuple[str, str], SourceRow] = {}
     for chunk in chunks(list(pairs)):
-        stmt = select(SourceFile).where(tuple_(SourceFile.path, SourceFile.sha256).in_(chunk))
-        for sf in session.scalars(stmt):
-            found[(sf.path, sf.sha256)] = sf
+        for r in session.execute(select(*_ROW).where(tuple_(SourceFile.path, SourceFile.sha256).in_(chunk))):
+            found[(r.path, r.sha256)] = SourceRow(*r)
     return found
 
 
+def latest_sources(session: Session, paths: Sequence[str]) -> dict[str, SourceRow]:
+    """Each path's latest source_file row (the highest id: a changed file is a new row), one query per
+    IN chunk (the (path, sha256) unique index serves it)."""
+    found: dict[str, SourceRow] = {}
+    for chunk in chunks(list(paths)):
+        for r in session.execute(select(*_ROW).where(SourceFile.path.in_(chunk)).order_by(SourceFile.id)):
+            found[r.path] = SourceRow(*r)  # ascending ids: the last one stays
+    return found
+
+
+def record_stamps(session: Session, rows: Iterable[tuple[int, int, int | None]]) -> int:
+    """Store (id, size, mtime_ns) of known files read again with the same bytes (a touched file), so that
+    the next rerun skips them unopened; one executemany."""
+    params = [{"id": i, "size_bytes": size, "mtime_ns": mtime} for i, size, mtime in rows]
+    if params:
+        session.execute(update(SourceFile), params)
+    return len(params)
+
+
 def get_or_create_source(session: Session, *, kind: str, path: str, sha256: str, size: int,
-                         status: str = "ingested") -> tuple[SourceFile, bool]:
+                         status: str = "ingested", mtime_ns: int | None = None) -> tuple[SourceFile, bool]:
+    """The (path, sha256) row, created when new; a known one gets the stamp it was read with now."""
     sf = session.scalar(select(SourceFile).where(SourceFile.path == path, SourceFile.sha256 == sha256))
     if sf is not None:
+        if mtime_ns is not None and (sf.mtime_ns, sf.size_bytes) != (mtime_ns, size):
+            sf.mtime_ns, sf.size_bytes = mtime_ns, size
         return sf, False
-    sf = SourceFile(kind=kind, path=path, sha256=sha256, size_bytes=size, status=status)
+    sf = SourceFile(kind=kind, path=path, sha256=sha256, size_bytes=size, status=status, mtime_ns=mtime_ns)
     session.add(sf)
     session.flush()
     return sf, True
@@ -57,42 +93,62 @@ def patients_by_key(session: Session, keys: Iterable[str],
     return found
 
 
+def patient_ids(session: Session, sexes: dict[str, str | None]) -> dict[str, int]:
+    """patient_key -> id for these keys; the new ones inserted in one executemany (no ORM objects)."""
+    found: dict[str, int] = {}
+    for chunk in chunks(sorted(sexes)):
+        found.update(session.execute(select(Patient.patient_key, Patient.id)
+                                     .where(Patient.patient_key.in_(chunk))).all())
+    new = [{"patient_key": k, "sex": sex} for k, sex in sorted(sexes.items()) if k not in found]
+    if new:
+        found.update(session.execute(insert(Patient).returning(Patient.patient_key, Patient.id), new).all())
+    return found
+
+
 def store_dicom_results(session: Session, results: list[dict[str, Any]],
                         retry: Collection[tuple[str, str]] = ()) -> Counter:
-    """Write one batch of header results (see osteo.etl.dicom_headers.read_one). The known (path,
-    sha256) files in `retry` (quarantined, judged again: osteo.refresh.ingest_dicom) keep their row."""
+    """Write one batch of header results (see osteo.etl.dicom_headers.read_one) with bulk inserts: one
+    executemany per table, no ORM object per row. The known (path, sha256) files in `retry`
+    (quarantined, judged again: osteo.refresh.ingest_dicom) keep their row; other known files only get
+    the size and mtime they were read with (a touched file: the next rerun skips it unopened)."""
     counts: Counter = Counter(files=len(results))
+    session.flush()  # whatever the caller's session holds goes first: the inserts below are Core
     known = source_files(session, [(r["path"], r["sha256"]) for r in results])
     retried = {k: known.pop(k) for k in retry if k in known}
+    by_key = {(r["path"], r["sha256"]): r for r in results}
+    new_sources: list[dict[str, Any]] = []
+    status_of: dict[tuple[str, str], str] = {}  # every file judged now -> its status
 
-    def source(r: dict[str, Any], status: str) -> SourceFile:
-        sf = retried.get((r["path"], r["sha256"]))
-        if sf is None:
-            sf = SourceFile(kind="dicom", path=r["path"], sha256=r["sha256"], size_bytes=r["size"])
-            session.add(sf)
-        sf.status = status
-        known[(r["path"], r["sha256"])] = sf
-        return sf
+    def source(r: dict[str, Any], status: str) -> None:
+        k = (r["path"], r["sha256"])
+        if k not in retried and k not in status_of:
+            new_sources.append({"kind": "dicom", "path": r["path"], "sha256": r["sha256"], "size_bytes": r["size"],
+                                "mtime_ns": r.get("mtime_ns"), "status": status})
+        status_of[k] = status
 
     uids = [r["record"]["sop_instance_uid"] for r in results if "record" in r]
     sha_of_uid: dict[str, str] = {}  # SOP Instance UID -> sha256 of the file that brought it
     for chunk in chunks(uids):
-        for uid, sha in session.execute(
+        sha_of_uid.update(session.execute(
             select(DicomImage.sop_instance_uid, SourceFile.sha256)
             .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
             .where(DicomImage.sop_instance_uid.in_(chunk))
-        ):
-            sha_of_uid[uid] = sha
+        ).all())
     out_shas = _out_of_scope_shas(session, [r["sha256"] for r in results if "out_of_scope" in r])
-    good = [r for r in results if "record" in r]
-    patients = patients_by_key(session, (r["record"]["patient_key"] for r in good),
-                               {r["record"]["patient_key"]: r["record"]["sex"] for r in good})
+    good = [r for r in results if "record" in r and (r["path"], r["sha256"]) not in known]
+    patients = patient_ids(session, {r["record"]["patient_key"]: r["record"]["sex"] for r in good})
+    images: list[tuple[tuple[str, str], dict[str, Any]]] = []
+    out_rows: list[tuple[tuple[str, str], dict[str, Any]]] = []
+    stamps: list[tuple[int, int, int | None]] = []
     for r in results:
-        path, sha = r["path"], r["sha256"]
-        if (path, sha) in known:
+        path, sha = k = r["path"], r["sha256"]
+        if k in known:
             counts["already_known"] += 1
+            row = known[k]
+            if r.get("mtime_ns") is not None and (row.mtime_ns, row.size_bytes) != (r["mtime_ns"], r["size"]):
+                stamps.append((row.id, r["size"], r["mtime_ns"]))
             continue
-        counts["retried"] += (path, sha) in retried
+        counts["retried"] += k in retried
         if "error" in r:
             reason, detail = r["error"]
             source(r, "quarantined")
@@ -100,32 +156,46 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
                                                 reason=reason, detail=detail)
             continue
         if "out_of_scope" in r:  # not a hip radiograph: recorded with its reason, never an image
-            sf = source(r, "out_of_scope")
+            source(r, "out_of_scope")
             if sha in out_shas:
                 counts["duplicate_copies"] += 1  # the same file again under another path
                 continue
-            session.add(OutOfScope(source_file=sf, **r["out_of_scope"]))
+            out_rows.append((k, dict(r["out_of_scope"])))
             out_shas.add(sha)
             counts["out_of_scope"] += 1
             continue
         rec = dict(r["record"])
         uid = rec["sop_instance_uid"]
-        sf = source(r, "ingested")
+        source(r, "ingested")
         if uid in sha_of_uid:
             if sha_of_uid[uid] == sha:
                 counts["duplicate_copies"] += 1  # the same file again under another path
                 continue
-            sf.status = "quarantined"
+            status_of[k] = "quarantined"
             counts["quarantined"] += quarantine(
                 session, stage="ingest_dicom", path=path, sha256=sha, reason="sop_uid_conflict",
                 detail="another file with different content already has this SOP Instance UID")
             continue
-        patient = patients[rec.pop("patient_key")]
+        rec["patient_id"] = patients[rec.pop("patient_key")]
         rec.pop("sex", None)
-        # ids are assigned at the one flush below, through the relationships
-        session.add(DicomImage(**rec, source_file=sf, patient=patient))
+        images.append((k, rec))
         sha_of_uid[uid] = sha
         counts["images"] += 1
+    for row in new_sources:  # a status changed after the row was planned (a conflict) is the final one
+        row["status"] = status_of[(row["path"], row["sha256"])]
+    ids = {k: row.id for k, row in retried.items()}
+    if new_sources:
+        ids.update(((p, s), i) for i, p, s in session.execute(
+            insert(SourceFile).returning(SourceFile.id, SourceFile.path, SourceFile.sha256), new_sources))
+    judged_again = [{"id": row.id, "status": status_of[k], "size_bytes": by_key[k]["size"],
+                     "mtime_ns": by_key[k].get("mtime_ns")} for k, row in retried.items() if k in status_of]
+    if judged_again:
+        session.execute(update(SourceFile), judged_again)
+    if images:  # study_day: its column default, from each row's study_date (db/models.py)
+        session.execute(insert(DicomImage), [{**rec, "source_file_id": ids[k]} for k, rec in images])
+    if out_rows:
+        session.execute(insert(OutOfScope), [{**rec, "source_file_id": ids[k]} for k, rec in out_rows])
+    record_stamps(session, stamps)
     session.flush()
     return counts
 

@@ -12,6 +12,7 @@ from prefect.artifacts import create_table_artifact
 from tqdm import tqdm
 
 from flows.runner import SettingsTaskRunner
+from osteo.discovery import batches, discover, walk
 from osteo.orchestration import assert_still_held, refresh_lock, sweep_partial_files
 from osteo.quarantine import quarantined_files
 from osteo.refresh import fail_refresh_run, quarantine_table
@@ -19,7 +20,6 @@ from osteo.refresh_report import ExportCounts, RefreshReport, StageCounts, ThisR
 from osteo.settings import get_settings, session_factory
 from osteo_common.chunks import batched
 from tasks.refresh import (
-    discover_files,
     export_batch,
     finish_refresh_run,
     ingest_annotation_files,
@@ -37,7 +37,9 @@ from tasks.roi import locate_boxes
 @flow(name="nightly-refresh", log_prints=False, task_runner=SettingsTaskRunner(threads=1))
 def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = None,
                  column_map_file: str | None = None, retry_quarantined: bool = False,
-                 annotation_map_file: str | None = None) -> RefreshReport:
+                 annotation_map_file: str | None = None, rehash: bool = False) -> RefreshReport:
+    """rehash: read and hash every file again (by default a file whose size and mtime match its last
+    read is not opened)."""
     settings = get_settings()
     # one refresh at a time on this database and export folder, across worker machines (a database
     # lock on PostgreSQL and Oracle); a second is refused at once
@@ -48,18 +50,25 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
                                         "annotation_map_file": annotation_map_file})
         still_held = partial(assert_still_held, held)  # a lost database lock stops the run before its next write
         try:
-            dicoms = discover_files(dicom_dir)  # DICOM files often carry no suffix: every file is a candidate
-            csvs = discover_files(dexa_dir)  # every file: one we cannot read is quarantined, never ignored
-            xmls = discover_files(annotations_dir, (".xml",)) if annotations_dir else []
-            dicom = StageCounts()
-            for b in _bar(batched(dicoms, settings.ingest_batch_size), "ingest"):
-                still_held()
-                dicom = dicom + ingest_dicom_batch(b, retry_quarantined)
+            # discovery streams in the flow body (a plain generator, not a task: a task's result would be
+            # the whole list): DICOM files often carry no suffix, every file is a candidate; each batch
+            # goes to the ingest as the walk finds it. The other folders are small: lists, checked now.
+            dicoms = walk(dicom_dir)
+            csvs = discover(dexa_dir)  # every file: one we cannot read is quarantined, never ignored
+            xmls = discover(annotations_dir, (".xml",)) if annotations_dir else []
+            dicom, n_dicoms = StageCounts(), 0
+            with _files_bar("ingest") as bar:
+                for b in batches(dicoms, settings.ingest_batch_size):
+                    still_held()
+                    dicom = dicom + ingest_dicom_batch(b, retry_quarantined, rehash)
+                    n_dicoms += len(b)
+                    bar.update(len(b))
+                    bar.set_postfix(unchanged=dicom.unchanged, read=dicom.files - dicom.unchanged, refresh=False)
             still_held()
-            dexa = ingest_dexa_files(csvs, column_map_file, retry_quarantined)  # quarantined files judged again
+            dexa = ingest_dexa_files(csvs, column_map_file, retry_quarantined, rehash)  # quarantined: judged again
             still_held()
             # quarantined box files judged again too; the map names their images: hip_0012.xml -> UID
-            boxes = ingest_annotation_files(xmls, retry_quarantined, annotation_map_file)
+            boxes = ingest_annotation_files(xmls, retry_quarantined, annotation_map_file, rehash)
             still_held()
             pairing = pair_and_label()  # sql/pair_xray_dexa.sql
             still_held()
@@ -68,7 +77,7 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
             futures = [export_batch.submit(b) for b in batched(plan_exports(), settings.export_batch_size)]
             export = _sum(_results(futures), ExportCounts())
             still_held()
-            this_run = ThisRun(len(dicoms) + len(csvs) + len(xmls), dicom, dexa, boxes, pairing, export, located)
+            this_run = ThisRun(n_dicoms + len(csvs) + len(xmls), dicom, dexa, boxes, pairing, export, located)
             report = finish_refresh_run(refresh_id, this_run)
         except Exception as exc:
             _record_failure(settings, refresh_id, exc)
@@ -106,6 +115,11 @@ def _record_failure(settings, refresh_id: int, exc: Exception) -> None:
 def _bar(items: list, desc: str) -> tqdm:
     """Progress by batch on a terminal; silent in logs and tests."""
     return tqdm(items, desc=desc, unit="batch", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
+
+
+def _files_bar(desc: str) -> tqdm:
+    """Files walked (no total: the walk streams), with how many were unchanged and how many read."""
+    return tqdm(desc=desc, unit="file", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
 
 
 def _publish(report: RefreshReport, settings) -> None:

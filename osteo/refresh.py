@@ -1,4 +1,5 @@
-"""The refresh's work as plain functions (sessions and settings passed in); tasks/ wraps them."""
+"""The refresh's work as plain functions (sessions and settings passed in); tasks/ wraps them.
+Which files are read (the walk, the unchanged ones) is osteo/discovery.py."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from db.pairing import sync_pairs
 from db.quarantine import active_contexts, resolve, retry_due, settle
 from db.store import get_or_create_source, quarantine, source_files, store_dexa_rows, store_dicom_results
 from osteo.boxes import HUMAN, WAITING, awaiting_box, judge_box_file, waiting_files, winning_boxes
+from osteo.discovery import batches, check_folder, discover, file_bytes, unchanged_files, walk  # noqa: F401 - the refresh's names
 from osteo.errors import UserError
 from osteo.etl import dicom_headers
 from osteo.etl.dexa import parse_dexa_file
@@ -31,38 +33,24 @@ from osteo.quarantine import judging_context
 from osteo.refresh_report import ExportCounts, PairCounts, Problem, RefreshReport, StageCounts, ThisRun, Totals
 from osteo.settings import ROI_MIN_CONFIDENCE, Settings
 from osteo.version import code_version, utcnow
-from osteo_common.files import fsync_dirs, sha256_bytes
-
-
-def discover(root: Path | str | None, suffixes: tuple[str, ...] | None = None) -> list[str]:
-    """Every regular file under root (sorted, hidden files skipped); DICOMs often have no suffix."""
-    if not root:
-        return []
-    base = Path(root)
-    check_folder(base)
-    files = [p for p in base.rglob("*")
-             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts)]
-    if suffixes:
-        files = [p for p in files if p.suffix.lower() in suffixes]
-    return sorted(str(p.resolve()) for p in files)
-
-
-def check_folder(path: Path | str, what: str = "input folder") -> None:
-    """A folder that the refresh reads must exist and be a folder (a user's mistake, said plainly)."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError("no_such_folder", f"{what} {p} does not exist; check the path")
-    if not p.is_dir():
-        raise UserError("not_a_folder", f"{what} {p} is a file, not a folder; pass the folder that holds the files")
+from osteo_common.files import fsync_dirs
 
 
 def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *, workers: int = 1,
-                 scope: ScopeRules = dicom_headers.DEFAULT_SCOPE, retry_quarantined: bool = False) -> StageCounts:
+                 scope: ScopeRules = dicom_headers.DEFAULT_SCOPE, retry_quarantined: bool = False,
+                 rehash: bool = False) -> StageCounts:
     """Header ingest of one batch: parse in worker processes, write in one transaction. Files that
     are not hip radiographs (`scope`, the settings' Settings.scope_rules()) are recorded out of scope.
+    A file whose size and mtime match its last row is not opened (`rehash`: every file is read).
     A quarantined file is judged again under other scope rules or code, or when `retry_quarantined`."""
-    results = dicom_headers.read_headers(paths, key, workers=workers, scope=scope)
     context = judging_context("ingest_dicom", config={"scope": asdict(scope)})
+    skip: set[str] = set()
+    if not rehash:
+        with factory() as session:
+            skip = unchanged_files(session, paths, "ingest_dicom", context, retry_quarantined=retry_quarantined)
+    results = dicom_headers.read_headers([p for p in paths if p not in skip], key, workers=workers, scope=scope)
+    if not results:  # an unchanged batch: one query, no transaction
+        return StageCounts(files=len(skip), already_known=len(skip), unchanged=len(skip))
     files = [(r["path"], r["sha256"]) for r in results]
     with factory() as session, session.begin():
         known = source_files(session, files)
@@ -72,26 +60,30 @@ def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *
         # only what was judged now settles: a known file skipped keeps its entries as they are
         judged = [sha for path, sha in files if (path, sha) not in known or (path, sha) in retry]
         counts["resolved"] += settle(session, stage="ingest_dicom", sha256s=judged, context=context)
+        counts.update(files=len(skip), already_known=len(skip), unchanged=len(skip))
         return StageCounts.from_counter(counts, added="images")
 
 
-def _file_bytes(path: str) -> tuple[bytes, str]:
-    data = Path(path).read_bytes()
-    return data, sha256_bytes(data)
-
-
 def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, settings: Settings,
-                mapping: dict[str, str] | None = None, *, retry_quarantined: bool = False) -> StageCounts:
-    """Every file of the DEXA folder, one transaction each. A known file is judged again when it has
+                mapping: dict[str, str] | None = None, *, retry_quarantined: bool = False,
+                rehash: bool = False) -> StageCounts:
+    """Every file of the DEXA folder, one transaction each; a file unchanged by size and mtime is not
+    opened (as ingest_dicom; `rehash`: all are read). A known file is judged again when it has
     active quarantine entries judged under another context (column map, settings, code version) or
     when `retry_quarantined`; its entries that no longer apply are resolved (kept for the auditors)."""
     counts: Counter = Counter()
     problems: list[Problem] = []
     context = judging_context("ingest_dexa", settings, mapping)
-    for path in paths:
-        data, sha = _file_bytes(path)
+    skip: set[str] = set()
+    if not rehash:
+        with factory() as session:
+            skip = unchanged_files(session, paths, "ingest_dexa", context, retry_quarantined=retry_quarantined)
+    counts.update(files=len(skip), already_known=len(skip), unchanged=len(skip))
+    for path in (p for p in paths if p not in skip):
+        data, sha, mtime = file_bytes(path)
         with factory() as session, session.begin():
-            sf, new = get_or_create_source(session, kind="dexa", path=path, sha256=sha, size=len(data))
+            sf, new = get_or_create_source(session, kind="dexa", path=path, sha256=sha, size=len(data),
+                                           mtime_ns=mtime)
             counts["files"] += 1
             if not new and not retry_due(active_contexts(session, "ingest_dexa", [sha]).get(sha), context,
                                          always=retry_quarantined):
@@ -117,17 +109,25 @@ def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, se
 
 
 def ingest_annotations(factory: sessionmaker[Session], paths: list[str], *,
-                       retry_quarantined: bool = False, mapping: Mapping[str, str] | None = None) -> StageCounts:
-    """A quarantined box file is judged again under new code or when `retry_quarantined` (see ingest_dexa).
+                       retry_quarantined: bool = False, mapping: Mapping[str, str] | None = None,
+                       rehash: bool = False) -> StageCounts:
+    """A box file unchanged by size and mtime is not opened (`rehash`: all are read). A quarantined box
+    file is judged again under new code or when `retry_quarantined` (see ingest_dexa).
     A file whose image is not known yet waits and is read again by every refresh (osteo/boxes.py);
     `mapping` (an annotation map) names the images of files named otherwise."""
     counts: Counter = Counter()
     context = judging_context("ingest_annotation", mapping=dict(mapping) if mapping else None)  # a new map: again
     with factory() as session, session.begin():
+        # a file waiting for its image is read again whatever its stamp (osteo/boxes.py)
+        skip = set() if rehash else unchanged_files(session, paths, "ingest_annotation", context,
+                                                    retry_quarantined=retry_quarantined,
+                                                    keep=lambda row: row.status != WAITING)
+        counts.update(files=len(skip), already_known=len(skip), unchanged=len(skip))
         active = active_contexts(session, "ingest_annotation")
-        for path in paths:
-            data, sha = _file_bytes(path)
-            sf, new = get_or_create_source(session, kind="annotation", path=path, sha256=sha, size=len(data))
+        for path in (p for p in paths if p not in skip):
+            data, sha, mtime = file_bytes(path)
+            sf, new = get_or_create_source(session, kind="annotation", path=path, sha256=sha, size=len(data),
+                                           mtime_ns=mtime)
             counts["files"] += 1
             waiting = sf.status == WAITING
             if not new and not waiting and not retry_due(active.get(sha), context, always=retry_quarantined):

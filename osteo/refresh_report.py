@@ -28,6 +28,7 @@ class StageCounts:
     added: int = 0  # new records
     updated: int = 0  # records replaced by a newer input (a box drawn again)
     already_known: int = 0  # files seen before: a rerun adds nothing
+    unchanged: int = 0  # of already_known: skipped unopened, size and mtime as at their last read
     waiting: int = 0  # files read again because what they name is not here yet (a box whose image is not)
     duplicates: int = 0  # records already held, met again in a new file (a copied DICOM, a re-exported exam)
     quarantined: int = 0  # new quarantine entries
@@ -43,7 +44,7 @@ class StageCounts:
     def from_counter(cls, c: Counter, *, added: str, updated: str = "",
                      problems: tuple[Problem, ...] = ()) -> StageCounts:
         return cls(files=c["files"], added=c[added], updated=c[updated] if updated else 0,
-                   already_known=c["already_known"], waiting=c["waiting"],
+                   already_known=c["already_known"], unchanged=c["unchanged"], waiting=c["waiting"],
                    duplicates=c["duplicate_copies"] + c["duplicate_rows"],
                    quarantined=c["quarantined"], out_of_scope=c["out_of_scope"], retried=c["retried"],
                    resolved=c["resolved"], problems=tuple(problems))
@@ -129,6 +130,7 @@ class ThisRun:
             "problems": [asdict(p) for p in self.problems],
             "files_seen": self.files_seen,
             "already_known": sum(s.already_known for s in stages),
+            "unchanged": sum(s.unchanged for s in stages),  # of already_known: not even opened
             "waiting": sum(s.waiting for s in stages),
             "duplicates": sum(s.duplicates for s in stages),
             "images": self.dicom.added,
@@ -193,8 +195,8 @@ class RefreshReport:
         r, t = self.this_run.to_dict(), self.totals
         return "\n".join([
             *_problem_lines(self.this_run.problems),
-            f"this run        {r['files_seen']} files seen, {r['already_known']} already known,"
-            f" {r['waiting']} waiting for the image they name",
+            f"this run        {r['files_seen']} files seen, {r['already_known']} already known"
+            f" ({r['unchanged']} unchanged, not opened), {r['waiting']} waiting for the image they name",
             f"  added         {r['images']} images, {r['dexa_exams']} DEXA exams, {r['annotations']} annotations,"
             f" {r['pairs']} pairs ({r['pairs_changed']} changed)",
             _located_line(self.this_run.located),

@@ -47,7 +47,7 @@ def check_refresh_inputs(dicom: str, dexa: str, annotations: str | None, column_
 
 
 def refresh(dicom: str, dexa: str, annotations: str | None, column_map: str | None = None,
-            retry_quarantined: bool = False, annotation_map: str | None = None):
+            retry_quarantined: bool = False, annotation_map: str | None = None, rehash: bool = False):
     check_refresh_inputs(dicom, dexa, annotations, column_map, annotation_map)
     configure_environment(get_settings())
     from flows.refresh import refresh_flow
@@ -56,7 +56,8 @@ def refresh(dicom: str, dexa: str, annotations: str | None, column_map: str | No
                         annotations_dir=str(Path(annotations).resolve()) if annotations else None,
                         column_map_file=str(Path(column_map).resolve()) if column_map else None,
                         retry_quarantined=retry_quarantined,
-                        annotation_map_file=str(Path(annotation_map).resolve()) if annotation_map else None)
+                        annotation_map_file=str(Path(annotation_map).resolve()) if annotation_map else None,
+                        rehash=rehash)
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
@@ -66,7 +67,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
     try:
         report = refresh(args.dicom, args.dexa, args.annotations, args.column_map, args.retry_quarantined,
-                         annotation_map=args.annotation_map)
+                         annotation_map=args.annotation_map, rehash=args.rehash)
     except RefreshAlreadyRunning as exc:
         raise UserError("refresh_already_running", str(exc)) from None
     except OperationalError as exc:  # the database stayed unreachable through the task retries
@@ -152,6 +153,9 @@ def register(add) -> None:
     p.add_argument("--retry-quarantined", action="store_true",
                    help="judge every quarantined DICOM, DEXA and annotation file again, even if nothing "
                         "changed (default: only when its column map, settings or the code changed)")
+    p.add_argument("--rehash", action="store_true",
+                   help="read and hash every input file again (default: a file whose size and modification "
+                        "time match its last read is not opened)")
 
     p = add("render", cmd_render, "one whole DICOM through the export's normalisation, as PNG")
     p.add_argument("file", help="a DICOM file")

@@ -6,10 +6,21 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 20
+# a modification time this close to the moment it was read is not trusted for skipping the file:
+# a write in the same clock tick of the file system (coarse clocks, FAT's 2 s, a network share's)
+# would keep it (git's "racy clean" case); such a file is read again until its stamp is older
+RACY_NS = 2_000_000_000
+
+
+def trusted_mtime_ns(st: os.stat_result, now_ns: int | None = None) -> int | None:
+    """The st_mtime_ns to record for a file read just after this stat; None when too recent to trust."""
+    now = time.time_ns() if now_ns is None else now_ns
+    return st.st_mtime_ns if st.st_mtime_ns < now - RACY_NS else None
 
 
 def sha256_bytes(data: bytes | bytearray | memoryview) -> str:

@@ -22,31 +22,30 @@ def start_refresh_run(inputs: dict[str, str | None]) -> int:
     return refresh.start_refresh_run(session_factory(get_settings(), create=True), inputs)
 
 
-@task(name="discover-files")
-def discover_files(root: str | None, suffixes: tuple[str, ...] | None = None) -> list[str]:
-    return refresh.discover(root, suffixes)
+# No discovery task: the flow walks the folders itself (osteo.discovery.walk, a generator) and hands
+# each batch of paths to the ingest as it is found; a task would have to return the whole list.
 
 
 @task(name="ingest-dicom-headers", **RETRY)
-def ingest_dicom_batch(paths: list[str], retry_quarantined: bool = False) -> StageCounts:
+def ingest_dicom_batch(paths: list[str], retry_quarantined: bool = False, rehash: bool = False) -> StageCounts:
     s = get_settings()
     return refresh.ingest_dicom(session_factory(s), paths, s.resolved_pseudonym_key(), workers=s.workers,
-                                scope=s.scope_rules(), retry_quarantined=retry_quarantined)
+                                scope=s.scope_rules(), retry_quarantined=retry_quarantined, rehash=rehash)
 
 
 @task(name="ingest-dexa", **RETRY)
 def ingest_dexa_files(paths: list[str], mapping_file: str | None = None,
-                      retry_quarantined: bool = False) -> StageCounts:
+                      retry_quarantined: bool = False, rehash: bool = False) -> StageCounts:
     s = get_settings()
     return refresh.ingest_dexa(session_factory(s), paths, s.resolved_pseudonym_key(), s, load_mapping(mapping_file),
-                               retry_quarantined=retry_quarantined)
+                               retry_quarantined=retry_quarantined, rehash=rehash)
 
 
 @task(name="ingest-annotations", **RETRY)
 def ingest_annotation_files(paths: list[str], retry_quarantined: bool = False,
-                            map_file: str | None = None) -> StageCounts:
+                            map_file: str | None = None, rehash: bool = False) -> StageCounts:
     return refresh.ingest_annotations(session_factory(get_settings()), paths, retry_quarantined=retry_quarantined,
-                                      mapping=load_annotation_map(map_file))
+                                      mapping=load_annotation_map(map_file), rehash=rehash)
 
 
 @task(name="pair-and-label", **RETRY)

@@ -47,7 +47,7 @@ from osteo.etl.values import (
     parse_da,
     plausible_age,
 )
-from osteo_common.files import sha256_bytes, sha256_file
+from osteo_common.files import sha256_bytes, sha256_file, trusted_mtime_ns
 
 REQUIRED = (
     "SOPInstanceUID",
@@ -272,17 +272,20 @@ def _out_of_scope(ds: pydicom.Dataset, scope: ScopeRules) -> dict[str, Any] | No
 
 def read_one(path: str, key: bytes, scope: ScopeRules = DEFAULT_SCOPE) -> dict[str, Any]:
     """Hash and parse one file, reading it once: a result with "record", "out_of_scope" or "error"
-    (bad input comes back as a result, not an exception)."""
+    (bad input comes back as a result, not an exception), and the file's size and trusted mtime_ns."""
     p = Path(path)
     try:
-        size = p.stat().st_size
-        if size > MAX_FILE_BYTES:  # refused unread: no radiograph is this large
-            return {"path": path, "sha256": sha256_file(p), "size": size,
+        st = p.stat()  # before the read: a write after it leaves a newer mtime, read again next time
+        mtime_ns = trusted_mtime_ns(st)
+        if st.st_size > MAX_FILE_BYTES:  # refused unread: no radiograph is this large
+            return {"path": path, "sha256": sha256_file(p), "size": st.st_size, "mtime_ns": mtime_ns,
                     "error": ("file_too_large", f"file is over {MAX_FILE_BYTES >> 20} MiB")}
         data = p.read_bytes()
     except OSError as exc:  # transient faults are retried by the task; a vanished file is reported
-        return {"path": path, "sha256": "", "size": 0, "error": ("unreadable", str(exc)[:200])}
-    out: dict[str, Any] = {"path": path, "sha256": sha256_bytes(data), "size": len(data)}
+        return {"path": path, "sha256": "", "size": 0, "mtime_ns": None, "error": ("unreadable", str(exc)[:200])}
+    out: dict[str, Any] = {"path": path, "sha256": sha256_bytes(data), "size": len(data),
+                           # a size that moved under the read: the stamp is not the bytes' (read again next time)
+                           "mtime_ns": mtime_ns if len(data) == st.st_size else None}
     try:
         out.update(header_record(data, key, scope))
     except InputError as exc:
