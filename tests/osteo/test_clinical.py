@@ -88,3 +88,61 @@ def test_parse_clinical_refuses_bmi_and_unknown_names():
     with pytest.raises(UserError) as info:
         parse_clinical("age,weight")
     assert info.value.reason == "unknown_clinical_variable"
+
+
+@pytest.fixture
+def small_study(engine, tmp_path):
+    """24 members whose crop brightness follows their T-score, a manifest and an untrained checkpoint."""
+    import pandas as pd
+    import torch
+
+    from db import make_session_factory
+    from osteo_model.models import build_model
+    from osteo_model.predict import save_checkpoint
+    from tests.model_toy import write_png
+
+    factory = make_session_factory(engine)
+    rng = np.random.default_rng(2)
+    rows = []
+    with factory() as session, session.begin():
+        for k in range(24):
+            t = float(np.round(rng.uniform(-4, 0.5), 1))
+            label3 = "osteoporosis" if t <= -2.5 else "osteopenia" if t < -1 else "normal"
+            (mid,) = _member(session, k, sex="MF"[k % 2], age=int(rng.integers(50, 90)), bmd=0.858 + 0.12 * t,
+                             t=t, label3=label3)
+            img = np.clip(150 + 20 * t + rng.normal(0, 8, (40, 40)), 0, 255).astype(np.uint8)
+            png = write_png(tmp_path / f"m{mid}.png", img)
+            rows.append({"member_id": mid, "path": str(png), "label": int(t <= -2.5),
+                         "split": "test" if k % 3 == 0 else "train"})
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "fold-0.pth", build_model("resnet18"), {"arch": "resnet18", "image_size": 32})
+    return factory, pd.DataFrame(rows), ckpt
+
+
+def test_heads_report_writes_metrics_and_figures(small_study, tmp_path):
+    import pandas as pd
+
+    from osteo.heads_report import heads_report
+
+    factory, manifest, ckpt = small_study
+    rep = heads_report(factory, manifest, ckpt, tmp_path / "heads", device="cpu")
+    m = rep.metrics
+    assert m["heads_n_fit"] == 16 and m["heads_n_test"] == 8 and rep.clinical == ("age", "sex")
+    for key in ("fusion_auc_image", "fusion_auc_with_clinical", "bmd_pearson_r", "tscore_mae", "class3_macro_f1"):
+        assert key in m
+    assert m["tscore_pearson_r"] > 0.5  # brightness carries T even through untrained weights
+    assert np.array(rep.confusion3).sum() == 8
+    csv = pd.read_csv(rep.predictions_csv)
+    assert len(csv) == 8 and "patient_key" not in csv.columns and csv["neck_bmd_pred"].notna().all()
+    for png in (rep.bmd_scatter_png, rep.confusion3_png):
+        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    again = heads_report(factory, manifest, ckpt, tmp_path / "again", device="cpu")
+    assert again.metrics == rep.metrics  # deterministic
+    plain = heads_report(factory, manifest, ckpt, tmp_path / "plain", clinical=(), device="cpu")
+    assert "fusion_auc_with_clinical" not in plain.metrics
+    with pytest.raises(UserError) as info:
+        heads_report(factory, manifest, ckpt, tmp_path / "bmi", clinical="age,bmi")
+    assert info.value.reason == "no_bmi"
+    with pytest.raises(UserError) as info:
+        heads_report(factory, manifest.assign(split="test"), ckpt, tmp_path / "none")
+    assert info.value.reason == "heads_no_data"

@@ -1,0 +1,168 @@
+"""The optional heads of issue 16 on a trained checkpoint and its snapshot: clinical fusion (AUC with and
+without age/sex on the same images), femoral-neck BMD and T-score regression (Pearson r, MAE against
+DEXA), and the 3-class output (accuracy, macro F1, confusion matrix), all on the test year.
+
+The heads are fitted on the snapshot's training images (originals, every fold) through the frozen
+backbone and scored on the test split; the CNN is not retrained. A plain function: the training flow's
+evaluation calls it and logs ``metrics`` and the written files to MLflow.
+
+Caveat, said once: the checkpoint's weights saw most training images, so their logits are sharper on
+the training images than on the test year; the fusion's two arms share that bias (same images, same
+image features), so the comparison with and without clinical variables stays fair.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from osteo.clinical import clinical_matrix, clinical_table, parse_clinical
+from osteo.errors import UserError
+from osteo_common.files import atomic_write_text
+
+
+@dataclass(frozen=True)
+class HeadsReport:
+    metrics: dict[str, float]  # flat, MLflow-ready
+    clinical: tuple[str, ...]
+    confusion3: list[list[int]]  # rows truth, columns predicted: normal, osteopenia, osteoporosis
+    predictions_csv: str
+    metrics_json: str
+    bmd_scatter_png: str
+    confusion3_png: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _frame(manifest: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
+    if isinstance(manifest, pd.DataFrame):
+        return manifest
+    from osteo.snapshot import load_manifest
+
+    return load_manifest(manifest)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_bmd_scatter(test: pd.DataFrame, path: Path, bmd_r: float, t_r: float) -> Path:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
+    for ax, col, unit, r in ((axes[0], "neck_bmd", "g/cm²", bmd_r), (axes[1], "t_score", "T", t_r)):
+        both = test[[col, f"{col}_pred"]].dropna()
+        ax.scatter(both[col], both[f"{col}_pred"], s=14, alpha=0.7)
+        if len(both):
+            lo = float(min(both.min()))
+            hi = float(max(both.max()))
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
+        ax.set_xlabel(f"DEXA femoral-neck {unit}")
+        ax.set_ylabel(f"predicted {unit}")
+        ax.set_title(f"{'BMD' if col == 'neck_bmd' else 'T-score'}: r = {r:.2f}, n = {len(both)}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion3(cm: list[list[int]], path: Path, accuracy: float, macro_f1: float) -> Path:
+    from osteo_model.heads import LABELS3
+
+    plt = _pyplot()
+    arr = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    ax.imshow(arr, cmap="Blues")
+    for (i, j), v in np.ndenumerate(arr):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > arr.max() / 2 else "black")
+    ax.set_xticks(range(3), LABELS3, rotation=20)
+    ax.set_yticks(range(3), LABELS3)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("DEXA")
+    ax.set_title(f"3 classes: accuracy {accuracy:.2f}, macro F1 {macro_f1:.2f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _num(v: float) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def heads_report(factory: sessionmaker[Session], manifest: pd.DataFrame | str | os.PathLike,
+                 checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
+                 clinical: tuple[str, ...] | str | None = ("age", "sex"), *, device=None,
+                 n_components: int = 0, batch_size: int = 32, seed: int = 0) -> HeadsReport:
+    """Fit the three heads on the training images of ``manifest`` through ``checkpoint``'s frozen
+    backbone, score them on its test split, and write predictions (CSV), metrics (JSON), the BMD / T
+    scatter plot and the 3-class confusion matrix (PNG) under ``out_dir``."""
+    import torch
+
+    from osteo_model.heads import bmd_head, embed_with_logits, fusion_auc, image_features, three_class_head
+    from osteo_model.predict import load_checkpoint
+
+    clinical = parse_clinical(clinical)
+    frame = _frame(manifest)
+    frame = frame[frame["split"].isin(["train", "test"])]
+    table = clinical_table(factory, frame["member_id"].tolist())
+    rows = frame[["member_id", "path", "label", "split"]].merge(table, on="member_id", how="inner")
+    fit, test = rows[rows["split"] == "train"].reset_index(drop=True), rows[rows["split"] == "test"]
+    test = test.reset_index(drop=True)
+    if fit.empty or test.empty or fit["label"].nunique() < 2:
+        raise UserError("heads_no_data", "the heads need training images of both labels and test images "
+                        f"with their DEXA rows (found {len(fit)} training, {len(test)} test)")
+
+    model, config, _extra = load_checkpoint(checkpoint)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(seed)
+    fit_emb = embed_with_logits(model, fit["path"].tolist(), config.image_size, device, batch_size)
+    test_emb = embed_with_logits(model, test["path"].tolist(), config.image_size, device, batch_size)
+
+    fit_img, test_img = image_features(fit_emb, test_emb, n_components, seed)
+    metrics: dict[str, float] = {"heads_n_fit": float(len(fit)), "heads_n_test": float(len(test))}
+    test = test.assign(p_image=np.nan, p_fused=np.nan)
+    if clinical:
+        fusion = fusion_auc(fit_img, clinical_matrix(fit, clinical), fit["label"], test_img,
+                            clinical_matrix(test, clinical), test["label"], clinical)
+        metrics |= {"fusion_auc_image": fusion.auc_image, "fusion_auc_with_clinical": fusion.auc_fused,
+                    "fusion_auc_clinical_only": fusion.auc_clinical,
+                    "fusion_auc_gain": fusion.auc_fused - fusion.auc_image}
+        test = test.assign(p_image=fusion.prob_image, p_fused=fusion.prob_fused)
+    bmd = bmd_head(fit_emb.features, fit["neck_bmd"], test_emb.features, test["neck_bmd"])
+    tsc = bmd_head(fit_emb.features, fit["t_score"], test_emb.features, test["t_score"])
+    three = three_class_head(fit_emb.features, fit["label3"], test_emb.features, test["label3"])
+    metrics |= {"bmd_pearson_r": bmd.pearson_r, "bmd_mae": bmd.mae, "bmd_n_test": float(bmd.n_test),
+                "tscore_pearson_r": tsc.pearson_r, "tscore_mae": tsc.mae,
+                "class3_accuracy": three.accuracy, "class3_macro_f1": three.macro_f1}
+    test = test.assign(neck_bmd_pred=bmd.predictions, t_score_pred=tsc.predictions, label3_pred=three.predictions)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "heads_predictions.csv"
+    cols = ["member_id", "label", "p_image", "p_fused", "neck_bmd", "neck_bmd_pred", "t_score", "t_score_pred",
+            "label3", "label3_pred"]
+    atomic_write_text(csv_path, test[cols].to_csv(index=False, float_format="%.5g"))
+    json_path = out / "heads_metrics.json"
+    payload = {"clinical": list(clinical), "metrics": {k: _num(v) for k, v in metrics.items()},
+               "confusion3": three.confusion, "labels3": ["normal", "osteopenia", "osteoporosis"],
+               "ridge_alpha": {"bmd": bmd.alpha, "tscore": tsc.alpha}, "image_pca_components": n_components}
+    atomic_write_text(json_path, json.dumps(payload, indent=2, sort_keys=True))
+    scatter = plot_bmd_scatter(test, out / "heads_bmd_scatter.png", bmd.pearson_r, tsc.pearson_r)
+    cm_png = plot_confusion3(three.confusion, out / "heads_confusion3.png", three.accuracy, three.macro_f1)
+    return HeadsReport(metrics=metrics, clinical=clinical, confusion3=three.confusion,
+                       predictions_csv=str(csv_path), metrics_json=str(json_path),
+                       bmd_scatter_png=str(scatter), confusion3_png=str(cm_png))
