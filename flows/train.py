@@ -9,13 +9,16 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows.runner import SettingsTaskRunner
 from osteo.settings import get_settings
-from osteo.training import TrainingReport, pick_best, training_digest
-from osteo_mlflow import registry
+from osteo.training import Registration, TrainingReport, pick_best, training_digest
+from osteo_mlflow import registry, runs
 from osteo_mlflow.client import client
 from osteo_model.config import get_preset
 from tasks.train import (
     augment_training_set,
+    check_training_inputs,
+    choose_operating_point,
     evaluate_test_year,
+    finish_training_run,
     register_model,
     start_training_run,
     take_snapshot,
@@ -27,25 +30,37 @@ from tasks.train import (
 @flow(name="train", task_runner=SettingsTaskRunner(threads=1))
 def train_flow(preset: str = "demo", arch: str | None = None, folds: int | None = None, epochs: int | None = None,
                test_year: int | None = None, select_by: str | None = None, pretrained_weights: str | None = None,
-               augment: str | None = None, seed: int = 0, box_source: str = "human") -> TrainingReport:
+               augment: str | None = None, seed: int = 0, box_source: str = "human", register: bool = True,
+               target_recall: float | None = None) -> TrainingReport:
     settings = get_settings()
     config = get_preset(preset, **{k: v for k, v in dict(
         arch=arch, folds=folds, epochs=epochs, select_by=select_by, pretrained_weights=pretrained_weights,
         augment=augment, seed=seed).items() if v is not None})
+    year = test_year or settings.test_year
+    target = settings.target_recall if target_recall is None else target_recall
+    # a training that cannot finish is refused in one line before anything trains
+    check_training_inputs(config.to_dict(), year, box_source)
     # the dataset snapshot: exported, labelled, not excluded, from whose boxes; split by patient, digest recorded
-    snap = take_snapshot(test_year or settings.test_year, config.folds, seed, box_source)
-    run_dir = str(Path(settings.data_dir) / "training" / training_digest(snap.digest, config.to_dict())[:16])
+    snap = take_snapshot(year, config.folds, seed, box_source)
+    digest = training_digest(snap.digest, config.to_dict())
+    run_dir = str(Path(settings.data_dir) / "training" / digest[:16])
     # the seed's augmentation: one recorded copy per training image ('online': new draws each epoch instead)
     copies = augment_training_set(snap.manifest_path, seed, config.copies) if config.augment == "offline" else None
     parent = start_training_run(snap, config.to_dict(), run_dir, preset)
-    # one task per fold (separate workers can take them); finished folds are not retrained
-    futures = [train_fold.submit(snap.manifest_path, copies, k, config.to_dict(), run_dir, parent)
-               for k in range(config.folds)]
-    results = [f.result() for f in futures]
-    best = pick_best(results, config.select_by)
-    evaluation = evaluate_test_year(best, snap.manifest_path, run_dir, parent)
-    registration = register_model(best, evaluation, snap, parent)
-    report = TrainingReport(parent, snap, results, best.fold, evaluation, registration)
+    # any error from here on marks the parent run and its open fold runs FAILED
+    with runs.failing_marks_runs(client(settings), parent, run_dir):
+        # one task per fold (separate workers can take them); finished folds are not retrained
+        futures = [train_fold.submit(snap.manifest_path, copies, k, config.to_dict(), run_dir, parent)
+                   for k in range(config.folds)]
+        results = [f.result() for f in futures]
+        best = pick_best(results, config.select_by)
+        point = choose_operating_point(results, target, parent)
+        evaluation = evaluate_test_year(best, snap.manifest_path, run_dir, parent, point.threshold)
+        registration = (register_model(best, evaluation, snap, parent, digest, target, config.folds) if register
+                        else Registration(settings.registered_model, None, False, None,
+                                          "not registered (--no-register)", registered=False))
+        finish_training_run(parent)
+    report = TrainingReport(parent, snap, results, best.fold, evaluation, registration, point)
     _publish(report, settings)
     return report
 
@@ -59,6 +74,8 @@ def _publish(report: TrainingReport, settings) -> None:
                            report.run_id, reg.model_name, reg.model_version)
     create_link_artifact(key="mlflow-run", link=links["run"], link_text=f"MLflow run {report.run_id}",
                          description="The parent MLflow run of this training (folds are its children)")
+    if "model_version" not in links:  # --no-register
+        return
     create_link_artifact(key="mlflow-model-version", link=links["model_version"],
                          link_text=f"{reg.model_name} version {reg.model_version}",
                          description="The registered model version (alias challenger)")

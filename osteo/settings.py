@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     bmd_young_mean: float = 0.858  # NHANES III young-women femoral neck, g/cm2
     bmd_young_sd: float = 0.120
     test_year: int = 2022
+    # training: the operating point is the highest threshold whose out-of-fold validation recall of
+    # osteoporosis reaches this; a challenger takes the champion alias only on at least this many test images
+    target_recall: float = 0.90
+    min_test_images: int = 20
 
     # scope: what counts as a hip radiograph (osteo/etl/scope.py); a list is "CR,DX" or ["CR", "DX"]
     scope_modalities: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(MODALITIES))

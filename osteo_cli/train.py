@@ -27,15 +27,31 @@ def check_trainable() -> None:
                         "--dexa DIR --annotations DIR` (or `osteo demo`) first")
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """The training's inputs checked before any fold trains (a UserError, one line, exit 2)."""
+    from osteo import snapshot, training
+    from osteo.settings import session_factory
+    from osteo_model.config import get_preset
+
+    config = get_preset(args.preset, **{k: v for k, v in dict(
+        arch=args.arch, folds=args.folds, epochs=args.epochs, select_by=args.select_by,
+        pretrained_weights=args.pretrained_weights, augment=args.augment, seed=args.seed).items() if v is not None})
+    settings = get_settings()
+    with session_factory(settings)() as session:
+        exports = snapshot.current_exports(session, args.box_source)
+    training.check_training_inputs(exports, config, args.test_year or settings.test_year)
+
+
 def train(args: argparse.Namespace):
     check_trainable()
+    check_inputs(args)
     configure_environment(get_settings())
     from flows.train import train_flow
 
     return train_flow(preset=args.preset, arch=args.arch, folds=args.folds, epochs=args.epochs,
                       test_year=args.test_year, select_by=args.select_by,
                       pretrained_weights=args.pretrained_weights, augment=args.augment, seed=args.seed,
-                      box_source=args.box_source)
+                      box_source=args.box_source, register=args.register, target_recall=args.target_recall)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -44,24 +60,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recall(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
+
+
 def train_options(p: argparse.ArgumentParser) -> None:
+    demo, paper = PRESETS["demo"], PRESETS["paper"]
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo",
                    help="demo: small and fast on a CPU; paper: the seed study's recipe (default: %(default)s)")
-    p.add_argument("--arch", choices=ARCHS, help="network (default: the preset's, resnet18)")
-    p.add_argument("--folds", type=int, help="cross-validation folds, grouped by patient (default: the preset's)")
-    p.add_argument("--epochs", type=int, help="epochs per fold (default: the preset's)")
-    p.add_argument("--test-year", type=int, help="held-out year of left-femur images (default: OSTEO_TEST_YEAR, 2022)")
+    p.add_argument("--arch", choices=ARCHS,
+                   help=f"network, trained from scratch unless --pretrained-weights (default: the preset's, "
+                        f"{demo.arch})")
+    p.add_argument("--folds", type=int, metavar="K",
+                   help=f"cross-validation folds, stratified and grouped by patient; each class needs K patients "
+                        f"(default: the preset's, demo {demo.folds}, paper {paper.folds})")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help=f"epochs per fold (default: the preset's, demo {demo.epochs}, paper {paper.epochs})")
+    p.add_argument("--test-year", type=int, metavar="YEAR",
+                   help="held-out year whose left-femur images are the test set; it needs images of both "
+                        "classes, and training uses the years before it (default: OSTEO_TEST_YEAR, "
+                        f"{get_settings().test_year})")
     p.add_argument("--select-by", choices=SELECT_BY,
-                   help="rule for the best epoch and the best fold (default: the preset's, val_loss)")
+                   help=f"rule for the best epoch and the best fold (default: the preset's, {demo.select_by})")
     p.add_argument("--pretrained-weights", metavar="FILE",
-                   help="a local torchvision state dict to start from (nothing is downloaded; default: none)")
+                   help="a local torchvision state dict of the arch to start from; checked before training, "
+                        "nothing is downloaded (default: none, random weights)")
     p.add_argument("--augment", choices=AUGMENT,
-                   help="offline: one recorded copy per training image (the seed's); online: new draws every "
-                        "epoch; none (default: the preset's)")
+                   help=f"offline: one recorded copy per training image (the seed's); online: new draws every "
+                        f"epoch; none (default: the preset's, demo {demo.augment}, paper {paper.augment})")
     p.add_argument("--seed", type=int, default=0, help="seed of folds, augmentation and weights (default: 0)")
     p.add_argument("--box-source", choices=("human", "any"), default="human",
                    help="crops a training may use: human, from a person's boxes only; any, the localiser's "
                         "confident boxes too (default: %(default)s)")
+    p.add_argument("--target-recall", type=_recall, metavar="R",
+                   help="osteoporosis recall the operating threshold aims at: the highest threshold whose "
+                        "out-of-fold validation recall is >= R (default: OSTEO_TARGET_RECALL, "
+                        f"{get_settings().target_recall})")
+    p.add_argument("--register", action=argparse.BooleanOptionalAction, default=True,
+                   help="register the best fold in the MLflow registry as challenger (champion when it beats "
+                        "the champion on at least OSTEO_MIN_TEST_IMAGES test images); the same configuration "
+                        "on the same snapshot is never registered twice (default: register)")
 
 
 def register(add) -> None:

@@ -5,11 +5,19 @@ from __future__ import annotations
 import math
 
 
-def should_promote(challenger: dict, champion: dict | None) -> tuple[bool, str]:
+def should_promote(challenger: dict, champion: dict | None, *, min_test_images: int = 0) -> tuple[bool, str]:
     """Higher test ROC AUC wins; an equal AUC is decided by osteoporosis recall.
 
-    Both dicts hold `roc_auc` and `recall_1` (osteoporosis recall) measured on the same (the challenger's) test set.
+    Both dicts hold `roc_auc` and `recall_1` (osteoporosis recall) measured on the same (the challenger's) test set,
+    and `n` (its size): a test set under `min_test_images` images (OSTEO_MIN_TEST_IMAGES) decides nothing, nor
+    does a champion that could not be scored on it.
     """
+    n = challenger.get("n")
+    if n is not None and n < min_test_images:
+        return False, (f"test set of {int(n)} images is under the {min_test_images} a promotion needs "
+                       "(OSTEO_MIN_TEST_IMAGES): registered as challenger only")
+    if champion is not None and champion.get("error"):
+        return False, f"the champion could not be scored on this test set ({champion['error']}): no promotion"
     if champion is None:
         return True, "no champion yet"
     new_auc, old_auc = challenger.get("roc_auc", math.nan), champion.get("roc_auc", math.nan)

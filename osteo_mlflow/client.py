@@ -22,18 +22,26 @@ def client(settings: Settings) -> MlflowClient:
     return MlflowClient(settings.resolved_tracking_uri(), settings.resolved_tracking_uri())
 
 
+# MLflow's UI opens a model-training experiment on its runs table (not the GenAI traces view)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(c: MlflowClient, settings: Settings, name: str | None = None) -> str:
-    """The experiment (the classifier's, or `name`), created with its artifacts beside a local store."""
+    """The experiment (the classifier's, or `name`), created with its artifacts beside a local store and
+    tagged as a model-training experiment (an existing one without the tag gets it)."""
     name = name or settings.mlflow_experiment
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        for key, value in EXPERIMENT_KIND.items():
+            if key not in (exp.tags or {}):
+                c.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     location = None
     if not settings.resolved_tracking_uri().startswith(("http://", "https://", "databricks")):
         # a local store keeps its artifacts beside it (mlruns/ by default), never in the working directory
         settings.mlflow_artifact_root.mkdir(parents=True, exist_ok=True)
         location = settings.mlflow_artifact_root.resolve().as_uri()
-    return c.create_experiment(name, artifact_location=location)
+    return c.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
 
 
 def code_tags() -> dict[str, str]:
@@ -72,6 +80,6 @@ def set_alias(c: MlflowClient, name: str, alias: str, version: str) -> None:
 
 def alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
     try:
-        return c.get_model_version_by_alias(name, alias).version
+        return str(c.get_model_version_by_alias(name, alias).version)
     except mlflow.exceptions.MlflowException:
         return None

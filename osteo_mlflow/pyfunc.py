@@ -9,6 +9,10 @@ localiser cannot locate confidently is refused with a reason (`error`), never sc
 A femoral-neck crop is scored as is when the caller says so (params {"cropped": true}, or
 `unwrap_python_model().predict_images` with arrays or PNG bytes).
 
+Labels use the model's operating threshold (chosen on validation for a target osteoporosis recall,
+kept in the checkpoint's extra, the MLmodel metadata and the signature's `threshold` param default);
+params {"threshold": t} labels at another one.
+
 The model is logged as code (MLflow "models from code"): the registry holds the small script in
 MODEL_CODE, this package (code_paths) and the weights, and loading it imports code instead of
 unpickling an object, so nothing in the registry is a pickle (the checkpoint is a state dict
@@ -136,6 +140,7 @@ class OsteoClassifier(PythonModel):
             images = list(model_input)
         params = params or {}
         want_heat = bool(params.get("heatmap", True))
+        threshold = float(params["threshold"]) if params.get("threshold") is not None else self.predictor.threshold
         if bool(params.get("cropped", False)):
             results = [{**r, "side": "", "box": None, "box_confidence": None, "localiser": "", "sides": [],
                         "error": ""} for r in self.predict_images(images, heatmaps=want_heat)]
@@ -144,8 +149,8 @@ class OsteoClassifier(PythonModel):
                        for i in images]
         return pd.DataFrame({
             "probability": [r["probability"] for r in results],
-            "label": [r["label"] for r in results],
-            "label_name": [LABEL_NAMES[r["label"]] for r in results],
+            "label": [_label(r, threshold) for r in results],
+            "label_name": [LABEL_NAMES[_label(r, threshold)] for r in results],
             "heatmap_png": [heatmap_png(r["heatmap"]) if r["heatmap"] is not None else "" for r in results],
             "side": [r["side"] for r in results],
             "box": [_json.dumps(r["box"]) if r["box"] is not None else "" for r in results],
@@ -154,6 +159,11 @@ class OsteoClassifier(PythonModel):
             "sides": [_json.dumps(r["sides"]) for r in results],
             "error": [r["error"] for r in results],
         })
+
+
+def _label(result: dict, threshold: float) -> int:
+    """1 at or above the threshold, 0 below; a refused image (label -1) stays refused."""
+    return -1 if result["label"] == -1 else int(result["probability"] >= threshold)
 
 
 def _refused(reason: str, detail: str, found=(), locator=None) -> dict:

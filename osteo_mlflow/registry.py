@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -24,6 +25,7 @@ from osteo.training import Evaluation, FoldResult, Registration
 from osteo_common.files import sha256_file, write_json
 from osteo_mlflow.champion import should_promote
 from osteo_mlflow.client import alias_version, code_tags, set_alias
+from osteo_mlflow.model_card import model_card
 from osteo_mlflow.pyfunc import write_model_code
 
 # the packages the registered model imports (its code_paths)
@@ -58,55 +60,142 @@ def onnx_artifacts(best: FoldResult) -> dict[str, str]:
     return {"onnx": str(export_onnx(model, config.image_size, Path(best.checkpoint).parent / "model.onnx"))}
 
 
+def find_registered(c: MlflowClient, name: str, digest: str) -> str | None:
+    """The version registered from the same configuration on the same snapshot (tag training_digest), if any."""
+    try:
+        found = c.search_model_versions(f"name = '{name}' and tags.training_digest = '{digest}'")
+    except MlflowException:  # no such model yet
+        return None
+    versions = sorted(int(v.version) for v in found if (v.tags or {}).get("training_digest") == digest)
+    return str(versions[0]) if versions else None
+
+
 def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Session], best: FoldResult,
-                  evaluation: Evaluation, snapshot: SnapshotInfo, parent_run_id: str) -> Registration:
-    """Log the pyfunc + checkpoint, register it as challenger; champion only if it beats the champion."""
+                  evaluation: Evaluation, snapshot: SnapshotInfo, parent_run_id: str, *, digest: str = "",
+                  target_recall: float | None = None, folds: int | None = None) -> Registration:
+    """Log the pyfunc + checkpoint (with its operating threshold), register it as challenger with a model card;
+    champion only if the gate says so. The same configuration on the same snapshot (`digest`,
+    osteo.training.training_digest) registers nothing new: the existing version is reported."""
     name = settings.registered_model
+    existing = find_registered(c, name, digest) if digest else None
+    if existing is not None:
+        champion = alias_version(c, name, "champion")
+        why = f"already registered as version {existing}: the same configuration on the same snapshot"
+        c.set_tag(parent_run_id, "champion_decision", why)
+        return Registration(model_name=name, model_version=existing, champion=champion == existing,
+                            champion_version=champion, decision=why, already_registered=True)
+    from osteo_model.predict import with_threshold
+
     test = snap.load_manifest(snapshot.manifest_path).query("split == 'test'")
+    thr = float(evaluation.threshold)
+    checkpoint = str(with_threshold(best.checkpoint, Path(best.checkpoint).parent / "registered" /
+                                    Path(best.checkpoint).name, thr, target_recall=target_recall))
+    registered = replace(best, checkpoint=checkpoint)
     example = pd.DataFrame({"image": [Path(test["path"].iloc[0]).read_bytes()]})
     signature = infer_signature(example, pd.DataFrame({
         "probability": [0.5], "label": [1], "label_name": ["x"], "heatmap_png": ["x"], "side": ["L"], "box": ["[]"],
         "box_confidence": [0.9], "localiser": ["x"], "sides": ["[]"], "error": [""]}),
-        params={"heatmap": True, "cropped": False})
+        params={"heatmap": True, "cropped": False, "threshold": thr})
     # the localiser the classifier crops whole radiographs with: the champion's weights, in the model
-    localiser = localiser_artifacts(c, settings, Path(best.checkpoint).parent / "localiser")
-    onnx = onnx_artifacts(best)
+    localiser = localiser_artifacts(c, settings, Path(checkpoint).parent / "localiser")
+    onnx = onnx_artifacts(registered)
     with mlflow.start_run(run_id=parent_run_id):
-        mlflow.log_artifact(best.checkpoint, "checkpoint")
+        mlflow.log_artifact(checkpoint, "checkpoint")
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(write_model_code(Path(best.checkpoint).parent / "model-code")),
-            artifacts={"checkpoint": best.checkpoint, **onnx, **localiser},
+            name="model", python_model=str(write_model_code(Path(checkpoint).parent / "model-code")),
+            artifacts={"checkpoint": checkpoint, **onnx, **localiser},
             code_paths=[str(REPO_ROOT / p) for p in MODEL_PACKAGES],
             signature=signature, input_example=example, registered_model_name=name,
             pip_requirements=requirements(),
+            metadata={"threshold": thr, "target_recall": target_recall, "training_digest": digest,
+                      "snapshot_digest": snapshot.digest},
         )
     version = str(info.registered_model_version)
-    checkpoint_sha = sha256_file(best.checkpoint)
-    for key, value in {"snapshot_digest": snapshot.digest, "test_auc": evaluation.metrics.get("roc_auc"),
-                       "test_recall": evaluation.metrics.get("recall_1"), "run_id": parent_run_id,
-                       "checkpoint_sha256": checkpoint_sha, "onnx": str(bool(onnx)).lower(),
+    checkpoint_sha = sha256_file(checkpoint)
+    m, half = evaluation.metrics, evaluation.metrics_at_half
+    for key, value in {"snapshot_digest": snapshot.digest, "training_digest": digest, "threshold": thr,
+                       "target_recall": target_recall, "n_test": evaluation.n_test, "test_auc": m.get("roc_auc"),
+                       "test_recall": m.get("recall_1"), "test_specificity": m.get("specificity"),
+                       "test_at_0.5_recall": half.get("recall_1"), "test_at_0.5_specificity": half.get("specificity"),
+                       "run_id": parent_run_id, "checkpoint_sha256": checkpoint_sha, "onnx": str(bool(onnx)).lower(),
                        **code_tags()}.items():
-        c.set_model_version_tag(name, version, key, str(value))
+        if value is not None:
+            c.set_model_version_tag(name, version, key, str(value))
     if localiser:
         info_json = json.loads(Path(localiser["localiser_info"]).read_text())
         c.set_model_version_tag(name, version, "localiser", f"{info_json['name']}/{info_json['version']}")
+    preset = c.get_run(parent_run_id).data.tags.get("preset", "")
+    c.update_model_version(name, version, description=model_card(
+        arch=best.arch, preset=preset, folds=folds or 0, snapshot_digest=snapshot.digest, n_train=snapshot.n_train,
+        n_test=evaluation.n_test, test_positives=evaluation.test_positives,
+        test_year=snapshot.params.get("test_year", "the test year"), threshold=thr, target_recall=target_recall,
+        at_threshold=m, at_half=half, synthetic=synthetic_cohort(factory)))
     set_alias(c, name, "challenger", version)
     champion_version = alias_version(c, name, "champion")
-    champion_metrics = None
+    challenger_metrics, champion_metrics = {**m, "n": evaluation.n_test}, None
     if champion_version is not None and champion_version != version:
-        champion_metrics = score_version(name, champion_version, test)
-    promote, why = should_promote(evaluation.metrics, champion_metrics)
+        challenger_metrics, champion_metrics = compare_on_fair_images(
+            c, settings, name, champion_version, test, evaluation)
+    promote, why = should_promote(challenger_metrics, champion_metrics, min_test_images=settings.min_test_images)
+    if challenger_metrics.get("n_champion_trained_on"):
+        why += (f" (on the {challenger_metrics['n']} test images the champion did not train on; it trained on "
+                f"{challenger_metrics['n_champion_trained_on']})")
     if promote:
         set_alias(c, name, "champion", version)
     c.set_tag(parent_run_id, "champion_decision", why)
     snap.record_training_run(factory, snapshot_id=snapshot.snapshot_id, run_id=parent_run_id, arch=best.arch,
-                             preset=c.get_run(parent_run_id).data.tags.get("preset", ""), model_name=name,
-                             model_version=version, test_auc=evaluation.metrics.get("roc_auc"),
-                             checkpoint_sha256=checkpoint_sha)
-    c.set_terminated(parent_run_id, "FINISHED")
+                             preset=preset, model_name=name, model_version=version,
+                             test_auc=m.get("roc_auc"), checkpoint_sha256=checkpoint_sha)
     return Registration(model_name=name, model_version=version, champion=promote,
                         champion_version=version if promote else champion_version, decision=why,
                         champion_test_auc=(champion_metrics or {}).get("roc_auc"))
+
+
+def synthetic_cohort(factory: sessionmaker[Session]) -> bool:
+    """Whether the ingested radiographs come from `osteo synth` (its DICOM implementation version name)."""
+    import pydicom
+    from sqlalchemy import select
+
+    from db.models import SourceFile
+
+    with factory() as session:
+        path = session.scalar(select(SourceFile.path).where(SourceFile.kind == "dicom",
+                                                            SourceFile.status == "ingested").limit(1))
+    try:
+        meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta if path else None
+    except (OSError, pydicom.errors.InvalidDicomError):
+        return False
+    return str(getattr(meta, "ImplementationVersionName", "") or "").startswith("OSTEO_SYNTH")
+
+
+def champion_training_images(settings: Settings, c: MlflowClient, name: str, version: str) -> set[int]:
+    """The export ids the version trained or validated on (its snapshot's train split), from its snapshot tag."""
+    digest = (c.get_model_version(name, version).tags or {}).get("snapshot_digest")
+    path = Path(settings.data_dir) / "snapshots" / f"{digest}.csv"
+    if not digest or not path.is_file():
+        return set()
+    manifest = snap.load_manifest(path)
+    return set(manifest.loc[manifest["split"] == "train", "member_id"].astype(int))
+
+
+def compare_on_fair_images(c: MlflowClient, settings: Settings, name: str, champion_version: str, test: pd.DataFrame,
+                           evaluation: Evaluation) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Challenger and champion metrics on the same images: the challenger's test images that the champion did not
+    train on (a champion from another snapshot, e.g. another test year, may have trained on some of them)."""
+    from osteo_model.metrics import compute_metrics
+
+    seen = champion_training_images(settings, c, name, champion_version)
+    keep = ~test["member_id"].astype(int).isin(seen)
+    fair = test.loc[keep]
+    probs = dict(zip(evaluation.test_member_ids, evaluation.test_probs, strict=True))
+    labels = fair["label"].astype(int).tolist()
+    mine = compute_metrics(labels, [probs[int(i)] for i in fair["member_id"]], evaluation.threshold) if len(fair) \
+        else {}
+    challenger = {**{k: v for k, v in mine.items() if isinstance(v, int | float)}, "n": int(len(fair)),
+                  "n_champion_trained_on": int((~keep).sum())}
+    if not len(fair):
+        return challenger, {"error": f"it trained on all {len(test)} of the challenger's test images"}
+    return challenger, score_version(name, champion_version, fair)
 
 
 def localiser_artifacts(c: MlflowClient, settings: Settings, folder: Path) -> dict[str, str]:
@@ -125,13 +214,20 @@ def localiser_artifacts(c: MlflowClient, settings: Settings, folder: Path) -> di
 
 
 def score_version(name: str, version: str, test: pd.DataFrame) -> dict[str, Any]:
-    """A registered version scored on the challenger's test set, so both are judged on the same images."""
+    """A registered version scored on the challenger's test crops, so both are judged on the same images (at
+    the version's own operating threshold); {"error": ...} when it returns no probability for some image."""
+    import math
+
     from osteo_model.metrics import compute_metrics
 
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    results = model.unwrap_python_model().predict_images(test["path"].map(lambda p: Path(p).read_bytes()).tolist(),
-                                                         heatmaps=False)
-    m = compute_metrics(test["label"].astype(int).tolist(), [r["probability"] for r in results])
+    predictor = model.unwrap_python_model().predictor
+    results = predictor.predict(test["path"].map(lambda p: Path(p).read_bytes()).tolist(), heatmaps=False)
+    probs = [float(r["probability"]) for r in results]
+    if not all(math.isfinite(p) for p in probs):
+        return {"error": f"version {version} gave no probability for {sum(not math.isfinite(p) for p in probs)} "
+                         "test images"}
+    m = compute_metrics(test["label"].astype(int).tolist(), probs, predictor.threshold)
     return {k: v for k, v in m.items() if isinstance(v, int | float)}
 
 

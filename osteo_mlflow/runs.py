@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from osteo import snapshot as snap
 from osteo import training
 from osteo.settings import Settings
 from osteo.snapshot import SnapshotInfo
-from osteo.training import Evaluation, FoldResult
+from osteo.training import Evaluation, FoldResult, OperatingPoint
 from osteo_common.files import write_json
 from osteo_mlflow.client import clean_params, code_tags, experiment_id, log_artifacts, log_epoch, log_metrics
 
@@ -33,8 +35,10 @@ def start_parent_run(c: MlflowClient, settings: Settings, snapshot: SnapshotInfo
                      run_dir: str, preset: str) -> str:
     """The parent MLflow run (reused when a killed training is started again), the snapshot its input."""
     marker = Path(run_dir) / "parent_run.json"
-    if marker.exists():
-        return json.loads(marker.read_text())["run_id"]
+    if marker.exists():  # a resume: the run (FAILED when it stopped on an error) is running again
+        run_id = json.loads(marker.read_text())["run_id"]
+        c.update_run(run_id, "RUNNING")
+        return run_id
     run = c.create_run(experiment_id(c, settings), run_name=f"{config['arch']}-{preset}-{snapshot.digest[:8]}",
                        tags={**code_tags(), "snapshot_digest": snapshot.digest, "preset": preset})
     c.log_batch(run.info.run_id, params=_params(
@@ -85,13 +89,53 @@ def train_fold_tracked(c: MlflowClient, manifest_path: str, copies_path: str | N
     return replace(result, run_id=child_id)
 
 
+def log_operating_point(c: MlflowClient, parent_run_id: str, point: OperatingPoint) -> None:
+    """The threshold chosen on validation, as parameters and metrics of the parent run."""
+    c.log_batch(parent_run_id, params=_params({"target_recall": point.target_recall}))
+    log_metrics(c, parent_run_id, {"threshold": point.threshold, "val_oof_recall_1": point.val_recall,
+                                   "val_oof_specificity": point.val_specificity})
+
+
 def evaluate_tracked(c: MlflowClient, best: FoldResult, manifest_path: str, run_dir: str, parent_run_id: str,
-                     device=None) -> Evaluation:
-    """The best fold on the test year; metrics and plots on the parent run."""
+                     device=None, threshold: float | None = None) -> Evaluation:
+    """The best fold on the test year at the operating threshold (metrics test_*) and at 0.5 (test_at_0.5_*);
+    metrics and plots on the parent run."""
     out_dir = Path(run_dir) / "test"
-    result = training.evaluate_on_test(best.checkpoint, snap.load_manifest(manifest_path), out_dir, device=device)
+    result = training.evaluate_on_test(best.checkpoint, snap.load_manifest(manifest_path), out_dir, device=device,
+                                       threshold=threshold)
     log_metrics(c, parent_run_id, result.metrics, "test_")
+    log_metrics(c, parent_run_id, result.metrics_at_half, "test_at_0.5_")
     log_metrics(c, parent_run_id, {"baseline_mean_intensity_auc": result.baseline_auc, "best_fold": best.fold,
                                    "best_fold_val_loss": best.val_loss})
     log_artifacts(c, parent_run_id, out_dir, "test")
     return result
+
+
+def finish_parent_run(c: MlflowClient, parent_run_id: str) -> None:
+    c.set_terminated(parent_run_id, "FINISHED")
+
+
+def fail_training(c: MlflowClient, parent_run_id: str, run_dir: str | Path) -> list[str]:
+    """Mark the parent run and its fold runs that are still open FAILED (a training stopped on an error);
+    returns the run ids marked."""
+    marked = []
+    children = [p.read_text().strip() for p in sorted(Path(run_dir).glob("fold-*.run"))]
+    for run_id in [*children, parent_run_id]:
+        try:
+            status = c.get_run(run_id).info.status
+        except mlflow.exceptions.MlflowException:
+            continue
+        if status in ("RUNNING", "SCHEDULED") or run_id == parent_run_id:
+            c.set_terminated(run_id, "FAILED")
+            marked.append(run_id)
+    return marked
+
+
+@contextmanager
+def failing_marks_runs(c: MlflowClient, parent_run_id: str, run_dir: str | Path) -> Iterator[None]:
+    """Any error in the block marks the training's open MLflow runs FAILED, then goes on up."""
+    try:
+        yield
+    except BaseException:
+        fail_training(c, parent_run_id, run_dir)
+        raise

@@ -9,7 +9,7 @@ from prefect import task
 from osteo import snapshot, training
 from osteo.settings import get_settings, session_factory
 from osteo.snapshot import SnapshotInfo
-from osteo.training import Evaluation, FoldResult, Registration
+from osteo.training import Evaluation, FoldResult, OperatingPoint, Registration
 from osteo_mlflow import registry, runs
 from osteo_mlflow.client import client
 from osteo_model.train import select_device
@@ -21,6 +21,16 @@ def take_snapshot(test_year: int, folds: int, seed: int, box_source: str = "huma
     s = get_settings()
     return snapshot.take_snapshot(session_factory(s, create=True), Path(s.data_dir) / "snapshots",
                                   test_year=test_year, folds=folds, seed=seed, box_source=box_source)
+
+
+@task(name="check-training-inputs", tags=["db"], **RETRY)
+def check_training_inputs(config: dict, test_year: int, box_source: str = "human") -> None:
+    """Refuse (UserError, one line) a training that cannot finish, before any fold trains."""
+    from osteo_model.config import TrainConfig
+
+    with session_factory(get_settings(), create=True)() as session:
+        exports = snapshot.current_exports(session, box_source)
+    training.check_training_inputs(exports, TrainConfig.from_dict(config), test_year)
 
 
 @task(name="augment-training-set", tags=["augment"], **RETRY)
@@ -43,13 +53,28 @@ def train_fold(manifest_path: str, copies_path: str | None, fold: int, config: d
                                    parent_run_id, device=select_device())
 
 
+@task(name="choose-operating-point", tags=["mlflow"], **RETRY)
+def choose_operating_point(results: list[FoldResult], target_recall: float, parent_run_id: str) -> OperatingPoint:
+    point = training.operating_point(results, target_recall)
+    runs.log_operating_point(client(get_settings()), parent_run_id, point)
+    return point
+
+
 @task(name="evaluate-test-year", tags=["mlflow"], **RETRY)
-def evaluate_test_year(best: FoldResult, manifest_path: str, run_dir: str, parent_run_id: str) -> Evaluation:
+def evaluate_test_year(best: FoldResult, manifest_path: str, run_dir: str, parent_run_id: str,
+                       threshold: float | None = None) -> Evaluation:
     return runs.evaluate_tracked(client(get_settings()), best, manifest_path, run_dir, parent_run_id,
-                                 device=select_device())
+                                 device=select_device(), threshold=threshold)
 
 
 @task(name="register-model", tags=["mlflow", "registry"], **RETRY)
-def register_model(best: FoldResult, evaluation: Evaluation, snap: SnapshotInfo, parent_run_id: str) -> Registration:
+def register_model(best: FoldResult, evaluation: Evaluation, snap: SnapshotInfo, parent_run_id: str,
+                   digest: str = "", target_recall: float | None = None, folds: int | None = None) -> Registration:
     s = get_settings()
-    return registry.register_best(client(s), s, session_factory(s), best, evaluation, snap, parent_run_id)
+    return registry.register_best(client(s), s, session_factory(s), best, evaluation, snap, parent_run_id,
+                                  digest=digest, target_recall=target_recall, folds=folds)
+
+
+@task(name="finish-training-run", tags=["mlflow"], **RETRY)
+def finish_training_run(parent_run_id: str) -> None:
+    runs.finish_parent_run(client(get_settings()), parent_run_id)
