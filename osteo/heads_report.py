@@ -109,8 +109,6 @@ def heads_report(factory: sessionmaker[Session], manifest: pd.DataFrame | str | 
     """Fit the three heads on the training images of ``manifest`` through ``checkpoint``'s frozen
     backbone, score them on its test split, and write predictions (CSV), metrics (JSON), the BMD / T
     scatter plot and the 3-class confusion matrix (PNG) under ``out_dir``."""
-    import torch
-
     from osteo_model.heads import bmd_head, embed_with_logits, fusion_auc, image_features, three_class_head
     from osteo_model.predict import load_checkpoint
 
@@ -126,9 +124,6 @@ def heads_report(factory: sessionmaker[Session], manifest: pd.DataFrame | str | 
                         f"with their DEXA rows (found {len(fit)} training, {len(test)} test)")
 
     model, config, _extra = load_checkpoint(checkpoint)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(seed)
     fit_emb = embed_with_logits(model, fit["path"].tolist(), config.image_size, device, batch_size)
     test_emb = embed_with_logits(model, test["path"].tolist(), config.image_size, device, batch_size)
 

@@ -45,11 +45,12 @@ class Embedding:
 
 
 def embed_with_logits(model: nn.Module, paths: Sequence[str | os.PathLike], image_size: int,
-                      device: torch.device | str = "cpu", batch_size: int = 32) -> Embedding:
-    """Features and logits of each image, through the eval preprocessing (osteo_model.data.preprocess)."""
+                      device: torch.device | str | None = None, batch_size: int = 32) -> Embedding:
+    """Features and logits of each image, through the eval preprocessing (osteo_model.data.preprocess);
+    ``device`` None: CUDA when available."""
     from osteo_model.data import preprocess
 
-    device = torch.device(device)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device).eval()
     layer = final_linear(model)
     seen: list[torch.Tensor] = []
@@ -73,7 +74,7 @@ def embed_with_logits(model: nn.Module, paths: Sequence[str | os.PathLike], imag
 
 
 def embed(model: nn.Module, paths: Sequence[str | os.PathLike], image_size: int,
-          device: torch.device | str = "cpu", batch_size: int = 32) -> np.ndarray:
+          device: torch.device | str | None = None, batch_size: int = 32) -> np.ndarray:
     """The n x d embedding (input of the final linear layer) of each image."""
     return embed_with_logits(model, paths, image_size, device, batch_size).features
 
