@@ -30,11 +30,12 @@ DEFAULT_OUT = REPO / "bench" / "results"
 DEMO_RECORD = "demo-run.json"
 
 SIZES: dict[str, dict[str, Any]] = {
-    "quick": dict(cohort=40, ingest=[1_000], orchestration=1_000, pairing=[10_000, 100_000], repeats=2, roi_epochs=12,
+    "quick": dict(cohort=40, ingest=[1_000], orchestration=1_000, orchestration_repeats=1,
+                  pairing=[10_000, 100_000], repeats=2, roi_epochs=12,
                   training=[(96, 16, 64, 1), (224, 5, 20, 1)], cuda_paper=(200, 2), inference=20,
                   service="quick", demo=["--patients", "40", "--folds", "2", "--epochs", "1"], reuse_demo=True),
-    "full": dict(cohort=120, ingest=[1_000, 10_000], orchestration=10_000, pairing=[10_000, 100_000, 1_000_000],
-                 roi_epochs=None,
+    "full": dict(cohort=120, ingest=[1_000, 10_000], orchestration=10_000, orchestration_repeats=2,
+                 pairing=[10_000, 100_000, 1_000_000], roi_epochs=None,
                  repeats=3, training=[(96, 16, 480, 2), (224, 5, 200, 1)], cuda_paper=(1218, 50), inference=100,
                  service="full", demo=[], reuse_demo=False),
 }
@@ -84,7 +85,7 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
                 from osteo.settings import Settings
 
                 batch = Settings.model_fields["ingest_batch_size"].default
-                return ingest.run({n: paths[:n] for n in sizes["ingest"]}, scratch, sizes["repeats"], batch)
+                return ingest.run({n: paths[:n] for n in sizes["ingest"]}, scratch, sizes["repeats"], batch, sources)
 
             rows += stage("ingest", do_ingest)
             shutil.rmtree(scratch / "copies", ignore_errors=True)
@@ -162,7 +163,7 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
                 n_orig = sum(1 for p in (folder / "cohort").rglob("*") if p.is_file())
                 corpus.make_copies(sources, folder / "copies", max(0, sizes["orchestration"] - n_orig), start=10**6)
                 return orchestration.run(str(folder), str(cohort / "dexa"), str(cohort / "annotations"), scratch,
-                                         sizes["orchestration"])
+                                         sizes["orchestration"], repeats=sizes["orchestration_repeats"])
 
             rows += stage("orchestration", do_orch)
             shutil.rmtree(scratch / "orch-dicom", ignore_errors=True)

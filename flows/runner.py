@@ -7,6 +7,10 @@ run starts (`duplicate()`), and that is when the settings are read: a Dask sched
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from osteo.settings import Settings, get_settings
@@ -47,3 +51,22 @@ class SettingsTaskRunner(TaskRunner):
         return isinstance(other, SettingsTaskRunner) and other.threads == self.threads
 
     __hash__ = None  # type: ignore[assignment]
+
+
+@contextmanager
+def in_process_runs() -> Iterator[None]:
+    """Flows called in this process (`osteo refresh`, the bench) on an ephemeral server: no heartbeat thread.
+
+    Prefect 3.8 starts a heartbeat thread per flow run (default every 180 s) that sleeps in 1 s steps, and
+    joins it when the run ends: up to 1 s per flow run (a no-op flow: 1.15 s, 0.1 s without). Heartbeats let a
+    long-lived server mark the runs of a dead worker as crashed; an ephemeral server dies with this process,
+    so they tell it nothing. With PREFECT_API_URL set (a real server, or the local one osteo.runtime found)
+    they stay on. Prefect's settings take no "off" from the environment (an integer >= 30), hence this block.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

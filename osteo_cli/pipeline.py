@@ -51,13 +51,15 @@ def refresh(dicom: str, dexa: str, annotations: str | None, column_map: str | No
     check_refresh_inputs(dicom, dexa, annotations, column_map, annotation_map)
     configure_environment(get_settings())
     from flows.refresh import refresh_flow
+    from flows.runner import in_process_runs
 
-    return refresh_flow(dicom_dir=str(Path(dicom).resolve()), dexa_dir=str(Path(dexa).resolve()),
-                        annotations_dir=str(Path(annotations).resolve()) if annotations else None,
-                        column_map_file=str(Path(column_map).resolve()) if column_map else None,
-                        retry_quarantined=retry_quarantined,
-                        annotation_map_file=str(Path(annotation_map).resolve()) if annotation_map else None,
-                        rehash=rehash)
+    with in_process_runs():  # no heartbeat thread to join (~1 s a run) on an ephemeral server
+        return refresh_flow(dicom_dir=str(Path(dicom).resolve()), dexa_dir=str(Path(dexa).resolve()),
+                            annotations_dir=str(Path(annotations).resolve()) if annotations else None,
+                            column_map_file=str(Path(column_map).resolve()) if column_map else None,
+                            retry_quarantined=retry_quarantined,
+                            annotation_map_file=str(Path(annotation_map).resolve()) if annotation_map else None,
+                            rehash=rehash)
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
