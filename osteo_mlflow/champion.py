@@ -9,17 +9,20 @@ def should_promote(challenger: dict, champion: dict | None, *, min_test_images: 
     """Higher test ROC AUC wins; an equal AUC is decided by osteoporosis recall.
 
     Both dicts hold `roc_auc` and `recall_1` (osteoporosis recall) measured on the same (the challenger's) test set,
-    and `n` (its size): a test set under `min_test_images` images (OSTEO_MIN_TEST_IMAGES) decides nothing, nor
-    does a champion that could not be scored on it.
+    and `n` (its size): a test set under `min_test_images` images (OSTEO_MIN_TEST_IMAGES) never replaces a
+    champion, nor does a comparison with a champion that could not be scored on it. The first version becomes
+    champion whatever its size (the service needs one), and the decision says when its test set was small.
     """
     n = challenger.get("n")
-    if n is not None and n < min_test_images:
+    small = n is not None and n < min_test_images
+    if champion is None:  # the first version is served until one beats it on enough images
+        return True, "no champion yet" + (f" (its test set of {int(n)} images is under the {min_test_images} "
+                                          "a later challenger needs to replace it)" if small else "")
+    if small:
         return False, (f"test set of {int(n)} images is under the {min_test_images} a promotion needs "
                        "(OSTEO_MIN_TEST_IMAGES): registered as challenger only")
-    if champion is not None and champion.get("error"):
+    if champion.get("error"):
         return False, f"the champion could not be scored on this test set ({champion['error']}): no promotion"
-    if champion is None:
-        return True, "no champion yet"
     new_auc, old_auc = challenger.get("roc_auc", math.nan), champion.get("roc_auc", math.nan)
     if math.isnan(new_auc):
         return False, "challenger has no test AUC"

@@ -117,6 +117,87 @@ def test_a_worse_challenger_does_not_take_the_champion(demo_run):
         assert champion == "1" and weak["champion_test_auc"] >= weak["test_auc"]
 
 
+def _run_dir(demo_run, version: str) -> Path:
+    client, s = _client()
+    digest = client.get_model_version(s.registered_model, version).tags["training_digest"]
+    return Path(s.data_dir) / "training" / digest[:16]
+
+
+def test_operating_threshold_reaches_the_target_recall_on_validation_and_labels_the_pyfunc(demo_run):
+    import mlflow
+
+    from osteo_model.metrics import compute_metrics
+
+    result, s = demo_run["train"], demo_run["settings"]
+    thr, target = result["threshold"], result["target_recall"]
+    assert target == s.target_recall == 0.9 and 0 < thr < 1
+    folds = [json.loads((_run_dir(demo_run, "1") / f"fold-{k}.json").read_text()) for k in range(len(result["folds"]))]
+    labels = [y for f in folds for y in f["val_labels"]]
+    probs = [p for f in folds for p in f["val_probs"]]
+    assert len(labels) == sum(f["n_val"] for f in folds)
+    assert compute_metrics(labels, probs, thr)["recall_1"] >= target
+    # the highest such threshold: the next probability above it misses the target
+    above = [p for p in probs if p > thr]
+    if above:
+        assert compute_metrics(labels, probs, min(above))["recall_1"] < target
+    model = mlflow.pyfunc.load_model("models:/osteo-classifier/1")
+    assert model.metadata.metadata["threshold"] == pytest.approx(thr)
+    png, _ = _png_and_dicom(demo_run)
+    out = model.predict(pd.DataFrame({"image": [png]}), params={"cropped": True, "heatmap": False})
+    assert out["label"].iloc[0] == int(out["probability"].iloc[0] >= thr)
+    client, _ = _client()
+    mv = client.get_model_version(s.registered_model, "1")
+    assert float(mv.tags["threshold"]) == pytest.approx(thr) and "screening aid" in mv.description
+    parent = client.get_run(result["run_id"])
+    for name in ("test_recall_1", "test_at_0.5_recall_1", "test_specificity", "test_at_0.5_specificity"):
+        assert name in parent.data.metrics, name
+    names = {a.path for a in client.list_artifacts(result["run_id"], "test")}
+    assert {"test/confusion_matrix.png", "test/confusion_matrix_at_0.5.png"} <= names
+
+
+def test_the_same_training_again_registers_nothing_new(demo_run):
+    from flows.train import train_flow
+
+    client, s = _client()
+    before = len(client.search_model_versions(f"name = '{s.registered_model}'"))
+    again = train_flow(preset="demo").to_dict()  # every fold resumes from its files
+    assert again["already_registered"] and again["model_version"] == "1", again
+    assert "already registered as version 1" in again["decision"]
+    assert len(client.search_model_versions(f"name = '{s.registered_model}'")) == before
+    assert client.get_run(again["run_id"]).info.status == "FINISHED"
+
+
+def test_an_unusable_test_year_is_refused_before_any_run(demo_run):
+    from flows.train import train_flow
+    from osteo.errors import UserError
+
+    client, s = _client()
+    exp = client.get_experiment_by_name(s.mlflow_experiment).experiment_id
+    runs_before = len(client.search_runs([exp]))
+    with pytest.raises(UserError, match="test year 2030 has 0 left-femur images"):
+        train_flow(preset="demo", epochs=1, folds=2, test_year=2030)
+    with pytest.raises(UserError, match="nosuch.pth: no such file"):
+        train_flow(preset="demo", epochs=1, folds=2, pretrained_weights="nosuch.pth")
+    assert len(client.search_runs([exp])) == runs_before
+
+
+def test_a_training_that_fails_marks_its_runs_failed(demo_run, monkeypatch):
+    import osteo.training
+    from flows.train import train_flow
+
+    def broken(manifest, fold, config, out_dir, **kw):
+        raise RuntimeError(f"injected fault in fold {fold}")
+
+    monkeypatch.setattr(osteo.training, "run_fold", broken)
+    client, s = _client()
+    exp = client.get_experiment_by_name(s.mlflow_experiment).experiment_id
+    with pytest.raises(RuntimeError, match="injected fault"):
+        train_flow(preset="demo", epochs=1, folds=2, seed=17, register=False)
+    (parent,) = client.search_runs([exp], "params.seed = '17' and attributes.status = 'FAILED'")
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert children and {c.info.status for c in children} == {"FAILED"}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
