@@ -18,19 +18,21 @@ from tasks.nightly import decide_training
 def nightly_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = None,
                  column_map_file: str | None = None, train: bool = True, force_train: bool = False,
                  preset: str = "demo", arch: str | None = None, test_year: int | None = None,
-                 seed: int = 0, rehash: bool = False) -> dict:
+                 seed: int = 0, rehash: bool = False, epochs: int | None = None, folds: int | None = None) -> dict:
     """Refresh (ingest, pair, label, export), then train when the snapshot digest is new.
 
     train=False never trains; force_train=True trains even on an already-trained snapshot;
-    rehash=True reads every input file again (by default an unchanged one is not opened).
+    rehash=True reads every input file again (by default an unchanged one is not opened); epochs and
+    folds override the preset's (a short training on a staging server, the topology test).
     """
     report = refresh_flow(dicom_dir=dicom_dir, dexa_dir=dexa_dir, annotations_dir=annotations_dir,
                           column_map_file=column_map_file, rehash=rehash)
     year = test_year or get_settings().test_year
-    folds = get_preset(preset, **({"arch": arch} if arch else {})).folds
+    folds = folds or get_preset(preset, **({"arch": arch} if arch else {})).folds
     decision = decide_training(year, folds, seed, enabled=train, force=force_train)
     get_run_logger().info("training: %s", decision.reason)
-    result = train_flow(preset=preset, arch=arch, test_year=year, seed=seed) if decision.train else None
+    result = train_flow(preset=preset, arch=arch, test_year=year, seed=seed, folds=folds,
+                        epochs=epochs) if decision.train else None
     create_markdown_artifact(key="nightly-decision", markdown=decision_markdown(decision, result),
                              description="Why this night did or did not train")
     return {"refresh": report.to_dict(), "decision": decision.to_dict(),
