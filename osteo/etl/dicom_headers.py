@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from osteo.etl.dicom_bytes import deflate_problem
 from osteo.etl.errors import InputError
@@ -80,6 +84,7 @@ WANTED = REQUIRED + (
     "SeriesDescription",  # free text, for the scope keywords only: never stored
     "StudyDescription",
 )
+_SPECIFIC = list(WANTED)
 DEFAULT_SCOPE = ScopeRules()  # the product rule; the refresh passes the settings' (OSTEO_SCOPE_*)
 
 
@@ -125,18 +130,55 @@ def header_record(data: bytes, key: bytes, scope: ScopeRules = DEFAULT_SCOPE) ->
     if len(data) < 132:
         raise InputError("not_dicom", "file is shorter than a DICOM preamble")
     with quiet_reads():  # pydicom's warnings and log records quote header values
-        problem = deflate_problem(data)
+        # a deflated file names its transfer syntax in its meta: the other files skip the meta's read
+        problem = deflate_problem(data) if _DEFLATED in data else None
         if problem:
             raise InputError(*problem)
         return _header_record(data, key, scope)
 
 
+class _Header:
+    """The wanted elements of one parsed header, each converted once by pydicom's own converter (as
+    Dataset.__getitem__ does, less its per-access tag and character-set look-ups); read like a
+    Dataset by keyword: `kw in h`, `h[kw].value`, `h.get(kw)`, `h.Keyword`, `h.file_meta`."""
+
+    __slots__ = ("elems", "file_meta")
+
+    def __init__(self, ds: pydicom.Dataset) -> None:
+        self.file_meta = getattr(ds, "file_meta", None)
+        charset = ds.original_character_set or ds._character_set
+        raw = ds._dict
+        self.elems: dict[str, Any] = {}
+        for keyword, tag in _WANTED_TAGS:
+            elem = raw.get(tag)
+            if elem is not None:  # none of WANTED has an ambiguous VR (US or SS ...): nothing to correct
+                self.elems[keyword] = (convert_raw_data_element(elem, encoding=charset, ds=ds)
+                                       if isinstance(elem, RawDataElement) else elem)
+
+    def __contains__(self, keyword: str) -> bool:
+        return keyword in self.elems
+
+    def __getitem__(self, keyword: str) -> Any:
+        return self.elems[keyword]
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        elem = self.elems.get(keyword)
+        return default if elem is None else elem.value
+
+    def __getattr__(self, keyword: str) -> Any:
+        try:
+            return self.elems[keyword].value
+        except KeyError:
+            raise AttributeError(keyword) from None
+
+
+_WANTED_TAGS = tuple((kw, BaseTag(tag_for_keyword(kw))) for kw in WANTED)
+_DEFLATED = DeflatedExplicitVRLittleEndian.encode("ascii")
+
+
 def _header_record(data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]:
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(WANTED))
-        for tag in WANTED:  # pydicom converts a value when it is first asked for: all of them, here
-            if tag in ds:
-                ds[tag]
+        ds = _Header(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_SPECIFIC))
     except InvalidDicomError as exc:
         raise InputError("not_dicom", str(exc)[:200]) from exc
     except (EOFError, OSError, zlib.error, struct.error) as exc:
@@ -171,7 +213,7 @@ def _uid(value: object, keyword: str) -> str:
     return text
 
 
-def _int(ds: pydicom.Dataset, keyword: str, default: int | None = None) -> int:
+def _int(ds: _Header, keyword: str, default: int | None = None) -> int:
     """One whole number (a US, or an IS as text); a list (a VR length that lies), bytes or a fraction is not."""
     value = ds.get(keyword)
     if value in (None, "") and default is not None:
@@ -187,7 +229,7 @@ def _int(ds: pydicom.Dataset, keyword: str, default: int | None = None) -> int:
     return int(number)
 
 
-def _record(ds: pydicom.Dataset, key: bytes) -> dict[str, Any]:
+def _record(ds: _Header, key: bytes) -> dict[str, Any]:
     """The validated record of a hip image; InputError naming the first invalid value."""
     uids = {kw: _uid(ds[kw].value, kw) for kw in UIDS}
     if ds.get("SOPClassUID") not in (None, ""):
@@ -255,7 +297,7 @@ def _record(ds: pydicom.Dataset, key: bytes) -> dict[str, Any]:
     }
 
 
-def _out_of_scope(ds: pydicom.Dataset, scope: ScopeRules) -> dict[str, Any] | None:
+def _out_of_scope(ds: _Header, scope: ScopeRules) -> dict[str, Any] | None:
     """The scope decision on the parsed header; the descriptions go no further than this call."""
     body_part = code_text(ds.get("BodyPartExamined"))
     if body_part and not is_printable(body_part, BODY_PART_CHARS):  # local codes are allowed, control bytes not
