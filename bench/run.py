@@ -85,7 +85,7 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
                 from osteo.settings import Settings
 
                 batch = Settings.model_fields["ingest_batch_size"].default
-                return ingest.run({n: paths[:n] for n in sizes["ingest"]}, scratch, sizes["repeats"], batch)
+                return ingest.run({n: paths[:n] for n in sizes["ingest"]}, scratch, sizes["repeats"], batch, sources)
 
             rows += stage("ingest", do_ingest)
             shutil.rmtree(scratch / "copies", ignore_errors=True)
