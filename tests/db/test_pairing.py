@@ -135,3 +135,128 @@ def test_sqlite_date_subtraction_would_be_wrong(tmp_path):
         naive = conn.execute(text("SELECT '2022-03-01' - '2021-12-31'")).scalar()
         right = conn.execute(text("SELECT julianday('2022-03-01') - julianday('2021-12-31')")).scalar()
     assert naive == 1 and right == 60
+
+
+def test_day_numbers_follow_the_dates_on_orm_inserts(engine):
+    from sqlalchemy import select
+
+    from db.models import day_number
+
+    with Session(engine, expire_on_commit=False) as s:
+        p = add_patient(s, "G")
+        for d in ("1969-12-31", "1970-01-01", "2000-02-29", "2022-12-31"):
+            add_image(s, p, d)
+            add_exam(s, p, d, -1.0)
+        s.commit()
+        images = s.execute(select(DicomImage.study_date, DicomImage.study_day)).all()
+        exams = s.execute(select(DexaExam.exam_date, DexaExam.exam_day)).all()
+    assert sorted(day for _, day in images) == [-1, 0, 11016, 19357]
+    assert all(day == day_number(date) for date, day in images + exams) and len(exams) == 4
+
+
+# ---------------------------------------------------------------- randomized cross-check
+def reference_pairs(images: list[tuple], exams: list[tuple], window: int) -> dict[int, tuple[int, int]]:
+    """The rule in plain Python: image (id, patient, date, side) -> (exam id, gap) of the exam
+    (id, patient, date, side) nearest in days, gap < window; ties: earlier, same side, lower id."""
+    out = {}
+    for image_id, patient, day, side in images:
+        ranked = sorted(
+            (abs((e_day - day).days), e_day, 0 if e_side == side else 1, e_id)
+            for e_id, e_patient, e_day, e_side in exams
+            if e_patient == patient and abs((e_day - day).days) < window)
+        if ranked:
+            out[image_id] = (ranked[0][3], ranked[0][0])
+    return out
+
+
+OTHER = {"L": "R", "R": "L", "B": "L"}
+
+
+def _random_cohort(s: Session, rng, window: int, tag: str) -> None:
+    """Images whose exams sit where the rule's edges are: at gap = window - 1 (paired) and = window
+    (not), at the same gap on both sides with only the later one on the image's side (the earlier
+    still wins), several sides on one day (same side, then lower id), and anywhere at random."""
+    taken = set()
+
+    def exam(p, day, side):
+        if (p.id, day, side) not in taken:
+            taken.add((p.id, day, side))
+            add_exam(s, p, day.isoformat(), rng.choice([-3.1, -2.5, -2.4, -1.0, -0.9, 0.5]), side=side)
+
+    for k in range(15):
+        p = add_patient(s, f"R{tag}-{k}")
+        base = D("2020-01-01") + dt.timedelta(days=rng.randrange(0, 900))
+        for _ in range(rng.randrange(1, 4)):
+            day = base + dt.timedelta(days=rng.randrange(0, 4 * window))
+            side = rng.choice("LRB")
+            add_image(s, p, day.isoformat(), side=side)
+            g = dt.timedelta(days=rng.randrange(0, window))
+            case = rng.choice(["edge", "tie", "same day", "random"])
+            if case == "edge":
+                exam(p, day + rng.choice([-1, 1]) * dt.timedelta(days=rng.choice([window - 1, window])), "-")
+            elif case == "tie":
+                exam(p, day - g, OTHER[side])
+                exam(p, day + g, side)
+            elif case == "same day":
+                for e_side in rng.sample("LR-", rng.randrange(2, 4)):
+                    exam(p, day + g * rng.choice([-1, 1]), e_side)
+            for _ in range(rng.randrange(0, 3)):
+                exam(p, day + dt.timedelta(days=rng.randrange(-window - 10, 3 * window)), rng.choice("LR-"))
+
+
+def _edge_cases(images: list[tuple], exams: list[tuple], window: int) -> dict[str, int]:
+    """How many images of the cohort have their nearest exam in each edge case."""
+    seen = {"gap = window - 1": 0, "gap = window": 0, "tie across the image": 0, "sides on one day": 0}
+    for _, patient, day, _ in images:
+        offsets = [((e_day - day).days, e_side) for _, e_patient, e_day, e_side in exams if e_patient == patient]
+        nearest = min((abs(o) for o, _ in offsets), default=None)
+        at = [o for o, _ in offsets if abs(o) == nearest]
+        seen["gap = window - 1"] += nearest == window - 1
+        seen["gap = window"] += nearest == window
+        seen["tie across the image"] += nearest is not None and nearest < window and len(set(at)) == 2
+        seen["sides on one day"] += nearest is not None and nearest < window and len(at) > len(set(at))
+    return seen
+
+
+def test_random_cohorts_match_the_plain_python_rule(engine):
+    import random
+
+    window = 30
+    with Session(engine, expire_on_commit=False) as s:
+        for seed in range(3):
+            _random_cohort(s, random.Random(seed), window, tag=str(seed))
+            every_exam = s.query(DexaExam).all()  # the earlier seeds' rows stay: each round checks them all
+            images = [(i.id, i.patient_id, i.study_date, i.laterality) for i in s.query(DicomImage)]
+            exams = [(e.id, e.patient_id, e.exam_date, e.side) for e in every_exam]
+            got = pairs(s, window)
+            assert {k: (r["dexa_exam_id"], int(r["gap_days"])) for k, r in got.items()} == \
+                reference_pairs(images, exams, window), seed
+            t_of = {e.id: e.t_score for e in every_exam}
+            for r in got.values():
+                t = t_of[r["dexa_exam_id"]]
+                assert float(r["t_score"]) == t and int(r["label"]) == (1 if t <= -2.5 else 0)
+                assert r["label3"] == ("osteoporosis" if t <= -2.5 else "normal" if t >= -1.0 else "osteopenia")
+    seen = _edge_cases(images, exams, window)
+    assert min(seen.values()) >= 3, seen  # the cohorts really hold the cases the rule's edges are about
+
+
+def test_sqlite_plan_probes_the_day_index_and_sorts_nothing(tmp_path):
+    """Why SQLite pairs 1M x 1M in seconds: X-rays read once in id order, exams by index range, no sort."""
+    from sqlalchemy import text
+
+    from db import create_schema, make_engine
+    from db.sql import load_sql
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'plan.sqlite'}")
+    create_schema(engine)
+    explain = text("EXPLAIN QUERY PLAN " + load_sql("pair_xray_dexa", "sqlite").text)
+    with engine.connect() as conn:
+        plan = [r[3] for r in conn.execute(explain, {"window_days": 183, "osteoporosis_t": -2.5, "normal_t": -1.0})]
+        with Session(bind=conn) as s:
+            before = conn.exec_driver_sql("PRAGMA mmap_size").scalar()
+            pairs(s)
+            after = conn.exec_driver_sql("PRAGMA mmap_size").scalar()
+    engine.dispose()
+    assert any("ix_dexa_exam_patient_day" in step and "exam_day>? AND exam_day<?" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
+    assert before == after  # query_pairs maps the file for its query only
