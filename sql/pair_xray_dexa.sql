@@ -1,9 +1,9 @@
 -- pair_xray_dexa (rule version 1; PostgreSQL and Oracle)
 -- Each X-ray pairs with the DEXA exam of the same (pseudonymised) patient whose date is
--- nearest, when the gap is strictly under :window_days days. Ties go to the earlier exam,
+-- nearest, when the gap is strictly under window_days days. Ties go to the earlier exam,
 -- then to the exam of the same side as the image. At most one pair per image.
--- Label: T-score <= :osteoporosis_t is osteoporosis (1), else 0; the 3-class label keeps
--- normal (T >= :normal_t) and osteopenia apart.
+-- Label: T-score <= osteoporosis_t is osteoporosis (1), else 0; the 3-class label keeps
+-- normal (T >= normal_t) and osteopenia apart. (No bind marks in comments: SQLite counts them.)
 -- Why this shape: dates are compared as integer day numbers (study_day, exam_day: days since
 -- 1970-01-01), so the window is a range on the (patient_id, day) indexes and only the exams
 -- inside it are ranked, instead of every exam of the patient.

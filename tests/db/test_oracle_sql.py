@@ -44,3 +44,21 @@ def test_pairing_statement_compiles_with_oracle_binds():
     assert set(compiled.params) == {"window_days", "osteoporosis_t", "normal_t"}
     assert ":window_days" in str(compiled)
     assert "julianday" not in str(compiled).lower()
+
+
+@pytest.mark.parametrize("path", sorted(SQL_DIR.glob("*.sql")), ids=lambda p: p.name)
+def test_no_bind_marks_in_comments(path):
+    """text() turns a :name in a comment into a placeholder that SQLite then counts as a missing bind."""
+    import re
+
+    comments = [line.split("--", 1)[1] for line in path.read_text(encoding="utf-8").splitlines() if "--" in line]
+    assert not [c for c in comments if re.search(r"(?<![:\w]):[A-Za-z_]\w*", c)], path.name
+
+
+def test_pairing_sql_uses_the_integer_day_columns():
+    """The window is a range on the (patient_id, day) indexes on every database (issue 15)."""
+    for dialect in DIALECTS:
+        sql = sql_path("pair_xray_dexa", dialect).read_text(encoding="utf-8")
+        body = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
+        assert "e.exam_day > i.study_day - :window_days" in body and "e.exam_day < i.study_day + :window_days" in body
+        assert "study_date" not in body and "exam_date" not in body, dialect
