@@ -81,3 +81,50 @@ def start_prefect_server(home: Path, timeout: float = 150):
         yield api if proc.poll() is None and healthy(api) else None
     finally:
         stop(proc)
+
+
+def spawn(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
+    """A server or worker in its own process group (stop() ends the group), output to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([str(c) for c in cmd], env=env, cwd=cwd or log.parent, start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait_healthy(proc: subprocess.Popen, health_url: str, log: Path, timeout: float, what: str) -> None:
+    """Wait until `health_url` answers 200; a process that exits or never answers fails with its log's tail."""
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(health_url, timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(lambda: proc.poll() is not None or answers(), timeout, what)
+    except TimeoutError:
+        pass
+    if proc.poll() is not None or not answers():
+        raise AssertionError(f"{what} did not start (exit code {proc.poll()}):\n{log.read_text()[-3000:]}")
+
+
+def stop_all(procs: list[subprocess.Popen], grace: float = 10) -> None:
+    """SIGTERM to every process group at once, then SIGKILL to what is left after `grace` seconds (servers
+    whose databases are dropped next need no slow goodbye, one after another)."""
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group: workers a server left behind too
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
