@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output folder (default: <data>/heads)")
     p.add_argument("--clinical", default="age,sex", help="clinical variables for the fusion (default: age,sex)")
     p.add_argument("--pca", type=int, default=0, help="PCA components of the embedding beside the logit (default 0)")
+    p.add_argument("--fit-on", choices=("train", "validation"), default="train",
+                   help="fit the heads on every training image, or on the checkpoint's validation fold only")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else Path(settings.data_dir) / "heads"
     try:
         rep = heads_report(factory, manifest, checkpoint, out, args.clinical, device=args.device,
-                           n_components=args.pca)
+                           n_components=args.pca, fit_on=args.fit_on)
     except UserError as exc:
         print(f"refused ({exc.reason}): {exc.detail}", file=sys.stderr)
         return 2
@@ -87,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, default=float))
         return 0
     m = rep.metrics
-    print(f"heads on {checkpoint.name} ({int(m['heads_n_fit'])} training, {int(m['heads_n_test'])} test images)")
+    print(f"heads on {checkpoint.name} ({int(m['heads_n_fit'])} {args.fit_on} images to fit, "
+          f"{int(m['heads_n_test'])} test)")
     if rep.clinical:
         print(f"  AUC image {m['fusion_auc_image']:.3f}  with {'+'.join(rep.clinical)} "
               f"{m['fusion_auc_with_clinical']:.3f}  clinical only {m['fusion_auc_clinical_only']:.3f}")

@@ -27,6 +27,8 @@ from osteo.clinical import clinical_matrix, clinical_table, parse_clinical
 from osteo.errors import UserError
 from osteo_common.files import atomic_write_text
 
+FIT_ON = ("train", "validation")
+
 
 @dataclass(frozen=True)
 class HeadsReport:
@@ -105,16 +107,27 @@ def _num(v: float) -> float | None:
 def heads_report(factory: sessionmaker[Session], manifest: pd.DataFrame | str | os.PathLike,
                  checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
                  clinical: tuple[str, ...] | str | None = ("age", "sex"), *, device=None,
-                 n_components: int = 0, batch_size: int = 32, seed: int = 0) -> HeadsReport:
+                 n_components: int = 0, batch_size: int = 32, seed: int = 0,
+                 fit_on: str = "train") -> HeadsReport:
     """Fit the three heads on the training images of ``manifest`` through ``checkpoint``'s frozen
     backbone, score them on its test split, and write predictions (CSV), metrics (JSON), the BMD / T
-    scatter plot and the 3-class confusion matrix (PNG) under ``out_dir``."""
+    scatter plot and the 3-class confusion matrix (PNG) under ``out_dir``.
+
+    ``fit_on`` "train": every training image; "validation": only the checkpoint's own validation fold
+    (images its weights never trained on: fewer, but the image logits are as sharp as on the test year)."""
     from osteo_model.heads import bmd_head, embed_with_logits, fusion_auc, image_features, three_class_head
     from osteo_model.predict import load_checkpoint
 
     clinical = parse_clinical(clinical)
+    if fit_on not in FIT_ON:
+        raise ValueError(f"fit_on must be one of {FIT_ON}, got {fit_on!r}")
+    model, config, extra = load_checkpoint(checkpoint)
     frame = _frame(manifest)
     frame = frame[frame["split"].isin(["train", "test"])]
+    if fit_on == "validation":
+        if "fold" not in extra or "fold" not in frame.columns:
+            raise UserError("heads_no_fold", f"{Path(checkpoint).name} names no validation fold: use fit_on='train'")
+        frame = frame[(frame["split"] == "test") | (frame["fold"] == int(extra["fold"]))]
     table = clinical_table(factory, frame["member_id"].tolist())
     rows = frame[["member_id", "path", "label", "split"]].merge(table, on="member_id", how="inner")
     fit, test = rows[rows["split"] == "train"].reset_index(drop=True), rows[rows["split"] == "test"]
@@ -123,12 +136,12 @@ def heads_report(factory: sessionmaker[Session], manifest: pd.DataFrame | str | 
         raise UserError("heads_no_data", "the heads need training images of both labels and test images "
                         f"with their DEXA rows (found {len(fit)} training, {len(test)} test)")
 
-    model, config, _extra = load_checkpoint(checkpoint)
     fit_emb = embed_with_logits(model, fit["path"].tolist(), config.image_size, device, batch_size)
     test_emb = embed_with_logits(model, test["path"].tolist(), config.image_size, device, batch_size)
 
     fit_img, test_img = image_features(fit_emb, test_emb, n_components, seed)
-    metrics: dict[str, float] = {"heads_n_fit": float(len(fit)), "heads_n_test": float(len(test))}
+    metrics: dict[str, float] = {"heads_n_fit": float(len(fit)), "heads_n_test": float(len(test)),
+                                 "heads_fit_on_validation": float(fit_on == "validation")}
     test = test.assign(p_image=np.nan, p_fused=np.nan)
     if clinical:
         fusion = fusion_auc(fit_img, clinical_matrix(fit, clinical), fit["label"], test_img,
@@ -154,7 +167,8 @@ def heads_report(factory: sessionmaker[Session], manifest: pd.DataFrame | str | 
     json_path = out / "heads_metrics.json"
     payload = {"clinical": list(clinical), "metrics": {k: _num(v) for k, v in metrics.items()},
                "confusion3": three.confusion, "labels3": ["normal", "osteopenia", "osteoporosis"],
-               "ridge_alpha": {"bmd": bmd.alpha, "tscore": tsc.alpha}, "image_pca_components": n_components}
+               "ridge_alpha": {"bmd": bmd.alpha, "tscore": tsc.alpha}, "image_pca_components": n_components,
+               "fit_on": fit_on}
     atomic_write_text(json_path, json.dumps(payload, indent=2, sort_keys=True))
     scatter = plot_bmd_scatter(test, out / "heads_bmd_scatter.png", bmd.pearson_r, tsc.pearson_r)
     cm_png = plot_confusion3(three.confusion, out / "heads_confusion3.png", three.accuracy, three.macro_f1)

@@ -113,9 +113,10 @@ def small_study(engine, tmp_path):
             img = np.clip(150 + 20 * t + rng.normal(0, 8, (40, 40)), 0, 255).astype(np.uint8)
             png = write_png(tmp_path / f"m{mid}.png", img)
             rows.append({"member_id": mid, "path": str(png), "label": int(t <= -2.5),
-                         "split": "test" if k % 3 == 0 else "train"})
+                         "split": "test" if k % 3 == 0 else "train", "fold": -1 if k % 3 == 0 else k % 2})
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "fold-0.pth", build_model("resnet18"), {"arch": "resnet18", "image_size": 32})
+    ckpt = save_checkpoint(tmp_path / "fold-0.pth", build_model("resnet18"), {"arch": "resnet18", "image_size": 32},
+                           {"fold": 1})
     return factory, pd.DataFrame(rows), ckpt
 
 
@@ -138,6 +139,8 @@ def test_heads_report_writes_metrics_and_figures(small_study, tmp_path):
         assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     again = heads_report(factory, manifest, ckpt, tmp_path / "again", device="cpu")
     assert again.metrics == rep.metrics  # deterministic
+    val = heads_report(factory, manifest, ckpt, tmp_path / "val", device="cpu", fit_on="validation")
+    assert val.metrics["heads_n_fit"] == (manifest["fold"] == 1).sum() == 8 and val.metrics["heads_n_test"] == 8
     plain = heads_report(factory, manifest, ckpt, tmp_path / "plain", clinical=(), device="cpu")
     assert "fusion_auc_with_clinical" not in plain.metrics
     with pytest.raises(UserError) as info:
