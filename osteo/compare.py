@@ -2,7 +2,9 @@
 
 The seed study (tables 4.1/4.2) set ResNet18, ResNet34, GoogLeNet, DenseNet and VGG16 side by side:
 precision, recall and F1 per class on the test year, and training time. Here each row adds the test-year
-ROC AUC and the parameter count. Every architecture trains on the SAME snapshot and the SAME folds; the
+ROC AUC and the parameter count. Every architecture trains on the SAME snapshot and the SAME folds, and is
+scored at its own operating threshold (chosen on its out-of-fold validation for the target osteoporosis
+recall, as `osteo train` does; MLflow also holds each at 0.5 as test_at_0.5_*). The
 best architecture (for `--register`) is chosen on validation, never on the test year, by the rule that
 chose each fold's best epoch (the preset's `select_by`).
 """
@@ -18,15 +20,16 @@ from typing import Any
 import pandas as pd
 
 from osteo.errors import UserError
-from osteo.snapshot import SnapshotInfo
+from osteo.snapshot import SnapshotInfo, load_manifest
+from osteo.test_report import TestReportExtras, extra_test_report
 from osteo.training import Evaluation, FoldResult, Registration, training_digest
 
 DEFAULT_ARCHS: tuple[str, ...] = ("resnet18", "resnet34", "googlenet", "densenet121", "vgg16")
 # the seed's columns (per class precision/recall/F1, training time) plus AUC, accuracy and size
 TEST_COLUMNS: tuple[str, ...] = ("precision_0", "recall_0", "f1_0", "precision_1", "recall_1", "f1_1",
                                  "accuracy", "specificity", "roc_auc")
-TABLE_COLUMNS: tuple[str, ...] = ("arch", *TEST_COLUMNS, "train_seconds", "n_parameters", "best_fold",
-                                  "val_auc_mean", "run_id")
+TABLE_COLUMNS: tuple[str, ...] = ("arch", *TEST_COLUMNS, "threshold", "ece", "ece_calibrated", "train_seconds",
+                                  "n_parameters", "best_fold", "val_auc_mean", "run_id")
 
 
 def parse_archs(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -67,6 +70,7 @@ class ArchResult:
     best: FoldResult
     evaluation: Evaluation
     n_parameters: int
+    extras: TestReportExtras | None = None  # subgroups and calibration (osteo.test_report)
 
     @property
     def train_seconds(self) -> float:
@@ -80,12 +84,16 @@ class ArchResult:
 
     def metrics(self) -> dict[str, float]:
         """What the architecture's run holds beside the test_* metrics, under one name on every child run."""
+        extra = {f"test_{k}": v for k, v in self.extras.metrics().items()} if self.extras else {}
         return {"train_seconds": self.train_seconds, "n_parameters": float(self.n_parameters),
-                "val_auc_mean": self.val_auc_mean, "best_fold": float(self.best.fold)}
+                "val_auc_mean": self.val_auc_mean, "best_fold": float(self.best.fold), **extra}
 
     def row(self) -> dict[str, Any]:
         m = self.evaluation.metrics
         return {"arch": self.arch, **{k: _num(m.get(k)) for k in TEST_COLUMNS},
+                "threshold": _num(getattr(self.evaluation, "threshold", None)),
+                "ece": _num(self.extras.ece_before if self.extras else None),
+                "ece_calibrated": _num(self.extras.ece_after if self.extras else None),
                 "train_seconds": round(self.train_seconds, 2), "n_parameters": self.n_parameters,
                 "best_fold": self.best.fold, "val_auc_mean": _num(self.val_auc_mean), "run_id": self.run_id}
 
@@ -96,6 +104,20 @@ def _num(v: Any) -> float | None:
         return None
     v = float(v)
     return None if math.isnan(v) else round(v, 4)
+
+
+def arch_test_report(factory, manifest_path: str, evaluation: Evaluation, best: FoldResult,
+                     out_dir: str | Path) -> TestReportExtras | None:
+    """Subgroups and calibration of an architecture's test year (files in out_dir): its test probabilities
+    from the evaluation, the temperature fitted on its best fold's validation predictions. None when the
+    evaluation carries no per-image probabilities."""
+    ids, probs = list(getattr(evaluation, "test_member_ids", []) or []), getattr(evaluation, "test_probs", None)
+    if not ids or not probs:
+        return None
+    labels = load_manifest(manifest_path).set_index("member_id").loc[ids, "label"].astype(int).to_numpy()
+    return extra_test_report(factory, pd.DataFrame({"member_id": ids}), labels, probs, evaluation.threshold,
+                             out_dir, getattr(best, "val_labels", None) or None, getattr(best, "val_probs", None)
+                             or None)
 
 
 def comparison_table(results: list[ArchResult]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import argparse
 from osteo.runtime import configure_environment
 from osteo.settings import get_settings
 from osteo_cli.output import emit
-from osteo_cli.train import ARCHS, check_trainable
+from osteo_cli.train import ARCHS, _recall, check_trainable
 from osteo_model.config import PRESETS
 
 
@@ -20,7 +20,8 @@ def compare(args: argparse.Namespace):
     from flows.compare import compare_flow
 
     return compare_flow(archs=list(archs), preset=args.preset, folds=args.folds, epochs=args.epochs, seed=args.seed,
-                        register=args.register, test_year=args.test_year, box_source=args.box_source)
+                        register_best=args.register, test_year=args.test_year, box_source=args.box_source,
+                        target_recall=args.target_recall)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -43,6 +44,9 @@ def register(add) -> None:
     p.add_argument("--box-source", choices=("human", "any"), default="human",
                    help="crops used: a person's boxes only, or the localiser's confident boxes too "
                         "(default: %(default)s)")
+    p.add_argument("--target-recall", type=_recall, metavar="R",
+                   help="osteoporosis recall each architecture's operating threshold is chosen for on its "
+                        "out-of-fold validation (default: OSTEO_TARGET_RECALL, 0.90)")
     p.add_argument("--register", action="store_true",
                    help="register the best architecture (chosen on validation) through the champion gate "
                         "(default: off)")

@@ -25,7 +25,7 @@ from osteo.compare import TEST_COLUMNS, ArchResult, table_markdown
 from osteo.settings import Settings
 from osteo.snapshot import SnapshotInfo
 from osteo_common.files import write_json
-from osteo_mlflow.client import clean_params, code_tags, experiment_id, log_metrics
+from osteo_mlflow.client import clean_params, code_tags, experiment_id, log_artifacts, log_metrics
 
 TABLE_FILE = "comparison/comparison_table.json"
 MARKDOWN_FILE = "comparison/comparison.md"
@@ -84,18 +84,20 @@ def start_arch_run(c: MlflowClient, compare_run_id: str, arch: str, config: dict
     return run.info.run_id
 
 
-def finish_arch_run(c: MlflowClient, result: ArchResult) -> None:
+def finish_arch_run(c: MlflowClient, result: ArchResult, extra_dir: Path | None = None) -> None:
     """Training time, size and validation summary on the architecture's run, then the run is finished.
 
-    The test_* metrics are there already (the test-year evaluation) except the undefined ones: those of the
-    table's columns are logged as NaN, so that every architecture's run has the same names (an
+    The test_* metrics are there already (the test-year evaluation) except the undefined ones: those (and
+    any of the table's columns) are logged as NaN, so that every architecture's run has the same names (an
     architecture that never predicts osteoporosis has no precision_1, and says so)."""
     log_metrics(c, result.run_id, result.metrics())
     now = int(time.time() * 1000)
-    undefined = [Metric(f"test_{k}", math.nan, now, 0) for k in TEST_COLUMNS
-                 if not _finite(result.evaluation.metrics.get(k))]
+    names = dict.fromkeys([*TEST_COLUMNS, *result.evaluation.metrics])
+    undefined = [Metric(f"test_{k}", math.nan, now, 0) for k in names if not _finite(result.evaluation.metrics.get(k))]
     if undefined:
         c.log_batch(result.run_id, metrics=undefined)
+    if extra_dir is not None:  # subgroups.csv/md, calibration.json
+        log_artifacts(c, result.run_id, Path(extra_dir), "test/extra")
     c.set_terminated(result.run_id, "FINISHED")
 
 

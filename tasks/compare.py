@@ -5,10 +5,12 @@ The folds, the test-year evaluation and the registration are the train flow's ow
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 
-from osteo.compare import ArchResult, n_parameters
-from osteo.settings import get_settings
+from osteo.compare import ArchResult, arch_test_report, n_parameters
+from osteo.settings import get_settings, session_factory
 from osteo.snapshot import SnapshotInfo
 from osteo.training import Evaluation, FoldResult
 from osteo_mlflow import compare
@@ -28,11 +30,14 @@ def start_arch_run(compare_run_id: str, arch: str, config: dict, run_dir: str, p
 
 
 @task(name="finish-architecture-run", tags=["mlflow"], **RETRY)
-def finish_arch_run(arch: str, run_id: str, folds: list[FoldResult], best: FoldResult,
-                    evaluation: Evaluation) -> ArchResult:
+def finish_arch_run(arch: str, run_id: str, folds: list[FoldResult], best: FoldResult, evaluation: Evaluation,
+                    manifest_path: str, run_dir: str) -> ArchResult:
+    s = get_settings()
+    out = Path(run_dir) / "test-extra"
+    extras = arch_test_report(session_factory(s), manifest_path, evaluation, best, out)
     result = ArchResult(arch=arch, run_id=run_id, folds=folds, best=best, evaluation=evaluation,
-                        n_parameters=n_parameters(arch))
-    compare.finish_arch_run(client(get_settings()), result)
+                        n_parameters=n_parameters(arch), extras=extras)
+    compare.finish_arch_run(client(s), result, out)
     return result
 
 

@@ -77,7 +77,7 @@ def test_compare_leaves_one_parent_with_the_table(compared):
     table = read_table(c, parent.info.run_id)
     assert list(table["arch"]) == ["resnet18", "resnet34"]
     for col in ("precision_0", "recall_0", "f1_0", "precision_1", "recall_1", "f1_1", "roc_auc",
-                "train_seconds", "n_parameters"):
+                "threshold", "train_seconds", "n_parameters"):
         assert col in table.columns, col
     assert table.set_index("arch")["n_parameters"]["resnet34"] > table.set_index("arch")["n_parameters"]["resnet18"]
     md = {a.path for a in c.list_artifacts(parent.info.run_id, "comparison")}
@@ -89,14 +89,19 @@ def test_compare_leaves_one_parent_with_the_table(compared):
     names = [set(ch.data.metrics) for ch in children]
     assert names[0] == names[1]
     assert {"test_roc_auc", "test_recall_1", "test_precision_1", "test_f1_1", "test_recall_0", "train_seconds",
-            "n_parameters"} <= names[0]
+            "n_parameters", "test_ece_before", "test_ece_after", "test_temperature"} <= names[0]
     for ch in children:
         row = table.set_index("arch").loc[ch.data.tags["arch"]]
         assert ch.data.metrics["n_parameters"] == row["n_parameters"]
         assert ch.data.metrics["train_seconds"] > 0
+        # each architecture at its own operating threshold, chosen on its out-of-fold validation
+        assert ch.data.metrics["threshold"] == pytest.approx(row["threshold"], abs=1e-4)
         for col in ("recall_1", "precision_1", "f1_1", "recall_0", "roc_auc"):
             logged = ch.data.metrics[f"test_{col}"]  # undefined (e.g. no osteoporosis predicted): NaN in both
             assert (math.isnan(logged) and pd.isna(row[col])) or logged == pytest.approx(row[col], abs=1e-4), col
+        extra = {a.path for a in c.list_artifacts(ch.info.run_id, "test/extra")}
+        assert extra == {f"test/extra/{n}" for n in ("subgroups.csv", "subgroups.md", "calibration.json")}
+        assert ch.data.metrics["test_ece_before"] == pytest.approx(row["ece"], abs=1e-4)
         folds = c.search_runs([exp], f"tags.mlflow.parentRunId = '{ch.info.run_id}'")
         assert sorted(int(f.data.tags["fold"]) for f in folds) == [0, 1]
         assert ch.info.status == "FINISHED"
@@ -120,7 +125,7 @@ def test_a_rerun_resumes_and_register_goes_through_the_gate(compared):
     from osteo_mlflow.compare import read_table
 
     first, s = compared["result"], compared["settings"]
-    again = compare_flow(archs="resnet18,resnet34", folds=2, epochs=2, register=True)
+    again = compare_flow(archs="resnet18,resnet34", folds=2, epochs=2, register_best=True)
     assert again.run_id == first["run_id"]  # the same parent, its folds not trained again
     assert all(f.resumed for r in again.results for f in r.folds)
     c = MlflowClient(s.resolved_tracking_uri(), s.resolved_tracking_uri())
