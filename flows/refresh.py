@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from functools import partial, reduce
 from operator import add
 from pathlib import Path
@@ -50,20 +51,10 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
                                         "annotation_map_file": annotation_map_file})
         still_held = partial(assert_still_held, held)  # a lost database lock stops the run before its next write
         try:
-            # discovery streams in the flow body (a plain generator, not a task: a task's result would be
-            # the whole list): DICOM files often carry no suffix, every file is a candidate; each batch
-            # goes to the ingest as the walk finds it. The other folders are small: lists, checked now.
-            dicoms = walk(dicom_dir)
+            dicoms = walk(dicom_dir)  # streamed (_ingest_dicoms); the folders are checked now
             csvs = discover(dexa_dir)  # every file: one we cannot read is quarantined, never ignored
             xmls = discover(annotations_dir, (".xml",)) if annotations_dir else []
-            dicom, n_dicoms = StageCounts(), 0
-            with _files_bar("ingest") as bar:
-                for b in batches(dicoms, settings.ingest_batch_size):
-                    still_held()
-                    dicom = dicom + ingest_dicom_batch(b, retry_quarantined, rehash)
-                    n_dicoms += len(b)
-                    bar.update(len(b))
-                    bar.set_postfix(unchanged=dicom.unchanged, read=dicom.files - dicom.unchanged, refresh=False)
+            dicom, n_dicoms = _ingest_dicoms(dicoms, settings.ingest_batch_size, still_held, retry_quarantined, rehash)
             still_held()
             dexa = ingest_dexa_files(csvs, column_map_file, retry_quarantined, rehash)  # quarantined: judged again
             still_held()
@@ -84,6 +75,23 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
             raise
     _publish(report, settings)
     return report
+
+
+def _ingest_dicoms(paths: Iterator[str], batch_size: int, still_held: Callable[[], None], retry_quarantined: bool,
+                   rehash: bool) -> tuple[StageCounts, int]:
+    """The DICOM ingest, one task run a batch, each batch handed over as the walk finds it. Discovery
+    is a plain generator here in the flow, not a task: a task's result would be the whole list, and a
+    million-file tree would be in memory before the first file is read. DICOM files often carry no
+    suffix: every file is a candidate. Returns the counts and the files walked (counted as they stream)."""
+    dicom, walked = StageCounts(), 0
+    with _files_bar("ingest") as bar:
+        for b in batches(paths, batch_size):
+            still_held()
+            dicom = dicom + ingest_dicom_batch(b, retry_quarantined, rehash)
+            walked += len(b)
+            bar.update(len(b))
+            bar.set_postfix(unchanged=dicom.unchanged, read=dicom.files - dicom.unchanged, refresh=False)
+    return dicom, walked
 
 
 ARTIFACT_FILES = 1000  # quarantined files named in the artifact; `osteo quarantine` lists them all
