@@ -24,7 +24,6 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
-from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from osteo.etl.dicom_bytes import deflate_problem
 from osteo.etl.errors import InputError
@@ -130,8 +129,7 @@ def header_record(data: bytes, key: bytes, scope: ScopeRules = DEFAULT_SCOPE) ->
     if len(data) < 132:
         raise InputError("not_dicom", "file is shorter than a DICOM preamble")
     with quiet_reads():  # pydicom's warnings and log records quote header values
-        # a deflated file names its transfer syntax in its meta: the other files skip the meta's read
-        problem = deflate_problem(data) if _DEFLATED in data else None
+        problem = deflate_problem(data)  # reading the meta (0.15 ms) beats searching 700 KB for the UID
         if problem:
             raise InputError(*problem)
         return _header_record(data, key, scope)
@@ -173,7 +171,6 @@ class _Header:
 
 
 _WANTED_TAGS = tuple((kw, BaseTag(tag_for_keyword(kw))) for kw in WANTED)
-_DEFLATED = DeflatedExplicitVRLittleEndian.encode("ascii")
 
 
 def _header_record(data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]:
