@@ -10,8 +10,8 @@ A femoral-neck crop is scored as is when the caller says so (params {"cropped": 
 `unwrap_python_model().predict_images` with arrays or PNG bytes).
 
 Labels use the model's operating threshold (chosen on validation for a target osteoporosis recall,
-kept in the checkpoint's extra, the MLmodel metadata and the signature's `threshold` param default);
-params {"threshold": t} labels at another one.
+logged as the model's `model_config`, its MLmodel metadata and the signature's `threshold` param
+default; a model without it uses its checkpoint's); params {"threshold": t} labels at another one.
 
 The model is logged as code (MLflow "models from code"): the registry holds the small script in
 MODEL_CODE, this package (code_paths) and the weights, and loading it imports code instead of
@@ -76,11 +76,14 @@ class OsteoClassifier(PythonModel):
         from osteo_model.onnx import OnnxClassifier, onnxruntime_available
         from osteo_model.predict import Predictor
 
+        config = getattr(context, "model_config", None) or {}
+        threshold = float(config["threshold"]) if config.get("threshold") is not None else None
         # the same outputs either way; ONNX Runtime (registered since model.onnx) is about twice as fast
         if "onnx" in context.artifacts and onnxruntime_available():
-            self.predictor = OnnxClassifier.load(context.artifacts["onnx"], context.artifacts["checkpoint"])
+            self.predictor = OnnxClassifier.load(context.artifacts["onnx"], context.artifacts["checkpoint"],
+                                                 threshold=threshold)
         else:
-            self.predictor = Predictor.from_checkpoint(context.artifacts["checkpoint"])
+            self.predictor = Predictor.from_checkpoint(context.artifacts["checkpoint"], threshold=threshold)
         self.locator = None
         self.crop = {"size": 256, "margin": 0.15, "min_confidence": 0.8}
         if "localiser" in context.artifacts:

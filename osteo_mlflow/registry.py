@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import replace
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -84,13 +83,9 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
         c.set_tag(parent_run_id, "champion_decision", why)
         return Registration(model_name=name, model_version=existing, champion=champion == existing,
                             champion_version=champion, decision=why, already_registered=True)
-    from osteo_model.predict import with_threshold
-
     test = snap.load_manifest(snapshot.manifest_path).query("split == 'test'")
     thr = float(evaluation.threshold)
-    checkpoint = str(with_threshold(best.checkpoint, Path(best.checkpoint).parent / "registered" /
-                                    Path(best.checkpoint).name, thr, target_recall=target_recall))
-    registered = replace(best, checkpoint=checkpoint)
+    checkpoint = best.checkpoint  # the fold's own file (lineage hashes it); the threshold goes in model_config
     example = pd.DataFrame({"image": [Path(test["path"].iloc[0]).read_bytes()]})
     signature = infer_signature(example, pd.DataFrame({
         "probability": [0.5], "label": [1], "label_name": ["x"], "heatmap_png": ["x"], "side": ["L"], "box": ["[]"],
@@ -98,7 +93,7 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
         params={"heatmap": True, "cropped": False, "threshold": thr})
     # the localiser the classifier crops whole radiographs with: the champion's weights, in the model
     localiser = localiser_artifacts(c, settings, Path(checkpoint).parent / "localiser")
-    onnx = onnx_artifacts(registered)
+    onnx = onnx_artifacts(best)
     with mlflow.start_run(run_id=parent_run_id):
         mlflow.log_artifact(checkpoint, "checkpoint")
         info = mlflow.pyfunc.log_model(
@@ -106,7 +101,7 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
             artifacts={"checkpoint": checkpoint, **onnx, **localiser},
             code_paths=[str(REPO_ROOT / p) for p in MODEL_PACKAGES],
             signature=signature, input_example=example, registered_model_name=name,
-            pip_requirements=requirements(),
+            pip_requirements=requirements(), model_config={"threshold": thr, "target_recall": target_recall},
             metadata={"threshold": thr, "target_recall": target_recall, "training_digest": digest,
                       "snapshot_digest": snapshot.digest},
         )
@@ -135,7 +130,7 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
     challenger_metrics, champion_metrics = {**m, "n": evaluation.n_test}, None
     if champion_version is not None and champion_version != version:
         challenger_metrics, champion_metrics = compare_on_fair_images(
-            c, settings, name, champion_version, test, evaluation)
+            c, settings, name, champion_version, test, evaluation, version)
     promote, why = should_promote(challenger_metrics, champion_metrics, min_test_images=settings.min_test_images)
     if challenger_metrics.get("n_champion_trained_on"):
         why += (f" (on the {challenger_metrics['n']} test images the champion did not train on; it trained on "
@@ -179,18 +174,23 @@ def champion_training_images(settings: Settings, c: MlflowClient, name: str, ver
 
 
 def compare_on_fair_images(c: MlflowClient, settings: Settings, name: str, champion_version: str, test: pd.DataFrame,
-                           evaluation: Evaluation) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Challenger and champion metrics on the same images: the challenger's test images that the champion did not
-    train on (a champion from another snapshot, e.g. another test year, may have trained on some of them)."""
+                           evaluation: Evaluation, version: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Challenger (`version`) and champion metrics on the same images: the challenger's test images that the
+    champion did not train on (a champion from another snapshot, e.g. another test year, may have trained on
+    some of them). The challenger's come from the evaluation's per-image probabilities, else it is scored again."""
     from osteo_model.metrics import compute_metrics
 
     seen = champion_training_images(settings, c, name, champion_version)
     keep = ~test["member_id"].astype(int).isin(seen)
     fair = test.loc[keep]
     probs = dict(zip(evaluation.test_member_ids, evaluation.test_probs, strict=True))
-    labels = fair["label"].astype(int).tolist()
-    mine = compute_metrics(labels, [probs[int(i)] for i in fair["member_id"]], evaluation.threshold) if len(fair) \
-        else {}
+    if not len(fair):
+        mine = {}
+    elif all(int(i) in probs for i in fair["member_id"]):
+        mine = compute_metrics(fair["label"].astype(int).tolist(), [probs[int(i)] for i in fair["member_id"]],
+                               evaluation.threshold)
+    else:
+        mine = score_version(name, version, fair)
     challenger = {**{k: v for k, v in mine.items() if isinstance(v, int | float)}, "n": int(len(fair)),
                   "n_champion_trained_on": int((~keep).sum())}
     if not len(fair):

@@ -104,7 +104,8 @@ def toy_registry(tmp_path_factory):
                    real_score(n, v, t))
         challenger, _ = register(crops, "b", "digest-2")  # tested on all 8
         yield {"settings": s, "client": c, "first": first, "again": again, "challenger": challenger,
-               "threshold": threshold, "probs": probs, "crops": crops, "scored": calls}
+               "threshold": threshold, "probs": probs, "crops": crops, "scored": calls,
+               "checkpoint": ckpt}
 
 
 def test_first_version_is_champion_and_the_same_training_registers_nothing_new(toy_registry):
@@ -155,6 +156,10 @@ def test_pyfunc_labels_at_the_registered_operating_threshold(toy_registry):
     assert sum(out["label"]) == 3  # the threshold is the 3rd highest probability
     tags = toy_registry["client"].get_model_version(s.registered_model, "1").tags
     assert float(tags["threshold"]) == pytest.approx(thr) and tags["target_recall"] == "0.9"
+    # the threshold is the model's config, not a rewritten checkpoint: lineage hashes the fold's own file
+    from osteo_common.files import sha256_file
+
+    assert tags["checkpoint_sha256"] == sha256_file(toy_registry["checkpoint"])
 
 
 def test_each_version_has_a_model_card(toy_registry):
