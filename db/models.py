@@ -83,7 +83,8 @@ class Patient(Base):
 
 class DicomImage(Base):
     __tablename__ = "dicom_image"
-    __table_args__ = (Index("ix_dicom_image_patient_day", "patient_id", "study_day"),)
+    # covering the pairing query's walk (sql/pair_xray_dexa*.sql): no table look-up per image
+    __table_args__ = (Index("ix_dicom_image_patient_day", "patient_id", "study_day", "laterality"),)
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     sop_instance_uid: Mapped[str] = mapped_column(String(UID), unique=True)
@@ -118,7 +119,8 @@ class DexaExam(Base):
     __table_args__ = (
         UniqueConstraint("patient_id", "exam_date", "side", name="uq_dexa_exam_natural"),
         Index("ix_dexa_exam_patient_date", "patient_id", "exam_date"),
-        Index("ix_dexa_exam_patient_day", "patient_id", "exam_day"),
+        # covering the pairing query's probes: no table look-up per exam (1M x 1M SQLite: 2.7 -> 1.9 s CPU)
+        Index("ix_dexa_exam_patient_day", "patient_id", "exam_day", "side", "t_score"),
     )
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
