@@ -6,6 +6,7 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.futures import wait
 
 from flows.runner import SettingsTaskRunner
 from osteo.settings import get_settings
@@ -30,7 +31,7 @@ from tasks.train import (
 @flow(name="train", task_runner=SettingsTaskRunner(threads=1))
 def train_flow(preset: str = "demo", arch: str | None = None, folds: int | None = None, epochs: int | None = None,
                test_year: int | None = None, select_by: str | None = None, pretrained_weights: str | None = None,
-               augment: str | None = None, seed: int = 0, box_source: str = "human", register: bool = True,
+               augment: str | None = None, seed: int = 0, box_source: str = "human", register_version: bool = True,
                target_recall: float | None = None) -> TrainingReport:
     settings = get_settings()
     config = get_preset(preset, **{k: v for k, v in dict(
@@ -52,11 +53,12 @@ def train_flow(preset: str = "demo", arch: str | None = None, folds: int | None 
         # one task per fold (separate workers can take them); finished folds are not retrained
         futures = [train_fold.submit(snap.manifest_path, copies, k, config.to_dict(), run_dir, parent)
                    for k in range(config.folds)]
+        wait(futures)  # every fold settled before an error goes up, so no fold run opens after the marking
         results = [f.result() for f in futures]
         best = pick_best(results, config.select_by)
         point = choose_operating_point(results, target, parent)
         evaluation = evaluate_test_year(best, snap.manifest_path, run_dir, parent, point.threshold)
-        registration = (register_model(best, evaluation, snap, parent, digest, target, config.folds) if register
+        registration = (register_model(best, evaluation, snap, parent, digest, target, config.folds) if register_version
                         else Registration(settings.registered_model, None, False, None,
                                           "not registered (--no-register)", registered=False))
         finish_training_run(parent)

@@ -51,7 +51,7 @@ def train(args: argparse.Namespace):
     return train_flow(preset=args.preset, arch=args.arch, folds=args.folds, epochs=args.epochs,
                       test_year=args.test_year, select_by=args.select_by,
                       pretrained_weights=args.pretrained_weights, augment=args.augment, seed=args.seed,
-                      box_source=args.box_source, register=args.register, target_recall=args.target_recall)
+                      box_source=args.box_source, register_version=args.register, target_recall=args.target_recall)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

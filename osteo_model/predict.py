@@ -154,16 +154,6 @@ def write_checkpoint(payload: dict, path) -> Path:
     return path
 
 
-def with_threshold(src: str | os.PathLike, dst: str | os.PathLike, threshold: float, **meta) -> Path:
-    """A copy of checkpoint ``src`` at ``dst`` whose extra carries the operating ``threshold`` (and
-    ``meta``, e.g. target_recall): :meth:`Predictor.from_checkpoint` then labels with it."""
-    payload = torch.load(Path(src), map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{src}: not an osteo checkpoint")
-    payload["extra"] = {**dict(payload.get("extra") or {}), **_plain(meta), "threshold": float(threshold)}
-    return write_checkpoint(payload, dst)
-
-
 def _in_channels(sd: dict, arch: str) -> int:
     from osteo_model.models import _FIRST_CONV
 

@@ -192,7 +192,7 @@ def test_a_training_that_fails_marks_its_runs_failed(demo_run, monkeypatch):
     client, s = _client()
     exp = client.get_experiment_by_name(s.mlflow_experiment).experiment_id
     with pytest.raises(RuntimeError, match="injected fault"):
-        train_flow(preset="demo", epochs=1, folds=2, seed=17, register=False)
+        train_flow(preset="demo", epochs=1, folds=2, seed=17, register_version=False)
     (parent,) = client.search_runs([exp], "params.seed = '17' and attributes.status = 'FAILED'")
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert children and {c.info.status for c in children} == {"FAILED"}
