@@ -107,3 +107,34 @@ def test_the_operating_point_pools_every_folds_out_of_fold_predictions():
 def test_a_target_recall_outside_0_1_is_refused():
     with pytest.raises(UserError, match="must be in"):
         choose_threshold([1, 0], [0.6, 0.4], 1.5)
+
+
+def test_a_fold_finished_before_its_validation_predictions_were_kept_gets_them_on_resume(tmp_path):
+    """An old fold-k.json (no val_probs) resumes without training: its validation images are scored again."""
+    import json
+
+    import torch
+    from PIL import Image
+
+    from osteo.training import run_fold
+    from osteo_model.models import build_model
+    from osteo_model.predict import save_checkpoint
+    from tests.model_toy import toy_image
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(8):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(toy_image(i % 2, rng, size=40)).save(path)
+        rows.append({"member_id": i, "path": str(path), "label": i % 2, "patient_key": f"p{i}", "laterality": "L",
+                     "split": "train", "fold": i % 2})
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "fold-0.pth", build_model("resnet18").eval(),
+                           {"arch": "resnet18", "image_size": 32}, {"threshold": 0.5})
+    old = FoldResult(fold=0, arch="resnet18", checkpoint=str(ckpt), best_epoch=1, val_loss=0.1, val_auc=0.9,
+                     val_recall=0.9, n_train=4, n_val=4, val_metrics={}, seconds=0.0).to_dict()
+    del old["val_probs"], old["val_labels"]
+    (tmp_path / "fold-0.json").write_text(json.dumps(old))
+    result = run_fold(pd.DataFrame(rows), 0, get_preset("demo"), tmp_path)
+    assert result.resumed and result.val_labels == [0, 0, 0, 0] and len(result.val_probs) == 4
+    assert all(0 <= p <= 1 for p in result.val_probs)
