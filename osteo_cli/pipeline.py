@@ -30,7 +30,7 @@ def check_refresh_inputs(dicom: str, dexa: str, annotations: str | None, column_
     """Everything a refresh can refuse, checked before Prefect starts (seconds) and a flow run fails."""
     from osteo.etl.annotations import load_annotation_map
     from osteo.etl.dexa import load_mapping
-    from osteo.refresh import check_folder
+    from osteo.discovery import check_folder
 
     check_folder(dicom, "--dicom folder")
     check_folder(dexa, "--dexa folder")

@@ -8,6 +8,8 @@ import pytest
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# a developer's running `osteo ui` (Prefect on 127.0.0.1:4200) must not receive the suite's flow runs
+os.environ["OSTEO_PREFECT_REUSE_LOCAL"] = "false"
 
 PG_URL = os.environ.get("OSTEO_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -24,16 +24,18 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 def test_bad_input_is_refused_before_prefect_loads(tmp_path):
     """`osteo refresh` with a missing folder: exit 2 and one line, with Prefect never imported (so no
-    server started) and the runtime environment never configured (no Prefect home made)."""
+    server started), nor torch (a refusal in well under a second), and the runtime environment never
+    configured (no Prefect home made)."""
     probe = ("import json, sys\n"
              "from osteo_cli.main import main\n"
              "rc = main(['refresh', '--dicom', sys.argv[1], '--dexa', sys.argv[1], '--json'])\n"
-             "print(json.dumps({'rc': rc, 'prefect': sorted(m for m in sys.modules if m.split('.')[0] == 'prefect')}))")
+             "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'torch', 'mlflow'})\n"
+             "print(json.dumps({'rc': rc, 'heavy': heavy}))")
     missing = str(tmp_path / "no-such-folder")
     r = subprocess.run([sys.executable, "-c", probe, missing], env=_clean_env(OSTEO_HOME=str(tmp_path / "home")),
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     last = json.loads(r.stdout.strip().splitlines()[-1])
-    assert last == {"rc": 2, "prefect": []}, r.stdout + r.stderr
+    assert last == {"rc": 2, "heavy": []}, r.stdout + r.stderr
     refusal = json.loads(r.stdout.strip().splitlines()[0])
     assert refusal["ok"] is False and "does not exist" in json.dumps(refusal)
     assert not (tmp_path / "home" / "var" / "prefect").exists(), "configure_environment ran before the check"
