@@ -21,6 +21,7 @@ from tasks.train import (
     evaluate_test_year,
     finish_training_run,
     register_model,
+    report_test_year_extras,
     start_training_run,
     take_snapshot,
     train_fold,
@@ -32,7 +33,8 @@ from tasks.train import (
 def train_flow(preset: str = "demo", arch: str | None = None, folds: int | None = None, epochs: int | None = None,
                test_year: int | None = None, select_by: str | None = None, pretrained_weights: str | None = None,
                augment: str | None = None, seed: int = 0, box_source: str = "human", register_version: bool = True,
-               target_recall: float | None = None) -> TrainingReport:
+               target_recall: float | None = None, heads: bool = False, clinical: list[str] | None = None
+               ) -> TrainingReport:
     settings = get_settings()
     config = get_preset(preset, **{k: v for k, v in dict(
         arch=arch, folds=folds, epochs=epochs, select_by=select_by, pretrained_weights=pretrained_weights,
@@ -58,11 +60,13 @@ def train_flow(preset: str = "demo", arch: str | None = None, folds: int | None 
         best = pick_best(results, config.select_by)
         point = choose_operating_point(results, target, parent)
         evaluation = evaluate_test_year(best, snap.manifest_path, run_dir, parent, point.threshold)
+        # subgroups and calibration; the BMD, 3-class and clinical-fusion heads when asked
+        extras = report_test_year_extras(best, evaluation, snap.manifest_path, run_dir, parent, heads,
+                                         tuple(clinical or ()))
         registration = (register_model(best, evaluation, snap, parent, digest, target, config.folds) if register_version
-                        else Registration(settings.registered_model, None, False, None,
-                                          "not registered (--no-register)", registered=False))
+                        else Registration.not_registered(settings.registered_model))
         finish_training_run(parent)
-    report = TrainingReport(parent, snap, results, best.fold, evaluation, registration, point)
+    report = TrainingReport(parent, snap, results, best.fold, evaluation, registration, point, extras)
     _publish(report, settings)
     return report
 

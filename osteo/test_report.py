@@ -111,3 +111,24 @@ def extra_test_report(factory: sessionmaker[Session], test_frame: pd.DataFrame, 
         min_subgroup_auc=float(aucs.min()) if len(aucs) else math.nan,
         ece_before=cal.ece_before, ece_after=cal.ece_after, temperature=cal.temperature,
         files=tuple(str(out / n) for n in ("subgroups.csv", "subgroups.md", "calibration.json")))
+
+
+def extras_summary(x: dict[str, float]) -> list[str]:
+    """The training summary's lines for its test-year extras (metric names as logged on the parent run)."""
+    nan = math.nan
+    lines = []
+    if "test_ece_before" in x:
+        lines.append(f"calibration     ECE {x['test_ece_before']:.3f}, {x.get('test_ece_after', nan):.3f} after "
+                     f"temperature {x.get('test_temperature', nan):.2f} (fitted on validation)")
+    if "test_n_subgroups" in x:
+        off = x.get("test_n_subgroups_auc_off", 0)
+        lines.append(f"subgroups       {x['test_n_subgroups']:.0f}, {off:.0f} with AUC more than 0.05 from the "
+                     f"overall; lowest AUC {x.get('test_min_subgroup_auc', nan):.3f}")
+    if "bmd_pearson_r" in x:
+        lines.append(f"heads           BMD r {x['bmd_pearson_r']:.3f} (MAE {x.get('bmd_mae', nan):.3f} g/cm2), "
+                     f"T-score r {x.get('tscore_pearson_r', nan):.3f}, 3 classes accuracy "
+                     f"{x.get('class3_accuracy', nan):.3f}")
+    if "fusion_auc_with_clinical" in x:
+        lines.append(f"clinical        AUC {x.get('fusion_auc_image', nan):.3f} image only, "
+                     f"{x['fusion_auc_with_clinical']:.3f} with the clinical variables")
+    return lines

@@ -19,6 +19,7 @@ import pandas as pd
 
 from osteo.errors import UserError
 from osteo.snapshot import SnapshotInfo, load_manifest
+from osteo.test_report import extras_summary
 from osteo_common.files import atomic_write_text, write_json
 from osteo_model import metrics as M
 from osteo_model.splits import fold_frames, holdout_frame
@@ -97,6 +98,10 @@ class Registration:
     registered: bool = True  # False: --no-register
     already_registered: bool = False  # the same configuration on the same snapshot had a version
 
+    @classmethod
+    def not_registered(cls, model_name: str) -> Registration:
+        return cls(model_name, None, False, None, "not registered (--no-register)", registered=False)
+
 
 @dataclass(frozen=True)
 class TrainingReport:
@@ -109,6 +114,8 @@ class TrainingReport:
     evaluation: Evaluation
     registration: Registration
     operating_point: OperatingPoint | None = None
+    # subgroups, calibration and the optional heads (osteo_mlflow.runs.report_extras_tracked), flat
+    extras: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         m = self.evaluation.metrics
@@ -123,6 +130,7 @@ class TrainingReport:
             "target_recall": self.operating_point.target_recall if self.operating_point else None,
             "test_at_0.5": {k: self.evaluation.metrics_at_half.get(k) for k in ("accuracy", "recall_1", "specificity")},
             **asdict(self.registration),
+            "test_extras": dict(self.extras),
         }
 
     def summary(self) -> str:
@@ -139,6 +147,7 @@ class TrainingReport:
             f"  at 0.5        accuracy {half.get('accuracy', math.nan):.3f}, osteoporosis recall "
             f"{half.get('recall_1', math.nan):.3f}, specificity {half.get('specificity', math.nan):.3f}",
             f"baseline        mean-intensity logistic regression AUC {r['baseline_auc']:.3f}",
+            *extras_summary(self.extras),
             f"registered      {_registered_line(reg)}",
             f"decision        {reg.decision}",
             f"MLflow run      {r['run_id']}",

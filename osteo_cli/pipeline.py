@@ -28,9 +28,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def check_refresh_inputs(dicom: str, dexa: str, annotations: str | None, column_map: str | None,
                          annotation_map: str | None = None) -> None:
     """Everything a refresh can refuse, checked before Prefect starts (seconds) and a flow run fails."""
+    from osteo.discovery import check_folder
     from osteo.etl.annotations import load_annotation_map
     from osteo.etl.dexa import load_mapping
-    from osteo.discovery import check_folder
 
     check_folder(dicom, "--dicom folder")
     check_folder(dexa, "--dexa folder")
@@ -115,6 +115,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = refresh(str(cohort / "dicom"), str(cohort / "dexa"), str(cohort / "annotations"))
     timings["locate_refresh_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    # the demo shows every report: the BMD / 3-class heads and the fusion with age and sex
+    args.heads, args.clinical = True, args.clinical or "age,sex"
     result = train(args)
     timings["train_s"] = time.perf_counter() - t0
     name = result.registration.model_name

@@ -30,6 +30,7 @@ def check_trainable() -> None:
 def check_inputs(args: argparse.Namespace) -> None:
     """The training's inputs checked before any fold trains (a UserError, one line, exit 2)."""
     from osteo import snapshot, training
+    from osteo.clinical import parse_clinical
     from osteo.settings import session_factory
     from osteo_model.config import get_preset
 
@@ -40,9 +41,12 @@ def check_inputs(args: argparse.Namespace) -> None:
     with session_factory(settings)() as session:
         exports = snapshot.current_exports(session, args.box_source)
     training.check_training_inputs(exports, config, args.test_year or settings.test_year)
+    parse_clinical(args.clinical)  # an unknown variable or bmi is refused here, in one line
 
 
 def train(args: argparse.Namespace):
+    from osteo.clinical import parse_clinical
+
     check_trainable()
     check_inputs(args)
     configure_environment(get_settings())
@@ -51,7 +55,8 @@ def train(args: argparse.Namespace):
     return train_flow(preset=args.preset, arch=args.arch, folds=args.folds, epochs=args.epochs,
                       test_year=args.test_year, select_by=args.select_by,
                       pretrained_weights=args.pretrained_weights, augment=args.augment, seed=args.seed,
-                      box_source=args.box_source, register_version=args.register, target_recall=args.target_recall)
+                      box_source=args.box_source, register_version=args.register, target_recall=args.target_recall,
+                      heads=args.heads, clinical=list(parse_clinical(args.clinical)) or None)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -103,6 +108,14 @@ def train_options(p: argparse.ArgumentParser) -> None:
                    help="register the best fold in the MLflow registry as challenger (champion when it beats "
                         "the champion on at least OSTEO_MIN_TEST_IMAGES test images); the same configuration "
                         "on the same snapshot is never registered twice (default: register)")
+    p.add_argument("--heads", action="store_true",
+                   help="also fit the optional heads on the best fold's frozen features: femoral-neck BMD and "
+                        "T-score regression (Pearson r, MAE) and normal/osteopenia/osteoporosis; test-year "
+                        "figures on the parent run, the classifier is unchanged (default: off)")
+    p.add_argument("--clinical", metavar="VARS",
+                   help="comma-separated clinical variables (age, sex; bmi needs height and weight, which the "
+                        "DEXA exports do not carry) fused with the image logit; reports the test-year AUC with "
+                        "and without them on the same folds, and implies --heads (default: none)")
 
 
 def register(add) -> None:

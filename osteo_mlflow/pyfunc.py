@@ -10,8 +10,9 @@ A femoral-neck crop is scored as is when the caller says so (params {"cropped": 
 `unwrap_python_model().predict_images` with arrays or PNG bytes).
 
 Labels use the model's operating threshold (chosen on validation for a target osteoporosis recall,
-logged as the model's `model_config`, its MLmodel metadata and the signature's `threshold` param
-default; a model without it uses its checkpoint's); params {"threshold": t} labels at another one.
+logged as the model's `model_config` (as `operating_threshold`: the run already has a `threshold`
+param), its MLmodel metadata and the signature's `threshold` param default; a model without it uses
+its checkpoint's); params {"threshold": t} labels at another one.
 
 The model is logged as code (MLflow "models from code"): the registry holds the small script in
 MODEL_CODE, this package (code_paths) and the weights, and loading it imports code instead of
@@ -77,7 +78,7 @@ class OsteoClassifier(PythonModel):
         from osteo_model.predict import Predictor
 
         config = getattr(context, "model_config", None) or {}
-        threshold = float(config["threshold"]) if config.get("threshold") is not None else None
+        threshold = float(config["operating_threshold"]) if config.get("operating_threshold") is not None else None
         # the same outputs either way; ONNX Runtime (registered since model.onnx) is about twice as fast
         if "onnx" in context.artifacts and onnxruntime_available():
             self.predictor = OnnxClassifier.load(context.artifacts["onnx"], context.artifacts["checkpoint"],

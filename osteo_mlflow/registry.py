@@ -101,7 +101,7 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
             artifacts={"checkpoint": checkpoint, **onnx, **localiser},
             code_paths=[str(REPO_ROOT / p) for p in MODEL_PACKAGES],
             signature=signature, input_example=example, registered_model_name=name,
-            pip_requirements=requirements(), model_config={"threshold": thr, "target_recall": target_recall},
+            pip_requirements=requirements(), model_config={"operating_threshold": thr, "target_recall": target_recall},
             metadata={"threshold": thr, "target_recall": target_recall, "training_digest": digest,
                       "snapshot_digest": snapshot.digest},
         )

@@ -111,6 +111,28 @@ def evaluate_tracked(c: MlflowClient, best: FoldResult, manifest_path: str, run_
     return result
 
 
+def report_extras_tracked(c: MlflowClient, factory, best: FoldResult, evaluation: Evaluation, manifest_path: str,
+                          run_dir: str, parent_run_id: str, *, heads: bool = False, clinical: tuple[str, ...] = (),
+                          device=None) -> dict[str, float]:
+    """What the test year says beyond its headline: subgroups (with intervals) and calibration (ECE before
+    and after temperature scaling) always; the BMD / T-score / 3-class heads and the clinical fusion on
+    the best fold's frozen features when asked. Metrics and files on the parent run."""
+    from osteo.compare import arch_test_report
+    from osteo.heads_report import heads_report
+
+    out = Path(run_dir) / "test"
+    extras = arch_test_report(factory, manifest_path, evaluation, best, out / "extra")
+    metrics = {f"test_{k}": v for k, v in extras.metrics().items()} if extras else {}
+    if extras:
+        log_artifacts(c, parent_run_id, out / "extra", "test/extra")
+    if heads or clinical:
+        rep = heads_report(factory, manifest_path, best.checkpoint, out / "heads", clinical, device=device)
+        metrics |= {k: v for k, v in rep.metrics.items() if v == v}  # NaN (undefined) left out
+        log_artifacts(c, parent_run_id, out / "heads", "test/heads")
+    log_metrics(c, parent_run_id, metrics)
+    return metrics
+
+
 def finish_parent_run(c: MlflowClient, parent_run_id: str) -> None:
     c.set_terminated(parent_run_id, "FINISHED")
 

@@ -67,6 +67,14 @@ def evaluate_test_year(best: FoldResult, manifest_path: str, run_dir: str, paren
                                  device=select_device(), threshold=threshold)
 
 
+@task(name="report-test-year-extras", tags=["mlflow"], **RETRY)
+def report_test_year_extras(best: FoldResult, evaluation: Evaluation, manifest_path: str, run_dir: str,
+                            parent_run_id: str, heads: bool = False, clinical: tuple[str, ...] = ()) -> dict:
+    s = get_settings()
+    return runs.report_extras_tracked(client(s), session_factory(s), best, evaluation, manifest_path, run_dir,
+                                      parent_run_id, heads=heads, clinical=clinical, device=select_device())
+
+
 @task(name="register-model", tags=["mlflow", "registry"], **RETRY)
 def register_model(best: FoldResult, evaluation: Evaluation, snap: SnapshotInfo, parent_run_id: str,
                    digest: str = "", target_recall: float | None = None, folds: int | None = None) -> Registration:

@@ -87,7 +87,7 @@ def demo_run(tmp_path_factory, prefect_harness):
         first = refresh_flow(**folders)
         roi = train_roi_flow(epochs=ROI_EPOCHS)
         report = refresh_flow(**folders)
-        result = train_flow(preset="demo")
+        result = train_flow(preset="demo", heads=True, clinical=["age", "sex"])  # as `osteo demo` trains
         # the JSON view, as `osteo demo --json` prints it
         yield {"home": home, "cohort": cohort, "first_refresh": first.to_dict(), "refresh": report.to_dict(),
                "roi": roi.to_dict(), "train": result.to_dict(), "settings": settings}

@@ -155,6 +155,24 @@ def test_operating_threshold_reaches_the_target_recall_on_validation_and_labels_
     assert {"test/confusion_matrix.png", "test/confusion_matrix_at_0.5.png"} <= names
 
 
+def test_the_test_year_extras_are_on_the_parent_run(demo_run):
+    """Subgroups with intervals, calibration before/after temperature, the BMD / 3-class heads and the
+    clinical fusion: in the report and on the parent run (metrics and files)."""
+    client, _s = _client()
+    extras, run_id = demo_run["train"]["test_extras"], demo_run["train"]["run_id"]
+    assert {"test_ece_before", "test_ece_after", "test_temperature", "test_n_subgroups", "bmd_pearson_r",
+            "tscore_pearson_r", "class3_accuracy", "fusion_auc_image", "fusion_auc_with_clinical"} <= set(extras)
+    assert extras["test_n_subgroups"] >= 6 and 0 <= extras["test_ece_before"] <= 1 and extras["test_temperature"] > 0
+    # the heads learn BMD from the same features that flag osteoporosis: a clear correlation on the test year
+    assert extras["bmd_pearson_r"] > 0.5, extras
+    logged = client.get_run(run_id).data.metrics
+    assert {k: logged[k] for k in ("test_ece_after", "bmd_pearson_r")} == pytest.approx(
+        {k: extras[k] for k in ("test_ece_after", "bmd_pearson_r")})
+    names = {a.path for folder in ("test/extra", "test/heads") for a in client.list_artifacts(run_id, folder)}
+    assert {"test/extra/subgroups.md", "test/extra/calibration.json", "test/heads/heads_metrics.json",
+            "test/heads/heads_bmd_scatter.png"} <= names, names
+
+
 def test_the_same_training_again_registers_nothing_new(demo_run):
     from flows.train import train_flow
 
