@@ -106,9 +106,10 @@ def test_finished_fold_is_not_trained_again(tmp_path, monkeypatch):
     monkeypatch.setattr(model_train, "train_fold", must_not_train)
     done = {"fold": 1, "arch": "resnet18", "checkpoint": str(tmp_path / "fold-1.pth"), "best_epoch": 3,
             "val_loss": 0.4, "val_auc": 0.8, "val_recall": 0.7, "n_train": 10, "n_val": 3, "val_metrics": {},
-            "history": [], "seconds": 1.0, "resumed": False}
+            "history": [], "seconds": 1.0, "resumed": False, "val_labels": [0, 1, 0], "val_probs": [0.2, 0.9, 0.4]}
     write_json(tmp_path / "fold-1.json", done)
-    result = run_fold(None, 1, get_preset("demo"), tmp_path)  # the manifest is not even looked at
+    # a fold finished with its validation predictions: the manifest is not even looked at
+    result = run_fold(None, 1, get_preset("demo"), tmp_path)
     assert result.resumed is True and result.val_loss == 0.4
 
 

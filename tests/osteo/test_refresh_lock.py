@@ -85,9 +85,13 @@ def advisory_holders(url: str) -> list[int]:
         eng.dispose()
 
 
+VOLATILE_COLUMNS = {"mtime_ns"}
+
+
 def db_state(url: str, home: Path) -> dict[str, list[tuple]]:
-    """Every table's rows without ids, foreign keys and timestamps (they differ between equal runs),
-    the run's home written as <home>; sorted, duplicates kept (so they show). Any backend."""
+    """Every table's rows without ids, foreign keys and timestamps (they differ between equal runs; a
+    file's mtime_ns too: a stamp read within 2 s of a write is not kept), the run's home written as
+    <home>; sorted, duplicates kept (so they show). Any backend."""
     from sqlalchemy import DateTime, select
 
     from db import make_engine
@@ -101,7 +105,8 @@ def db_state(url: str, home: Path) -> dict[str, list[tuple]]:
                 if table.name in SKIP_TABLES:
                     continue
                 cols = [c for c in table.columns
-                        if not c.primary_key and not c.foreign_keys and not isinstance(c.type, DateTime)]
+                        if not c.primary_key and not c.foreign_keys and not isinstance(c.type, DateTime)
+                        and c.name not in VOLATILE_COLUMNS]
                 out[table.name] = sorted(tuple(str(v).replace(str(home), "<home>") for v in row)
                                          for row in conn.execute(select(*cols)))
     finally:
