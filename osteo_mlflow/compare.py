@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,12 @@ import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from osteo import snapshot as snap
 from osteo.compare import TEST_COLUMNS, ArchResult, table_markdown
 from osteo.settings import Settings
 from osteo.snapshot import SnapshotInfo
 from osteo_common.files import write_json
 from osteo_mlflow.client import clean_params, code_tags, experiment_id, log_artifacts, log_metrics
+from osteo_mlflow.runs import log_snapshot_input, snapshot_params
 
 TABLE_FILE = "comparison/comparison_table.json"
 MARKDOWN_FILE = "comparison/comparison.md"
@@ -46,25 +45,14 @@ def start_compare_run(c: MlflowClient, settings: Settings, snapshot: SnapshotInf
     marker = Path(out_dir) / "compare_run.json"
     if marker.exists():
         return json.loads(marker.read_text())["run_id"]
-    exp = experiment_id(c, settings, experiment_name(settings))
-    c.set_experiment_tag(exp, "mlflow.experimentKind", "custom_model_development")
+    exp = experiment_id(c, settings, experiment_name(settings))  # tagged as model training there
     run = c.create_run(exp, run_name=f"compare-{preset}-{snapshot.digest[:8]}",
                        tags={**code_tags(), "snapshot_digest": snapshot.digest, "preset": preset,
                              "comparison": "architectures"})
     base = {k: v for k, v in config.items() if k != "arch"}
-    c.log_batch(run.info.run_id, params=_params(
-        {**base, "archs": ",".join(archs), "preset": preset, "snapshot_digest": snapshot.digest,
-         "n_train": snapshot.n_train, "n_test": snapshot.n_test,
-         **{f"split_{k}": v for k, v in snapshot.params.items()}}))
-    manifest = snap.load_manifest(snapshot.manifest_path)
-    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-    dataset = mlflow.data.from_pandas(
-        manifest[["member_id", "sha256", "label", "laterality", "study_year", "split", "fold", "box_source"]],
-        source=snapshot.manifest_path, targets="label", name=f"snapshot-{snapshot.digest[:12]}",
-        digest=snapshot.digest[:36])
-    with mlflow.start_run(run_id=run.info.run_id):
-        mlflow.log_input(dataset, context="training")
+    c.log_batch(run.info.run_id, params=_params({**base, "archs": ",".join(archs), "preset": preset,
+                                                 **snapshot_params(snapshot)}))
+    log_snapshot_input(run.info.run_id, snapshot)
     write_json(marker, {"run_id": run.info.run_id})
     return run.info.run_id
 

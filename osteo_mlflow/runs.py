@@ -41,21 +41,28 @@ def start_parent_run(c: MlflowClient, settings: Settings, snapshot: SnapshotInfo
         return run_id
     run = c.create_run(experiment_id(c, settings), run_name=f"{config['arch']}-{preset}-{snapshot.digest[:8]}",
                        tags={**code_tags(), "snapshot_digest": snapshot.digest, "preset": preset})
-    c.log_batch(run.info.run_id, params=_params(
-        {**config, "preset": preset, "snapshot_digest": snapshot.digest, "n_train": snapshot.n_train,
-         "n_test": snapshot.n_test, **{f"split_{k}": v for k, v in snapshot.params.items()}}))
+    c.log_batch(run.info.run_id, params=_params({**config, "preset": preset, **snapshot_params(snapshot)}))
+    log_snapshot_input(run.info.run_id, snapshot)
+    write_json(marker, {"run_id": run.info.run_id})
+    return run.info.run_id
+
+
+def snapshot_params(snapshot: SnapshotInfo) -> dict[str, Any]:
+    return {"snapshot_digest": snapshot.digest, "n_train": snapshot.n_train, "n_test": snapshot.n_test,
+            **{f"split_{k}": v for k, v in snapshot.params.items()}}
+
+
+def log_snapshot_input(run_id: str, snapshot: SnapshotInfo) -> None:
+    """The snapshot as the run's dataset input: our own digest, and no patient key (schema and profile only)."""
     manifest = snap.load_manifest(snapshot.manifest_path)
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-    # the dataset input: our own digest, and no patient key (schema and profile only)
     dataset = mlflow.data.from_pandas(
         manifest[["member_id", "sha256", "label", "laterality", "study_year", "split", "fold", "box_source"]],
         source=snapshot.manifest_path, targets="label", name=f"snapshot-{snapshot.digest[:12]}",
         digest=snapshot.digest[:36])
-    with mlflow.start_run(run_id=run.info.run_id):
+    with mlflow.start_run(run_id=run_id):
         mlflow.log_input(dataset, context="training")
-    write_json(marker, {"run_id": run.info.run_id})
-    return run.info.run_id
 
 
 def fold_run(c: MlflowClient, parent_run_id: str, fold: int, run_dir: Path) -> str:
