@@ -8,8 +8,7 @@ batch; `osteo refresh --rehash` reads and hashes everything again for whoever di
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session
 from db.quarantine import active_contexts, retry_due
 from db.store import SourceRow, latest_sources
 from osteo.errors import UserError
+from osteo_common.chunks import batches  # noqa: F401 - the streamed batches of the walk
 from osteo_common.files import sha256_bytes, trusted_mtime_ns
 
 
@@ -45,15 +45,6 @@ def _walk(folder: str, suffixes: tuple[str, ...] | None) -> Iterator[str]:
 def discover(root: Path | str | None, suffixes: tuple[str, ...] | None = None) -> list[str]:
     """walk() as a list, for small folders (DEXA exports, box files) and tests."""
     return list(walk(root, suffixes))
-
-
-def batches(paths: Iterable[str], size: int) -> Iterator[list[str]]:
-    """Lists of at most `size` paths, cut as the paths stream in."""
-    if size < 1:
-        raise ValueError(f"batch size must be at least 1, not {size}")
-    it = iter(paths)
-    while batch := list(islice(it, size)):
-        yield batch
 
 
 def unchanged_files(session: Session, paths: list[str], stage: str, context: str, *,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -11,11 +12,18 @@ T = TypeVar("T")
 IN_CHUNK = 500
 
 
-def batched(items: Sequence[T], size: int) -> list[list[T]]:
-    """`items` cut into lists of at most `size` (the last may be shorter)."""
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of at most `size`, cut as the items stream in (a walk of a million files is never a list)."""
     if size < 1:
         raise ValueError(f"batch size must be at least 1, not {size}")
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def batched(items: Iterable[T], size: int) -> list[list[T]]:
+    """`items` cut into lists of at most `size` (the last may be shorter)."""
+    return list(batches(items, size))
 
 
 def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
