@@ -20,6 +20,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from osteo.etl import synthetic
 from osteo.synth.pelvis import render_pelvis
 from osteo.synth.phantom import render_hip
 
@@ -53,6 +54,16 @@ def code_item(value: str, scheme: str, meaning: str) -> Dataset:
     item = Dataset()
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
     return item
+
+
+def mark_synthetic(ds: Dataset, imitated: tuple[str, str] | None = None) -> None:
+    """Manufacturer and the private block that say the film is synthetic (osteo/etl/synthetic.py); the model
+    name keeps the vendor whose detector the acquisition imitates."""
+    ds.Manufacturer = synthetic.MANUFACTURER
+    ds.ManufacturerModelName = f"SIM {imitated[1]}"[:64] if imitated else "SIM"
+    block = ds.private_block(synthetic.PRIVATE_GROUP, synthetic.PRIVATE_CREATOR, create=True)
+    block.add_new(synthetic.ELEMENT_FLAG, "LO", synthetic.FLAG)
+    block.add_new(synthetic.ELEMENT_SIMULATOR, "LO", synthetic.SIMULATOR)
 
 
 def _da(d: dt.date) -> str:
@@ -150,7 +161,7 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
     ds.Modality = p["modality"]
     if p["modality"] == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.Manufacturer, ds.ManufacturerModelName = p["manufacturer"]
+    mark_synthetic(ds, p["manufacturer"])
     ds.InstitutionName = "Taichung General Hospital"
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = p["description"]

@@ -17,7 +17,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
-from osteo.synth.dicomio import CR_IMAGE, DX_FOR_PRESENTATION, VIEW_AP_CODE, code_item, uid_for
+from osteo.synth.dicomio import CR_IMAGE, DX_FOR_PRESENTATION, VIEW_AP_CODE, code_item, mark_synthetic, uid_for
 from osteo.synth.tables import write_voc
 
 SIZE = 128  # rows and columns
@@ -88,7 +88,7 @@ def _write(path: Path, kind: tuple, spec: dict[str, Any], sop: str, study_uid: s
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = f"{int(rng.integers(7, 20)):02d}{int(rng.integers(0, 60)):02d}00"
     ds.AccessionNumber = f"{modality}{spec['date']:%y%m%d}{(study * 7919) % 10000:04d}"
     ds.Modality = modality
-    ds.Manufacturer = {"CT": "SIEMENS", "MR": "GE MEDICAL SYSTEMS"}.get(modality, "FUJIFILM Corporation")
+    mark_synthetic(ds, ({"CT": "SIEMENS", "MR": "GE MEDICAL SYSTEMS"}.get(modality, "FUJIFILM Corporation"), modality))
     ds.InstitutionName = "Taichung General Hospital"
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = study_desc
