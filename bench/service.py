@@ -79,7 +79,7 @@ def registry(checkpoint: Path, onnx: Path | None):
 
     def load_classifier(name: str, version: str):
         model, runtime = build_classifier(checkpoint, onnx, None)
-        return model, model.threshold, runtime, dict(CROP)
+        return model, model.threshold, runtime, dict(CROP), None  # what it learned from: not said
 
     return Registry(resolve=lambda uri: VERSION if uri == MODEL_URI else None, load_classifier=load_classifier,
                     load_localiser=lambda name, version: None)

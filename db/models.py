@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -106,6 +107,8 @@ class DicomImage(Base):
     photometric: Mapped[str] = mapped_column(String(16))
     pixel_spacing_mm: Mapped[float | None] = mapped_column(Float)
     transfer_syntax: Mapped[str] = mapped_column(String(UID))
+    # marked synthetic by `osteo synth` (Manufacturer or its private block: osteo/etl/synthetic.py)
+    synthetic: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     ingested_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
 
     source_file: Mapped[SourceFile] = relationship()

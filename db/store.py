@@ -178,6 +178,7 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
             continue
         rec["patient_id"] = patients[rec.pop("patient_key")]
         rec.pop("sex", None)
+        rec["synthetic"] = bool(rec.get("synthetic", False))  # every row the same keys (one executemany)
         images.append((k, rec))
         sha_of_uid[uid] = sha
         counts["images"] += 1

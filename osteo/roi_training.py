@@ -44,6 +44,7 @@ class RoiDataset:
     n_test: int
     n_images: int
     pelvis_views: int
+    synthetic_images: int = 0  # of n_images, marked synthetic (osteo/etl/synthetic.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,7 +72,7 @@ def _boxed_images(session: Session) -> list[dict[str, Any]]:
             continue
         item = images.setdefault(img.id, {
             "path": path, "sha256": sha, "patient": key, "year": img.study_date.year, "laterality": img.laterality,
-            "row_direction": img.row_direction, "mm": img.pixel_spacing_mm, "boxes": {}})
+            "row_direction": img.row_direction, "mm": img.pixel_spacing_mm, "boxes": {}, "synthetic": img.synthetic})
         item["boxes"][ann.side] = (ann.box_xmin, ann.box_ymin, ann.box_xmax, ann.box_ymax)
     return list(images.values())
 
@@ -155,7 +156,8 @@ def collect_dataset(factory: sessionmaker[Session], out_dir: Path, *, test_year:
         atomic_write_bytes(path, buf.getvalue())
     return RoiDataset(path=str(path), digest=digest, input_size=input_size, test_year=test_year,
                       n_train=len(packed["train_x"]), n_val=len(packed["val_x"]), n_test=len(packed["test_x"]),
-                      n_images=len(images), pelvis_views=int(np.sum(packed.get("test_pelvis", []))))
+                      n_images=len(images), pelvis_views=int(np.sum(packed.get("test_pelvis", []))),
+                      synthetic_images=sum(bool(im["synthetic"]) for im in images))
 
 
 def train_and_evaluate(dataset: RoiDataset, config: Any, out_dir: Path, *,

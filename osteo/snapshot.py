@@ -12,13 +12,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Annotation, AugmentedCopy, DicomImage, Export, Pair, Patient, Snapshot, SnapshotMember
+from osteo.etl.synthetic import trained_on
 from osteo_common.files import atomic_write_text
 from osteo_model.splits import assign_splits, check_splits
 
 
 @dataclass(frozen=True)
 class SnapshotInfo:
-    """A recorded snapshot: its digest, manifest file and split sizes."""
+    """A recorded snapshot: its digest, manifest file, split sizes and how many of its images (crops, train
+    and test) come from radiographs marked synthetic (osteo/etl/synthetic.py)."""
 
     snapshot_id: int
     digest: str
@@ -28,17 +30,27 @@ class SnapshotInfo:
     n_test: int
     test_positives: int
     params: dict[str, int | str]
+    synthetic_images: int = 0
+
+    @property
+    def synthetic(self) -> bool:
+        return self.synthetic_images > 0
+
+    @property
+    def trained_on(self) -> str:
+        """synthetic | real | mixed: what a model trained on this snapshot learned from."""
+        return trained_on(self.synthetic_images, self.n_members)
 
 
 MANIFEST_COLUMNS = ["member_id", "image_id", "pair_id", "patient_id", "patient_key", "path", "sha256", "label",
-                    "laterality", "study_year", "split", "fold", "box_source"]
+                    "laterality", "study_year", "split", "fold", "box_source", "synthetic"]
 BOX_SOURCES = ("human", "any")  # which boxes' crops a training may use: a person's only, or the localiser's too
 
 
 def current_exports(session: Session, box_source: str = "human") -> pd.DataFrame:
     """The newest successful export of every paired image side (an AP pelvis has two), with its label
-    and the source of its box (`laterality` is the crop's side). `box_source` "human": crops from a
-    person's boxes only; "any": the localiser's confident boxes too."""
+    and the source of its box (`laterality` is the crop's side) and whether its radiograph is synthetic.
+    `box_source` "human": crops from a person's boxes only; "any": the localiser's confident boxes too."""
     if box_source not in BOX_SOURCES:
         raise ValueError(f"box_source must be one of {BOX_SOURCES}, got {box_source!r}")
     allowed = select(Export.image_id, Export.side, func.max(Export.id).label("export_id")).where(
@@ -48,7 +60,7 @@ def current_exports(session: Session, box_source: str = "human") -> pd.DataFrame
     newest = allowed.group_by(Export.image_id, Export.side).subquery()
     rows = session.execute(
         select(Export.id, DicomImage.id, Pair.id, Patient.id, Patient.patient_key, Export.path, Export.sha256,
-               Pair.label, Export.side, DicomImage.study_date, Annotation.source)
+               Pair.label, Export.side, DicomImage.study_date, Annotation.source, DicomImage.synthetic)
         .join(newest, newest.c.export_id == Export.id)
         .join(DicomImage, DicomImage.id == Export.image_id)
         .join(Annotation, Annotation.id == Export.annotation_id)
@@ -57,7 +69,7 @@ def current_exports(session: Session, box_source: str = "human") -> pd.DataFrame
         .order_by(Export.id)
     ).all()
     df = pd.DataFrame(rows, columns=["member_id", "image_id", "pair_id", "patient_id", "patient_key", "path",
-                                     "sha256", "label", "laterality", "study_date", "box_source"])
+                                     "sha256", "label", "laterality", "study_date", "box_source", "synthetic"])
     df["study_year"] = pd.to_datetime(df["study_date"]).dt.year.astype(int) if len(df) else pd.Series(dtype=int)
     return df.drop(columns=["study_date"])
 
@@ -103,7 +115,8 @@ def take_snapshot(factory: sessionmaker[Session], out_dir: Path, *, test_year: i
 
     return SnapshotInfo(snapshot_id=snapshot_id, digest=digest, manifest_path=str(path), n_members=len(manifest),
                         n_train=count("train", "count"), n_test=count("test", "count"),
-                        test_positives=count("test", "sum"), params=params)
+                        test_positives=count("test", "sum"), params=params,
+                        synthetic_images=int(manifest["synthetic"].astype(bool).sum()))
 
 
 def load_manifest(path: str | Path) -> pd.DataFrame:

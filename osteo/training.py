@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from osteo.errors import UserError
+from osteo.etl.synthetic import DEMO_NOTICE
 from osteo.snapshot import SnapshotInfo, load_manifest
 from osteo.test_report import extras_summary
 from osteo_common.files import atomic_write_text, write_json
@@ -97,6 +98,7 @@ class Registration:
     champion_test_auc: float | None = None
     registered: bool = True  # False: --no-register
     already_registered: bool = False  # the same configuration on the same snapshot had a version
+    trained_on: str | None = None  # synthetic | real | mixed (osteo/etl/synthetic.py); None: not known
 
     @classmethod
     def not_registered(cls, model_name: str) -> Registration:
@@ -122,6 +124,7 @@ class TrainingReport:
         return {
             "run_id": self.run_id, "snapshot_digest": self.snapshot.digest,
             "n_train": self.snapshot.n_train, "n_test": self.snapshot.n_test, "best_fold": self.best_fold,
+            "synthetic_images": self.snapshot.synthetic_images,
             "folds": [{k: getattr(f, k) for k in ("fold", "val_loss", "val_auc", "val_recall", "best_epoch",
                                                   "resumed")} for f in self.folds],
             "test_auc": m.get("roc_auc"), "test_accuracy": m.get("accuracy"), "test_recall": m.get("recall_1"),
@@ -138,6 +141,8 @@ class TrainingReport:
         folds = ", ".join(f"fold {f.fold} val loss {f.val_loss:.3f} AUC {f.val_auc:.3f}" for f in self.folds)
         return "\n".join([
             f"snapshot        {r['snapshot_digest'][:16]} ({r['n_train']} train, {r['n_test']} test images)",
+            *([f"  synthetic     {self.snapshot.synthetic_images} of {self.snapshot.n_members} images: {DEMO_NOTICE}"]
+              if self.snapshot.synthetic else []),
             f"folds           {folds}",
             f"best fold       {r['best_fold']}",
             f"test year       AUC {r['test_auc']:.3f}, accuracy {r['test_accuracy']:.3f}, "

@@ -57,12 +57,20 @@ def cmd_locate(args: argparse.Namespace) -> int:
         raise UserError(getattr(exc, "reason", "unreadable_image"), f"cannot read {path}: {exc}") from None
     if args.out:
         draw_overlay(meta["display"], found, args.out, settings.roi_min_confidence)
+    from osteo.etl.synthetic import DEMO_NOTICE, synthetic_training
+
+    # the registry's tag (osteo_mlflow.roi.load_locator); a localiser that does not say is unknown, never real
+    trained_on = getattr(locator, "trained_on", None)
+    synthetic = synthetic_training(trained_on)
     payload = {"file": str(path), "model": f"{locator.name}/{locator.version}", "rows": meta["rows"],
                "cols": meta["cols"], "laterality": meta["laterality"], "row_direction": meta["row_direction"],
                "min_confidence": settings.roi_min_confidence, "boxes": [f.to_dict() for f in found],
-               "overlay": args.out}
+               "overlay": args.out, "trained_on": trained_on, "synthetic_training": synthetic,
+               "notice": DEMO_NOTICE if synthetic else None}
     lines = [f"{path.name}: {meta['cols']}x{meta['rows']} px, laterality {meta['laterality']},"
-             f" located by {locator.name}/{locator.version}"]
+             f" located by {locator.name}/{locator.version}",
+             f"trained on      {trained_on or 'not known (the localiser does not say)'}"
+             + (f": {DEMO_NOTICE}" if synthetic else "")]
     for f in found:
         sure = "confident" if f.confidence >= settings.roi_min_confidence else "unsure: a person should check it"
         lines.append(f"  side {f.side}   x0, y0, x1, y1 = {', '.join(map(str, f.box))}   confidence {f.confidence:.3f}"

@@ -14,6 +14,11 @@ logged as the model's `model_config` (as `operating_threshold`: the run already 
 param), its MLmodel metadata and the signature's `threshold` param default; a model without it uses
 its checkpoint's); params {"threshold": t} labels at another one.
 
+Every row says what the answer rests on: `trained_on` (the classifier's training images: synthetic,
+real or mixed, from its model_config) and `synthetic_training` (True when the classifier, or the
+localiser that found the box, learned from any synthetic image; None when one of them does not say:
+osteo/etl/synthetic.py).
+
 The model is logged as code (MLflow "models from code"): the registry holds the small script in
 MODEL_CODE, this package (code_paths) and the weights, and loading it imports code instead of
 unpickling an object, so nothing in the registry is a pickle (the checkpoint is a state dict
@@ -79,6 +84,7 @@ class OsteoClassifier(PythonModel):
 
         config = getattr(context, "model_config", None) or {}
         threshold = float(config["operating_threshold"]) if config.get("operating_threshold") is not None else None
+        self.trained_on = config.get("trained_on")  # synthetic | real | mixed; None: registered before it was kept
         # the same outputs either way; ONNX Runtime (registered since model.onnx) is about twice as fast
         if "onnx" in context.artifacts and onnxruntime_available():
             self.predictor = OnnxClassifier.load(context.artifacts["onnx"], context.artifacts["checkpoint"],
@@ -92,6 +98,7 @@ class OsteoClassifier(PythonModel):
 
             info = _json.loads(Path(context.artifacts["localiser_info"]).read_text())
             self.locator = FileLocator.load(context.artifacts["localiser"], info["name"], info["version"])
+            self.locator.trained_on = info.get("trained_on")
             self.crop = {k: info[k] for k in self.crop}
 
     def predict_images(self, images: list, heatmaps: bool = True) -> list[dict]:
@@ -145,12 +152,18 @@ class OsteoClassifier(PythonModel):
         params = params or {}
         want_heat = bool(params.get("heatmap", True))
         threshold = float(params["threshold"]) if params.get("threshold") is not None else self.predictor.threshold
-        if bool(params.get("cropped", False)):
+        from osteo.etl.synthetic import synthetic_training
+
+        cropped = bool(params.get("cropped", False))
+        if cropped:
             results = [{**r, "side": "", "box": None, "box_confidence": None, "localiser": "", "sides": [],
                         "error": ""} for r in self.predict_images(images, heatmaps=want_heat)]
         else:
             results = [self.predict_radiograph(base64.b64decode(i) if isinstance(i, str) else bytes(i), want_heat)
                        for i in images]
+        models = [self.trained_on]  # and the localiser's, when it located the image
+        models += [] if cropped or self.locator is None else [getattr(self.locator, "trained_on", None)]
+        synthetic = synthetic_training(*models)
         return pd.DataFrame({
             "probability": [r["probability"] for r in results],
             "label": [_label(r, threshold) for r in results],
@@ -162,6 +175,8 @@ class OsteoClassifier(PythonModel):
             "localiser": [r["localiser"] for r in results],
             "sides": [_json.dumps(r["sides"]) for r in results],
             "error": [r["error"] for r in results],
+            "trained_on": [models[0] or "" for _ in results],
+            "synthetic_training": pd.Series([synthetic] * len(results), dtype=object),
         })
 
 

@@ -82,14 +82,16 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
         why = f"already registered as version {existing}: the same configuration on the same snapshot"
         c.set_tag(parent_run_id, "champion_decision", why)
         return Registration(model_name=name, model_version=existing, champion=champion == existing,
-                            champion_version=champion, decision=why, already_registered=True)
+                            champion_version=champion, decision=why, already_registered=True,
+                            trained_on=(c.get_model_version(name, existing).tags or {}).get("trained_on"))
     test = snap.load_manifest(snapshot.manifest_path).query("split == 'test'")
     thr = float(evaluation.threshold)
     checkpoint = best.checkpoint  # the fold's own file (lineage hashes it); the threshold goes in model_config
     example = pd.DataFrame({"image": [Path(test["path"].iloc[0]).read_bytes()]})
     signature = infer_signature(example, pd.DataFrame({
         "probability": [0.5], "label": [1], "label_name": ["x"], "heatmap_png": ["x"], "side": ["L"], "box": ["[]"],
-        "box_confidence": [0.9], "localiser": ["x"], "sides": ["[]"], "error": [""]}),
+        "box_confidence": [0.9], "localiser": ["x"], "sides": ["[]"], "error": [""], "trained_on": ["real"],
+        "synthetic_training": [False]}),
         params={"heatmap": True, "cropped": False, "threshold": thr})
     # the localiser the classifier crops whole radiographs with: the champion's weights, in the model
     localiser = localiser_artifacts(c, settings, Path(checkpoint).parent / "localiser")
@@ -101,9 +103,11 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
             artifacts={"checkpoint": checkpoint, **onnx, **localiser},
             code_paths=[str(REPO_ROOT / p) for p in MODEL_PACKAGES],
             signature=signature, input_example=example, registered_model_name=name,
-            pip_requirements=requirements(), model_config={"operating_threshold": thr, "target_recall": target_recall},
+            pip_requirements=requirements(), model_config={"operating_threshold": thr, "target_recall": target_recall,
+                                                           "trained_on": snapshot.trained_on},
             metadata={"threshold": thr, "target_recall": target_recall, "training_digest": digest,
-                      "snapshot_digest": snapshot.digest},
+                      "snapshot_digest": snapshot.digest, "trained_on": snapshot.trained_on,
+                      "synthetic_images": snapshot.synthetic_images},
         )
     version = str(info.registered_model_version)
     checkpoint_sha = sha256_file(checkpoint)
@@ -113,6 +117,7 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
                        "test_recall": m.get("recall_1"), "test_specificity": m.get("specificity"),
                        "test_at_0.5_recall": half.get("recall_1"), "test_at_0.5_specificity": half.get("specificity"),
                        "run_id": parent_run_id, "checkpoint_sha256": checkpoint_sha, "onnx": str(bool(onnx)).lower(),
+                       "trained_on": snapshot.trained_on, "synthetic_images": snapshot.synthetic_images,
                        **code_tags()}.items():
         if value is not None:
             c.set_model_version_tag(name, version, key, str(value))
@@ -124,7 +129,8 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
         arch=best.arch, preset=preset, folds=folds or 0, snapshot_digest=snapshot.digest, n_train=snapshot.n_train,
         n_test=evaluation.n_test, test_positives=evaluation.test_positives,
         test_year=snapshot.params.get("test_year", "the test year"), threshold=thr, target_recall=target_recall,
-        at_threshold=m, at_half=half, synthetic=synthetic_cohort(factory)))
+        at_threshold=m, at_half=half, trained_on=snapshot.trained_on, synthetic_images=snapshot.synthetic_images,
+        n_images=snapshot.n_members))
     set_alias(c, name, "challenger", version)
     champion_version = alias_version(c, name, "champion")
     challenger_metrics, champion_metrics = {**m, "n": evaluation.n_test}, None
@@ -143,24 +149,7 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
                              test_auc=m.get("roc_auc"), checkpoint_sha256=checkpoint_sha)
     return Registration(model_name=name, model_version=version, champion=promote,
                         champion_version=version if promote else champion_version, decision=why,
-                        champion_test_auc=(champion_metrics or {}).get("roc_auc"))
-
-
-def synthetic_cohort(factory: sessionmaker[Session]) -> bool:
-    """Whether the ingested radiographs come from `osteo synth` (its DICOM implementation version name)."""
-    import pydicom
-    from sqlalchemy import select
-
-    from db.models import SourceFile
-
-    with factory() as session:
-        path = session.scalar(select(SourceFile.path).where(SourceFile.kind == "dicom",
-                                                            SourceFile.status == "ingested").limit(1))
-    try:
-        meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta if path else None
-    except (OSError, pydicom.errors.InvalidDicomError):
-        return False
-    return str(getattr(meta, "ImplementationVersionName", "") or "").startswith("OSTEO_SYNTH")
+                        champion_test_auc=(champion_metrics or {}).get("roc_auc"), trained_on=snapshot.trained_on)
 
 
 def champion_training_images(settings: Settings, c: MlflowClient, name: str, version: str) -> set[int]:
@@ -209,7 +198,8 @@ def localiser_artifacts(c: MlflowClient, settings: Settings, folder: Path) -> di
     checkpoint = next(iter(sorted(local.rglob("*.pth"))))
     info = folder / "localiser.json"
     write_json(info, {"name": settings.roi_model, "version": version, "size": settings.export_size,
-                      "margin": settings.roi_margin, "min_confidence": settings.roi_min_confidence})
+                      "margin": settings.roi_margin, "min_confidence": settings.roi_min_confidence,
+                      "trained_on": (c.get_model_version(settings.roi_model, version).tags or {}).get("trained_on")})
     return {"localiser": str(checkpoint), "localiser_info": str(info)}
 
 

@@ -1,5 +1,7 @@
 """The femoral-neck localiser in MLflow: its run, its registration as `osteo-roi` (gate by test-year
-mean IoU) and the loaded champion that the refresh, `osteo roi locate` and the classifier use."""
+mean IoU) and the loaded champion that the refresh, `osteo roi locate` and the classifier use. A
+registered version's tag `trained_on` (synthetic | real | mixed) goes with the loaded localiser as its
+`trained_on` attribute (None when the version has no such tag: never taken as real)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from osteo.etl.synthetic import trained_on
 from osteo.roi import FileLocator
 from osteo.roi_training import RoiDataset, RoiEvaluation, evaluate, train_and_evaluate
 from osteo.settings import REPO_ROOT, Settings
@@ -38,7 +41,8 @@ def start_roi_run(c: MlflowClient, settings: Settings, dataset: RoiDataset, conf
                        tags={**code_tags(), "dataset_digest": dataset.digest, "model": "femoral-neck localiser"})
     c.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in clean_params(
         {**config, "dataset_digest": dataset.digest, "test_year": dataset.test_year, "n_train": dataset.n_train,
-         "n_val": dataset.n_val, "n_test": dataset.n_test}).items()])
+         "n_val": dataset.n_val, "n_test": dataset.n_test, "n_images": dataset.n_images,
+         "synthetic_images": dataset.synthetic_images}).items()])
     return run.info.run_id
 
 
@@ -72,8 +76,10 @@ def register_localiser(c: MlflowClient, settings: Settings, checkpoint: str, eva
             code_paths=[str(REPO_ROOT / p) for p in MODEL_PACKAGES], signature=signature,
             registered_model_name=name, pip_requirements=requirements())
     version = str(info.registered_model_version)
+    learned_from = trained_on(dataset.synthetic_images, dataset.n_images)
     for key, value in {"dataset_digest": dataset.digest, "test_mean_iou": evaluation.metrics.get("mean_iou"),
-                       "run_id": run_id, "checkpoint_sha256": sha256_file(checkpoint), **code_tags()}.items():
+                       "run_id": run_id, "checkpoint_sha256": sha256_file(checkpoint), "trained_on": learned_from,
+                       "synthetic_images": dataset.synthetic_images, **code_tags()}.items():
         c.set_model_version_tag(name, version, key, str(value))
     set_alias(c, name, "challenger", version)
     champion = alias_version(c, name, "champion")
@@ -88,7 +94,7 @@ def register_localiser(c: MlflowClient, settings: Settings, checkpoint: str, eva
     c.set_tag(run_id, "champion_decision", why)
     c.set_terminated(run_id, "FINISHED")
     return Registration(model_name=name, model_version=version, champion=promote,
-                        champion_version=version if promote else champion, decision=why)
+                        champion_version=version if promote else champion, decision=why, trained_on=learned_from)
 
 
 def _gate(new_iou: float, old_iou: float | None, has_champion: bool) -> tuple[bool, str]:
@@ -112,6 +118,7 @@ def load_locator(settings: Settings, uri: str | None = None) -> FileLocator:
     model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
     locator = model.unwrap_python_model().locator
     locator.name, locator.version = name, str(mv.version)
+    locator.trained_on = (mv.tags or {}).get("trained_on")
     return locator
 
 

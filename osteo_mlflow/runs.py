@@ -48,8 +48,10 @@ def start_parent_run(c: MlflowClient, settings: Settings, snapshot: SnapshotInfo
 
 
 def snapshot_params(snapshot: SnapshotInfo) -> dict[str, Any]:
+    """The snapshot as run params: its digest, sizes, split settings and what its images are (synthetic)."""
     return {"snapshot_digest": snapshot.digest, "n_train": snapshot.n_train, "n_test": snapshot.n_test,
-            **{f"split_{k}": v for k, v in snapshot.params.items()}}
+            "synthetic_images": snapshot.synthetic_images, "synthetic": snapshot.synthetic,
+            "trained_on": snapshot.trained_on, **{f"split_{k}": v for k, v in snapshot.params.items()}}
 
 
 def log_snapshot_input(run_id: str, snapshot: SnapshotInfo) -> None:

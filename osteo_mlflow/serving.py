@@ -30,6 +30,7 @@ class VersionFiles:
     onnx: Path | None  # the classifier's ONNX export (two outputs), when registered with one
     threshold: float | None  # the operating threshold stored with the version (tag), when it has one
     crop: dict  # how the export crops for it: size, margin, min_confidence (localiser_info)
+    trained_on: str | None = None  # its tag: synthetic | real | mixed (osteo/etl/synthetic.py); None: no tag
 
 
 def registry_client(settings: Settings) -> MlflowClient:
@@ -68,13 +69,18 @@ def fetch_version(c: MlflowClient, settings: Settings, name: str, version: str, 
     tags = c.get_model_version(name, version).tags or {}
     threshold = float(tags["threshold"]) if tags.get("threshold") else None
     return VersionFiles(name=name, version=version, checkpoint=checkpoints[0], onnx=onnx[0] if onnx else None,
-                        threshold=threshold, crop=crop)
+                        threshold=threshold, crop=crop, trained_on=tags.get("trained_on"))
 
 
 def _is_localiser(path: Path, root: Path) -> bool:
     """The classifier's artifacts may carry the localiser it was registered with: not its own weights."""
     rel = path.relative_to(root).parts
     return path.name == "localiser.pth" or rel[0] == "localiser"
+
+
+def trained_on(c: MlflowClient, name: str, version: str) -> str | None:
+    """What a registered version learned from (its `trained_on` tag); None when it has no such tag."""
+    return (c.get_model_version(name, version).tags or {}).get("trained_on")
 
 
 def fetch_localiser(c: MlflowClient, name: str, version: str, dst: Path) -> Path:

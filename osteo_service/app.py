@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from osteo import __version__
+from osteo.etl.synthetic import synthetic_training
 from osteo.settings import REPO_ROOT, Settings, get_settings
 from osteo_model.gradcam import heatmap_png
 from osteo_service import i18n, security
@@ -41,6 +42,7 @@ from osteo_service.schemas import (
     PredictOut,
     Problem,
     model_out,
+    notice,
     predict_out,
     problem,
 )
@@ -167,10 +169,11 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
     def health() -> HealthOut:
         """Which model versions answer now."""
         model = served()
+        synthetic = model.synthetic_training() if model else None
         return HealthOut(status="ok" if model else "no_model", model=model_out(model) if model else None,
                          localiser=(model.localiser or None) if model else None, model_uri=settings.serve_model,
                          localiser_uri=settings.serve_localiser, reload_seconds=settings.serve_reload_seconds,
-                         version=__version__)
+                         version=__version__, synthetic_training=synthetic, notice=notice(synthetic))
 
     @app.post("/api/v1/predict", response_model=PredictOut, tags=["api"], openapi_extra=MULTIPART)
     async def api_predict(request: Request) -> PredictOut:
@@ -198,11 +201,14 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
         png, scale = await run_in_threadpool(preview, decoded.display)
         rows, cols = decoded.display.shape
         need = float(model.crop["min_confidence"])
+        synthetic = synthetic_training(model.localiser_trained_on)  # the boxes are the localiser's alone
         return LocateOut(rows=rows, cols=cols, laterality=decoded.laterality, scale=scale,
                          preview_png=base64.b64encode(png).decode("ascii"),
                          boxes=[LocatedOut(side=f.side, box=[int(v) for v in f.box], confidence=float(f.confidence),
                                            confident=f.confidence >= need) for f in found],
-                         localiser=model.localiser or None, model=model_out(model))
+                         localiser=model.localiser or None, model=model_out(model),
+                         localiser_trained_on=model.localiser_trained_on, synthetic_training=synthetic,
+                         notice=notice(synthetic))
 
     # --- the page ----------------------------------------------------------------------------
 
@@ -216,6 +222,7 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
         response = templates.TemplateResponse(request, template, {
             "t": i18n.translator(lang), "lang": lang, "other": "en" if lang == "zh-TW" else "zh-TW",
             "csrf": token, "csrf_field": security.CSRF_FIELD, "served": model,
+            "demo_banner": bool(model and model.synthetic_training()),
             "booking_url": settings.serve_booking_url,
             "frax_url": FRAX_URL, "limit_mb": f"{settings.serve_upload_limit_mb:g}", "iof": IOF_QUESTIONS,
             "model_uri": settings.serve_model, "path": request.url.path, **context}, status_code=status)

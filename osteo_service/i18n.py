@@ -4,6 +4,8 @@ translation is a test failure, not a blank on the page."""
 
 from __future__ import annotations
 
+from osteo.etl.synthetic import DEMO_NOTICE, DEMO_NOTICE_ZH
+
 LANGS = ("zh-TW", "en")
 DEFAULT_LANG = "zh-TW"
 
@@ -21,6 +23,8 @@ TEXT: dict[str, dict[str, str]] = {
         "en": "This tool is a screening aid: it cannot rule osteoporosis out and does not replace a DEXA "
               "bone-density scan. A doctor must interpret the result.",
     },
+    # shown on every page while the served models learned from synthetic images (osteo/etl/synthetic.py)
+    "demo_banner": {"zh-TW": DEMO_NOTICE_ZH, "en": DEMO_NOTICE},
     "upload_heading": {"zh-TW": "1. 上傳髖關節 X 光片", "en": "1. Upload a hip X-ray"},
     "upload_hint": {
         "zh-TW": "可上傳 DICOM、PNG 或 JPEG（上限 {limit} MB）。影像只在記憶體中處理，不會被保存。",

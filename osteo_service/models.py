@@ -41,11 +41,25 @@ class Served:
     crop: dict  # size, margin, min_confidence: how the export crops
     locator: Any = None  # osteo.roi.FileLocator
     localiser: str = ""  # name/version of the locator
+    trained_on: str | None = None  # the classifier's tag: synthetic | real | mixed; None: it does not say
+
+    @property
+    def localiser_trained_on(self) -> str | None:
+        """The localiser's `trained_on` (set by the registry when it loads it); None without one or a tag."""
+        return getattr(self.locator, "trained_on", None) if self.locator is not None else None
+
+    def synthetic_training(self, localiser: bool = True) -> bool | None:
+        """Whether an answer rests on synthetic images: the classifier's, and the localiser's when it found
+        the box (osteo.etl.synthetic.synthetic_training: None when one of them does not say)."""
+        from osteo.etl.synthetic import synthetic_training
+
+        used = [self.localiser_trained_on] if localiser and self.locator is not None else []
+        return synthetic_training(self.trained_on, *used)
 
     def describe(self) -> dict[str, Any]:
         return {"model": {"name": self.name, "version": self.version, "threshold": self.threshold,
-                          "runtime": self.runtime},
-                "localiser": self.localiser or None}
+                          "runtime": self.runtime, "trained_on": self.trained_on},
+                "localiser": self.localiser or None, "synthetic_training": self.synthetic_training()}
 
 
 Resolve = Callable[[str], "tuple[str, str] | None"]
@@ -56,7 +70,8 @@ class Registry:
     """How the cache reaches the registry (osteo_mlflow.serving in the service; fakes in tests)."""
 
     resolve: Resolve  # uri -> (name, version) or None
-    load_classifier: Callable[[str, str], tuple[Classifier, float, str, dict]]  # -> (model, threshold, runtime, crop)
+    # -> (model, threshold, runtime, crop, trained_on: the version's tag or None)
+    load_classifier: Callable[[str, str], tuple[Classifier, float, str, dict, str | None]]
     load_localiser: Callable[[str, str], Any]  # -> a Locator
 
 
@@ -96,10 +111,10 @@ class ModelCache:
         if classifier is None:
             self._served, self._versions = None, (None, localiser)
             return
-        model, threshold, runtime, crop = self.registry.load_classifier(*classifier)
+        model, threshold, runtime, crop, trained_on = self.registry.load_classifier(*classifier)
         locator = self.registry.load_localiser(*localiser) if localiser else None
         self._served = Served(name=classifier[0], version=classifier[1], classifier=model, threshold=threshold,
-                              runtime=runtime, crop=crop, locator=locator,
+                              runtime=runtime, crop=crop, locator=locator, trained_on=trained_on,
                               localiser=f"{localiser[0]}/{localiser[1]}" if localiser else "")
         self._versions = (classifier, localiser)
         log.info("serving %s/%s (%s)%s", classifier[0], classifier[1], runtime,
@@ -109,7 +124,7 @@ class ModelCache:
 def mlflow_registry(settings) -> Registry:
     """The registry of these settings, read through osteo_mlflow.serving; files go to a temporary folder
     (a version's files are loaded into memory, then the folder is removed)."""
-    from osteo_mlflow.serving import fetch_localiser, fetch_version, registry_client, resolve_version
+    from osteo_mlflow.serving import fetch_localiser, fetch_version, registry_client, resolve_version, trained_on
 
     client = registry_client(settings)
 
@@ -118,13 +133,15 @@ def mlflow_registry(settings) -> Registry:
             files = fetch_version(client, settings, name, version, Path(tmp))
             model, runtime = build_classifier(files.checkpoint, files.onnx, files.threshold,
                                               threads=settings.serve_threads or None)
-        return model, model.threshold, runtime, files.crop
+        return model, model.threshold, runtime, files.crop, files.trained_on
 
     def load_localiser(name: str, version: str):
         from osteo.roi import FileLocator
 
         with tempfile.TemporaryDirectory(prefix="osteo-serve-") as tmp:
-            return FileLocator.load(fetch_localiser(client, name, version, Path(tmp)), name, version)
+            locator = FileLocator.load(fetch_localiser(client, name, version, Path(tmp)), name, version)
+        locator.trained_on = trained_on(client, name, version)
+        return locator
 
     return Registry(resolve=lambda uri: resolve_version(client, uri), load_classifier=load_classifier,
                     load_localiser=load_localiser)

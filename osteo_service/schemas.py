@@ -8,6 +8,7 @@ import base64
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from osteo.etl.synthetic import DEMO_NOTICE
 from osteo_service import i18n
 from osteo_service.models import Served
 from osteo_service.screening import Screening
@@ -51,6 +52,18 @@ class ModelOut(BaseModel):
     version: str
     threshold: float
     runtime: str
+    trained_on: str | None = Field(description="what the classifier learned from: synthetic | real | mixed; null "
+                                               "when its registered version does not say")
+
+
+def synthetic_field():
+    return Field(None, description="true when the answer rests on a model (the classifier, or the localiser that "
+                                   "found the box) that learned from synthetic images; null when a model does not "
+                                   "say what it learned from")
+
+
+def notice_field():
+    return Field(None, description=f'"{DEMO_NOTICE}" when synthetic_training is true, else null')
 
 
 class PredictOut(BaseModel):
@@ -70,6 +83,8 @@ class PredictOut(BaseModel):
                                          "(0..1 as 0..255) at the model's input size")
     input_sha256: str
     disclaimer: str
+    synthetic_training: bool | None = synthetic_field()
+    notice: str | None = notice_field()
 
 
 class LocatedOut(BaseModel):
@@ -88,6 +103,9 @@ class LocateOut(BaseModel):
     boxes: list[LocatedOut]
     localiser: str | None
     model: ModelOut
+    localiser_trained_on: str | None = Field(description="what the localiser learned from (null: not known)")
+    synthetic_training: bool | None = synthetic_field()
+    notice: str | None = notice_field()
 
 
 class HealthOut(BaseModel):
@@ -98,6 +116,8 @@ class HealthOut(BaseModel):
     localiser_uri: str
     reload_seconds: float
     version: str
+    synthetic_training: bool | None = synthetic_field()
+    notice: str | None = notice_field()
 
 
 def problem(status: int, code: str, detail: str) -> JSONResponse:
@@ -109,10 +129,17 @@ def problem(status: int, code: str, detail: str) -> JSONResponse:
 
 
 def model_out(model: Served) -> ModelOut:
-    return ModelOut(name=model.name, version=model.version, threshold=model.threshold, runtime=model.runtime)
+    return ModelOut(name=model.name, version=model.version, threshold=model.threshold, runtime=model.runtime,
+                    trained_on=model.trained_on)
+
+
+def notice(synthetic_training: bool | None) -> str | None:
+    """The demonstration notice when an answer rests on synthetic images (osteo/etl/synthetic.py)."""
+    return DEMO_NOTICE if synthetic_training else None
 
 
 def predict_out(model: Served, decoded: Decoded, result: Screening, heat: bytes) -> PredictOut:
+    synthetic = model.synthetic_training(localiser=result.box_source == "model")
     return PredictOut(
         probability=result.probability, label=result.label, label_name=LABEL_NAMES[result.label],
         threshold=result.threshold, band=result.band, model=model_out(model),
@@ -121,4 +148,5 @@ def predict_out(model: Served, decoded: Decoded, result: Screening, heat: bytes)
         box_confidence=result.box_confidence, side=result.side,
         sides=[SideOut(side=s.side, box=list(s.box), box_confidence=s.box_confidence, probability=s.probability,
                        label=s.label) for s in result.sides],
-        heatmap_png=base64.b64encode(heat).decode("ascii"), input_sha256=decoded.sha256, disclaimer=DISCLAIMER)
+        heatmap_png=base64.b64encode(heat).decode("ascii"), input_sha256=decoded.sha256, disclaimer=DISCLAIMER,
+        synthetic_training=synthetic, notice=notice(synthetic))

@@ -7,6 +7,10 @@ descriptions are read only to decide the scope (osteo/etl/scope.py) and then dro
 
 The scope is decided first, as soon as the file has a Modality: a chest radiograph or an MR is
 out of scope (recorded with its reason), not quarantined for a tag it was never meant to have.
+
+A record also says whether the file is synthetic (`osteo synth`'s marks: Manufacturer, or the flag
+of its private block, found through the block's creator: osteo/etl/synthetic.py). The marks are
+read raw, never through a converter, so that no value of theirs can fail a file.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
 
+from osteo.etl import synthetic
 from osteo.etl.dicom_bytes import deflate_problem
 from osteo.etl.errors import InputError
 from osteo.etl.pool import shared_pool
@@ -83,7 +88,14 @@ WANTED = REQUIRED + (
     "SeriesDescription",  # free text, for the scope keywords only: never stored
     "StudyDescription",
 )
-_SPECIFIC = list(WANTED)
+# the synthetic marks (osteo/etl/synthetic.py), read raw and decoded here so that no value can fail a file:
+# Manufacturer, and the private creator slots (0009,0010-001F) with the flag element of each one's block
+_MANUFACTURER = BaseTag(tag_for_keyword("Manufacturer"))
+_CREATOR_SLOTS = tuple(range(synthetic.PRIVATE_BLOCK, synthetic.PRIVATE_BLOCK + 16))
+_CREATORS = tuple(BaseTag((synthetic.PRIVATE_GROUP << 16) | slot) for slot in _CREATOR_SLOTS)
+_FLAGS = tuple(BaseTag((synthetic.PRIVATE_GROUP << 16) | (slot << 8) | synthetic.ELEMENT_FLAG)
+               for slot in _CREATOR_SLOTS)
+_SPECIFIC = [*WANTED, _MANUFACTURER, *_CREATORS, *_FLAGS]
 DEFAULT_SCOPE = ScopeRules()  # the product rule; the refresh passes the settings' (OSTEO_SCOPE_*)
 
 
@@ -140,12 +152,13 @@ class _Header:
     Dataset.__getitem__ does, less its per-access tag and character-set look-ups); read like a
     Dataset by keyword: `kw in h`, `h[kw].value`, `h.get(kw)`, `h.Keyword`, `h.file_meta`."""
 
-    __slots__ = ("elems", "file_meta")
+    __slots__ = ("elems", "file_meta", "synthetic")
 
     def __init__(self, ds: pydicom.Dataset) -> None:
         self.file_meta = getattr(ds, "file_meta", None)
         charset = ds.original_character_set or ds._character_set
         raw = ds._dict
+        self.synthetic = _is_synthetic(raw)
         self.elems: dict[str, Any] = {}
         for keyword, tag in _WANTED_TAGS:
             elem = raw.get(tag)
@@ -171,6 +184,27 @@ class _Header:
 
 
 _WANTED_TAGS = tuple((kw, BaseTag(tag_for_keyword(kw))) for kw in WANTED)
+
+
+def _raw_text(elem: Any) -> str | None:
+    """An element's text without pydicom's converters (which raise on hostile bytes): the raw bytes as
+    Latin-1 (the marks are ASCII), the first value of a converted multi-valued element."""
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("latin-1").split("\\")[0].strip("\0 ")
+    if value is not None and not isinstance(value, str):
+        value = next(iter(value), None) if hasattr(value, "__iter__") else value
+    return None if value is None else str(value).strip("\0 ")
+
+
+def _is_synthetic(raw: dict) -> bool:
+    """Either mark (osteo.etl.synthetic.is_synthetic): Manufacturer, or the flag of the block whose private
+    creator is osteo's (a block of another creator in group 0009 says nothing)."""
+    flag = next((_raw_text(raw.get(f)) for c, f in zip(_CREATORS, _FLAGS, strict=True)
+                 if (_raw_text(raw.get(c)) or "").upper() == synthetic.PRIVATE_CREATOR), None)
+    return synthetic.is_synthetic(_raw_text(raw.get(_MANUFACTURER)), flag)
 
 
 def _header_record(data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]:
@@ -291,6 +325,7 @@ def _record(ds: _Header, key: bytes) -> dict[str, Any]:
         "photometric": photometric,
         "pixel_spacing_mm": spacing_mm,
         "transfer_syntax": tsyntax,
+        "synthetic": ds.synthetic,  # marked by `osteo synth` (osteo/etl/synthetic.py)
     }
 
 

@@ -327,7 +327,7 @@ def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
     header = {c: iso(getattr(img, c)) for c in (
         "sop_instance_uid", "study_instance_uid", "series_instance_uid", "study_date", "age_at_exam", "modality",
         "body_part", "laterality", "n_rows", "n_columns", "bits_stored", "photometric", "pixel_spacing_mm",
-        "transfer_syntax", "ingested_at")}
+        "transfer_syntax", "synthetic", "ingested_at")}
     boxes = _boxes_of(session, uid)
     by_id = {b["id"]: b for b in boxes}
     pair = session.scalar(select(Pair).where(Pair.image_id == img.id))

@@ -36,6 +36,10 @@ def test_the_localiser_is_registered_and_champion_with_its_test_year_figures(dem
     assert {"test_iou_ge_050", "test_iou_ge_075", "test_centre_error_mm"} <= set(run.data.metrics)
     assert client.get_metric_history(roi["run_id"], "val_mean_iou"), "every epoch is logged"
     assert roi["dataset"]["n_test"] > 0 and roi["dataset"]["pelvis_views"] > 0
+    # it learned from the demo's synthetic films, and its version says so
+    assert roi["dataset"]["synthetic_images"] == roi["dataset"]["n_images"] > 0
+    assert champion.tags["trained_on"] == roi["registration"]["trained_on"] == "synthetic"
+    assert run.data.params["synthetic_images"] == str(roi["dataset"]["n_images"])
 
 
 def test_the_refresh_after_it_boxes_the_pairs_nobody_boxed(demo_run):
@@ -69,6 +73,7 @@ def test_the_classifier_crops_a_whole_radiograph_exactly_as_the_export(demo_run)
     assert row["error"] == "" and row["side"] == img.laterality
     assert json.loads(row["box"]) == [ann.box_xmin, ann.box_ymin, ann.box_xmax, ann.box_ymax]
     assert row["localiser"] == f"{ann.model_name}/{ann.model_version}"
+    assert row["trained_on"] == "synthetic" and row["synthetic_training"] is True
     crop = model.predict(pd.DataFrame({"image": [Path(export.path).read_bytes()]}),
                          params={"heatmap": False, "cropped": True}).iloc[0]
     assert row["probability"] == pytest.approx(crop["probability"], abs=1e-5)
@@ -96,6 +101,10 @@ def test_roi_locate_prints_the_pelvis_boxes_on_the_dicom_grid(demo_run, tmp_path
     out = tmp_path / "overlay.png"
     assert main(["roi", "locate", str(demo_run["cohort"] / pelvis["file"]), "--out", str(out), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
+    from osteo.etl.synthetic import DEMO_NOTICE
+
+    assert payload["trained_on"] == "synthetic" and payload["synthetic_training"] is True
+    assert payload["notice"] == DEMO_NOTICE
     truth = json.loads(pelvis["boxes"])
     assert payload["laterality"] == "B" and sorted(b["side"] for b in payload["boxes"]) == ["L", "R"]
     for b in payload["boxes"]:  # on the DICOM's pixel grid, each side where the person drew it

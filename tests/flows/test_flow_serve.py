@@ -41,12 +41,20 @@ def test_the_service_answers_with_the_champion_through_onnx(served):
     assert health["status"] == "ok" and health["model"]["version"] == str(champion.version)
     assert health["model"]["runtime"] == "onnxruntime" and champion.tags.get("onnx") == "true"
     assert health["localiser"] == f"{s.roi_model}/{roi.version}"
+    from osteo.etl.synthetic import DEMO_NOTICE
+
+    # the demo's models learned from synthetic films: the health, every answer and every page say so
+    assert health["model"]["trained_on"] == "synthetic" and health["synthetic_training"] is True
+    assert health["notice"] == DEMO_NOTICE
+    page = client.get("/?lang=en").text
+    assert 'id="demo-banner"' in page and DEMO_NOTICE in page
     data = a_hip(demo["cohort"]).read_bytes()
     r = client.post("/api/v1/predict", files={"image": ("x.dcm", data)})
     assert r.status_code == 200, r.text
     j = r.json()
     assert j["box_source"] == "model" and j["localiser"] == health["localiser"] and j["model"]["version"] == \
         str(champion.version)
+    assert j["synthetic_training"] is True and j["notice"] == DEMO_NOTICE
     # the registered pyfunc scores the same radiograph the same way (same crop, same weights)
     import mlflow
     import pandas as pd

@@ -52,6 +52,10 @@ def test_mlflow_parent_with_one_child_per_fold_and_artifacts(demo_run):
         history = client.get_metric_history(child.info.run_id, "val_loss")
         assert len(history) >= 2 and [m.step for m in history] == sorted(m.step for m in history)
     assert parent.data.params["arch"] == "resnet18" and "snapshot_digest" in parent.data.params
+    # the snapshot says what its images are: every crop of the demo cohort is from a synthetic film
+    assert parent.data.params["trained_on"] == "synthetic" and parent.data.params["synthetic"] == "True"
+    assert result["synthetic_images"] == int(parent.data.params["synthetic_images"]) > 0
+    assert result["trained_on"] == "synthetic"
     assert parent.data.tags["git_commit"] and parent.data.tags["code_version"]
     assert parent.data.metrics["test_roc_auc"] == pytest.approx(result["test_auc"])
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "test")}
@@ -85,7 +89,9 @@ def test_champion_pyfunc_predicts_png_and_dicom(demo_run):
     model = mlflow.pyfunc.load_model("models:/osteo-classifier@champion")
     out = model.predict(pd.DataFrame({"image": [png]}), params={"cropped": True})  # a crop, said so
     assert list(out.columns) == ["probability", "label", "label_name", "heatmap_png", "side", "box",
-                                 "box_confidence", "localiser", "sides", "error"]
+                                 "box_confidence", "localiser", "sides", "error", "trained_on", "synthetic_training"]
+    # the demo learned from synthetic films only, and every answer says so
+    assert out["trained_on"].tolist() == ["synthetic"] and out["synthetic_training"].tolist() == [True]
     assert ((out["probability"] >= 0) & (out["probability"] <= 1)).all()
     assert set(out["label"]) <= {0, 1} and list(out["error"]) == [""]
     # a whole DICOM is located and cropped first: scored with its box, or refused with a reason
@@ -148,6 +154,10 @@ def test_operating_threshold_reaches_the_target_recall_on_validation_and_labels_
     client, _ = _client()
     mv = client.get_model_version(s.registered_model, "1")
     assert float(mv.tags["threshold"]) == pytest.approx(thr) and "screening aid" in mv.description
+    from osteo.etl.synthetic import DEMO_NOTICE
+
+    # the model card says first and plainly that the version learned from synthetic films
+    assert mv.tags["trained_on"] == "synthetic" and mv.description.startswith(f"**{DEMO_NOTICE}**")
     parent = client.get_run(result["run_id"])
     for name in ("test_recall_1", "test_at_0.5_recall_1", "test_specificity", "test_at_0.5_specificity"):
         assert name in parent.data.metrics, name
@@ -251,6 +261,7 @@ def test_mlflow_models_serve(demo_run, tmp_path):
             answer = json.loads(r.read())
         (pred,) = answer["predictions"]
         assert 0 <= pred["probability"] <= 1 and pred["label"] in (0, 1) and pred["heatmap_png"]
+        assert pred["trained_on"] == "synthetic" and pred["synthetic_training"] is True
     finally:
         proc.terminate()
         try:

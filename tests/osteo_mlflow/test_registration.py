@@ -28,7 +28,7 @@ def _crops(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _snapshot(s, manifest: pd.DataFrame, name: str):
+def _snapshot(s, manifest: pd.DataFrame, name: str, synthetic_images: int = 0):
     from osteo.snapshot import SnapshotInfo
 
     digest = (name * 64)[:64]
@@ -38,7 +38,8 @@ def _snapshot(s, manifest: pd.DataFrame, name: str):
     test = manifest[manifest["split"] == "test"]
     return SnapshotInfo(snapshot_id=1, digest=digest, manifest_path=str(path), n_members=len(manifest),
                         n_train=int((manifest["split"] == "train").sum()), n_test=len(test),
-                        test_positives=int(test["label"].sum()), params={"test_year": 2022})
+                        test_positives=int(test["label"].sum()), params={"test_year": 2022},
+                        synthetic_images=synthetic_images)
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +88,8 @@ def toy_registry(tmp_path_factory):
                                        test_positives=int(sum(y)), threshold=threshold, metrics_at_half=half,
                                        test_member_ids=frame["member_id"].tolist(), test_probs=p)
 
-        def register(manifest, name, digest):
-            snap = _snapshot(s, manifest, name)
+        def register(manifest, name, digest, synthetic_images=0):
+            snap = _snapshot(s, manifest, name, synthetic_images)
             parent = c.create_run(experiment_id(c, s), tags={"preset": "demo"}).info.run_id
             test = manifest[manifest["split"] == "test"]
             return registry.register_best(c, s, factory, best, evaluation(test), snap, parent, digest=digest,
@@ -102,7 +103,7 @@ def toy_registry(tmp_path_factory):
         real_score = registry.score_version
         mp.setattr(registry, "score_version", lambda n, v, t: calls.append(t["member_id"].tolist()) or
                    real_score(n, v, t))
-        challenger, _ = register(crops, "b", "digest-2")  # tested on all 8
+        challenger, _ = register(crops, "b", "digest-2", synthetic_images=3)  # tested on all 8; 3 synthetic
         yield {"settings": s, "client": c, "first": first, "again": again, "challenger": challenger,
                "threshold": threshold, "probs": probs, "crops": crops, "scored": calls,
                "checkpoint": ckpt}
@@ -168,6 +169,28 @@ def test_each_version_has_a_model_card(toy_registry):
     for want in ("resnet18", "preset demo", "2-fold", "Snapshot: `aaaa", f"{toy_registry['threshold']:.4f}",
                  "recall >= 0.90", "at 0.5", "screening aid", "not a diagnosis", "Limits"):
         assert want in card, (want, card)
+
+
+def test_a_version_says_what_it_learned_from(toy_registry):
+    """Version 1 learned from real images only, version 2 from a snapshot with 3 synthetic images of 8: the
+    tag, the model card, the registration and every prediction of the pyfunc say so."""
+    import mlflow
+
+    from osteo.etl.synthetic import DEMO_NOTICE
+
+    c, s = toy_registry["client"], toy_registry["settings"]
+    real, mixed = (c.get_model_version(s.registered_model, v) for v in ("1", "2"))
+    assert (real.tags["trained_on"], real.tags["synthetic_images"]) == ("real", "0")
+    assert (mixed.tags["trained_on"], mixed.tags["synthetic_images"]) == ("mixed", "3")
+    assert DEMO_NOTICE not in real.description and "hospital's exported hip radiographs" in real.description
+    assert mixed.description.startswith(f"**{DEMO_NOTICE}**") and "3 of 8" in mixed.description
+    assert toy_registry["first"].trained_on == "real" and toy_registry["again"].trained_on == "real"
+    assert toy_registry["challenger"].trained_on == "mixed"
+    frame = pd.DataFrame({"image": [Path(toy_registry["crops"]["path"].iloc[0]).read_bytes()]})
+    for version, trained_on, flag in (("1", "real", False), ("2", "mixed", True)):
+        out = mlflow.pyfunc.load_model(f"models:/{s.registered_model}/{version}").predict(
+            frame, params={"cropped": True, "heatmap": False})
+        assert out["trained_on"].tolist() == [trained_on] and out["synthetic_training"].tolist() == [flag]
 
 
 def test_the_experiment_is_a_model_training_experiment(toy_registry):

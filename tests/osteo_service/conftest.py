@@ -40,6 +40,7 @@ class FixedLocator:
     input_size: int = 64
     name: str = "osteo-roi"
     version: str = "7"
+    trained_on: str | None = None  # the registry's tag, as osteo_service.models.mlflow_registry sets it
 
     def predict(self, views: np.ndarray):
         n = len(views)
@@ -56,6 +57,7 @@ class FakeRegistry:
     threshold: float = 0.5
     locator: FixedLocator | None = field(default_factory=FixedLocator)
     fail: bool = False
+    trained_on: str | None = None  # the classifier version's tag (None: it has none)
 
     def registry(self) -> Registry:
         def resolve(uri):
@@ -66,7 +68,7 @@ class FakeRegistry:
         def load_classifier(name, version):
             self.loads.append((name, version))
             return BrightClassifier(self.threshold), self.threshold, "fake", {"size": 64, "margin": 0.15,
-                                                                               "min_confidence": 0.8}
+                                                                               "min_confidence": 0.8}, self.trained_on
 
         return Registry(resolve=resolve, load_classifier=load_classifier, load_localiser=lambda n, v: self.locator)
 
