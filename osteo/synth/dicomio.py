@@ -21,8 +21,7 @@ from pydicom.uid import (
 )
 
 from osteo.etl import synthetic
-from osteo.synth.pelvis import render_pelvis
-from osteo.synth.phantom import render_hip
+from osteo.synth.film import render_film
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 CR_IMAGE = "1.2.840.10008.5.1.4.1.1.1"
@@ -71,15 +70,25 @@ def _da(d: dt.date) -> str:
 
 
 def image_params(rng: np.random.Generator, view: str = "hip") -> dict[str, Any]:
-    """Acquisition parameters of one image (also returned into the truth); an AP pelvis is twice as wide."""
+    """Acquisition parameters of one image (also returned into the truth). An AP hip is a portrait
+    field about 24 x 30 cm; an AP pelvis a 35 x 43 cm field used portrait or landscape, or a square
+    (35 x 35, 43 x 43) as viewers export them. The long side has 560-720 pixels."""
     modality = "DX" if rng.random() < 0.55 else "CR"
+    if view == "pelvis":
+        shape = ("portrait", "landscape", "square")[int(rng.integers(3))]
+        w_mm, h_mm = {"portrait": (350.0, 430.0), "landscape": (430.0, 350.0)}.get(
+            shape, (390.0, 390.0) if rng.random() < 0.5 else (430.0, 430.0))
+    else:
+        w_mm, h_mm = rng.uniform(230.0, 260.0), rng.uniform(290.0, 320.0)
+    long_px = int(rng.integers(560, 721))
+    spacing = round(max(w_mm, h_mm) / long_px, 4)
     p: dict[str, Any] = {
         "modality": modality,
-        "rows": int(rng.integers(528, 689)),
-        "cols": int(rng.integers(480, 609)),
+        "rows": int(round(h_mm / spacing)),
+        "cols": int(round(w_mm / spacing)),
         "photometric": "MONOCHROME1" if rng.random() < 0.45 else "MONOCHROME2",
         "bits": int(rng.choice([10, 12, 16])),
-        "spacing": round(float(rng.uniform(0.30, 0.60)), 4),
+        "spacing": spacing,
     }
     r = rng.random()
     p["compression"] = "rle" if r < 0.15 else ("j2k" if r < 0.25 else "none")
@@ -104,7 +113,6 @@ def image_params(rng: np.random.Generator, view: str = "hip") -> dict[str, Any]:
     p["time"] = f"{int(rng.integers(7, 20)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}"
     p["description"] = STUDY_DESCRIPTIONS[int(rng.integers(len(STUDY_DESCRIPTIONS)))]
     if view == "pelvis":
-        p["cols"] *= 2
         p["description"] = "PELVIS AP"
     return p
 
@@ -183,7 +191,7 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
     ds.InstanceNumber = spec["instance"]
     ds.PatientOrientation = ["R", "F"] if spec.get("mirrored") else ["L", "F"]
     ds.ImageLaterality = "B" if pelvis else spec["laterality"]
-    ds.BurnedInAnnotation = "NO"
+    ds.BurnedInAnnotation = "YES" if p.get("burned_in_text") else "NO"
     ds.LossyImageCompression = "00"
     ds.PixelSpacing = [p["spacing"], p["spacing"]]
     if p["modality"] == "DX":
@@ -226,13 +234,12 @@ def render_and_write(spec: dict[str, Any]) -> dict[str, Any]:
     view = spec.get("view", "hip")
     p = image_params(rng, view)
     centred = p["window"] and p["photometric"] == "MONOCHROME1"
-    if view == "pelvis":
-        r = render_pelvis(rng, rows=p["rows"], cols=p["cols"], bmd=spec["bmd"], rotation_deg=spec["rotation"],
-                          mirrored=bool(spec.get("mirrored")), centred=centred)
-    else:
-        blur = float(rng.uniform(4.5, 7.0)) if spec["exclusion"] == "blur" else 0.0
-        r = render_hip(rng, rows=p["rows"], cols=p["cols"], bmd=spec["bmd"], laterality=spec["laterality"],
-                       rotation_deg=spec["rotation"], implant=spec["implant"], blur_sigma=blur, centred=centred)
+    blur = float(rng.uniform(4.5, 7.0)) if spec.get("exclusion") == "blur" else 0.0
+    r = render_film(rng, view=view, laterality=spec["laterality"], rows=p["rows"], cols=p["cols"],
+                    spacing=p["spacing"], bmd=spec["bmd"], sex=spec.get("sex", "F"), modality=p["modality"],
+                    rotation_deg=spec["rotation"], implant=spec.get("implant"), blur_sigma=blur, centred=centred,
+                    mirrored=bool(spec.get("mirrored")))
+    p["burned_in_text"] = r.burned_text
     maxv = 2 ** p["bits"] - 1
     stored = np.rint(r.frac.astype(np.float64) * maxv).astype(np.uint16)
     if p["photometric"] == "MONOCHROME1":

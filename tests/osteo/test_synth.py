@@ -112,8 +112,9 @@ def test_every_image_reads_and_decodes(cohort):
                 "INVERSE" if ds.PhotometricInterpretation == "MONOCHROME1" else "IDENTITY")
             assert ds.AnatomicRegionSequence[0].CodeMeaning == ("Pelvis" if pelvis else "Hip joint")
         arr = ds.pixel_array
-        assert arr.shape == (ds.Rows, ds.Columns) and 480 <= ds.Rows <= 720
-        assert (960 <= ds.Columns <= 1216) if pelvis else (480 <= ds.Columns <= 720)
+        # the long side 560-720 px; a hip field portrait, a pelvis portrait, landscape or square
+        assert arr.shape == (ds.Rows, ds.Columns) and 560 <= max(ds.Rows, ds.Columns) <= 720
+        assert min(ds.Rows, ds.Columns) >= 400 and (pelvis or ds.Rows > ds.Columns)
         assert int(arr.max()) <= 2**ds.BitsStored - 1
         syntaxes.add(str(ds.file_meta.TransferSyntaxUID))
         photometrics.add(ds.PhotometricInterpretation)
@@ -154,7 +155,7 @@ def test_export_measures_agree_with_truth(cohort):
                 assert q["metal_fraction"] > 0.05
             else:
                 assert q["metal_fraction"] == 0.0
-                assert (q["blur_score"] < 3.0) if cls == "blur" else (q["blur_score"] > 12.0), (row, q)
+                assert (q["blur_score"] < 3.0) if cls == "blur" else (q["blur_score"] > 8.0), (row, q)  # export: 6
 
 
 def test_junk_files(cohort, all_truth):
