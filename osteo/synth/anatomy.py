@@ -177,9 +177,9 @@ def _hemipelvis(side: str, head: np.ndarray, R: float, p: dict[str, float], si: 
     pouter, pinner = _shell(pparts, [1.5, 1.2, 1.3, 1.8, 1.5])
     pubis = Bone(f"pubis_{side}", Body(pouter.parts, (socket,)), Body(pinner.parts, (socket,)), side)
     # the acetabular roof (sourcil) and the pelvic brim: dense lines seen along the beam
-    roof = Bone(f"roof_{side}", Body((_e(head, (Rs + 3.2,) * 3, planes=[((0.0, 1.0, 0.0), hy - 0.25 * Rs),
-                                                                         ((-s, 0.0, 0.0), -(hx - s * 0.55 * Rs) * s)]),),
-                                     (socket,)), None, side)
+    roof_cap = _e(head, (Rs + 3.2,) * 3, planes=[((0.0, 1.0, 0.0), hy - 0.25 * Rs),
+                                                 ((-s, 0.0, 0.0), -(hx - s * 0.55 * Rs) * s)])
+    roof = Bone(f"roof_{side}", Body((roof_cap,), (socket,)), None, side)
     brim = Bone(f"brim_{side}", Body((_cyl((s * 44.0, -48.0, 34.0), (hx - s * 30, hy + 2, hz + 2), 4.0, 3.5),
                                       _cyl((hx - s * 30, hy + 2, hz + 2), (s * 17.0, hy + 30, hz - 28), 3.5, 3.5))),
                 None, side)
@@ -203,11 +203,12 @@ def _sacrum_and_spine(p: dict[str, float]) -> tuple[list[Bone], tuple]:
     lat_planes = [edge(s, 0.0) for s in (1.0, -1.0)]
     sac = _e((0.0, -60.0, 52.0), (top_w + 4, 58.0, 26.0), rotation(rx=-p["sacral_tilt"]),
              [*lat_planes, ((0.0, -1.0, 0.0), -top_y + 4)])
-    foramina = tuple(_cyl((s * (20.0 - 2.2 * k), -82.0 + 19.0 * k, 15.0), (s * (20.0 - 2.2 * k), -82.0 + 19.0 * k, 90.0),
-                          5.2 - 0.6 * k, 4.6 - 0.5 * k) for k in range(4) for s in (1.0, -1.0))
+    foramina = tuple(_cyl((s * (20.0 - 2.2 * k), -82.0 + 19.0 * k, 15.0),
+                          (s * (20.0 - 2.2 * k), -82.0 + 19.0 * k, 90.0), 5.2 - 0.6 * k, 4.6 - 0.5 * k)
+                     for k in range(4) for s in (1.0, -1.0))
     sacrum = Bone("sacrum", Body((sac,), foramina), Body((sac.shrunk(1.6),), foramina))
-    coccyx = Bone("coccyx", Body(tuple(_e((0.0, 6.0 + 11 * k, 62.0 - 5 * k), (9.0 - 2 * k, 5.5, 6.0)) for k in range(3))),
-                  None)
+    coccyx = Bone("coccyx", Body(tuple(_e((0.0, 6.0 + 11 * k, 62.0 - 5 * k), (9.0 - 2 * k, 5.5, 6.0))
+                                       for k in range(3))), None)
     bones = [sacrum, coccyx]
     y = top_y - 6
     for name in ("L5", "L4", "L3"):

@@ -281,8 +281,8 @@ def render_film(rng: np.random.Generator, *, view: str, laterality: str, rows: i
         for b in implant_bodies(rng, implant, anat.femora[laterality]):
             accumulate(metal_len, cam, b, 1.0)
     mu += metal_len * MU_METAL
-    marker = lead_marker(rng, rows, cols, spacing, laterality if view == "hip" else ("L" if rng.random() < 0.5 else "R"),
-                         mirrored=False) if extras and rng.random() < 0.8 else None
+    marker_side = laterality if view == "hip" else ("L" if rng.random() < 0.5 else "R")
+    marker = lead_marker(rng, rows, cols, spacing, marker_side) if extras and rng.random() < 0.8 else None
     if marker is not None:
         mu += marker * 4.0
     sig = expose(rng, mu, cam, modality)

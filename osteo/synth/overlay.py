@@ -49,8 +49,9 @@ def burn_text(rng: np.random.Generator, disp: np.ndarray, spacing: float) -> np.
         h, w = m.shape
         if h >= rows // 4 or w >= cols // 2:
             continue
-        y = int(rng.uniform(0.01, 0.06) * rows) if rng.random() < 0.5 else rows - h - int(rng.uniform(0.01, 0.06) * rows)
-        x = int(rng.uniform(0.01, 0.05) * cols) if rng.random() < 0.5 else cols - w - int(rng.uniform(0.01, 0.05) * cols)
+        dy, dx = int(rng.uniform(0.01, 0.06) * rows), int(rng.uniform(0.01, 0.05) * cols)
+        y = dy if rng.random() < 0.5 else rows - h - dy
+        x = dx if rng.random() < 0.5 else cols - w - dx
         region = out[y:y + h, x:x + w]
         out[y:y + h, x:x + w] = region * (1 - m) + level * m
     if rng.random() < 0.5:  # a 10 cm scale bar with 1 cm ticks
