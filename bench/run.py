@@ -39,7 +39,8 @@ SIZES: dict[str, dict[str, Any]] = {
                  repeats=3, training=[(96, 16, 480, 2), (224, 5, 200, 1)], cuda_paper=(1218, 50), inference=100,
                  service="full", demo=[], reuse_demo=False),
 }
-STAGES = ("ingest", "pairing", "export", "training", "inference", "service", "localiser", "orchestration", "e2e")
+STAGES = ("synth", "ingest", "pairing", "export", "training", "inference", "service", "localiser", "orchestration",
+          "e2e")
 
 
 def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path | None = None, keep: bool = False,
@@ -75,6 +76,11 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
         summary = stage("cohort", lambda: corpus.make_cohort(cohort, sizes["cohort"]))
         info["cohort"] = {k: summary[k] for k in ("patients", "images", "annotated", "paired", "expected_export")}
         sources = corpus.valid_dicoms(cohort / "dicom")
+
+        if want("synth"):
+            from bench import synth
+
+            rows += stage("synth", lambda: synth.run(scratch, 6 if mode == "quick" else 24))
 
         if want("ingest"):
             from bench import ingest

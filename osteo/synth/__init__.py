@@ -6,9 +6,11 @@ LabelImg annotations, and the generator's ground truth.
 
 Layout written under ``out``::
 
-    dicom/S{study:05d}/IM{k:04d}.dcm   hip radiographs (a few without the .dcm suffix); ~15% are AP pelvis
-                                       views of both hips (ImageLaterality B, alone in their study, some
-                                       stored mirrored: PatientOrientation R\\F), never with implant or blur
+    dicom/S{study:05d}/IM{k:04d}.dcm   hip radiographs (a few without the .dcm suffix), made by the anatomical
+                                       simulator (film.py; docs/synthetic.md); ~15% are AP pelvis views of both
+                                       hips (ImageLaterality B, portrait, landscape or square, alone in their
+                                       study, some stored mirrored: PatientOrientation R\\F), never with implant
+                                       or blur; every file marked synthetic (osteo/etl/synthetic.py)
     dicom/README.txt, dicom/Thumbs.db  junk that is not DICOM
     dicom/S{n}/IM0001.dcm ...          junk DICOM: truncated, missing PatientID, missing dates
     dexa/*.csv                         four DEXA exports (UTF-8, UTF-8 BOM, Big5; 4 date styles)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = {"ingest", "pairing", "export", "training", "inference", "service", "localiser", "orchestration",
+STAGES = {"synth", "ingest", "pairing", "export", "training", "inference", "service", "localiser", "orchestration",
           "end to end"}
 
 
