@@ -10,6 +10,7 @@ others. An entry met again is the same row (`last_seen` moves), never a second o
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterable
 
 from sqlalchemy import select, update
@@ -38,6 +39,7 @@ def quarantine(session: Session, *, stage: str, path: str, sha256: str, reason: 
     if entry is not None:
         was_active = entry.resolved_at is None
         entry.last_seen, entry.resolved_at, entry.detail = now, None, (detail or "")[:1000]
+        entry.source_path = path[:1024]  # where it was last met (a copy under another path, a moved file)
         entry.context_digest = context or entry.context_digest
         return not was_active
     session.add(Quarantine(stage=stage, source_path=path[:1024], source_sha256=sha256, source_row=row,
@@ -61,10 +63,82 @@ def active_contexts(session: Session, stage: str,
     return found
 
 
+def active_paths(session: Session, stage: str, paths: list[str]) -> set[str]:
+    """The paths among these with an active entry of this stage (under any content)."""
+    found: set[str] = set()
+    for chunk in chunks(sorted(set(paths))):
+        found.update(session.scalars(select(Quarantine.source_path).where(
+            Quarantine.stage == stage, Quarantine.resolved_at.is_(None), Quarantine.source_path.in_(chunk))))
+    return found
+
+
 def retry_due(contexts: set[str | None] | None, context: str, *, always: bool = False) -> bool:
     """A known input is judged again when it has an active entry judged under another context
     (column map, configuration, code version), or on every retry asked for (`always`)."""
     return bool(contexts) and (always or contexts != {context})
+
+
+def judge_again(contexts: set[str | None] | None, context: str, *, kind: str, row_kind: str, row_status: str,
+                always: bool = False) -> bool:
+    """Whether a known file is judged again by the stage of `kind`: a file recorded by another stage
+    (a DICOM read as a bad CSV from swapped folders) or quarantined with no active entry at this stage
+    is never "already known" here; else retry_due."""
+    if not contexts and (row_kind != kind or row_status == "quarantined"):
+        return True
+    return retry_due(contexts, context, always=always)
+
+
+INGEST_STAGES = ("ingest_dicom", "ingest_dexa", "ingest_annotation")
+
+
+def _resolve_active(session: Session, stages: tuple[str, ...], files: Iterable[tuple[str, str]], *,
+                    same_content: bool) -> int:
+    """Resolve the active entries of these stages at these files' paths: of the same content, or of
+    another (`same_content` False); one IN query per chunk of paths (the active entries are few)."""
+    sha_of = {path[:1024]: sha for path, sha in files}
+    resolved, now = 0, _now()
+    for chunk in chunks(sorted(sha_of)):
+        for entry in session.scalars(select(Quarantine).where(
+                Quarantine.stage.in_(stages), Quarantine.resolved_at.is_(None), Quarantine.source_path.in_(chunk))):
+            if (entry.source_sha256 == sha_of[entry.source_path]) == same_content:
+                entry.resolved_at = now
+                resolved += 1
+    session.flush()
+    return resolved
+
+
+def supersede(session: Session, *, stage: str, files: Iterable[tuple[str, str]]) -> int:
+    """The (path, sha256) files read now at this stage: the active entries of their paths' other contents
+    (a fixed, replaced or restored file) are resolved; returns how many."""
+    return _resolve_active(session, (stage,), files, same_content=False)
+
+
+def resolve_elsewhere(session: Session, *, stage: str, files: Iterable[tuple[str, str]]) -> int:
+    """Files that passed this stage (the stage that reads them): their entries at the other ingest stages
+    (a DICOM once read as a bad CSV) are resolved."""
+    return _resolve_active(session, tuple(s for s in INGEST_STAGES if s != stage), files, same_content=True)
+
+
+def resolve_vanished(session: Session, *, stage: str, paths: Iterable[str]) -> int:
+    """Active entries of this stage for files deleted from the folders these paths are in (a folder
+    that is gone or empty says nothing: an unmounted share is not a deletion)."""
+    folders = {os.path.dirname(p) for p in paths}
+    if not folders:
+        return 0
+    gone = [q for q in session.scalars(select(Quarantine).where(Quarantine.stage == stage,
+                                                                 Quarantine.resolved_at.is_(None)))
+            if os.path.dirname(q.source_path) in folders and not os.path.lexists(q.source_path)]
+    now = _now()
+    for q in gone:
+        q.resolved_at = now
+    session.flush()
+    return len(gone)
+
+
+def tidy(session: Session, *, stage: str, read: list[tuple[str, str]], passed: list[tuple[str, str]]) -> int:
+    """After a stage read these files (`passed`: those it took in): supersede and resolve_elsewhere;
+    returns how many entries were resolved (resolve_vanished is called once with every path met)."""
+    return supersede(session, stage=stage, files=read) + resolve_elsewhere(session, stage=stage, files=passed)
 
 
 def settle(session: Session, *, stage: str, sha256s: Iterable[str], context: str) -> int:

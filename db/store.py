@@ -30,10 +30,11 @@ class SourceRow(NamedTuple):
     size_bytes: int
     mtime_ns: int | None
     status: str
+    kind: str  # the stage that recorded it: dicom | dexa | annotation
 
 
 _ROW = (SourceFile.id, SourceFile.path, SourceFile.sha256, SourceFile.size_bytes, SourceFile.mtime_ns,
-        SourceFile.status)
+        SourceFile.status, SourceFile.kind)
 
 
 def source_files(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], SourceRow]:
@@ -188,8 +189,11 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
     if new_sources:
         ids.update(((p, s), i) for i, p, s in session.execute(
             insert(SourceFile).returning(SourceFile.id, SourceFile.path, SourceFile.sha256), new_sources))
-    judged_again = [{"id": row.id, "status": status_of[k], "size_bytes": by_key[k]["size"],
-                     "mtime_ns": by_key[k].get("mtime_ns")} for k, row in retried.items() if k in status_of]
+    # a file recorded by another stage becomes a DICOM's, unless it is that stage's good file (swapped folders)
+    judged_again = [{"id": row.id, "kind": "dicom", "status": status_of[k], "size_bytes": by_key[k]["size"],
+                     "mtime_ns": by_key[k].get("mtime_ns")} for k, row in retried.items()
+                    if k in status_of and (row.kind == "dicom" or row.status == "quarantined"
+                                           or status_of[k] != "quarantined")]
     if judged_again:
         session.execute(update(SourceFile), judged_again)
     if images:  # study_day: its column default, from each row's study_date (db/models.py)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from db.quarantine import active_contexts, retry_due
+from db.quarantine import active_contexts, active_paths, judge_again
 from db.store import SourceRow, latest_sources
 from osteo.errors import UserError
 from osteo_common.chunks import batches  # noqa: F401 - the streamed batches of the walk
@@ -47,12 +47,15 @@ def discover(root: Path | str | None, suffixes: tuple[str, ...] | None = None) -
     return list(walk(root, suffixes))
 
 
-def unchanged_files(session: Session, paths: list[str], stage: str, context: str, *,
+def unchanged_files(session: Session, paths: list[str], stage: str, context: str, *, kind: str,
                     retry_quarantined: bool = False, keep: Callable[[SourceRow], bool] | None = None) -> set[str]:
     """The paths whose size and st_mtime_ns match their latest source_file row: a rerun does not open
-    them. A quarantined one that is due for a retry (retry_due) is judged again all the same; `keep`
-    rules out rows that must be read whatever their stamp (a box file waiting for its image)."""
+    them. A quarantined one that is due for a retry (retry_due), one recorded by another stage (`kind`:
+    swapped folders) or quarantined with no active entry here is judged again all the same (judge_again);
+    `keep` rules out rows that must be read whatever their stamp (a box file waiting for its image).
+    On a retry asked for, a path with any active entry here (an older content's) is read too."""
     latest = latest_sources(session, paths)
+    flagged = active_paths(session, stage, list(latest)) if retry_quarantined else set()
     same: dict[str, SourceRow] = {}
     for path, row in latest.items():
         if row.mtime_ns is None or (keep is not None and not keep(row)):
@@ -61,10 +64,12 @@ def unchanged_files(session: Session, paths: list[str], stage: str, context: str
             st = os.stat(path)
         except OSError:  # vanished or unreadable: read, and reported as such
             continue
-        if st.st_mtime_ns == row.mtime_ns and st.st_size == row.size_bytes:
+        if st.st_mtime_ns == row.mtime_ns and st.st_size == row.size_bytes and path not in flagged:
             same[path] = row
     active = active_contexts(session, stage, [row.sha256 for row in same.values()])
-    return {p for p, row in same.items() if not retry_due(active.get(row.sha256), context, always=retry_quarantined)}
+    return {p for p, row in same.items()
+            if not judge_again(active.get(row.sha256), context, kind=kind, row_kind=row.kind, row_status=row.status,
+                               always=retry_quarantined)}
 
 
 def check_folder(path: Path | str, what: str = "input folder") -> None:

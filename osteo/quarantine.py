@@ -23,7 +23,7 @@ from db.models import Quarantine
 from osteo.settings import Settings
 from osteo.version import code_version
 
-STAGES = ("ingest_dicom", "ingest_dexa", "ingest_annotation", "export")
+STAGES = ("ingest_dicom", "ingest_dexa", "ingest_annotation", "locate", "export")  # every stage that quarantines
 
 
 def _digest(value: Any) -> str:

@@ -12,14 +12,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Annotation, DexaExam, DicomImage, Export, OutOfScope, Pair, Quarantine, RefreshRun, SourceFile
+from db.models import Annotation, DexaExam, DicomImage, Export, RefreshRun, SourceFile
 from db.pairing import sync_pairs
-from db.quarantine import active_contexts, resolve, retry_due, settle
+from db.quarantine import active_contexts, judge_again, resolve, resolve_vanished, settle, tidy
 from db.store import get_or_create_source, quarantine, source_files, store_dexa_rows, store_dicom_results
-from osteo.boxes import HUMAN, WAITING, awaiting_box, judge_box_file, waiting_files, winning_boxes
+from osteo.boxes import HUMAN, WAITING, judge_box_file, winning_boxes
 from osteo.discovery import batches, check_folder, discover, file_bytes, unchanged_files, walk  # noqa: F401 - the refresh's names
 from osteo.errors import UserError
 from osteo.etl import dicom_headers
@@ -30,10 +30,13 @@ from osteo.etl.pool import shared_pool
 from osteo.etl.scope import ScopeRules
 from osteo.orchestration import failure_reason
 from osteo.quarantine import judging_context
-from osteo.refresh_report import ExportCounts, PairCounts, Problem, RefreshReport, StageCounts, ThisRun, Totals
+from osteo.refresh_report import ExportCounts, PairCounts, Problem, RefreshReport, StageCounts, ThisRun
+from osteo.refresh_totals import quarantine_table, summarise  # noqa: F401 - the refresh's names
 from osteo.settings import ROI_MIN_CONFIDENCE, Settings
 from osteo.version import code_version, utcnow
 from osteo_common.files import fsync_dirs
+
+OTHER_INPUTS = (".csv", ".tsv", ".txt", ".xls", ".xlsx", ".xml")  # a DEXA export or a box file, not a DICOM
 
 
 def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *, workers: int = 1,
@@ -47,19 +50,30 @@ def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *
     skip: set[str] = set()
     if not rehash:
         with factory() as session:
-            skip = unchanged_files(session, paths, "ingest_dicom", context, retry_quarantined=retry_quarantined)
+            skip = unchanged_files(session, paths, "ingest_dicom", context, kind="dicom",
+                                   retry_quarantined=retry_quarantined)
     results = dicom_headers.read_headers([p for p in paths if p not in skip], key, workers=workers, scope=scope)
-    if not results:  # an unchanged batch: one query, no transaction
-        return StageCounts(files=len(skip), already_known=len(skip), unchanged=len(skip))
+    if not results:  # an unchanged batch: a file deleted beside it resolves its entries
+        with factory() as session, session.begin():
+            gone = resolve_vanished(session, stage="ingest_dicom", paths=paths)
+        return StageCounts(files=len(skip), already_known=len(skip), unchanged=len(skip), resolved=gone)
     files = [(r["path"], r["sha256"]) for r in results]
     with factory() as session, session.begin():
         known = source_files(session, files)
         active = active_contexts(session, "ingest_dicom", [sha for _, sha in known])
-        retry = {k for k in known if retry_due(active.get(k[1]), context, always=retry_quarantined)}
+        retry = {k for k, row in known.items() if judge_again(active.get(k[1]), context, kind="dicom",
+                                                              row_kind=row.kind, row_status=row.status,
+                                                              always=retry_quarantined)}
         counts = store_dicom_results(session, results, retry)
         # only what was judged now settles: a known file skipped keeps its entries as they are
         judged = [sha for path, sha in files if (path, sha) not in known or (path, sha) in retry]
         counts["resolved"] += settle(session, stage="ingest_dicom", sha256s=judged, context=context)
+        passed = [k for k, row in source_files(session, files).items()
+                  if row.kind == "dicom" and row.status in ("ingested", "out_of_scope")]
+        counts["resolved"] += tidy(session, stage="ingest_dicom", read=[k for k in files if k[1]], passed=passed)
+        counts["resolved"] += resolve_vanished(session, stage="ingest_dicom", paths=paths)
+        counts["wrong_folder"] += sum(r.get("error", ("",))[0] == "not_dicom" and Path(r["path"]).suffix.lower()
+                                      in OTHER_INPUTS for r in results)
         counts.update(files=len(skip), already_known=len(skip), unchanged=len(skip))
         return StageCounts.from_counter(counts, added="images")
 
@@ -77,7 +91,8 @@ def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, se
     skip: set[str] = set()
     if not rehash:
         with factory() as session:
-            skip = unchanged_files(session, paths, "ingest_dexa", context, retry_quarantined=retry_quarantined)
+            skip = unchanged_files(session, paths, "ingest_dexa", context, kind="dexa",
+                                   retry_quarantined=retry_quarantined)
     counts.update(files=len(skip), already_known=len(skip), unchanged=len(skip))
     for path in (p for p in paths if p not in skip):
         data, sha, mtime = file_bytes(path)
@@ -85,26 +100,34 @@ def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, se
             sf, new = get_or_create_source(session, kind="dexa", path=path, sha256=sha, size=len(data),
                                            mtime_ns=mtime)
             counts["files"] += 1
-            if not new and not retry_due(active_contexts(session, "ingest_dexa", [sha]).get(sha), context,
-                                         always=retry_quarantined):
+            if not new and not judge_again(active_contexts(session, "ingest_dexa", [sha]).get(sha), context,
+                                           kind="dexa", row_kind=sf.kind, row_status=sf.status,
+                                           always=retry_quarantined):
                 counts["already_known"] += 1
+                counts["resolved"] += tidy(session, stage="ingest_dexa", read=[(path, sha)], passed=[])
                 continue
             counts["retried"] += not new
             try:
                 parsed = parse_dexa_file(path, data, key, bmd_young_mean=settings.bmd_young_mean,
                                          bmd_young_sd=settings.bmd_young_sd, mapping=mapping)
             except InputError as exc:
-                sf.status = "quarantined"
+                if sf.kind == "dexa" or sf.status == "quarantined":  # another stage's good file keeps its row
+                    sf.kind, sf.status = "dexa", "quarantined"
                 counts["quarantined"] += quarantine(session, stage="ingest_dexa", path=path, sha256=sha,
                                                     reason=exc.reason, detail=exc.detail, context=context)
+                counts["wrong_folder"] += data[128:132] == b"DICM"
                 problems.append(Problem(path=path, stage="ingest_dexa", reason=exc.reason))
             else:
-                sf.status = "ingested"
+                sf.kind, sf.status = "dexa", "ingested"
                 done = set() if new else set(session.scalars(select(DexaExam.source_row)
                                                              .where(DexaExam.source_file_id == sf.id)))
                 counts.update(store_dexa_rows(session, sf, [r for r in parsed.rows if r["source_row"] not in done],
                                               [e for e in parsed.errors if e[0] not in done]))
             counts["resolved"] += settle(session, stage="ingest_dexa", sha256s=[sha], context=context)
+            counts["resolved"] += tidy(session, stage="ingest_dexa", read=[(path, sha)],
+                                       passed=[(path, sha)] if (sf.kind, sf.status) == ("dexa", "ingested") else [])
+    with factory() as session, session.begin():  # a file deleted from the folder
+        counts["resolved"] += resolve_vanished(session, stage="ingest_dexa", paths=paths)
     return StageCounts.from_counter(counts, added="exams", problems=tuple(problems))
 
 
@@ -119,7 +142,7 @@ def ingest_annotations(factory: sessionmaker[Session], paths: list[str], *,
     context = judging_context("ingest_annotation", mapping=dict(mapping) if mapping else None)  # a new map: again
     with factory() as session, session.begin():
         # a file waiting for its image is read again whatever its stamp (osteo/boxes.py)
-        skip = set() if rehash else unchanged_files(session, paths, "ingest_annotation", context,
+        skip = set() if rehash else unchanged_files(session, paths, "ingest_annotation", context, kind="annotation",
                                                     retry_quarantined=retry_quarantined,
                                                     keep=lambda row: row.status != WAITING)
         counts.update(files=len(skip), already_known=len(skip), unchanged=len(skip))
@@ -130,17 +153,27 @@ def ingest_annotations(factory: sessionmaker[Session], paths: list[str], *,
                                            mtime_ns=mtime)
             counts["files"] += 1
             waiting = sf.status == WAITING
-            if not new and not waiting and not retry_due(active.get(sha), context, always=retry_quarantined):
+            if not new and not waiting and not judge_again(active.get(sha), context, kind="annotation",
+                                                           row_kind=sf.kind, row_status=sf.status,
+                                                           always=retry_quarantined):
                 counts["already_known"] += 1
+                counts["resolved"] += tidy(session, stage="ingest_annotation", read=[(path, sha)], passed=[])
                 continue
             counts["retried"] += not new and not waiting
+            theirs = sf.kind != "annotation" and sf.status != "quarantined"  # another stage's good file
             try:
                 counts.update(judge_box_file(session, sf, new, data, mapping))
+                sf.kind = "annotation"
             except InputError as exc:
-                sf.status = "quarantined"
+                if not theirs:
+                    sf.kind, sf.status = "annotation", "quarantined"
                 counts["quarantined"] += quarantine(session, stage="ingest_annotation", path=path, sha256=sha,
                                                     reason=exc.reason, detail=exc.detail, context=context)
             counts["resolved"] += settle(session, stage="ingest_annotation", sha256s=[sha], context=context)
+            took = sf.kind == "annotation" and sf.status not in ("quarantined", WAITING)
+            counts["resolved"] += tidy(session, stage="ingest_annotation", read=[(path, sha)],
+                                       passed=[(path, sha)] if took else [])
+        counts["resolved"] += resolve_vanished(session, stage="ingest_annotation", paths=paths)
     return StageCounts.from_counter(counts, added="annotations", updated="annotations_updated")
 
 
@@ -314,56 +347,6 @@ def pair_and_label(factory: sessionmaker[Session], settings: Settings) -> PairCo
         c = sync_pairs(session, window_days=settings.pair_window_days, osteoporosis_t=settings.osteoporosis_t,
                        normal_t=settings.normal_t)
     return PairCounts(new=c["new"], changed=c["changed"], removed=c["removed"])
-
-
-def summarise(factory: sessionmaker[Session], min_confidence: float = ROI_MIN_CONFIDENCE) -> Totals:
-    """What the database holds after a refresh: the totals half of the nightly report."""
-    with factory() as session:
-        def n(stmt) -> int:
-            return int(session.scalar(stmt) or 0)
-
-        images = n(select(func.count(DicomImage.id)))
-        pairs = n(select(func.count(Pair.id)))
-        positives = n(select(func.count(Pair.id)).where(Pair.label == 1))
-        no_annotation = n(select(func.count()).select_from(awaiting_box(min_confidence).subquery()))
-        unmatched_box_files = n(select(func.count()).select_from(waiting_files().subquery()))
-        latest = (select(Export.status, Export.exclusion, func.count(Export.id))
-                  .group_by(Export.status, Export.exclusion))
-        exported = 0
-        excluded: Counter = Counter()
-        for status, exclusion, count in session.execute(latest):
-            if status == "exported":
-                exported += count
-            else:
-                excluded[exclusion or "other"] += count
-        quarantined = {k: int(v) for k, v in sorted(session.execute(
-            select(Quarantine.reason, func.count(Quarantine.id)).where(Quarantine.resolved_at.is_(None))
-            .group_by(Quarantine.reason)).all())}  # active entries: a resolved one stays only for the auditors
-        out_of_scope = {k: int(v) for k, v in sorted(session.execute(
-            select(OutOfScope.reason, func.count(OutOfScope.id)).group_by(OutOfScope.reason)).all())}
-        return Totals(
-            images=images, dexa_exams=n(select(func.count(DexaExam.id))),
-            annotations=n(select(func.count(Annotation.id)).where(Annotation.source == HUMAN)),
-            model_boxes=n(select(func.count(Annotation.id)).where(Annotation.source != HUMAN)),
-            exported_from_model_boxes=n(select(func.count(Export.id))
-                                        .join(Annotation, Annotation.id == Export.annotation_id)
-                                        .where(Export.status == "exported", Annotation.source != HUMAN)),
-            pairs=pairs, positives=positives, negatives=pairs - positives, exported=exported,
-            excluded=sum(excluded.values()), quarantined=sum(quarantined.values()),
-            waiting={"no_dexa": images - pairs, "no_annotation": no_annotation,
-                     "unmatched_box_files": unmatched_box_files},
-            excluded_by_reason=dict(sorted(excluded.items())), quarantined_by_reason=quarantined,
-            out_of_scope=sum(out_of_scope.values()), out_of_scope_by_reason=out_of_scope,
-        )
-
-
-def quarantine_table(factory: sessionmaker[Session]) -> list[dict[str, Any]]:
-    """Active quarantine entries by stage and reason (totals in the database)."""
-    with factory() as session:
-        rows = session.execute(select(Quarantine.stage, Quarantine.reason, func.count(Quarantine.id))
-                               .where(Quarantine.resolved_at.is_(None)).group_by(Quarantine.stage, Quarantine.reason)
-                               .order_by(Quarantine.stage, Quarantine.reason)).all()
-    return [{"stage": stage, "reason": reason, "count": int(n)} for stage, reason, n in rows]
 
 
 def start_refresh_run(factory: sessionmaker[Session], inputs: dict[str, str | None]) -> int:

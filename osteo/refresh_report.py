@@ -35,6 +35,7 @@ class StageCounts:
     out_of_scope: int = 0  # files newly recorded as not hip radiographs (osteo/etl/scope.py): not errors
     retried: int = 0  # known quarantined files judged again (new column map, settings, code; --retry-quarantined)
     resolved: int = 0  # quarantine entries that a retry no longer found
+    wrong_folder: int = 0  # files rejected that look like another stage's input (a DICOM in the DEXA folder)
     problems: tuple[Problem, ...] = ()  # whole files rejected in this run (the summary's first lines)
 
     def __add__(self, other: StageCounts) -> StageCounts:
@@ -47,7 +48,7 @@ class StageCounts:
                    already_known=c["already_known"], unchanged=c["unchanged"], waiting=c["waiting"],
                    duplicates=c["duplicate_copies"] + c["duplicate_rows"],
                    quarantined=c["quarantined"], out_of_scope=c["out_of_scope"], retried=c["retried"],
-                   resolved=c["resolved"], problems=tuple(problems))
+                   resolved=c["resolved"], wrong_folder=c["wrong_folder"], problems=tuple(problems))
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,11 @@ class ThisRun:
     export: ExportCounts
     located: LocateCounts = LocateCounts()
 
+    def swapped(self) -> list[str]:
+        """The folders whose files read now mostly look like another stage's input (swapped folders?)."""
+        return [name for name, s in (("dicom", self.dicom), ("dexa", self.dexa), ("annotations", self.annotations))
+                if s.wrong_folder and 2 * s.wrong_folder >= s.files - s.unchanged]
+
     @property
     def problems(self) -> tuple[Problem, ...]:
         """Whole files this run could not use, named (not only counted) in the summary and JSON."""
@@ -150,6 +156,7 @@ class ThisRun:
                                      "ingest_annotation": self.annotations.quarantined,
                                      "locate": self.located.quarantined, "export": self.export.quarantined},
             "located": asdict(self.located),
+            "folders_look_swapped": self.swapped(),  # e.g. ["dicom", "dexa"]: --dicom and --dexa exchanged?
         }
 
     def added_anything(self) -> bool:
@@ -182,6 +189,12 @@ def _problem_lines(problems: tuple[Problem, ...]) -> list[str]:
     return lines
 
 
+def _swap_lines(folders: list[str]) -> list[str]:
+    return [f"WARNING         most files of the --{f} folder look like another input (DICOM files in the DEXA"
+            " folder, CSVs in the DICOM folder): were the folders swapped? Nothing is lost: run again with the"
+            " right folders" for f in folders]
+
+
 @dataclass(frozen=True)
 class RefreshReport:
     refresh_id: int  # the refresh_run row (osteo lineage refreshes)
@@ -194,6 +207,7 @@ class RefreshReport:
     def summary(self) -> str:
         r, t = self.this_run.to_dict(), self.totals
         return "\n".join([
+            *_swap_lines(self.this_run.swapped()),
             *_problem_lines(self.this_run.problems),
             f"this run        {r['files_seen']} files seen, {r['already_known']} already known"
             f" ({r['unchanged']} unchanged, not opened), {r['waiting']} waiting for the image they name",

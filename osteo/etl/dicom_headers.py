@@ -30,7 +30,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
 
 from osteo.etl import synthetic
-from osteo.etl.dicom_bytes import deflate_problem
+from osteo.etl.dicom_bytes import deflate_problem, pixel_data_problem
 from osteo.etl.errors import InputError
 from osteo.etl.pool import shared_pool
 from osteo.etl.pseudonym import pseudonymise
@@ -209,7 +209,9 @@ def _is_synthetic(raw: dict) -> bool:
 
 def _header_record(data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]:
     try:
-        ds = _Header(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_SPECIFIC))
+        fp = io.BytesIO(data)  # left at the Pixel Data element (stop_before_pixels): its length is checked
+        raw = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_SPECIFIC)
+        ds = _Header(raw)
     except InvalidDicomError as exc:
         raise InputError("not_dicom", str(exc)[:200]) from exc
     except (EOFError, OSError, zlib.error, struct.error) as exc:
@@ -229,7 +231,11 @@ def _header_record(data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]
             if tag not in ds or ds[tag].value in (None, "") or (isinstance(ds[tag].value, str)
                                                                 and not ds[tag].value.strip("\0 ")):
                 raise InputError(f"missing_tag:{tag}", f"required tag {tag} is absent or empty")
-        return {"record": _record(ds, key)}
+        record = _record(ds, key)
+        problem = pixel_data_problem(data, fp.tell(), raw.original_encoding, ds.file_meta)
+        if problem:  # a file cut short is bad input now, not an image the localiser or the export meets later
+            raise InputError(*problem)
+        return {"record": record}
     except InputError:
         raise
     except (AttributeError, ValueError, TypeError, IndexError, OverflowError) as exc:
