@@ -24,7 +24,7 @@ import numpy as np
 
 from osteo.synth.raycast import Body, Solid, frame_from_axis, rotation
 
-BMD_LO, BMD_HI = 0.35, 1.10  # g/cm2 mapped to the bone quality q in [0, 1]
+BMD_LO, BMD_HI = 0.40, 0.90  # g/cm2 mapped to the bone quality q in [0, 1] (T -3.8 .. +0.3)
 
 
 def bone_quality(bmd: float) -> float:
@@ -270,7 +270,7 @@ def build_anatomy(rng: np.random.Generator, *, sex: str, bmd: float, leg_rotatio
     # the femoral neck as DEXA sees it: thinner cortex, less trabecular bone at low BMD
     p["cortex_neck"] = float((0.9 + 2.1 * q) * rng.uniform(0.9, 1.1))
     p["cortex_shaft"] = float((4.0 + 3.0 * q) * rng.uniform(0.9, 1.1))
-    p["bvtv"] = float(0.10 + 0.26 * q)
+    p["bvtv"] = float(0.08 + 0.30 * q)
     p["bvtv_other"] = float(rng.uniform(0.20, 0.30))  # pelvis and spine: not where the label is measured
     hb = float(rng.uniform(0.0, 1.0) if habitus is None else habitus)
     p["habitus"] = hb

@@ -26,7 +26,7 @@ from scipy import ndimage
 from osteo.synth.anatomy import Anatomy, Femur, build_anatomy
 from osteo.synth.implants import implant_bodies
 from osteo.synth.overlay import burn_text, lead_marker
-from osteo.synth.raycast import Camera, accumulate, path_image, rotation
+from osteo.synth.raycast import Camera, accumulate, path_image, rotation, smooth_path
 
 ANATOMY_LO, ANATOMY_HI = 0.05, 0.80  # display fractions of the stored range for anatomy
 METAL_LO, METAL_HI = 0.975, 0.995
@@ -82,7 +82,7 @@ def femur_bvtv(rng, cam: Camera, f: Femur, p: dict[str, float]) -> tuple[np.ndar
     r0, r1 = int(max(0, head[1] - rad * 0.8)), int(min(cam.rows, head[1] + rad * 1.6))
     shape = (max(r1 - r0, 8), max(c1 - c0, 8))
     off = np.array([c0, r0], dtype=np.float64)
-    period = (1.5 + 1.6 * (1 - q)) / mm * rng.uniform(0.9, 1.1)
+    period = (1.2 + 3.0 * (1 - q)) / mm * rng.uniform(0.94, 1.06)  # strands thin and far apart at low BMD
     comp_dir = px["head_top"] - px["calcar"]
     tens_dir = px["head_bottom"] - px["lateral"]
     comp = _oriented(rng, shape, period, float(np.arctan2(comp_dir[1], comp_dir[0])))
@@ -93,15 +93,16 @@ def femur_bvtv(rng, cam: Camera, f: Femur, p: dict[str, float]) -> tuple[np.ndar
                    px["head_bottom"])
     w_tens = _tube(shape, arch - off, 0.45 * w)
     w_head = _tube(shape, np.stack([head, head]) - off, 0.8 * w)
-    w2 = 0.1 + 0.9 * q  # the tensile group is lost first
+    w2 = 0.05 + 0.95 * q  # the tensile group is lost first
     g = (0.35 + w_comp + 0.5 * w_head) * comp + w2 * w_tens * tens
     g = g + 0.5 * _oriented(rng, shape, period * 1.3, 0.0, sharp=0)
     ward = _tube(shape, np.stack([px["ward"], px["ward"]]) - off, 0.45 * w)
-    g = g - (1.0 - q) * 1.6 * ward  # Ward's triangle empties
+    g = g - (1.0 - q) * 2.0 * ward  # Ward's triangle empties
     frac_on = float(np.clip(bv * 1.6, 0.08, 0.7))
     thr = float(np.quantile(g[::3, ::3], 1.0 - frac_on))
     strands = 1.0 / (1.0 + np.exp(-(2.0 + 2.0 * q) * (g - thr) / 0.35))
-    bvtv = bv * (1 + 0.7 * (strands / max(float(strands.mean()), 1e-6) - 1))
+    # a dense connected network projects as a contrasted pattern; a sparse one fades
+    bvtv = bv * (1 + (0.25 + 0.85 * q) * (strands / max(float(strands.mean()), 1e-6) - 1))
     return bvtv.astype(np.float32), (r0, r0 + shape[0], c0, c0 + shape[1])
 
 
@@ -155,8 +156,8 @@ def line_integrals(rng, cam: Camera, anat: Anatomy, kv: float) -> np.ndarray:
     # soft tissue with a little texture (fascial planes, muscle bundles)
     tex = 1.0 + 0.015 * ndimage.zoom(rng.standard_normal((cam.rows // 8 + 2, cam.cols // 8 + 2)).astype(np.float32),
                                      8, order=1)[:cam.rows, :cam.cols]
-    accumulate(mu, cam, anat.soft, mf)
-    accumulate(mu, cam, anat.muscle, (mw - mf) * tex)
+    mu += smooth_path(cam, anat.soft) * np.float32(mf)
+    mu += smooth_path(cam, anat.muscle) * (mw - mf) * tex
     for g in anat.gas:
         mottled = rng.random() < 0.5
         lp, win = path_image(cam, g)
@@ -171,14 +172,16 @@ def line_integrals(rng, cam: Camera, anat: Anatomy, kv: float) -> np.ndarray:
     mb, mm_ = MU_BONE * bone_k, MU_MARROW * kv
     bv_other = p["bvtv_other"]
     for bone in anat.bones:
-        lo, win = path_image(cam, bone.outer)
+        win = cam.window(*bone.outer.bound())
         if win is None:
             continue
+        rays = cam.rays(*win)
+        lo, _ = path_image(cam, bone.outer, win, rays)
         r0, r1, c0, c1 = win
         if bone.inner is None:
             mu[r0:r1, c0:c1] += lo * (mb - mw)
             continue
-        li, _ = path_image(cam, bone.inner, win)
+        li, _ = path_image(cam, bone.inner, win, rays)
         if bone.name.startswith("femur"):
             f = anat.femora[bone.side]
             bv_map, (a0, a1, b0, b1) = femur_bvtv(rng, cam, f, p)
@@ -247,9 +250,9 @@ def process(rng, sig: np.ndarray, body: np.ndarray, spacing: float) -> np.ndarra
     vals = sig[body] if body.any() else sig.ravel()
     lo, hi = np.percentile(vals[:: max(1, vals.size // 20000)], [0.5, 99.7])
     s = (sig - lo) / max(hi - lo, 1e-6)
-    low = _blur(s, rng.uniform(35, 70) / spacing)
+    low = _blur(s, rng.uniform(25, 50) / spacing)
     mid = _blur(s, rng.uniform(2.5, 5.0) / spacing)
-    s = (rng.uniform(0.2, 0.4) * (low - float(np.median(low[body]) if body.any() else low.mean()))
+    s = (rng.uniform(0.1, 0.3) * (low - float(np.median(low[body]) if body.any() else low.mean()))
          + rng.uniform(0.9, 1.2) * (mid - low) + rng.uniform(1.2, 2.0) * (s - mid))
     ref = (s[body] if body.any() else s.ravel())[:: max(1, int(body.sum()) // 20000)]
     lo, hi = np.percentile(ref, [1.0, 99.5])
@@ -286,7 +289,7 @@ def render_film(rng: np.random.Generator, *, view: str, laterality: str, rows: i
     if marker is not None:
         mu += marker * 4.0
     sig = expose(rng, mu, cam, modality)
-    body = mu > 2.5  # thicker than about 12 cm of water: the trunk and pelvis, not the skin edge or air
+    body = mu > 1.2  # thicker than about 6 cm of water: tissue, not the skin edge or air
     disp = process(rng, sig, body, spacing)
     burned = False
     if extras:

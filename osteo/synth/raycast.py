@@ -208,6 +208,12 @@ class Camera:
         o = rt @ (s - np.asarray(self.pivot)) + np.asarray(self.pivot)
         return o.astype(np.float32), (rt @ d).astype(np.float32)
 
+    def coarse(self, f: int) -> Camera:
+        """The same exposure sampled every ``f`` pixels (pixel i of it is pixel f i + (f - 1) / 2 here)."""
+        off = (f - 1) / 2 * self.spacing
+        return Camera(self.source, self.z_det, self.x0 + off, self.y0 + off, self.spacing * f,
+                      -(-self.rows // f), -(-self.cols // f), self.pose, self.pivot)
+
     def project(self, p: np.ndarray) -> np.ndarray:
         """Patient-frame points (n, 3) -> detector pixel coordinates (n, 2) as (col, row)."""
         p = np.atleast_2d(np.asarray(p, dtype=np.float64))
@@ -235,16 +241,17 @@ class Camera:
         return None if c0 >= c1 or r0 >= r1 else (r0, r1, c0, c1)
 
 
-def path_image(camera: Camera, body: Body, win: tuple[int, int, int, int] | None = None
+def path_image(camera: Camera, body: Body, win: tuple[int, int, int, int] | None = None, rays=None
                ) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
-    """The body's path length (mm) over the pixel rectangle that can see it (or ``win``), and that rectangle."""
+    """The body's path length (mm) over the pixel rectangle that can see it (or ``win``, with its
+    ``rays`` when already cast), and that rectangle."""
     if win is None:
         centre, radius = body.bound()
         win = camera.window(centre, radius)
     if win is None:
         return np.zeros((0, 0), dtype=np.float32), None
     r0, r1, c0, c1 = win
-    o, d = camera.rays(r0, r1, c0, c1)
+    o, d = rays if rays is not None else camera.rays(r0, r1, c0, c1)
     subsets = []
     for solid in body.parts + body.holes:
         sw = camera.window(np.asarray(solid.centre), solid.bound())
@@ -268,3 +275,17 @@ def accumulate(target: np.ndarray, camera: Camera, body: Body, weight: float | n
     r0, r1, c0, c1 = win
     w = weight[r0:r1, c0:c1] if isinstance(weight, np.ndarray) else np.float32(weight)
     target[r0:r1, c0:c1] += lp * w
+
+
+def smooth_path(camera: Camera, body: Body, f: int = 4) -> np.ndarray:
+    """A smooth body's path length over the whole detector, cast on every f-th pixel and interpolated
+    (soft tissue and gas: their paths change over centimetres, and casting them at full resolution is
+    most of a film's cost)."""
+    from scipy import ndimage
+
+    small = np.zeros((-(-camera.rows // f), -(-camera.cols // f)), dtype=np.float32)
+    accumulate(small, camera.coarse(f), body, 1.0)
+    rr = (np.arange(camera.rows, dtype=np.float32) - (f - 1) / 2) / f
+    cc = (np.arange(camera.cols, dtype=np.float32) - (f - 1) / 2) / f
+    gy, gx = np.meshgrid(rr, cc, indexing="ij")
+    return ndimage.map_coordinates(small, [gy, gx], order=1, mode="nearest").astype(np.float32)
