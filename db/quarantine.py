@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from db.models import Quarantine
+from db.models import Quarantine, SourceFile
 from osteo_common.chunks import chunks
 
 # Session.info key: the (stage, sha256, row, reason) entries met since the last settle()
@@ -117,6 +117,22 @@ def resolve_elsewhere(session: Session, *, stage: str, files: Iterable[tuple[str
     """Files that passed this stage (the stage that reads them): their entries at the other ingest stages
     (a DICOM once read as a bad CSV) are resolved."""
     return _resolve_active(session, tuple(s for s in INGEST_STAGES if s != stage), files, same_content=True)
+
+
+def resolve_known_elsewhere(session: Session, *, stage: str, kind: str, paths: Iterable[str]) -> int:
+    """The files a stage skipped as known: those it took in (its `kind`, ingested or out of scope) lose
+    their entries at the other ingest stages (met there when the folders were swapped)."""
+    others = tuple(s for s in INGEST_STAGES if s != stage)
+    found: list[tuple[str, str]] = []
+    for chunk in chunks(sorted({p[:1024] for p in paths})):
+        found += session.execute(select(Quarantine.source_path, Quarantine.source_sha256).where(
+            Quarantine.stage.in_(others), Quarantine.resolved_at.is_(None), Quarantine.source_path.in_(chunk))).all()
+    if not found:
+        return 0
+    ours = [(p, sha) for p, sha in set(found) if session.scalar(select(SourceFile.id).where(
+        SourceFile.path == p, SourceFile.sha256 == sha, SourceFile.kind == kind,
+        SourceFile.status.in_(("ingested", "out_of_scope"))))]
+    return resolve_elsewhere(session, stage=stage, files=ours)
 
 
 def resolve_vanished(session: Session, *, stage: str, paths: Iterable[str]) -> int:

@@ -17,7 +17,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Annotation, DexaExam, DicomImage, Export, RefreshRun, SourceFile
 from db.pairing import sync_pairs
-from db.quarantine import active_contexts, judge_again, resolve, resolve_vanished, settle, tidy
+from db.quarantine import (
+    active_contexts,
+    judge_again,
+    resolve,
+    resolve_known_elsewhere,
+    resolve_vanished,
+    settle,
+    tidy,
+)
 from db.store import get_or_create_source, quarantine, source_files, store_dexa_rows, store_dicom_results
 from osteo.boxes import HUMAN, WAITING, judge_box_file, winning_boxes
 from osteo.discovery import batches, check_folder, discover, file_bytes, unchanged_files, walk  # noqa: F401 - the refresh's names
@@ -56,6 +64,7 @@ def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *
     if not results:  # an unchanged batch: a file deleted beside it resolves its entries
         with factory() as session, session.begin():
             gone = resolve_vanished(session, stage="ingest_dicom", paths=paths)
+            gone += resolve_known_elsewhere(session, stage="ingest_dicom", kind="dicom", paths=skip)
         return StageCounts(files=len(skip), already_known=len(skip), unchanged=len(skip), resolved=gone)
     files = [(r["path"], r["sha256"]) for r in results]
     with factory() as session, session.begin():
@@ -72,6 +81,7 @@ def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *
                   if row.kind == "dicom" and row.status in ("ingested", "out_of_scope")]
         counts["resolved"] += tidy(session, stage="ingest_dicom", read=[k for k in files if k[1]], passed=passed)
         counts["resolved"] += resolve_vanished(session, stage="ingest_dicom", paths=paths)
+        counts["resolved"] += resolve_known_elsewhere(session, stage="ingest_dicom", kind="dicom", paths=skip)
         counts["wrong_folder"] += sum(r.get("error", ("",))[0] == "not_dicom" and Path(r["path"]).suffix.lower()
                                       in OTHER_INPUTS for r in results)
         counts.update(files=len(skip), already_known=len(skip), unchanged=len(skip))
@@ -128,6 +138,7 @@ def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, se
                                        passed=[(path, sha)] if (sf.kind, sf.status) == ("dexa", "ingested") else [])
     with factory() as session, session.begin():  # a file deleted from the folder
         counts["resolved"] += resolve_vanished(session, stage="ingest_dexa", paths=paths)
+        counts["resolved"] += resolve_known_elsewhere(session, stage="ingest_dexa", kind="dexa", paths=skip)
     return StageCounts.from_counter(counts, added="exams", problems=tuple(problems))
 
 
@@ -174,6 +185,8 @@ def ingest_annotations(factory: sessionmaker[Session], paths: list[str], *,
             counts["resolved"] += tidy(session, stage="ingest_annotation", read=[(path, sha)],
                                        passed=[(path, sha)] if took else [])
         counts["resolved"] += resolve_vanished(session, stage="ingest_annotation", paths=paths)
+        counts["resolved"] += resolve_known_elsewhere(session, stage="ingest_annotation", kind="annotation",
+                                                      paths=skip)
     return StageCounts.from_counter(counts, added="annotations", updated="annotations_updated")
 
 

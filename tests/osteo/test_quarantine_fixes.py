@@ -96,8 +96,10 @@ def test_a_good_file_met_in_the_wrong_folder_keeps_its_record(factory, tmp_path)
     with factory() as s:
         assert set(s.execute(select(SourceFile.kind, SourceFile.status))) == {("dicom", "ingested"),
                                                                               ("dexa", "ingested")}
-    assert refresh.ingest_dicom(factory, refresh.discover(dicom), KEY).already_known == 2
-    assert count(factory, DicomImage) == 2
+    assert len(active(factory, "ingest_dexa")) == 2
+    right = refresh.ingest_dicom(factory, refresh.discover(dicom), KEY)  # the right folders again
+    assert (right.already_known, right.unchanged, right.resolved) == (2, 2, 2)
+    assert count(factory, DicomImage) == 2 and active(factory) == []  # good files: nothing still bad
 
 
 def test_the_summary_says_the_folders_look_swapped():
