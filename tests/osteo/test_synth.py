@@ -111,8 +111,7 @@ def test_every_image_reads_and_decodes(cohort):
             assert ds.PresentationIntentType == "FOR PRESENTATION" and ds.PresentationLUTShape == (
                 "INVERSE" if ds.PhotometricInterpretation == "MONOCHROME1" else "IDENTITY")
             assert ds.AnatomicRegionSequence[0].CodeMeaning == ("Pelvis" if pelvis else "Hip joint")
-        arr = ds.pixel_array
-        # the long side 560-720 px; a hip field portrait, a pelvis portrait, landscape or square
+        arr = ds.pixel_array  # the long side 560-720 px; a hip field portrait, a pelvis any shape
         assert arr.shape == (ds.Rows, ds.Columns) and 560 <= max(ds.Rows, ds.Columns) <= 720
         assert min(ds.Rows, ds.Columns) >= 400 and (pelvis or ds.Rows > ds.Columns)
         assert int(arr.max()) <= 2**ds.BitsStored - 1
