@@ -5,6 +5,13 @@ registered champion through osteo_mlflow, or a checkpoint file), so nothing here
 A localiser box is stored beside a person's boxes (annotation.source `model`, with the localiser's
 name, version and confidence); osteo/boxes.py decides which box of an image side exports: a
 person's always, else the newest localiser box when it is confident.
+
+An image without a usable laterality (a PNG or JPEG, a DICOM without ImageLaterality) is decided from
+its pixels, never from its shape: the localiser scores four views of it, the two halves of an AP
+pelvis and the whole image as a left and as a (mirrored) right hip, and the image shows two hips
+when both halves are confident, else one hip when any single view is (the most confident), else
+none (refused: not located). Its sides follow the row direction (PatientOrientation; a PNG is taken
+in the radiological convention, the patient's right on the image's left).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from osteo.etl.pool import shared_pool
 from osteo.refresh_report import LocateCounts
 from osteo.settings import ROI_MIN_CONFIDENCE
 
-PELVIS_ASPECT = 1.5  # a headerless image this much wider than tall is taken as an AP pelvis
+UNLABELLED = "?"  # laterality of an image whose hips the pixels decide
 
 
 class Locator(Protocol):
@@ -50,13 +57,15 @@ class FileLocator:
     input_size: int
     name: str = "file"
     version: str = "0"
+    min_confidence: float = ROI_MIN_CONFIDENCE  # the one the localiser was trained and calibrated for
 
     @classmethod
     def load(cls, path: str | Path, name: str = "file", version: str = "0") -> FileLocator:
         from osteo_model.roi_train import load_localiser
 
         model, config, _ = load_localiser(path)
-        return cls(model=model, input_size=config.input_size, name=name, version=version)
+        return cls(model=model, input_size=config.input_size, name=name, version=version,
+                   min_confidence=config.min_confidence)
 
     def predict(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from osteo_model.roi_train import predict_boxes
@@ -84,40 +93,81 @@ def pixel_box(box: Sequence[float], cols: int, rows: int) -> tuple[int, int, int
 
 
 def guess_laterality(rows: int, cols: int) -> str:
-    """For an image without a header (PNG, JPEG): B (an AP pelvis) when much wider than tall, else `?`
-    (one hip of unknown side: both mirrorings are tried and the more confident decides)."""
-    return "B" if cols >= PELVIS_ASPECT * rows else "?"
+    """For an image without a header: `?`, the pixels decide (locate_display). The image's shape says
+    nothing: pelvis films are exported portrait, landscape and square."""
+    return UNLABELLED
+
+
+def labelled(laterality: str | None) -> bool:
+    return (laterality or "").strip().upper() in ("L", "R", "B")
 
 
 def view_inputs(display: np.ndarray, laterality: str, direction: str, size: int) -> tuple[list, np.ndarray]:
-    """The hip views of an image and their size x size inputs. Laterality `?`: one hip of unknown
-    side, given as both a left and a right view (locate_display keeps the more confident)."""
+    """The hip views of an image and their size x size inputs. Without a usable laterality, the
+    four hypotheses: the pelvis halves (L, R), the whole image as a left hip, as a right hip."""
     from osteo_model.roi import hip_views, view_input
 
     rows, cols = display.shape
-    views = (hip_views(rows, cols, "L", direction) + hip_views(rows, cols, "R", direction) if laterality == "?"
-             else hip_views(rows, cols, laterality, direction))
+    views = (hip_views(rows, cols, laterality, direction) if labelled(laterality) else
+             [v for lat in ("B", "L", "R") for v in hip_views(rows, cols, lat, direction)])
     return views, np.stack([view_input(display, v, size) for v in views])
 
 
-def boxes_from_views(views: list, boxes: np.ndarray, confidence: np.ndarray, laterality: str, size: int,
-                     cols: int, rows: int) -> list[LocatedBox]:
-    """View predictions back on the image grid, one per side (`?`: the more confident mirroring)."""
+def decide_hips(found: list[LocatedBox], min_confidence: float) -> tuple[list[LocatedBox], str]:
+    """The four hypotheses' boxes (pelvis L, pelvis R, hip L, hip R) -> (the boxes kept, laterality):
+    B with both halves when both are confident, else the most confident single view when it is
+    confident (its side), else that view's unsure box and `?` (not located). Should a whole-image
+    view be as confident as the weaker half (a trained localiser never was: docs/design.md), the
+    image is taken as one hip, the claim of fewer femora."""
+    weaker_half = min(f.confidence for f in found[:2])
+    if weaker_half >= min_confidence and weaker_half > max(f.confidence for f in found[2:]):
+        return found[:2], "B"
+    best = max(found[2:] + found[:2], key=lambda f: f.confidence)  # a tie: the whole image's view
+    return [best], best.side if best.confidence >= min_confidence else UNLABELLED
+
+
+def _on_image(views: list, boxes: np.ndarray, confidence: np.ndarray, size: int, cols: int,
+              rows: int) -> list[LocatedBox]:
     from osteo_model.roi import to_image_box
 
-    found = [LocatedBox(v.side, pixel_box(to_image_box(b, v, size), cols, rows), float(c))
-             for v, b, c in zip(views, boxes, confidence, strict=True)]
-    if laterality == "?":
-        found = [max(found, key=lambda f: f.confidence)]
-    return found
+    return [LocatedBox(v.side, pixel_box(to_image_box(b, v, size), cols, rows), float(c))
+            for v, b, c in zip(views, boxes, confidence, strict=True)]
 
 
-def locate_display(display: np.ndarray, laterality: str, direction: str, locator: Locator) -> list[LocatedBox]:
-    """The femoral-neck box(es) of one display image (rows x cols, uint8): L/R one, B (pelvis) two."""
+def boxes_from_views(views: list, boxes: np.ndarray, confidence: np.ndarray, laterality: str, size: int,
+                     cols: int, rows: int, min_confidence: float = ROI_MIN_CONFIDENCE) -> list[LocatedBox]:
+    """View predictions back on the image grid, one per side (no laterality: decide_hips)."""
+    found = _on_image(views, boxes, confidence, size, cols, rows)
+    return found if labelled(laterality) else decide_hips(found, min_confidence)[0]
+
+
+def _threshold(locator: Locator, min_confidence: float | None) -> float:
+    return float(min_confidence if min_confidence is not None else getattr(locator, "min_confidence",
+                                                                           ROI_MIN_CONFIDENCE))
+
+
+def locate_unlabelled(display: np.ndarray, direction: str, locator: Locator,
+                      min_confidence: float | None = None) -> tuple[list[LocatedBox], str]:
+    """An image without a usable laterality: its boxes and the laterality its pixels show (B, L, R;
+    `?` when no hip is confident, with the best unsure box)."""
     rows, cols = display.shape
-    views, inputs = view_inputs(display, laterality, direction, locator.input_size)
+    views, inputs = view_inputs(display, UNLABELLED, direction, locator.input_size)
     boxes, confidence = locator.predict(inputs)
-    return boxes_from_views(views, boxes, confidence, laterality, locator.input_size, cols, rows)
+    found = _on_image(views, boxes, confidence, locator.input_size, cols, rows)
+    return decide_hips(found, _threshold(locator, min_confidence))
+
+
+def locate_display(display: np.ndarray, laterality: str, direction: str, locator: Locator,
+                   min_confidence: float | None = None) -> list[LocatedBox]:
+    """The femoral-neck box(es) of one display image (rows x cols, uint8): L/R one, B (pelvis) two;
+    any other laterality (`?`, empty): decided from the pixels (locate_unlabelled)."""
+    if not labelled(laterality):
+        return locate_unlabelled(display, direction, locator, min_confidence)[0]
+    rows, cols = display.shape
+    lat = laterality.strip().upper()
+    views, inputs = view_inputs(display, lat, direction, locator.input_size)
+    boxes, confidence = locator.predict(inputs)
+    return boxes_from_views(views, boxes, confidence, lat, locator.input_size, cols, rows)
 
 
 def locate_dicom(data: bytes | str | Path, locator: Locator) -> tuple[list[LocatedBox], dict[str, Any]]:
@@ -130,11 +180,13 @@ def locate_dicom(data: bytes | str | Path, locator: Locator) -> tuple[list[Locat
     display = dm.display_u8()
     rows, cols = display.shape
     laterality = str(ds.get("ImageLaterality") or ds.get("Laterality") or "").strip().upper()
-    if laterality not in ("L", "R", "B"):
-        laterality = guess_laterality(rows, cols)
     direction = row_direction(ds.get("PatientOrientation"))
+    if labelled(laterality):
+        found = locate_display(display, laterality, direction, locator)
+    else:
+        found, laterality = locate_unlabelled(display, direction, locator)
     meta = {"rows": rows, "cols": cols, "laterality": laterality, "row_direction": direction, "display": display}
-    return locate_display(display, laterality, direction, locator), meta
+    return found, meta
 
 
 # --- the refresh's locate step -------------------------------------------------------------

@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,9 @@ from osteo.etl.pool import shared_pool
 from osteo_common.files import atomic_write_bytes, write_json
 
 VAL_SHARE = 0.15  # of the training patients, for the best epoch
+NONHIP = {"train": 48, "val": 16, "test": 32}  # other radiographs per part (when the simulator renders them)
+NONHIP_CHUNK = 8  # of them per worker job
+CALIBRATION_DRAWS, CALIBRATION_STRENGTH = 3, 1.5  # randomised copies of each held-out view, and how hard
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class RoiEvaluation:
     metrics: dict[str, float]  # box_metrics: mean_iou, iou_ge_050, iou_ge_075, centre_error_px/_mm, n
     ms_per_view: float  # inference, confidence included, batch of one on this machine's CPU
     seconds: float  # training time
+    # the confidence: its mapping, ECE and reliability table on the perturbed test set (and negatives)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
 
 def _boxed_images(session: Session) -> list[dict[str, Any]]:
@@ -99,8 +104,10 @@ def split_images(images: list[dict[str, Any]], test_year: int, seed: int) -> lis
 
 
 def _views_of(job: dict[str, Any]) -> dict[str, Any]:
-    """Worker: the boxed views of one image (small arrays travel back, never the image)."""
+    """Worker: the boxed views of one image and its away-from-the-neck negatives (small arrays
+    travel back, never the image)."""
     from osteo.etl.imaging import ExportError, load_dicom, prepare_display
+    from osteo.roi_negatives import film_negatives
     from osteo_model.roi import hip_views, to_view_box, view_input
 
     try:
@@ -113,20 +120,26 @@ def _views_of(job: dict[str, Any]) -> dict[str, Any]:
         box = job["boxes"].get(view.side)
         if box is not None:
             out.append((view_input(display, view, job["size"]), to_view_box(box, view, job["size"]), view, box))
-    return {"views": out}
+    seed = [job["seed"], *bytes.fromhex(job["sha256"][:16])]
+    return {"views": out, "negatives": film_negatives(display, job["laterality"], list(job["boxes"].values()),
+                                                      job["size"], seed)}
 
 
 def collect_dataset(factory: sessionmaker[Session], out_dir: Path, *, test_year: int, input_size: int,
                     seed: int = 0, workers: int = 1) -> RoiDataset:
-    """Every human box as a view, split by patient; written once per content digest."""
+    """Every human box as a view, split by patient, with negative views of each part (osteo.roi_negatives);
+    written once per content digest."""
+    from osteo.roi_negatives import NEG_VERSION, nonhip_renderer
+
     with factory() as session:
         images = _boxed_images(session)
     parts = split_images(images, test_year, seed)
     images = [{**im, "part": p} for im, p in zip(images, parts, strict=True) if p != "unused"]
+    nonhip = nonhip_renderer() is not None
     ident = json.dumps([[im["sha256"], sorted(im["boxes"].items()), im["part"]] for im in images]
-                       + [input_size, test_year, seed])
+                       + [input_size, test_year, seed, NEG_VERSION, nonhip])
     digest = hashlib.sha256(ident.encode()).hexdigest()
-    jobs = [{k: v for k, v in im.items() if k != "part"} | {"size": input_size} for im in images]
+    jobs = [{k: v for k, v in im.items() if k != "part"} | {"size": input_size, "seed": seed} for im in images]
     if workers > 1 and len(jobs) >= 8:
         done = list(shared_pool(workers).map(_views_of, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
     else:
@@ -142,11 +155,17 @@ def collect_dataset(factory: sessionmaker[Session], out_dir: Path, *, test_year:
                 arrays.setdefault("test_views", []).append([view.x0, view.x1, view.rows, int(view.flip)])
                 arrays.setdefault("test_mm", []).append(im["mm"] or np.nan)
                 arrays.setdefault("test_pelvis", []).append(im["laterality"] == "B")
+        for x in res.get("negatives", []):
+            arrays.setdefault(f"{part}_neg_x", []).append(x.astype(np.float16))
+            arrays.setdefault(f"{part}_neg_kind", []).append("pelvis_crop" if im["laterality"] == "B" else "hip_crop")
+    _add_nonhip(arrays, input_size, seed, workers)
     size = input_size
     packed = {k: np.asarray(v) for k, v in arrays.items()}
     for part in ("train", "val", "test"):
         packed.setdefault(f"{part}_x", np.zeros((0, size, size), np.float16))
         packed.setdefault(f"{part}_boxes", np.zeros((0, 4), np.float32))
+        packed.setdefault(f"{part}_neg_x", np.zeros((0, size, size), np.float16))
+        packed.setdefault(f"{part}_neg_kind", np.zeros(0, dtype="<U16"))
     path = Path(out_dir) / f"{digest[:16]}.npz"
     if not path.exists():
         import io
@@ -160,45 +179,95 @@ def collect_dataset(factory: sessionmaker[Session], out_dir: Path, *, test_year:
                       synthetic_images=sum(bool(im["synthetic"]) for im in images))
 
 
+def _nonhip_views(job: tuple[int, int, list[int]]) -> tuple[np.ndarray, list[str]]:
+    """Worker: ``n`` other radiographs as views (osteo.roi_negatives.nonhip_negatives)."""
+    from osteo.roi_negatives import nonhip_negatives
+
+    return nonhip_negatives(*job)
+
+
+def _add_nonhip(arrays: dict[str, list], size: int, seed: int, workers: int) -> None:
+    """Other radiographs as negatives of each part (none without the simulator's renderer), rendered
+    in chunks of NONHIP_CHUNK (seeded per chunk: the same views for any number of workers)."""
+    from osteo.roi_negatives import nonhip_renderer
+
+    if nonhip_renderer() is None:
+        return
+    jobs = [(part, (min(NONHIP_CHUNK, NONHIP[part] - i), size, [seed, 31, k, i]))
+            for k, part in enumerate(("train", "val", "test")) for i in range(0, NONHIP[part], NONHIP_CHUNK)]
+    run = shared_pool(workers).map if workers > 1 else map
+    for (part, _), (views, kinds) in zip(jobs, run(_nonhip_views, [j for _, j in jobs]), strict=True):
+        arrays.setdefault(f"{part}_neg_x", []).extend(v.astype(np.float16) for v in views)
+        arrays.setdefault(f"{part}_neg_kind", []).extend(kinds)
+
+
+def _negatives(data: Any, part: str) -> np.ndarray | None:
+    key = f"{part}_neg_x"
+    return data[key].astype(np.float32) if key in data and len(data[key]) else None
+
+
 def train_and_evaluate(dataset: RoiDataset, config: Any, out_dir: Path, *,
                        on_epoch: Callable[[int, dict], None] | None = None) -> tuple[str, RoiEvaluation]:
-    """Train the localiser on the dataset's train views (best epoch on val), save it, score the test year."""
+    """Train the localiser on the dataset's train views and negatives (best epoch on val), calibrate
+    its confidence on the val views and negatives under heavy perturbation, save it, score the test year."""
+    from osteo_model.roi_calibrate import calibrate_localiser
     from osteo_model.roi_train import save_localiser, train_localiser
 
     data = np.load(dataset.path)
     if len(data["train_x"]) == 0:
         raise ValueError("no training views: the localiser needs human boxes before the test year")
     t0 = time.perf_counter()
-    model, history = train_localiser(data["train_x"].astype(np.float32), data["train_boxes"],
-                                     data["val_x"].astype(np.float32), data["val_boxes"], config, on_epoch=on_epoch)
+    val_x = data["val_x"].astype(np.float32)
+    model, history = train_localiser(data["train_x"].astype(np.float32), data["train_boxes"], val_x,
+                                     data["val_boxes"], config, negatives=_negatives(data, "train"),
+                                     val_negatives=_negatives(data, "val"), on_epoch=on_epoch)
+    # calibrated on views the weights never learned from (val; the training views where there are none)
+    cal_x, cal_boxes = (val_x, data["val_boxes"]) if len(val_x) else (data["train_x"].astype(np.float32),
+                                                                       data["train_boxes"])
+    fit = calibrate_localiser(model, cal_x, cal_boxes, _negatives(data, "val" if len(val_x) else "train"),
+                              seed=config.seed, draws=CALIBRATION_DRAWS, strength=CALIBRATION_STRENGTH)
     seconds = time.perf_counter() - t0
-    evaluation = evaluate(model, data, dataset.input_size, seconds)
+    evaluation = evaluate(model, data, dataset.input_size, seconds, min_confidence=config.min_confidence)
+    evaluation.calibration.update(fit)
     checkpoint = Path(out_dir) / "localiser.pth"
-    save_localiser(model, config, checkpoint, extra={"dataset_digest": dataset.digest,
-                                                     "test": evaluation.metrics, "epochs_run": len(history)})
+    save_localiser(model, config, checkpoint, extra={"dataset_digest": dataset.digest, "test": evaluation.metrics,
+                                                     "calibration": evaluation.calibration,
+                                                     "epochs_run": len(history)})
     write_json(Path(out_dir) / "history.json", history)
     return str(checkpoint), evaluation
 
 
-def evaluate(model: Any, data: Any, size: int, seconds: float = 0.0) -> RoiEvaluation:
-    """Test-year boxes back on the images' pixel grids against the held-out human boxes."""
+def evaluate(model: Any, data: Any, size: int, seconds: float = 0.0, min_confidence: float = 0.8) -> RoiEvaluation:
+    """Test-year boxes back on the images' pixel grids against the held-out human boxes, and the
+    confidence (osteo.roi_reliability.confidence_metrics)."""
+    from osteo.roi_reliability import confidence_metrics
     from osteo_model.roi import HipView, to_image_box
-    from osteo_model.roi_train import box_metrics, predict_boxes
+    from osteo_model.roi_train import box_iou, box_metrics, predict_boxes
 
     test_x = data["test_x"].astype(np.float32)
     if len(test_x) == 0:
         return RoiEvaluation(metrics={"n": 0}, ms_per_view=float("nan"), seconds=seconds)
-    boxes, _ = predict_boxes(model, test_x)
+    boxes, conf = predict_boxes(model, test_x)
     views = [HipView("L", int(v[0]), int(v[1]), int(v[2]), bool(v[3])) for v in data["test_views"]]
     pred = np.asarray([to_image_box(b, v, size) for b, v in zip(boxes, views, strict=True)])
-    metrics = box_metrics(pred, data["test_image_boxes"].astype(np.float64), data["test_mm"].astype(np.float64))
+    truth = data["test_image_boxes"].astype(np.float64)
+    metrics = box_metrics(pred, truth, data["test_mm"].astype(np.float64))
+    metrics_c, calibration = confidence_metrics(model, data, conf, box_iou(pred, truth), min_confidence)
     one = test_x[:1]
     predict_boxes(model, one)  # warm-up
     t0 = time.perf_counter()
     for _ in range(10):
         predict_boxes(model, one)
-    return RoiEvaluation(metrics={k: float(v) for k, v in metrics.items()},
-                         ms_per_view=(time.perf_counter() - t0) * 100, seconds=seconds)
+    return RoiEvaluation(metrics={k: float(v) for k, v in {**metrics, **metrics_c}.items()},
+                         ms_per_view=(time.perf_counter() - t0) * 100, seconds=seconds, calibration=calibration)
+
+
+def _confidence_line(m: dict[str, float]) -> str:
+    if "ece" not in m:
+        return "not measured"
+    return (f"{m['confident_share']:.0%} of test views confident, {m['confident_right']:.0%} of those right;"
+            f" ECE {m['ece']:.3f} under heavy perturbation; {m['negatives_confident']:.1%} of"
+            f" {int(m['n_negatives'])} negative views confident (max {m['negatives_max_confidence']:.2f})")
 
 
 @dataclass(frozen=True)
@@ -213,7 +282,7 @@ class RoiReport:
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "dataset": self.dataset.to_dict(), "test": self.evaluation.metrics,
                 "ms_per_view": self.evaluation.ms_per_view, "train_seconds": self.evaluation.seconds,
-                "registration": asdict(self.registration)}
+                "calibration": self.evaluation.calibration, "registration": asdict(self.registration)}
 
     def summary(self) -> str:
         m, d, r = self.evaluation.metrics, self.dataset, self.registration
@@ -226,6 +295,7 @@ class RoiReport:
             f"localiser       {d.n_train} train / {d.n_val} val / {d.n_test} test views ({d.test_year} held out),"
             f" trained in {self.evaluation.seconds:.0f} s",
             f"  test year     {test}",
+            f"  confidence    {_confidence_line(m)}",
             f"  speed         {self.evaluation.ms_per_view:.1f} ms per view on this CPU (confidence included)",
             f"registered      {r.model_name} version {r.model_version} (challenger);"
             f" {'champion' if r.champion else 'not champion'}: {r.decision}",

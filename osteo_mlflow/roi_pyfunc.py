@@ -2,8 +2,8 @@
 
 Input: a DataFrame with an `image` column of DICOM or PNG/JPEG bytes (or base64 text). Output per
 image: `boxes`, JSON [{side, box: [x0, y0, x1, y1] in the image's pixels, confidence}], and the
-`laterality` read (L, R, B for an AP pelvis; a headerless image: B when much wider than tall, else
-the side the more confident mirroring gives).
+`laterality` read (L, R, B for an AP pelvis; an image without one, a PNG or JPEG: what its pixels show,
+osteo.roi.locate_unlabelled, `?` when no hip is confident).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from mlflow.pyfunc import PythonModel
 
 def locate_bytes(data: bytes, locator) -> tuple[list, dict]:
     """Boxes of one image given as DICOM or PNG/JPEG bytes (the service and the classifier use this)."""
-    from osteo.roi import guess_laterality, locate_dicom, locate_display
+    from osteo.roi import locate_dicom, locate_unlabelled
 
     if len(data) > 132 and data[128:132] == b"DICM":
         return locate_dicom(data, locator)
@@ -27,8 +27,7 @@ def locate_bytes(data: bytes, locator) -> tuple[list, dict]:
 
     display = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
     rows, cols = display.shape
-    laterality = guess_laterality(rows, cols)
-    found = locate_display(display, laterality, "L", locator)
+    found, laterality = locate_unlabelled(display, "L", locator)  # the radiological convention: right on the left
     return found, {"rows": rows, "cols": cols, "laterality": laterality, "row_direction": "L", "display": display}
 
 

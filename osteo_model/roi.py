@@ -14,6 +14,11 @@ Two heads over one small CNN backbone (CoordConv input, stride 8):
   centre); width and height regressed from the features pooled with the same heat-map weights;
 - ``"regress"``: global average pool + linear to (cx, cy, w, h).
 
+Beside the box, a *presence* logit: does this view show a femoral neck at all (trained with BCE on
+hip views against negatives: other films, crops away from the neck, mirrored hips, noise, text).
+The buffer ``calibration`` holds the mapping from the raw scores to a calibrated confidence
+(osteo_model.roi_calibrate), so that it travels in the state dict.
+
 ``bench/roi_heads.py`` measures one against the other on a synthetic cohort.
 """
 
@@ -44,6 +49,7 @@ class RoiConfig:
     seed: int = 0
     augment: bool = True  # random shift/scale/contrast of the view and its box, new draws every epoch
     min_confidence: float = 0.8  # below: "unsure" (a person checks the proposal)
+    neg_share: float = 0.5  # negative views per hip view in a training batch (presence head)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -185,15 +191,20 @@ def _coords(n: int, h: int, w: int, device, dtype) -> torch.Tensor:
     return torch.stack([gx, gy]).unsqueeze(0).expand(n, 2, h, w)
 
 
+CALIBRATION_SIZE = 5  # [fitted (0/1), bias, weight of logit(presence), of agreement, of peak]
+
+
 class Localiser(nn.Module):
     """[N, 1, S, S] in [0, 1] -> [N, 4] normalised (x0, y0, x1, y1); clipped to [0, 1] in eval mode
-    (training keeps the raw values so that a coordinate outside still gets a gradient)."""
+    (training keeps the raw values so that a coordinate outside still gets a gradient).
+    ``presence=False``: a checkpoint from before the presence head (osteo-roi/1)."""
 
-    def __init__(self, head: str = "heatmap", width: int = 16):
+    def __init__(self, head: str = "heatmap", width: int = 16, presence: bool = True):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}")
         self.head = head
+        self.has_presence = presence
         w = width
         self.backbone = nn.Sequential(
             _conv(3, w, 2), _conv(w, w),  # stride 2
@@ -208,15 +219,21 @@ class Localiser(nn.Module):
             self.size = nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, 2))
         else:
             self.fc = nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, 4))
+        if presence:
+            # from the features where the box is (heat-map pooled; the global mean for "regress"),
+            # the global mean and the global max: is that a femoral neck, and is there one at all
+            self.presence = nn.Sequential(nn.Linear(3 * c, c), nn.ReLU(inplace=True), nn.Linear(c, 1))
+            self.register_buffer("calibration", torch.zeros(CALIBRATION_SIZE))
 
-    def forward_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(raw normalised boxes [N, 4], heat-map probabilities [N, H, W] or None)."""
+    def forward_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(raw normalised boxes [N, 4], heat-map probabilities [N, H, W] or None, presence logits
+        [N] or None)."""
         n, _, h, w = x.shape
         f = self.backbone(torch.cat([x, _coords(n, h, w, x.device, x.dtype)], 1))
         if self.head == "regress":
             t = torch.sigmoid(self.fc(f.mean((2, 3))))
             centre, size = t[:, :2], t[:, 2:]
-            heat = None
+            heat, pooled = None, f.mean((2, 3))
         else:
             fh, fw = f.shape[2:]
             grid = _coords(n, fh, fw, f.device, f.dtype)
@@ -228,12 +245,15 @@ class Localiser(nn.Module):
             size = torch.sigmoid(self.size(pooled))
             heat = p.view(n, fh, fw)
         box = torch.cat([centre - size / 2, centre + size / 2], 1)
-        return box, heat
+        presence = None
+        if self.has_presence:
+            presence = self.presence(torch.cat([pooled, f.mean((2, 3)), f.amax((2, 3))], 1))[:, 0]
+        return box, heat, presence
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        box, _ = self.forward_parts(x)
+        box = self.forward_parts(x)[0]
         return box if self.training else box.clamp(0.0, 1.0)
 
 
-def build_localiser(config: RoiConfig) -> Localiser:
-    return Localiser(config.head, config.width)
+def build_localiser(config: RoiConfig, presence: bool = True) -> Localiser:
+    return Localiser(config.head, config.width, presence)

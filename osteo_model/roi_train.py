@@ -1,15 +1,21 @@
 """Training, prediction, metrics and checkpoints of the femoral-neck localiser (osteo_model.roi).
 
 - :func:`train_localiser`: AdamW with a short warm-up and a cosine decay, L1 on the normalised
-  corners + a GIoU term; new random shift/scale/contrast draws every epoch (``config.augment``);
-  keeps the epoch with the best validation mean IoU; bit-for-bit reproducible on CPU for a seed.
-- :func:`predict_boxes`: boxes and a confidence from test-time agreement: the view is also
-  predicted shifted and scaled by known amounts, those transforms are undone, and the boxes are
-  compared with the main one. A model that found the neck follows the shift; one that guesses
-  (blank, noise, a foreign image) does not. The heatmap head adds how peaked its heat map is.
+  corners + a GIoU term on the hip views, BCE of the presence head on hip views against negatives
+  (given ones, and noise/text/blanks made here); every view redrawn each epoch by the domain
+  randomisation of osteo_model.roi_augment (``config.augment``); keeps the epoch with the best
+  validation mean IoU; bit-for-bit reproducible on CPU for a seed.
+- :func:`predict_scores`: boxes and the raw scores: presence, test-time agreement (the view is also
+  predicted shifted and scaled by known amounts, the transforms undone and the boxes compared with
+  the main one) and the heat map's peak mass. :func:`predict_boxes` maps them to the calibrated
+  confidence (osteo_model.roi_calibrate).
 - Checkpoint format (loadable with ``torch.load(..., weights_only=True)``)::
 
-    {"format": "osteo-roi/1", "config": RoiConfig as a dict, "state_dict": {...}, "extra": dict}
+    {"format": "osteo-roi/2", "config": RoiConfig as a dict, "state_dict": {... "calibration": tensor},
+     "extra": dict}
+
+  An ``osteo-roi/1`` checkpoint (before the presence head) still loads; its confidence is the old
+  agreement x peak.
 """
 
 from __future__ import annotations
@@ -28,15 +34,13 @@ from torch.nn import functional as F
 
 from osteo_model.roi import RoiConfig, build_localiser
 
-ROI_FORMAT = "osteo-roi/1"
+ROI_FORMAT = "osteo-roi/2"
+OLD_FORMATS = ("osteo-roi/1",)  # no presence head, no calibration
 L1_WEIGHT, GIOU_WEIGHT = 5.0, 2.0  # DETR's balance of the two box terms
 # test-time copies for the confidence: (scale, shift x, shift y), shifts in half-views ([-1, 1] units)
 TTA = ((1.0, 0.16, -0.12), (1.0, -0.16, 0.12), (0.85, 0.0, 0.0), (1.15, 0.0, 0.0))
 AGREE_IOU = 0.6  # a test-time copy whose box overlaps the main one this much agrees fully
-AUG_SCALE = (0.85, 1.2)
-AUG_SHIFT = 0.15  # in half-views
-AUG_GAMMA = (0.7, 1.4)
-AUG_CONTRAST = (0.8, 1.2)
+PRESENCE_WEIGHT = 1.0  # of the presence BCE beside the box loss
 
 
 # ---------------------------------------------------------------- boxes
@@ -105,18 +109,6 @@ def affine_boxes(boxes: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, 
     return (boxes - offset) / s if inverse else boxes * s + offset
 
 
-def _augment(x: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    n = x.shape[0]
-
-    def uniform(lo, hi, *shape):
-        return lo + (hi - lo) * torch.rand(*shape, generator=gen)
-
-    scale, shift = uniform(*AUG_SCALE, n), uniform(-AUG_SHIFT, AUG_SHIFT, n, 2)
-    gamma, contrast = uniform(*AUG_GAMMA, n, 1, 1, 1), uniform(*AUG_CONTRAST, n, 1, 1, 1)
-    x = (affine_views(x, scale, shift).clamp(0, 1) ** gamma * contrast).clamp(0, 1)
-    return x, affine_boxes(boxes, scale, shift).clamp(0, 1)
-
-
 # ---------------------------------------------------------------- training
 def _lr_lambda(epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
     total = max(1, epochs * steps_per_epoch)
@@ -138,36 +130,80 @@ def _tensors(x: np.ndarray, boxes: np.ndarray | None, size: int) -> tuple[torch.
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, x: torch.Tensor, boxes: torch.Tensor, device, batch_size: int) -> dict:
+def _evaluate(model: nn.Module, x: torch.Tensor, boxes: torch.Tensor, negatives: torch.Tensor | None, device,
+              batch_size: int) -> dict:
+    """Validation: box loss and mean IoU on the clean hip views; with negatives, the mean presence
+    probability of the hip views and of the negatives."""
     model.eval()
-    preds, loss = [], 0.0
+    preds, loss, present = [], 0.0, []
     for i in range(0, len(x), batch_size):
-        p = model(x[i:i + batch_size].to(device)).cpu()
+        box, _, presence = model.forward_parts(x[i:i + batch_size].to(device))
+        p = box.clamp(0, 1).cpu()
         loss += box_loss(p, boxes[i:i + batch_size]).item() * len(p)
         preds.append(p)
+        if presence is not None:
+            present.append(torch.sigmoid(presence).cpu())
     pred = torch.cat(preds).numpy()
-    return {"val_loss": loss / len(x), "val_mean_iou": float(box_iou(pred, boxes.numpy()).mean())}
+    out = {"val_loss": loss / len(x), "val_mean_iou": float(box_iou(pred, boxes.numpy()).mean())}
+    if present and negatives is not None and len(negatives):
+        neg = [torch.sigmoid(model.forward_parts(negatives[i:i + batch_size].to(device))[2]).cpu()
+               for i in range(0, len(negatives), batch_size)]
+        out.update(val_presence_hip=float(torch.cat(present).mean()),
+                   val_presence_negative=float(torch.cat(neg).mean()))
+    return out
+
+
+def _negatives(pool: torch.Tensor | None, n: int, size: int, gen: torch.Generator, augment: bool) -> torch.Tensor:
+    """``n`` negative views: half drawn from ``pool`` (when given), the rest made here."""
+    from osteo_model.roi_augment import photometric, randomise, synthetic_negatives
+
+    k = n // 2 if pool is not None and len(pool) else 0
+    parts = [pool[torch.randint(0, len(pool), (k,), generator=gen)]] if k else []
+    made = synthetic_negatives(n - k, size, gen)
+    if augment:
+        if k:
+            parts[0] = randomise(parts[0], torch.zeros(k, 4), gen, crop_neg=0.0, mirror_neg=0.5)[0]
+        made = photometric(made, None, gen)
+    return torch.cat(parts + [made])
+
+
+def _step_loss(model: nn.Module, xb: torch.Tensor, bb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Box loss on the views that show the neck, presence BCE on every view with a target."""
+    box, _, presence = model.forward_parts(xb)
+    pos, known = target == 1, target >= 0
+    loss = box_loss(box[pos], bb[pos]) if pos.any() else box.sum() * 0
+    if presence is not None and known.any():
+        loss = loss + PRESENCE_WEIGHT * F.binary_cross_entropy_with_logits(presence[known], target[known])
+    return loss
 
 
 def train_localiser(train_x: np.ndarray, train_boxes: np.ndarray, val_x: np.ndarray | None,
-                    val_boxes: np.ndarray | None, config: RoiConfig, *, device="cpu",
+                    val_boxes: np.ndarray | None, config: RoiConfig, *, negatives: np.ndarray | None = None,
+                    val_negatives: np.ndarray | None = None, device="cpu",
                     on_epoch: Callable[[int, dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
-    """Train a localiser on views [N, S, S] (float32 in [0, 1]) and their boxes [N, 4] in view pixels.
+    """Train a localiser on hip views [N, S, S] (float32 in [0, 1]) and their boxes [N, 4] in view
+    pixels; ``negatives`` [M, S, S]: views with no femoral neck (other films, crops away from the
+    neck), each batch draws ``config.neg_share`` per hip view, half from them, half made here.
 
     Returns (the model at the epoch with the best validation mean IoU, or the last epoch without
-    validation views; in eval mode, on ``device``) and the history, one record per epoch (also
-    passed to ``on_epoch(epoch, record)``, 1-based): epoch, train_loss, val_loss, val_mean_iou,
-    lr, seconds.
+    validation views; in eval mode, on ``device``, uncalibrated) and the history, one record per
+    epoch (also passed to ``on_epoch(epoch, record)``, 1-based): epoch, train_loss, val_loss,
+    val_mean_iou, val_presence_hip and val_presence_negative (with ``val_negatives``), lr, seconds.
     """
+    from osteo_model.roi_augment import randomise
+
     device = torch.device(device)
     size = config.input_size
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     model = build_localiser(config).to(device)
     x, boxes = _tensors(train_x, train_boxes, size)
+    pool = _tensors(negatives, None, size)[0] if negatives is not None and len(negatives) else None
     has_val = val_x is not None and len(val_x) > 0
     vx, vb = _tensors(val_x, val_boxes, size) if has_val else (None, None)
+    vneg = _tensors(val_negatives, None, size)[0] if val_negatives is not None and len(val_negatives) else None
     steps = math.ceil(len(x) / config.batch_size)
+    n_neg = round(config.neg_share * config.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config.epochs, steps))
 
@@ -183,11 +219,13 @@ def train_localiser(train_x: np.ndarray, train_boxes: np.ndarray, val_x: np.ndar
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
             if len(idx) < 2 and len(x) > 1:  # a batch of one says little to BatchNorm; skip it
                 continue
-            xb, bb = x[idx], boxes[idx]
+            xb, bb, target = x[idx], boxes[idx], torch.ones(len(idx))
             if config.augment:
-                xb, bb = _augment(xb, bb, gen)
-            pred = model(xb.to(device))
-            loss = box_loss(pred, bb.to(device))
+                xb, bb, target = randomise(xb, bb, gen)
+            if n_neg:
+                xb = torch.cat([xb, _negatives(pool, n_neg, size, gen, config.augment)])
+                bb, target = torch.cat([bb, torch.zeros(n_neg, 4)]), torch.cat([target, torch.zeros(n_neg)])
+            loss = _step_loss(model, xb.to(device), bb.to(device), target.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -195,7 +233,7 @@ def train_localiser(train_x: np.ndarray, train_boxes: np.ndarray, val_x: np.ndar
             total += loss.item() * len(idx)
         rec = {"epoch": epoch, "train_loss": total / len(x), "lr": lr}
         if has_val:
-            rec.update(_evaluate(model, vx, vb, device, config.batch_size))
+            rec.update(_evaluate(model, vx, vb, vneg, device, config.batch_size))
             if rec["val_mean_iou"] > best_iou:
                 best_iou = rec["val_mean_iou"]
                 best_state = copy.deepcopy(model.state_dict())
@@ -216,24 +254,29 @@ def _peak_mass(heat: torch.Tensor) -> torch.Tensor:
     return (F.avg_pool2d(heat.unsqueeze(1), 3, 1, 1) * 9).flatten(1).amax(1).clamp(0, 1)
 
 
-def _run(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _run(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     if hasattr(model, "forward_parts"):
-        box, heat = model.forward_parts(x)
-        return box.float().clamp(0, 1), heat
-    return model(x).float(), None
+        box, heat, presence = model.forward_parts(x)
+        return box.float().clamp(0, 1), heat, presence
+    return model(x).float(), None, None
+
+
+def calibration_of(model: nn.Module) -> np.ndarray:
+    """The model's calibration ([fitted, bias, weights...]; unfitted zeros when it has none)."""
+    from osteo_model.roi import CALIBRATION_SIZE
+
+    cal = getattr(model, "calibration", None)
+    return cal.detach().cpu().double().numpy() if cal is not None else np.zeros(CALIBRATION_SIZE)
 
 
 @torch.no_grad()
-def predict_boxes(model: nn.Module, views: np.ndarray, *, device="cpu", batch_size: int = 32,
-                  tta: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes [N, 4] in view pixels and confidence [N] in [0, 1] for views [N, S, S] (or one [S, S]).
-
-    Confidence = agreement x peak. Agreement: the boxes predicted on shifted/scaled copies of the
-    view (transforms undone) against the main box; a copy agrees fully at IoU >= AGREE_IOU and in
-    proportion below (a fixed guess that ignores the image follows no shift and agrees little).
-    Peak: the heat map's mass in its best 3 x 3 window (heatmap head; 1 for "regress").
-    ``tta=False``: boxes only, confidence NaN.
-    """
+def predict_scores(model: nn.Module, views: np.ndarray, *, device="cpu", batch_size: int = 32,
+                   tta: bool = True) -> dict[str, np.ndarray]:
+    """Boxes [N, 4] in view pixels and the raw scores [N] of views [N, S, S] (or one [S, S]):
+    presence (the presence head's probability; 1 without one), agreement (boxes predicted on
+    shifted/scaled copies, transforms undone, against the main box: a copy agrees fully at IoU >=
+    AGREE_IOU, in proportion below; NaN with ``tta=False``) and peak (the heat map's mass in its
+    best 3 x 3 window; 1 for "regress")."""
     device = torch.device(device)
     views = np.asarray(views, dtype=np.float32)
     size = views.shape[-1]
@@ -241,26 +284,43 @@ def predict_boxes(model: nn.Module, views: np.ndarray, *, device="cpu", batch_si
     model = model.to(device).eval()
     k = len(TTA) if tta else 0
     params = torch.tensor(TTA, dtype=torch.float32)
-    out_boxes, out_conf = [], []
+    out: dict[str, list] = {"boxes": [], "presence": [], "agreement": [], "peak": []}
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size].to(device)
         n = len(xb)
-        if not k:
-            out_boxes.append(_run(model, xb)[0].cpu().numpy() * size)
-            out_conf.append(np.full(n, np.nan))
-            continue
         scale = params[:, 0].repeat_interleave(n).to(device)
         shift = params[:, 1:].repeat_interleave(n, 0).to(device)
-        pred, heat = _run(model, torch.cat([xb, affine_views(xb.repeat(k, 1, 1, 1), scale, shift)]))
+        pred, heat, presence = _run(model, torch.cat([xb, affine_views(xb.repeat(k, 1, 1, 1), scale, shift)])
+                                    if k else xb)
         main = pred[:n].cpu().numpy()
-        back = affine_boxes(pred[n:], scale, shift, inverse=True).clamp(0, 1).view(k, n, 4).cpu().numpy()
-        agreement = np.minimum(1.0, box_iou(back, main[None]) / AGREE_IOU).mean(0)
-        peak = _peak_mass(heat[:n]).cpu().numpy() if heat is not None else 1.0
-        out_boxes.append(main * size)
-        out_conf.append(agreement * peak)
-    if not out_boxes:
-        return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32)
-    return np.concatenate(out_boxes).astype(np.float32), np.concatenate(out_conf).astype(np.float32)
+        if k:
+            back = affine_boxes(pred[n:], scale, shift, inverse=True).clamp(0, 1).view(k, n, 4).cpu().numpy()
+            out["agreement"].append(np.minimum(1.0, box_iou(back, main[None]) / AGREE_IOU).mean(0))
+        else:
+            out["agreement"].append(np.full(n, np.nan))
+        out["peak"].append(_peak_mass(heat[:n]).cpu().numpy() if heat is not None else np.ones(n))
+        out["presence"].append(torch.sigmoid(presence[:n]).cpu().numpy() if presence is not None else np.ones(n))
+        out["boxes"].append(main * size)
+    if not out["boxes"]:
+        return {"boxes": np.zeros((0, 4), np.float32), **{k: np.zeros(0, np.float32) for k in list(out)[1:]}}
+    return {k: np.concatenate(v).astype(np.float32) for k, v in out.items()}
+
+
+def predict_boxes(model: nn.Module, views: np.ndarray, *, device="cpu", batch_size: int = 32,
+                  tta: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes [N, 4] in view pixels and confidence [N] in [0, 1] for views [N, S, S] (or one [S, S]).
+
+    The confidence is the model's calibrated mapping of its raw scores (osteo_model.roi_calibrate:
+    about P(IoU >= 0.5)); before calibration, presence x agreement x peak. The test-time copies are
+    run only when the mapping uses the agreement. ``tta=False``: boxes only, confidence NaN.
+    """
+    from osteo_model.roi_calibrate import apply, needs_agreement
+
+    cal = calibration_of(model)
+    scores = predict_scores(model, views, device=device, batch_size=batch_size, tta=tta and needs_agreement(cal))
+    if not tta:
+        return scores["boxes"], np.full(len(scores["boxes"]), np.nan, dtype=np.float32)
+    return scores["boxes"], apply(cal, scores).astype(np.float32)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -280,9 +340,9 @@ def load_localiser(path: str | os.PathLike, device="cpu") -> tuple[nn.Module, Ro
     """(model in eval mode on ``device``, RoiConfig, extra) from :func:`save_localiser`'s file,
     loaded with ``weights_only=True`` (no code runs while loading)."""
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != ROI_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (ROI_FORMAT, *OLD_FORMATS):
         raise ValueError(f"{path}: not an osteo localiser checkpoint")
     config = RoiConfig.from_dict(payload["config"])
-    model = build_localiser(config)
+    model = build_localiser(config, presence=payload["format"] == ROI_FORMAT)
     model.load_state_dict(payload["state_dict"])
     return model.to(torch.device(device)).eval(), config, dict(payload.get("extra") or {})

@@ -158,7 +158,9 @@ def _blobs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(views), np.array(boxes, dtype=np.float32)
 
 
-TINY = RoiConfig(input_size=SIZE, width=8, epochs=100, batch_size=8, lr=5e-3)  # augmented: shift-equivariant
+# the light trainer: the domain randomisation (osteo_model/roi_augment.py, its own tests) is built for hip
+# views, and 8 blobs in 100 steps underfit under it; the presence head still learns noise and blanks
+TINY = RoiConfig(input_size=SIZE, width=8, epochs=100, batch_size=8, lr=5e-3, augment=False)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +224,7 @@ def test_save_load_round_trip_gives_identical_predictions(trained, tmp_path):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(ca, cb)
     payload = torch.load(path, weights_only=True)
-    assert payload["format"] == "osteo-roi/1" and payload["config"]["input_size"] == SIZE
+    assert payload["format"] == "osteo-roi/2" and payload["config"]["input_size"] == SIZE
 
 
 def test_not_a_localiser_checkpoint(tmp_path):
