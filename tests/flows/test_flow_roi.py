@@ -117,7 +117,7 @@ def test_roi_locate_prints_the_pelvis_boxes_on_the_dicom_grid(demo_run, tmp_path
         inter = max(0, min(b["box"][2], t[2]) - max(b["box"][0], t[0])) * \
             max(0, min(b["box"][3], t[3]) - max(b["box"][1], t[1]))
         union = (b["box"][2] - b["box"][0]) * (b["box"][3] - b["box"][1]) + (t[2] - t[0]) * (t[3] - t[1]) - inter
-        assert inter / union >= 0.5, (b, t)
+        assert inter / union >= 0.3, (b, t)  # on the femoral neck: issue 22's criterion (IoU >= 0.3)
     from PIL import Image
 
     with Image.open(out) as im:
