@@ -29,9 +29,12 @@ from tests.helpers import isolated_settings, tree_digest
 COHORT_PATIENTS, COHORT_SEED = 12, 21
 MAX_SIZE = 256  # the synthetic images are 480-690 px: every PNG is downscaled
 ROUNDING_PX = 2  # a box rounded on a grid ~2.5x coarser, then scaled back
-# crops of boxes 1-2 px apart correlate at ~0.93-0.96 (256 px crops of ~80-100 px boxes); a box
-# left unscaled (the PNG's coordinates taken as the DICOM's) would crop another region altogether
-MIN_CROP_CORRELATION = 0.85
+# crops are compared at the scale of the anatomy (8x8 block means of the 256 px crop): a box 1-2 px
+# off (~6 px in the crop) moves the film's noise and trabecular texture but not the neck (~0.99);
+# another hip's neck correlates up to ~0.91 at that scale, and a box left unscaled (the PNG's
+# coordinates taken as the DICOM's) would crop another region altogether
+MIN_CROP_CORRELATION = 0.95
+CROP_BLOCK = 8
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +91,16 @@ def stored(settings) -> dict[tuple[str, str], dict]:
 
 
 def crop_correlation(a: str, b: str) -> float:
-    """Pearson correlation of two exported crops' grey levels."""
+    """Pearson correlation of two exported crops' grey levels, in CROP_BLOCK-pixel block means."""
     import numpy as np
 
-    with Image.open(a) as ia, Image.open(b) as ib:
-        x, y = np.asarray(ia, dtype=np.float64).ravel(), np.asarray(ib, dtype=np.float64).ravel()
-        return float(np.corrcoef(x, y)[0, 1])
+    def coarse(path: str) -> np.ndarray:
+        with Image.open(path) as im:
+            g = np.asarray(im, dtype=np.float64)
+        h, w = (g.shape[0] // CROP_BLOCK) * CROP_BLOCK, (g.shape[1] // CROP_BLOCK) * CROP_BLOCK
+        return g[:h, :w].reshape(h // CROP_BLOCK, CROP_BLOCK, w // CROP_BLOCK, CROP_BLOCK).mean(axis=(1, 3)).ravel()
+
+    return float(np.corrcoef(coarse(a), coarse(b))[0, 1])
 
 
 def scaled(box, grid, size) -> tuple[int, int, int, int]:
@@ -160,7 +167,10 @@ def test_round_trip_through_labelimg(cohort, tmp_path, capsys):
             assert got[key]["export"] is not None, key  # exported (or excluded by the quality check)
             assert got[key]["export"][0] == reference[key]["export"][0]
             if got[key]["export"][0] == "exported":  # the same region: a box moved by the rounding, no more
-                assert crop_correlation(got[key]["path"], reference[key]["path"]) > MIN_CROP_CORRELATION, key
+                same = crop_correlation(got[key]["path"], reference[key]["path"])
+                others = [crop_correlation(got[key]["path"], r["path"])
+                          for k, r in reference.items() if k != key and r["path"]]
+                assert same > MIN_CROP_CORRELATION and same > max(others), (key, same, max(others))
                 crops += 1
     assert crops >= 2, "too few round-trip images exported to compare their crops"
 
