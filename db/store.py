@@ -229,8 +229,12 @@ def store_dexa_rows(session: Session, sf: SourceFile, rows: list[dict[str, Any]]
             DexaExam.patient_id == patient.id, DexaExam.exam_date == r["exam_date"])).all()
         matches = [e for e in same_day if e.side == r["side"] or "-" in (e.side, r["side"])]
         if matches:
-            if any(_same_values(e, r) for e in matches):
+            same = [e for e in matches if _same_values(e, r)]
+            if same:
                 counts["duplicate_rows"] += 1
+                for e in same:  # read again from a new version of its file: lineage names the version that holds it
+                    if _other_version(session, e.source_file_id, sf):
+                        e.source_file_id, e.source_row = sf.id, r["source_row"]
             else:
                 counts["quarantined"] += quarantine(
                     session, stage="ingest_dexa", path=sf.path, sha256=sf.sha256, row=r["source_row"],
@@ -245,6 +249,14 @@ def store_dexa_rows(session: Session, sf: SourceFile, rows: list[dict[str, Any]]
         session.flush()
         counts["exams"] += 1
     return counts
+
+
+def _other_version(session: Session, source_file_id: int | None, sf: SourceFile) -> bool:
+    """Is `source_file_id` another version (content) of `sf`'s path? A row or box met unchanged in a file fixed
+    or saved again in place is then traced to the new version (docs/lineage.md); another path keeps the first."""
+    if source_file_id is None or source_file_id == sf.id:
+        return False
+    return session.get(SourceFile, source_file_id).path == sf.path
 
 
 def _same_values(exam: DexaExam, row: dict[str, Any]) -> bool:
@@ -266,5 +278,7 @@ def store_annotation(session: Session, sf: SourceFile, box: dict[str, Any]) -> C
             setattr(existing, k, box[k])
         existing.source_file_id = sf.id
         counts["annotations_updated"] += 1
+    elif _other_version(session, existing.source_file_id, sf):  # the same box, its file saved again
+        existing.source_file_id = sf.id
     session.flush()
     return counts

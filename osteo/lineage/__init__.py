@@ -12,7 +12,8 @@ A box comes from a person (its VOC file is a source file) or from the localiser 
 names the localiser's name, version and confidence); every lineage says which box each crop used.
 
 records: errors, model references, rows as dicts; queries: model, snapshot, patient, image and
-refresh lineage; verify: re-hash what a lineage names; openlineage: the optional run event.
+refresh lineage; versions: the version of a file a model read; verify: re-hash what a lineage names;
+openlineage: the optional run event.
 """
 
 from osteo.lineage.openlineage import OPENLINEAGE_NAMESPACE, emit_openlineage, openlineage_event
@@ -23,7 +24,6 @@ from osteo.lineage.queries import (
     model_lineage,
     patient_lineage,
     predictions,
-    pseudonym_of,
     refresh_runs,
     snapshot_lineage,
     training_run_for,
@@ -35,6 +35,7 @@ from osteo.lineage.records import (
     UnknownPatient,
     UnknownSnapshot,
     parse_model_ref,
+    pseudonym_of,
 )
 from osteo.lineage.verify import check_checkpoint, named_files, verify_lineage
 

@@ -7,6 +7,7 @@ in as the registry's dict, see osteo_mlflow.registry.resolve_model_version).
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 from collections import Counter, defaultdict
@@ -46,6 +47,7 @@ from osteo.lineage.records import (
     snapshot_dict,
     source_dict,
 )
+from osteo.lineage.versions import versions_at
 from osteo_common.chunks import chunks
 
 CSV_COLUMNS = ["kind", "path", "sha256", "size_bytes", "first_seen", "status", "n_members", "splits", "box_source",
@@ -74,8 +76,9 @@ def training_run_for(session: Session, *, run_id: str | None = None, name: str |
 # ---------------------------------------------------------------- snapshot and model lineage
 
 
-def snapshot_lineage(session: Session, snapshot_id: int) -> dict[str, Any]:
-    """Every member of a snapshot with its whole chain back to source files, and those files once each."""
+def snapshot_lineage(session: Session, snapshot_id: int, as_of: dt.datetime | None = None) -> dict[str, Any]:
+    """Every member of a snapshot with its whole chain back to source files, and those files once each:
+    each file as its path held it at `as_of` (a model's training, osteo/lineage/versions.py), else as now."""
     snap = session.get(Snapshot, snapshot_id)
     if snap is None:
         raise UnknownSnapshot(f"no snapshot with id {snapshot_id}")
@@ -106,7 +109,9 @@ def snapshot_lineage(session: Session, snapshot_id: int) -> dict[str, Any]:
     sources: dict[int, dict[str, Any]] = {}
     used_by: dict[int, dict[str, Counter]] = defaultdict(lambda: {k: Counter() for k in _TALLIES})
     members: list[dict[str, Any]] = []
-    for m, ex, img, key, pair, exam, ann, sf_img, sf_dexa, sf_ann in rows:
+    held = versions_at(session, (sf for r in rows for sf in r[7:]), as_of)
+    for m, ex, img, key, pair, exam, ann, *files in rows:
+        sf_img, sf_dexa, sf_ann = (held.get(sf.id, sf) if sf is not None else None for sf in files)
         origin = box_model(ann)
         for sf in (sf_img, sf_dexa, sf_ann):
             if sf is None:
@@ -171,7 +176,7 @@ def model_lineage(session: Session, version: dict[str, Any]) -> dict[str, Any]:
     tags = version.get("tags") or {}
     run = training_run_for(session, run_id=version.get("run_id") or tags.get("run_id"),
                            name=version.get("name"), version=version.get("version"))
-    lineage = snapshot_lineage(session, run.snapshot_id)
+    lineage = snapshot_lineage(session, run.snapshot_id, as_of=run.created_at)
     notes = []
     if (run.model_name, run.model_version) != (version.get("name"), str(version.get("version"))):
         notes.append(f"no training run recorded for {version.get('name')} version {version.get('version')}; "
@@ -211,13 +216,6 @@ def _runs_by_snapshot(session: Session, snapshot_ids: Iterable[int]) -> dict[int
                                   .order_by(TrainingRun.id)):
             out[tr.snapshot_id].append(run_dict(tr))
     return out
-
-
-def pseudonym_of(raw_patient_id: str, key: bytes) -> str:
-    """The pseudonym an ingest gives this raw patient ID under `key` (the ID itself is never kept)."""
-    from osteo.etl.pseudonym import pseudonymise
-
-    return pseudonymise(raw_patient_id, key)
 
 
 def patient_lineage(session: Session, key: str, *, from_patient_id: bool = False) -> dict[str, Any]:

@@ -49,6 +49,13 @@ def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
     return m["name"], m["alias"], m["version"]
 
 
+def pseudonym_of(raw_patient_id: str, key: bytes) -> str:
+    """The pseudonym an ingest gives this raw patient ID under `key` (the ID itself is never kept)."""
+    from osteo.etl.pseudonym import pseudonymise
+
+    return pseudonymise(raw_patient_id, key)
+
+
 # ---------------------------------------------------------------- rows as dicts
 
 
