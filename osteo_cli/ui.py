@@ -1,7 +1,9 @@
 """`osteo ui`: the Prefect and MLflow UIs on the embedded stores, on this machine only (loopback).
 
 Both servers run as child processes, each in its own process group (their workers included),
-until Ctrl-C or SIGTERM stops all of them; the addresses are printed once both answer.
+until Ctrl-C or SIGTERM stops all of them; the addresses are printed once both answer. Prefect's page
+asks the API on the port chosen, and neither server nor page reports usage anywhere (`server_env`,
+osteo_mlflow/ui_app.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from osteo.errors import UserError
-from osteo.runtime import configure_environment
+from osteo.runtime import LOCAL_PREFECT_URL, configure_environment
 from osteo.settings import get_settings
 from osteo_cli.output import emit
 
@@ -71,11 +73,30 @@ def commands(prefect_port: int, mlflow_port: int) -> dict[str, list[str]]:
     py = sys.executable  # the same environment's servers, wherever its scripts live
     return {
         "prefect": [py, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(prefect_port)],
-        # one worker: one person's browser on this machine (the default 4 would take every core)
+        # one worker: one person's browser on this machine (the default 4 would take every core); the
+        # osteo-ui app is MLflow's, its page told that nothing reports usage (osteo_mlflow/ui_app.py)
         "mlflow": [py, "-m", "mlflow", "ui", "--backend-store-uri", s.resolved_tracking_uri(),
                    "--default-artifact-root", Path(s.mlflow_artifact_root).resolve().as_uri(),
-                   "--host", HOST, "--port", str(mlflow_port), "--workers", "1"],
+                   "--host", HOST, "--port", str(mlflow_port), "--workers", "1", "--app-name", "osteo-ui"],
     }
+
+
+def server_env(prefect_port: int) -> dict[str, str]:
+    """The servers' environment: Prefect's page asks the API on its own port, nothing reports usage."""
+    api = f"http://{HOST}:{prefect_port}/api"
+    env = dict(os.environ)
+    env.update({
+        # the page's API address comes from the settings, not from --port (Prefect 3.8: /ui-settings would
+        # name 4200 and the page would show no run); a reused local server's PREFECT_API_URL is not this one
+        "PREFECT_SERVER_API_HOST": HOST, "PREFECT_SERVER_API_PORT": str(prefect_port),
+        "PREFECT_API_URL": api, "PREFECT_UI_API_URL": api,
+        # forced, not defaults: whatever the shell says, these servers report nothing anywhere
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
+        # `python -m` puts the working folder first on sys.path: a stale osteo.egg-info of a checkout there
+        # would hide the osteo-ui entry point of the installed package
+        "PYTHONSAFEPATH": "1",
+    })
+    return env
 
 
 def _stop(procs: dict[str, subprocess.Popen]) -> None:
@@ -118,13 +139,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
     # only this process (the children have their own sessions) and raises KeyboardInterrupt
     old_term = signal.signal(signal.SIGTERM, on_term)
     procs: dict[str, subprocess.Popen] = {}
+    env = server_env(args.prefect_port)
     try:
         for name, cmd in commands(args.prefect_port, args.mlflow_port).items():
             procs[name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL, start_new_session=True)
+                                           stderr=subprocess.DEVNULL, start_new_session=True, env=env)
         _wait(procs, health, args.timeout)
+        api = f"{urls['prefect']}/api"
+        hint = ("" if api == LOCAL_PREFECT_URL else  # other commands look for a server on the default port only
+                f"\n(osteo commands show their runs here with OSTEO_PREFECT_LOCAL_URL={api})")
         emit(args, {"ok": True, **urls}, f"Prefect UI  {urls['prefect']}\nMLflow UI   {urls['mlflow']}\n"
-                                         "(Ctrl-C stops both)")
+                                         f"(Ctrl-C stops both){hint}")
         sys.stdout.flush()
         while all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)

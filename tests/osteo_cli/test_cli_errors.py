@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -198,15 +199,58 @@ def wait_until(predicate, timeout: float) -> bool:
     return predicate()
 
 
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.load(r)
+
+
+def get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read().decode()
+
+
+def assert_nothing_reports_usage(mlflow: str, children: set[int]) -> None:
+    """MLflow's page shows no usage-data notice and starts no telemetry worker: both follow two keys of
+    the browser's storage (the bundle reads nothing else for them), which the page sets before MLflow's
+    script runs; the servers run with telemetry off whatever the shell said."""
+    from osteo_mlflow.ui_app import DISMISSED_KEY, ENABLED_KEY
+
+    page = get_text(mlflow)
+    main_js = re.search(r'src="(static-files/static/js/main\.\w+\.js)"', page)
+    assert main_js, page[:500]
+    for key, value in ((DISMISSED_KEY, "true"), (ENABLED_KEY, "false")):
+        assert f'localStorage.setItem("{key}", "{value}")' in page
+        assert page.index(key) < main_js.start()  # before MLflow's own script
+    bundle = get_text(f"{mlflow}/{main_js.group(1)}")
+    for key in (DISMISSED_KEY, ENABLED_KEY):  # the installed MLflow still reads these keys, "<key>_v<version>"
+        assert f'"{key.removesuffix("_v1")}"' in bundle, key
+    assert re.search(r"`\$\{\w\}_v\$\{\w\}`", bundle)
+    assert get_json(f"{mlflow}/ajax-api/3.0/mlflow/ui-telemetry")["disable_ui_telemetry"] is True
+    servers = [pid for pid in children if b"mlflow" in _proc(pid, "cmdline") or b"prefect" in _proc(pid, "cmdline")]
+    assert servers
+    for pid in servers:
+        environ = set(_proc(pid, "environ").split(b"\0"))
+        assert {b"MLFLOW_DISABLE_TELEMETRY=true", b"PREFECT_SERVER_ANALYTICS_ENABLED=false"} <= environ, pid
+
+
+def _proc(pid: int, name: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:  # exited while we looked
+        return b""
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="follows the child processes through /proc")
 def test_ui_serves_both_and_stops_both_on_sigterm(tmp_path):
-    prefect_port, mlflow_port = free_port(), free_port()
+    prefect_port, mlflow_port = free_port(), free_port()  # never Prefect's default 4200 (issue 23 item 6)
+    # a shell that says nothing of telemetry, or says it on: osteo ui turns it off itself (issue 23 item 7)
+    env = {k: v for k, v in osteo_env(tmp_path).items() if k not in ("DO_NOT_TRACK", "PYTEST_CURRENT_TEST", "CI")}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "false"
     proc = subprocess.Popen([sys.executable, "-m", "osteo_cli.main", "ui", "--json", "--prefect-port",
                              str(prefect_port), "--mlflow-port", str(mlflow_port),
                              "--timeout", str(UI_START_TIMEOUT_S - 30)],
-                            cwd=tmp_path, env=osteo_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     children: set[int] = set()
@@ -224,6 +268,9 @@ def test_ui_serves_both_and_stops_both_on_sigterm(tmp_path):
             with urllib.request.urlopen(url, timeout=30) as r:
                 assert r.status == 200, url
                 assert b"<html" in r.read(4096).lower(), url  # the UI page, not only an API
+        # Prefect's page asks the API on the port it was started on, where the runs are
+        assert get_json(f"{payload['prefect']}/ui-settings")["api_url"] == f"http://127.0.0.1:{prefect_port}/api"
+        assert_nothing_reports_usage(payload["mlflow"], children)
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=UI_STOP_TIMEOUT_S) == 0
