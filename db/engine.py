@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-
-from db.models import Base
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -31,20 +29,14 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 
 class SchemaOutdated(RuntimeError):
-    """The database was created by an older version of the models (there are no migrations yet)."""
+    """The database's schema revision is not this code's: behind, ahead, or made before migrations."""
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables, and refuse a database whose existing tables lack columns of the models."""
-    Base.metadata.create_all(engine)
-    inspector = inspect(engine)
-    missing = {t.name: sorted({c.name for c in t.columns} - {c["name"] for c in inspector.get_columns(t.name)})
-               for t in Base.metadata.sorted_tables}
-    missing = {t: cols for t, cols in missing.items() if cols}
-    if missing:
-        raise SchemaOutdated(f"the database {engine.url.render_as_string(hide_password=True)} was made by an older "
-                             f"osteo (missing columns: {missing}); use a new database (OSTEO_HOME or "
-                             "OSTEO_DATABASE_URL) or `make clean` for the local one")
+    """Make an empty database through the migrations; refuse one behind or ahead of the code (db.migrate)."""
+    from db.migrate import ensure_schema
+
+    ensure_schema(engine)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -15,7 +15,8 @@ def _factory(url: str) -> sessionmaker[Session]:
 
 
 def session_factory(url: str, *, create: bool = False) -> sessionmaker[Session]:
-    """The process's session factory for `url`; `create=True` also creates missing tables."""
+    """The process's session factory for `url`; `create=True` makes an empty database through the
+    migrations and refuses one not at head (db.migrate.ensure_schema)."""
     factory = _factory(url)
     if create:
         create_schema(factory.kw["bind"])

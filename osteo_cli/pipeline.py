@@ -10,7 +10,7 @@ from typing import Any
 
 from osteo.errors import UserError
 from osteo.runtime import configure_environment
-from osteo.settings import get_settings
+from osteo.settings import get_settings, session_factory
 from osteo_cli.output import emit, fmt_counts
 from osteo_cli.train import train, train_options
 
@@ -44,6 +44,8 @@ def check_refresh_inputs(dicom: str, dexa: str, annotations: str | None, column_
     # production without OSTEO_PSEUDONYM_KEY is refused here (UserError missing_pseudonym_key),
     # before a flow run could fail on it
     get_settings().resolved_pseudonym_key()
+    # the schema's revision too: a database behind the code is refused in one line (an empty one is made)
+    session_factory(get_settings(), create=True)
 
 
 def refresh(dicom: str, dexa: str, annotations: str | None, column_map: str | None = None,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from osteo.errors import UserError
 from osteo.runtime import configure_environment
-from osteo.settings import get_settings
+from osteo.settings import get_settings, session_factory
 from osteo_cli.output import emit
 
 
@@ -53,6 +53,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     get_settings.cache_clear()
     settings = get_settings()
     configure_environment(settings)
+    if settings.serve_audit:  # the schema's revision checked once here, not in each worker's traceback
+        session_factory(settings, create=True)
     url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/"
     emit(args, {"ok": True, "url": url, "api": url + "api/v1/predict", "docs": url + "docs", "model": args.model,
                 "localiser": args.localiser or None, "workers": args.workers},

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pydicom
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from db.models import DicomImage
 from osteo.etl import synthetic
@@ -96,12 +96,11 @@ def test_implicit_vr_and_odd_bytes(tmp_path):
 def test_an_older_database_without_the_column_is_refused(tmp_path):
     from db import make_engine
     from db.engine import SchemaOutdated, create_schema
+    from db.migrate import run_upgrade
 
     eng = make_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
-    create_schema(eng)
-    with eng.begin() as conn:
-        conn.execute(text("ALTER TABLE dicom_image DROP COLUMN synthetic"))
-    with pytest.raises(SchemaOutdated, match="dicom_image.*synthetic"):
+    run_upgrade(eng, "0001")  # the schema before the column (migration 0002 adds it)
+    with pytest.raises(SchemaOutdated, match="revision 0001.*osteo db upgrade"):
         create_schema(eng)
 
 
