@@ -203,7 +203,12 @@ def sqlite_backup(engine: Engine, revision: str) -> Path | None:
         return None
     source = Path(url.database)
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
-    target = source.with_name(f"{source.stem}.before-{revision}-{stamp}{source.suffix}")
+    name = f"{source.stem}.before-{revision}-{stamp}"
+    target = source.with_name(name + source.suffix)
+    n = 1
+    while target.exists():  # a second upgrade within the second never overwrites (VACUUM INTO refuses to)
+        n += 1
+        target = source.with_name(f"{name}-{n}{source.suffix}")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM INTO ?", (str(target),))
     return target
