@@ -34,22 +34,41 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     from db.engine import SchemaOutdated
     from db.migrate import schema_state, upgrade
     from osteo.orchestration import RefreshAlreadyRunning, refresh_lock
+    from osteo_mlflow.store import TrackingStoreUpgradeFailed, upgrade_tracking_store
 
     settings = get_settings()
     eng = engine()
     try:
         # an empty database has no refresh to keep out (and on Oracle no lock row yet)
         if schema_state(eng).state == "empty":
-            result = upgrade(eng)
+            result, tracking = upgrade(eng), upgrade_tracking_store(settings.resolved_tracking_uri())
         else:
             with refresh_lock(settings):
-                result = upgrade(eng)
+                result, tracking = upgrade(eng), upgrade_tracking_store(settings.resolved_tracking_uri())
     except RefreshAlreadyRunning as exc:
         raise UserError("refresh_running", f"{exc} The upgrade waits for it: nothing was changed") from None
     except SchemaOutdated as exc:
         raise outdated(exc) from None
-    emit(args, {"ok": True, **result.to_dict()}, upgrade_summary(result))
+    except TrackingStoreUpgradeFailed as exc:  # osteo's own schema is upgraded by then; MLflow's is as it was
+        raise UserError("mlflow_upgrade_failed", f"osteo's schema is upgraded, MLflow's store is not: {exc}") \
+            from None
+    emit(args, {"ok": True, **result.to_dict(), "mlflow": tracking},
+         upgrade_summary(result) + "\n" + tracking_summary(tracking))
     return 0
+
+
+def tracking_summary(tracking: dict) -> str:
+    before = tracking["before"]
+    if tracking["upgraded"]:
+        copy = f" (copy before it: {tracking['backup']})" if tracking["backup"] else ""
+        return (f"MLflow's tracking store upgraded {before['current']} -> {tracking['after']} by `mlflow db upgrade`"
+                f"{copy}")
+    return f"MLflow's tracking store {before['uri']}: {TRACKING_WORDS[before['state']]}"
+
+
+TRACKING_WORDS = {"not_sql": "not a SQL database here: the tracking server's operator upgrades it",
+                  "empty": "not made yet: MLflow makes it on first use", "current": "MLflow's newest schema",
+                  "behind": "behind the installed MLflow: `osteo db upgrade` runs `mlflow db upgrade` on it"}
 
 
 def upgrade_summary(result) -> str:
@@ -86,15 +105,18 @@ def print_sql(args: argparse.Namespace) -> int:
 
 def cmd_current(args: argparse.Namespace) -> int:
     from db.migrate import schema_state
+    from osteo_mlflow.store import tracking_store_state
 
     state = schema_state(engine())
+    tracking = tracking_store_state(get_settings().resolved_tracking_uri())
     words = {"empty": "no tables yet (the first command that opens it makes them)",
              "current": "the newest this osteo knows",
              "behind": "behind this osteo: run `osteo db upgrade`",
              "unversioned": "made before schema migrations: run `osteo db upgrade`",
              "ahead": "newer than this osteo knows: run a newer osteo"}
-    emit(args, {"ok": True, **state.to_dict()},
-         f"schema revision {state.current or '-'} (this osteo: {state.head}): {words[state.state]} ({state.url})")
+    emit(args, {"ok": True, **state.to_dict(), "mlflow": tracking.to_dict()},
+         f"schema revision {state.current or '-'} (this osteo: {state.head}): {words[state.state]} ({state.url})\n"
+         f"MLflow's tracking store: {tracking.current or '-'}, {TRACKING_WORDS[tracking.state]} ({tracking.uri})")
     return 0
 
 

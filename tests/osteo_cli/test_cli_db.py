@@ -79,12 +79,13 @@ def test_upgrade_copies_a_sqlite_file_first_and_keeps_its_rows(tmp_path, capsys)
         assert lines[0].startswith("copy of the database before the upgrade: ")
         copy = Path(lines[0].split(": ", 1)[1])
         assert copy.parent == Path(settings.var_dir) and copy.name.startswith("osteo.before-0001-")
-        assert "schema upgraded 0001 -> 0002" in lines[-1]
+        assert "schema upgraded 0001 -> 0002" in lines[1] and lines[-1].startswith("MLflow's tracking store")
         assert schema_state(engine).state == "current"
         with engine.connect() as conn:
             assert conn.execute(text("SELECT patient_key, sex FROM patient")).all() == [("P1", "F")]
         code, again = run_json(capsys, "db", "upgrade")
         assert code == 0 and again["applied"] == [] and again["backup"] is None
+        assert again["mlflow"]["before"]["state"] == "empty" and again["mlflow"]["upgraded"] is False
 
 
 def test_upgrade_waits_for_no_refresh(tmp_path, capsys):
