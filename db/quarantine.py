@@ -92,15 +92,16 @@ INGEST_STAGES = ("ingest_dicom", "ingest_dexa", "ingest_annotation")
 
 
 def _resolve_active(session: Session, stages: tuple[str, ...], files: Iterable[tuple[str, str]], *,
-                    same_content: bool) -> int:
-    """Resolve the active entries of these stages at these files' paths: of the same content, or of
-    another (`same_content` False); one IN query per chunk of paths (the active entries are few)."""
+                    same_content: bool | None) -> int:
+    """Resolve the active entries of these stages at these files' paths: of the same content, of
+    another (`same_content` False), or of any (None); one IN query per chunk of paths (the active
+    entries are few)."""
     sha_of = {path[:1024]: sha for path, sha in files}
     resolved, now = 0, _now()
     for chunk in chunks(sorted(sha_of)):
         for entry in session.scalars(select(Quarantine).where(
                 Quarantine.stage.in_(stages), Quarantine.resolved_at.is_(None), Quarantine.source_path.in_(chunk))):
-            if (entry.source_sha256 == sha_of[entry.source_path]) == same_content:
+            if same_content is None or (entry.source_sha256 == sha_of[entry.source_path]) == same_content:
                 entry.resolved_at = now
                 resolved += 1
     session.flush()
@@ -114,14 +115,15 @@ def supersede(session: Session, *, stage: str, files: Iterable[tuple[str, str]])
 
 
 def resolve_elsewhere(session: Session, *, stage: str, files: Iterable[tuple[str, str]]) -> int:
-    """Files that passed this stage (the stage that reads them): their entries at the other ingest stages
-    (a DICOM once read as a bad CSV) are resolved."""
-    return _resolve_active(session, tuple(s for s in INGEST_STAGES if s != stage), files, same_content=True)
+    """Files this stage now owns (taken in, or its own bad input): their paths' entries at the other
+    ingest stages, of any content (a DICOM once read as a bad CSV, a CSV read as a DICOM then fixed in
+    place), are resolved, so a file still bad is listed once, by the stage that reads it."""
+    return _resolve_active(session, tuple(s for s in INGEST_STAGES if s != stage), files, same_content=None)
 
 
 def resolve_known_elsewhere(session: Session, *, stage: str, kind: str, paths: Iterable[str]) -> int:
-    """The files a stage skipped as known: those it took in (its `kind`, ingested or out of scope) lose
-    their entries at the other ingest stages (met there when the folders were swapped)."""
+    """The files a stage skipped as known: those it owns (recorded as its `kind`) lose their entries
+    at the other ingest stages (met there when the folders were swapped)."""
     others = tuple(s for s in INGEST_STAGES if s != stage)
     found: list[tuple[str, str]] = []
     for chunk in chunks(sorted({p[:1024] for p in paths})):
@@ -130,18 +132,19 @@ def resolve_known_elsewhere(session: Session, *, stage: str, kind: str, paths: I
     if not found:
         return 0
     ours = [(p, sha) for p, sha in set(found) if session.scalar(select(SourceFile.id).where(
-        SourceFile.path == p, SourceFile.sha256 == sha, SourceFile.kind == kind,
-        SourceFile.status.in_(("ingested", "out_of_scope"))))]
+        SourceFile.path == p, SourceFile.sha256 == sha, SourceFile.kind == kind))]
     return resolve_elsewhere(session, stage=stage, files=ours)
 
 
 def resolve_vanished(session: Session, *, stage: str, paths: Iterable[str]) -> int:
-    """Active entries of this stage for files deleted from the folders these paths are in (a folder
-    that is gone or empty says nothing: an unmounted share is not a deletion)."""
+    """Active ingest entries for files deleted from the folders these paths are in, whichever stage
+    made them (a file met in swapped folders, then moved, is gone all the same); a folder that is gone
+    or empty says nothing: an unmounted share is not a deletion."""
     folders = {os.path.dirname(p) for p in paths}
     if not folders:
         return 0
-    gone = [q for q in session.scalars(select(Quarantine).where(Quarantine.stage == stage,
+    stages = tuple({stage, *INGEST_STAGES})
+    gone = [q for q in session.scalars(select(Quarantine).where(Quarantine.stage.in_(stages),
                                                                  Quarantine.resolved_at.is_(None)))
             if os.path.dirname(q.source_path) in folders and not os.path.lexists(q.source_path)]
     now = _now()
@@ -151,10 +154,11 @@ def resolve_vanished(session: Session, *, stage: str, paths: Iterable[str]) -> i
     return len(gone)
 
 
-def tidy(session: Session, *, stage: str, read: list[tuple[str, str]], passed: list[tuple[str, str]]) -> int:
-    """After a stage read these files (`passed`: those it took in): supersede and resolve_elsewhere;
-    returns how many entries were resolved (resolve_vanished is called once with every path met)."""
-    return supersede(session, stage=stage, files=read) + resolve_elsewhere(session, stage=stage, files=passed)
+def tidy(session: Session, *, stage: str, read: list[tuple[str, str]], ours: list[tuple[str, str]]) -> int:
+    """After a stage read these files (`ours`: those now recorded as its own, good or bad; a stage never
+    takes another stage's good file): supersede and resolve_elsewhere; returns how many entries were
+    resolved (resolve_vanished is called once with every path met)."""
+    return supersede(session, stage=stage, files=read) + resolve_elsewhere(session, stage=stage, files=ours)
 
 
 def settle(session: Session, *, stage: str, sha256s: Iterable[str], context: str) -> int:

@@ -7,6 +7,7 @@ of thousands.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -106,6 +107,14 @@ def patient_ids(session: Session, sexes: dict[str, str | None]) -> dict[str, int
     return found
 
 
+# a SOP Instance UID names one image: other bytes under it are quarantined, the image first read stays
+CHANGED_IN_PLACE = ("this file changed since it was ingested (same path, other content, same SOP Instance UID): "
+                    "the image read from its earlier content is kept and still used; restore the file to "
+                    "resolve this entry, or give the new content its own SOP Instance UID to ingest it")
+SAME_UID_ELSEWHERE = ("another file with different content already has this SOP Instance UID: the image read "
+                      "from that file is kept and still used")
+
+
 def store_dicom_results(session: Session, results: list[dict[str, Any]],
                         retry: Collection[tuple[str, str]] = ()) -> Counter:
     """Write one batch of header results (see osteo.etl.dicom_headers.read_one) with bulk inserts: one
@@ -129,18 +138,20 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
 
     uids = [r["record"]["sop_instance_uid"] for r in results if "record" in r]
     sha_of_uid: dict[str, str] = {}  # SOP Instance UID -> sha256 of the file that brought it
+    path_of_uid: dict[str, str] = {}  # ... and its path
     for chunk in chunks(uids):
-        sha_of_uid.update(session.execute(
-            select(DicomImage.sop_instance_uid, SourceFile.sha256)
-            .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
-            .where(DicomImage.sop_instance_uid.in_(chunk))
-        ).all())
+        for uid, sha, path in session.execute(
+                select(DicomImage.sop_instance_uid, SourceFile.sha256, SourceFile.path)
+                .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
+                .where(DicomImage.sop_instance_uid.in_(chunk))):
+            sha_of_uid[uid], path_of_uid[uid] = sha, path
     out_shas = _out_of_scope_shas(session, [r["sha256"] for r in results if "out_of_scope" in r])
     good = [r for r in results if "record" in r and (r["path"], r["sha256"]) not in known]
     patients = patient_ids(session, {r["record"]["patient_key"]: r["record"]["sex"] for r in good})
     images: list[tuple[tuple[str, str], dict[str, Any]]] = []
     out_rows: list[tuple[tuple[str, str], dict[str, Any]]] = []
     stamps: list[tuple[int, int, int | None]] = []
+    moved: list[tuple[str, tuple[str, str]]] = []  # SOP Instance UID -> the (path, sha256) it moved to
     for r in results:
         path, sha = k = r["path"], r["sha256"]
         if k in known:
@@ -170,18 +181,22 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
         source(r, "ingested")
         if uid in sha_of_uid:
             if sha_of_uid[uid] == sha:
-                counts["duplicate_copies"] += 1  # the same file again under another path
+                if os.path.lexists(path_of_uid[uid]):
+                    counts["duplicate_copies"] += 1  # the same file again under another path
+                else:  # the same file moved: the image is traced to where it is now (lineage verify)
+                    moved.append((uid, k))
+                    path_of_uid[uid] = path
                 continue
             status_of[k] = "quarantined"
             counts["quarantined"] += quarantine(
                 session, stage="ingest_dicom", path=path, sha256=sha, reason="sop_uid_conflict",
-                detail="another file with different content already has this SOP Instance UID")
+                detail=CHANGED_IN_PLACE if path_of_uid.get(uid) == path else SAME_UID_ELSEWHERE)
             continue
         rec["patient_id"] = patients[rec.pop("patient_key")]
         rec.pop("sex", None)
         rec["synthetic"] = bool(rec.get("synthetic", False))  # every row the same keys (one executemany)
         images.append((k, rec))
-        sha_of_uid[uid] = sha
+        sha_of_uid[uid], path_of_uid[uid] = sha, path
         counts["images"] += 1
     for row in new_sources:  # a status changed after the row was planned (a conflict) is the final one
         row["status"] = status_of[(row["path"], row["sha256"])]
@@ -196,6 +211,8 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
                                            or status_of[k] != "quarantined")]
     if judged_again:
         session.execute(update(SourceFile), judged_again)
+    for uid, k in moved:
+        session.execute(update(DicomImage).where(DicomImage.sop_instance_uid == uid).values(source_file_id=ids[k]))
     if images:  # study_day: its column default, from each row's study_date (db/models.py)
         session.execute(insert(DicomImage), [{**rec, "source_file_id": ids[k]} for k, rec in images])
     if out_rows:
@@ -252,11 +269,13 @@ def store_dexa_rows(session: Session, sf: SourceFile, rows: list[dict[str, Any]]
 
 
 def _other_version(session: Session, source_file_id: int | None, sf: SourceFile) -> bool:
-    """Is `source_file_id` another version (content) of `sf`'s path? A row or box met unchanged in a file fixed
-    or saved again in place is then traced to the new version (docs/lineage.md); another path keeps the first."""
+    """Is `source_file_id` another version (content) of `sf`'s path, or a file since moved to `sf`'s path?
+    A row or box met unchanged in a file fixed or saved again in place, or moved, is then traced to the
+    file that holds it now (docs/lineage.md); a copy under another path, the first still there, keeps the first."""
     if source_file_id is None or source_file_id == sf.id:
         return False
-    return session.get(SourceFile, source_file_id).path == sf.path
+    old = session.get(SourceFile, source_file_id).path
+    return old == sf.path or not os.path.lexists(old)
 
 
 def _same_values(exam: DexaExam, row: dict[str, Any]) -> bool:

@@ -77,9 +77,8 @@ def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *
         # only what was judged now settles: a known file skipped keeps its entries as they are
         judged = [sha for path, sha in files if (path, sha) not in known or (path, sha) in retry]
         counts["resolved"] += settle(session, stage="ingest_dicom", sha256s=judged, context=context)
-        passed = [k for k, row in source_files(session, files).items()
-                  if row.kind == "dicom" and row.status in ("ingested", "out_of_scope")]
-        counts["resolved"] += tidy(session, stage="ingest_dicom", read=[k for k in files if k[1]], passed=passed)
+        ours = [k for k, row in source_files(session, files).items() if row.kind == "dicom"]
+        counts["resolved"] += tidy(session, stage="ingest_dicom", read=[k for k in files if k[1]], ours=ours)
         counts["resolved"] += resolve_vanished(session, stage="ingest_dicom", paths=paths)
         counts["resolved"] += resolve_known_elsewhere(session, stage="ingest_dicom", kind="dicom", paths=skip)
         counts["wrong_folder"] += sum(r.get("error", ("",))[0] == "not_dicom" and Path(r["path"]).suffix.lower()
@@ -114,7 +113,8 @@ def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, se
                                            kind="dexa", row_kind=sf.kind, row_status=sf.status,
                                            always=retry_quarantined):
                 counts["already_known"] += 1
-                counts["resolved"] += tidy(session, stage="ingest_dexa", read=[(path, sha)], passed=[])
+                counts["resolved"] += tidy(session, stage="ingest_dexa", read=[(path, sha)],
+                                           ours=[(path, sha)] if sf.kind == "dexa" else [])
                 continue
             counts["retried"] += not new
             try:
@@ -135,7 +135,7 @@ def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, se
                                               [e for e in parsed.errors if e[0] not in done]))
             counts["resolved"] += settle(session, stage="ingest_dexa", sha256s=[sha], context=context)
             counts["resolved"] += tidy(session, stage="ingest_dexa", read=[(path, sha)],
-                                       passed=[(path, sha)] if (sf.kind, sf.status) == ("dexa", "ingested") else [])
+                                       ours=[(path, sha)] if sf.kind == "dexa" else [])
     with factory() as session, session.begin():  # a file deleted from the folder
         counts["resolved"] += resolve_vanished(session, stage="ingest_dexa", paths=paths)
         counts["resolved"] += resolve_known_elsewhere(session, stage="ingest_dexa", kind="dexa", paths=skip)
@@ -168,7 +168,8 @@ def ingest_annotations(factory: sessionmaker[Session], paths: list[str], *,
                                                            row_kind=sf.kind, row_status=sf.status,
                                                            always=retry_quarantined):
                 counts["already_known"] += 1
-                counts["resolved"] += tidy(session, stage="ingest_annotation", read=[(path, sha)], passed=[])
+                counts["resolved"] += tidy(session, stage="ingest_annotation", read=[(path, sha)],
+                                           ours=[(path, sha)] if sf.kind == "annotation" else [])
                 continue
             counts["retried"] += not new and not waiting
             theirs = sf.kind != "annotation" and sf.status != "quarantined"  # another stage's good file
@@ -181,9 +182,8 @@ def ingest_annotations(factory: sessionmaker[Session], paths: list[str], *,
                 counts["quarantined"] += quarantine(session, stage="ingest_annotation", path=path, sha256=sha,
                                                     reason=exc.reason, detail=exc.detail, context=context)
             counts["resolved"] += settle(session, stage="ingest_annotation", sha256s=[sha], context=context)
-            took = sf.kind == "annotation" and sf.status not in ("quarantined", WAITING)
             counts["resolved"] += tidy(session, stage="ingest_annotation", read=[(path, sha)],
-                                       passed=[(path, sha)] if took else [])
+                                       ours=[(path, sha)] if sf.kind == "annotation" else [])
         counts["resolved"] += resolve_vanished(session, stage="ingest_annotation", paths=paths)
         counts["resolved"] += resolve_known_elsewhere(session, stage="ingest_annotation", kind="annotation",
                                                       paths=skip)
