@@ -24,6 +24,7 @@ from osteo.test_report import extras_summary
 from osteo_common.files import atomic_write_text, write_json
 from osteo_model import metrics as M
 from osteo_model.splits import fold_frames, holdout_frame
+from osteo_model.subgroups import bootstrap_auc_ci
 
 EpochCallback = Callable[[int, dict], None] | None
 
@@ -84,6 +85,8 @@ class Evaluation:
     # per test image (the champion gate re-scores the images both models may be judged on)
     test_member_ids: list[int] = field(default_factory=list)
     test_probs: list[float] = field(default_factory=list)
+    # the test AUC's 95 % percentile-bootstrap interval (osteo_model.subgroups); the champion gate needs its low end
+    auc_ci: tuple[float, float] = (math.nan, math.nan)
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,8 @@ class TrainingReport:
             "synthetic_images": self.snapshot.synthetic_images,
             "folds": [{k: getattr(f, k) for k in ("fold", "val_loss", "val_auc", "val_recall", "best_epoch",
                                                   "resumed")} for f in self.folds],
-            "test_auc": m.get("roc_auc"), "test_accuracy": m.get("accuracy"), "test_recall": m.get("recall_1"),
+            "test_auc": m.get("roc_auc"), "test_auc_ci": list(self.evaluation.auc_ci),
+            "test_accuracy": m.get("accuracy"), "test_recall": m.get("recall_1"),
             "test_specificity": m.get("specificity"), "baseline_auc": self.evaluation.baseline_auc,
             "threshold": self.evaluation.threshold,
             "target_recall": self.operating_point.target_recall if self.operating_point else None,
@@ -145,7 +149,8 @@ class TrainingReport:
               if self.snapshot.synthetic else []),
             f"folds           {folds}",
             f"best fold       {r['best_fold']}",
-            f"test year       AUC {r['test_auc']:.3f}, accuracy {r['test_accuracy']:.3f}, "
+            f"test year       AUC {r['test_auc']:.3f} (95% CI {r['test_auc_ci'][0]:.2f}-{r['test_auc_ci'][1]:.2f}), "
+            f"accuracy {r['test_accuracy']:.3f}, "
             f"osteoporosis recall {r['test_recall']:.3f}, specificity {r['test_specificity']:.3f} "
             f"at threshold {r['threshold']:.3f}"
             + (f" (target recall {r['target_recall']:.2f} on validation)" if r["target_recall"] else ""),
@@ -168,8 +173,10 @@ def _registered_line(reg: Registration) -> str:
         return "nothing (--no-register)"
     if reg.already_registered:
         return f"already registered as {reg.model_name} version {reg.model_version}"
-    return (f"{reg.model_name} version {reg.model_version} (challenger)"
-            + (" -> champion" if reg.champion else f"; champion stays version {reg.champion_version}"))
+    if reg.champion:
+        return f"{reg.model_name} version {reg.model_version} (challenger) -> champion"
+    stays = f"champion stays version {reg.champion_version}" if reg.champion_version else "no champion"
+    return f"{reg.model_name} version {reg.model_version} (challenger); {stays}"
 
 
 def training_digest(snapshot_digest: str, config: dict[str, Any]) -> str:
@@ -311,14 +318,16 @@ def evaluate_on_test(checkpoint: str, manifest: pd.DataFrame, out_dir: Path, *, 
         out_dir / "test_predictions.csv", index=False)
     baseline = M.mean_intensity_baseline(train["path"].tolist(), train["label"].tolist(),
                                          test["path"].tolist(), labels.tolist())
+    auc_ci = bootstrap_auc_ci(labels, probs)
     write_gradcam_examples(predictor, test, probs, out_dir / "gradcam", n_gradcam)
     write_json(out_dir / "test_metrics.json", {"threshold": thr, "metrics": metrics, "metrics_at_0.5": at_half,
-                                               "baseline_mean_intensity": baseline})
+                                               "roc_auc_ci": list(auc_ci), "baseline_mean_intensity": baseline})
     return Evaluation(metrics=_flat(metrics), confusion_matrix=metrics.get("confusion_matrix"),
                       baseline_auc=baseline["auc"], n_test=int(len(test)), test_positives=int(labels.sum()),
                       threshold=thr, metrics_at_half=_flat(at_half),
                       confusion_matrix_at_half=at_half.get("confusion_matrix"),
-                      test_member_ids=[int(i) for i in test["member_id"]], test_probs=[float(p) for p in probs])
+                      test_member_ids=[int(i) for i in test["member_id"]], test_probs=[float(p) for p in probs],
+                      auc_ci=auc_ci)
 
 
 def _flat(metrics: dict) -> dict[str, float]:

@@ -22,7 +22,7 @@ from osteo.settings import REPO_ROOT, Settings
 from osteo.snapshot import SnapshotInfo
 from osteo.training import Evaluation, FoldResult, Registration
 from osteo_common.files import sha256_file, write_json
-from osteo_mlflow.champion import should_promote
+from osteo_mlflow.champion import clears_the_bar, should_promote
 from osteo_mlflow.client import alias_version, code_tags, set_alias
 from osteo_mlflow.model_card import model_card
 from osteo_mlflow.pyfunc import write_model_code
@@ -73,7 +73,8 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
                   evaluation: Evaluation, snapshot: SnapshotInfo, parent_run_id: str, *, digest: str = "",
                   target_recall: float | None = None, folds: int | None = None) -> Registration:
     """Log the pyfunc + checkpoint (with its operating threshold), register it as challenger with a model card;
-    champion only if the gate says so. The same configuration on the same snapshot (`digest`,
+    champion only if the gate says so: above chance and its baseline on its test year (clears_the_bar), then
+    better than the champion on the images both can be judged on. The same configuration on the same snapshot (`digest`,
     osteo.training.training_digest) registers nothing new: the existing version is reported."""
     name = settings.registered_model
     existing = find_registered(c, name, digest) if digest else None
@@ -113,8 +114,13 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
     checkpoint_sha = sha256_file(checkpoint)
     m, half = evaluation.metrics, evaluation.metrics_at_half
     for key, value in {"snapshot_digest": snapshot.digest, "training_digest": digest, "threshold": thr,
-                       "target_recall": target_recall, "n_test": evaluation.n_test, "test_auc": m.get("roc_auc"),
+                       "target_recall": target_recall, "test_year": snapshot.params.get("test_year"),
+                       "n_test": evaluation.n_test, "test_auc": m.get("roc_auc"),
+                       "test_auc_ci_lo": evaluation.auc_ci[0], "test_auc_ci_hi": evaluation.auc_ci[1],
+                       "baseline_auc": evaluation.baseline_auc,
                        "test_recall": m.get("recall_1"), "test_specificity": m.get("specificity"),
+                       "test_positives": evaluation.test_positives,
+                       "test_negatives": evaluation.n_test - evaluation.test_positives,
                        "test_at_0.5_recall": half.get("recall_1"), "test_at_0.5_specificity": half.get("specificity"),
                        "run_id": parent_run_id, "checkpoint_sha256": checkpoint_sha, "onnx": str(bool(onnx)).lower(),
                        "trained_on": snapshot.trained_on, "synthetic_images": snapshot.synthetic_images,
@@ -134,10 +140,12 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
     set_alias(c, name, "challenger", version)
     champion_version = alias_version(c, name, "champion")
     challenger_metrics, champion_metrics = {**m, "n": evaluation.n_test}, None
-    if champion_version is not None and champion_version != version:
+    refused = clears_the_bar(m.get("roc_auc"), evaluation.auc_ci, evaluation.baseline_auc)  # first or not
+    if refused is None and champion_version is not None and champion_version != version:
         challenger_metrics, champion_metrics = compare_on_fair_images(
             c, settings, name, champion_version, test, evaluation, version)
-    promote, why = should_promote(challenger_metrics, champion_metrics, min_test_images=settings.min_test_images)
+    promote, why = (False, refused) if refused else should_promote(challenger_metrics, champion_metrics,
+                                                                   min_test_images=settings.min_test_images)
     if challenger_metrics.get("n_champion_trained_on"):
         why += (f" (on the {challenger_metrics['n']} test images the champion did not train on; it trained on "
                 f"{challenger_metrics['n_champion_trained_on']})")

@@ -107,15 +107,16 @@ def log_operating_point(c: MlflowClient, parent_run_id: str, point: OperatingPoi
 
 def evaluate_tracked(c: MlflowClient, best: FoldResult, manifest_path: str, run_dir: str, parent_run_id: str,
                      device=None, threshold: float | None = None) -> Evaluation:
-    """The best fold on the test year at the operating threshold (metrics test_*) and at 0.5 (test_at_0.5_*);
-    metrics and plots on the parent run."""
+    """The best fold on the test year at the operating threshold (metrics test_*, the AUC's 95 % interval
+    test_roc_auc_ci_lo/hi) and at 0.5 (test_at_0.5_*); metrics and plots on the parent run."""
     out_dir = Path(run_dir) / "test"
     result = training.evaluate_on_test(best.checkpoint, snap.load_manifest(manifest_path), out_dir, device=device,
                                        threshold=threshold)
     log_metrics(c, parent_run_id, result.metrics, "test_")
     log_metrics(c, parent_run_id, result.metrics_at_half, "test_at_0.5_")
     log_metrics(c, parent_run_id, {"baseline_mean_intensity_auc": result.baseline_auc, "best_fold": best.fold,
-                                   "best_fold_val_loss": best.val_loss})
+                                   "best_fold_val_loss": best.val_loss, "test_roc_auc_ci_lo": result.auc_ci[0],
+                                   "test_roc_auc_ci_hi": result.auc_ci[1]})
     log_artifacts(c, parent_run_id, out_dir, "test")
     return result
 

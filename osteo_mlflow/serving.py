@@ -83,6 +83,31 @@ def trained_on(c: MlflowClient, name: str, version: str) -> str | None:
     return (c.get_model_version(name, version).tags or {}).get("trained_on")
 
 
+# a version's test-year figures as its training run logged them (osteo_mlflow.runs.evaluate_tracked)
+TEST_METRICS = {"auc": "test_roc_auc", "auc_ci_low": "test_roc_auc_ci_lo", "auc_ci_high": "test_roc_auc_ci_hi",
+                "recall": "test_recall_1", "specificity": "test_specificity", "n": "test_n",
+                "positives": "test_n_pos", "negatives": "test_n_neg"}
+COUNTS = ("n", "positives", "negatives")
+
+
+def read_test_year(c: MlflowClient, name: str, version: str) -> dict | None:
+    """The test-year AUC (with its 95 % interval), osteoporosis recall and specificity at the operating threshold,
+    and their n, from the version's training run; a figure the run does not hold (undefined, or a run logged
+    before it was kept) is None. None when the version has no run to read."""
+    mv = c.get_model_version(name, version)
+    run_id = mv.run_id
+    try:
+        run = c.get_run(run_id) if run_id else None
+    except MlflowException:  # the run was deleted: the version still serves, without its figures
+        return None
+    if run is None or "test_roc_auc" not in run.data.metrics:
+        return None
+    got = {k: run.data.metrics.get(m) for k, m in TEST_METRICS.items()}
+    year = (mv.tags or {}).get("test_year") or run.data.params.get("split_test_year")
+    return {"year": int(year) if year and year.isdigit() else None,
+            **{k: (int(v) if k in COUNTS and v is not None else v) for k, v in got.items()}}
+
+
 def fetch_localiser(c: MlflowClient, name: str, version: str, dst: Path) -> Path:
     """A registered localiser's checkpoint, downloaded into `dst`."""
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/artifacts", dst_path=str(dst)))

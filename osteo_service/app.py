@@ -219,8 +219,10 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
         if not security.valid_token(secret, token, token):
             token = security.new_token(secret)
         model = served()
+        t = i18n.translator(lang)
         response = templates.TemplateResponse(request, template, {
-            "t": i18n.translator(lang), "lang": lang, "other": "en" if lang == "zh-TW" else "zh-TW",
+            "t": t, "lang": lang, "other": "en" if lang == "zh-TW" else "zh-TW",
+            "test_year": lambda m: i18n.describe_test_year(t, m.test_year),  # the answering version's figures
             "csrf": token, "csrf_field": security.CSRF_FIELD, "served": model,
             "demo_banner": bool(model and model.synthetic_training()),
             "booking_url": settings.serve_booking_url,

@@ -229,6 +229,37 @@ TEXT.update({
 })
 
 
+# the answering version's test-year figures (osteo_service.models.TestYear), on every page and the printout
+TEXT.update({
+    "test_line": {
+        "zh-TW": "測試年度 {year}：AUC {auc}{ci}；骨質疏鬆敏感度 {recall}（n = {positives}）；"
+                 "特異度 {specificity}（n = {negatives}）；共 {n} 張影像",
+        "en": "Test year {year}: AUC {auc}{ci}; osteoporosis recall {recall} (n = {positives}); "
+              "specificity {specificity} (n = {negatives}); {n} images",
+    },
+    "test_ci": {"zh-TW": "（95% 信賴區間 {lo}–{hi}）", "en": " (95% CI {lo}–{hi})"},
+    "test_none": {"zh-TW": "此模型版本沒有測試年度的成績紀錄。", "en": "No test-year figures are recorded for this model version."},
+})
+MISSING = "—"
+
+
+def describe_test_year(t, figures) -> str:
+    """The figures of a TestYear in words (`t`: a translator); a figure not recorded shows as a dash."""
+    if figures is None:
+        return t("test_none")
+
+    def num(v, fmt: str) -> str:
+        return MISSING if v is None else fmt.format(v)
+
+    lo, hi = figures.auc_ci_low, figures.auc_ci_high  # a version trained before the interval was kept has none
+    ci = "" if lo is None or hi is None else t("test_ci", lo=f"{lo:.2f}", hi=f"{hi:.2f}")
+    return t("test_line", year=num(figures.year, "{}"), auc=num(figures.auc, "{:.3f}"), ci=ci,
+             recall=num(figures.recall, "{:.1%}"), positives=num(figures.positives, "{}"),
+             specificity=num(figures.specificity, "{:.1%}"), negatives=num(figures.negatives, "{}"),
+             n=num(figures.n, "{}"))
+
+
+
 def pick_lang(query: str | None, cookie: str | None) -> str:
     for value in (query, cookie):
         if value in LANGS:

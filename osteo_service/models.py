@@ -30,6 +30,25 @@ class Classifier(Protocol):
 
 
 @dataclass(frozen=True)
+class TestYear:
+    """How the answering version did on its held-out test year (its training run's figures, at its operating
+    threshold): the AUC with its 95 % interval, osteoporosis recall over the `positives`, specificity over the
+    `negatives`; a figure not recorded is None."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    year: int | None = None
+    n: int | None = None
+    auc: float | None = None
+    auc_ci_low: float | None = None
+    auc_ci_high: float | None = None
+    recall: float | None = None
+    positives: int | None = None
+    specificity: float | None = None
+    negatives: int | None = None
+
+
+@dataclass(frozen=True)
 class Served:
     """What answers a request: the classifier's version and files, the localiser when one is registered."""
 
@@ -42,6 +61,7 @@ class Served:
     locator: Any = None  # osteo.roi.FileLocator
     localiser: str = ""  # name/version of the locator
     trained_on: str | None = None  # the classifier's tag: synthetic | real | mixed; None: it does not say
+    test_year: TestYear | None = None  # None: the registry holds no test-year figures for this version
 
     @property
     def localiser_trained_on(self) -> str | None:
@@ -73,6 +93,8 @@ class Registry:
     # -> (model, threshold, runtime, crop, trained_on: the version's tag or None)
     load_classifier: Callable[[str, str], tuple[Classifier, float, str, dict, str | None]]
     load_localiser: Callable[[str, str], Any]  # -> a Locator
+    # (name, version) -> the version's test-year figures (TestYear's fields) or None
+    read_test_year: Callable[[str, str], dict | None] = lambda name, version: None
 
 
 @dataclass
@@ -113,9 +135,11 @@ class ModelCache:
             return
         model, threshold, runtime, crop, trained_on = self.registry.load_classifier(*classifier)
         locator = self.registry.load_localiser(*localiser) if localiser else None
+        figures = self.registry.read_test_year(*classifier)
         self._served = Served(name=classifier[0], version=classifier[1], classifier=model, threshold=threshold,
                               runtime=runtime, crop=crop, locator=locator, trained_on=trained_on,
-                              localiser=f"{localiser[0]}/{localiser[1]}" if localiser else "")
+                              localiser=f"{localiser[0]}/{localiser[1]}" if localiser else "",
+                              test_year=TestYear(**figures) if figures is not None else None)
         self._versions = (classifier, localiser)
         log.info("serving %s/%s (%s)%s", classifier[0], classifier[1], runtime,
                  f" with localiser {localiser[0]}/{localiser[1]}" if localiser else " without a localiser")
@@ -124,7 +148,14 @@ class ModelCache:
 def mlflow_registry(settings) -> Registry:
     """The registry of these settings, read through osteo_mlflow.serving; files go to a temporary folder
     (a version's files are loaded into memory, then the folder is removed)."""
-    from osteo_mlflow.serving import fetch_localiser, fetch_version, registry_client, resolve_version, trained_on
+    from osteo_mlflow.serving import (
+        fetch_localiser,
+        fetch_version,
+        read_test_year,
+        registry_client,
+        resolve_version,
+        trained_on,
+    )
 
     client = registry_client(settings)
 
@@ -144,7 +175,7 @@ def mlflow_registry(settings) -> Registry:
         return locator
 
     return Registry(resolve=lambda uri: resolve_version(client, uri), load_classifier=load_classifier,
-                    load_localiser=load_localiser)
+                    load_localiser=load_localiser, read_test_year=lambda n, v: read_test_year(client, n, v))
 
 
 def build_classifier(checkpoint: Path, onnx: Path | None, threshold: float | None, *,

@@ -4,6 +4,7 @@ body its OpenAPI schema describes (the handlers parse the body themselves, in me
 from __future__ import annotations
 
 import base64
+import dataclasses
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -47,6 +48,22 @@ class SideOut(BaseModel):
     label: int
 
 
+class TestYearOut(BaseModel):
+    """How the answering version did on its held-out test year (null where not recorded)."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    year: int | None = Field(description="the test year (OSTEO_TEST_YEAR when it was trained)")
+    n: int | None = Field(description="test-year images")
+    auc: float | None = Field(description="ROC AUC")
+    auc_ci_low: float | None = Field(description="the AUC's 95 % interval (percentile bootstrap), low end")
+    auc_ci_high: float | None = Field(description="... high end")
+    recall: float | None = Field(description="osteoporosis recall (sensitivity) at the operating threshold")
+    positives: int | None = Field(description="the n of the recall: test-year images with osteoporosis")
+    specificity: float | None = Field(description="specificity at the operating threshold")
+    negatives: int | None = Field(description="the n of the specificity: test-year images without osteoporosis")
+
+
 class ModelOut(BaseModel):
     name: str
     version: str
@@ -54,6 +71,8 @@ class ModelOut(BaseModel):
     runtime: str
     trained_on: str | None = Field(description="what the classifier learned from: synthetic | real | mixed; null "
                                                "when its registered version does not say")
+    test_year: TestYearOut | None = Field(description="the version's test-year figures from its registered training "
+                                                      "run; null when the registry holds none")
 
 
 def synthetic_field():
@@ -129,8 +148,10 @@ def problem(status: int, code: str, detail: str) -> JSONResponse:
 
 
 def model_out(model: Served) -> ModelOut:
+    figures = model.test_year
     return ModelOut(name=model.name, version=model.version, threshold=model.threshold, runtime=model.runtime,
-                    trained_on=model.trained_on)
+                    trained_on=model.trained_on,
+                    test_year=TestYearOut(**dataclasses.asdict(figures)) if figures is not None else None)
 
 
 def notice(synthetic_training: bool | None) -> str | None:

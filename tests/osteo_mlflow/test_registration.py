@@ -3,6 +3,7 @@ the model, a model card, a fair champion comparison, and failed trainings marked
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +43,13 @@ def _snapshot(s, manifest: pd.DataFrame, name: str, synthetic_images: int = 0):
                         synthetic_images=synthetic_images)
 
 
-@pytest.fixture(scope="module")
-def toy_registry(tmp_path_factory):
-    """A store of its own: a toy resnet18 checkpoint on 8 crops, registered as version 1 at threshold = the
-    3rd highest probability, then the same training again (nothing new), then a challenger on a test set
-    half of which the champion trained on."""
+@contextmanager
+def _toy_store(home: Path):
+    """A store of its own and a toy resnet18 checkpoint on 8 crops; yields (settings, client, crops, probs, register)
+    where register(manifest, name, digest) registers the checkpoint through register_best. The crops' labels are
+    declared from the toy weights' ranking, lowest four 0 and highest four 1 (a perfect ranker on paper, so that a
+    version clears the champion gate on its merits; tests/osteo_mlflow/test_champion.py tests the gate itself), and
+    crops 1..4 are the two lowest and two highest: a perfect ranking on them too."""
     import torch
 
     import osteo.snapshot
@@ -54,11 +57,12 @@ def toy_registry(tmp_path_factory):
     from osteo.settings import session_factory
     from osteo_mlflow import registry
     from osteo_mlflow.client import client, experiment_id
+    from osteo_model.metrics import compute_metrics
     from osteo_model.models import build_model
     from osteo_model.predict import Predictor, save_checkpoint
+    from osteo_model.subgroups import bootstrap_auc_ci
     from tests.helpers import isolated_settings
 
-    home = tmp_path_factory.mktemp("registration")
     with isolated_settings(home, OSTEO_MIN_TEST_IMAGES=str(MIN_TEST)) as s, pytest.MonkeyPatch.context() as mp:
         mp.setattr(osteo.snapshot, "record_training_run", lambda *a, **k: None)  # the database side is not ours here
         factory = session_factory(s, create=True)
@@ -72,21 +76,27 @@ def toy_registry(tmp_path_factory):
                                {"threshold": 0.5})
         probs = [r["probability"] for r in Predictor.from_checkpoint(ckpt).predict(crops["path"].tolist(),
                                                                                   heatmaps=False)]
-        threshold = sorted(probs)[-3]
+        assert len(set(probs)) == N_IMAGES
+        rank = list(np.argsort(probs))
+        order = rank[:2] + rank[-2:] + rank[2:-2]
+        crops = crops.iloc[order].reset_index(drop=True).assign(member_id=range(1, N_IMAGES + 1),
+                                                                label=[0, 0, 1, 1, 0, 0, 1, 1])
+        probs = [probs[i] for i in order]
         best = training.FoldResult(fold=0, arch="resnet18", checkpoint=str(ckpt), best_epoch=1, val_loss=0.5,
                                    val_auc=0.5, val_recall=0.5, n_train=8, n_val=4, val_metrics={}, seconds=1.0)
         c = client(s)
+        threshold = sorted(probs)[-3]
 
         def evaluation(frame):
-            from osteo_model.metrics import compute_metrics
-
+            """As osteo.training.evaluate_on_test scores a test year (mean-intensity baseline: chance)."""
             p = [probs[i - 1] for i in frame["member_id"]]
             y = frame["label"].tolist()
             flat = {k: v for k, v in compute_metrics(y, p, threshold).items() if isinstance(v, int | float)}
             half = {k: v for k, v in compute_metrics(y, p, 0.5).items() if isinstance(v, int | float)}
             return training.Evaluation(metrics=flat, confusion_matrix=None, baseline_auc=0.5, n_test=len(frame),
                                        test_positives=int(sum(y)), threshold=threshold, metrics_at_half=half,
-                                       test_member_ids=frame["member_id"].tolist(), test_probs=p)
+                                       test_member_ids=frame["member_id"].tolist(), test_probs=p,
+                                       auc_ci=bootstrap_auc_ci(y, p))
 
         def register(manifest, name, digest, synthetic_images=0):
             snap = _snapshot(s, manifest, name, synthetic_images)
@@ -95,6 +105,18 @@ def toy_registry(tmp_path_factory):
             return registry.register_best(c, s, factory, best, evaluation(test), snap, parent, digest=digest,
                                           target_recall=0.9, folds=2), parent
 
+        yield {"settings": s, "client": c, "crops": crops, "probs": probs, "threshold": threshold,
+               "checkpoint": ckpt, "best": best, "register": register, "monkeypatch": mp}
+
+
+@pytest.fixture(scope="module")
+def toy_registry(tmp_path_factory):
+    """Version 1 at threshold = the 3rd highest probability, then the same training again (nothing new), then a
+    challenger on a test set half of which the champion trained on."""
+    from osteo_mlflow import registry
+
+    with _toy_store(tmp_path_factory.mktemp("registration")) as toy:
+        register, crops, mp = toy["register"], toy["crops"], toy["monkeypatch"]
         # version 1: trained on crops 5..8, tested on 1..4
         first_manifest = crops.assign(split=["test"] * 4 + ["train"] * 4, fold=[-1] * 4 + [0, 1, 0, 1])
         first, _ = register(first_manifest, "a", "digest-1")
@@ -104,9 +126,7 @@ def toy_registry(tmp_path_factory):
         mp.setattr(registry, "score_version", lambda n, v, t: calls.append(t["member_id"].tolist()) or
                    real_score(n, v, t))
         challenger, _ = register(crops, "b", "digest-2", synthetic_images=3)  # tested on all 8; 3 synthetic
-        yield {"settings": s, "client": c, "first": first, "again": again, "challenger": challenger,
-               "threshold": threshold, "probs": probs, "crops": crops, "scored": calls,
-               "checkpoint": ckpt}
+        yield toy | {"first": first, "again": again, "challenger": challenger, "scored": calls}
 
 
 def test_first_version_is_champion_and_the_same_training_registers_nothing_new(toy_registry):

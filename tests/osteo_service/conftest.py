@@ -58,6 +58,7 @@ class FakeRegistry:
     locator: FixedLocator | None = field(default_factory=FixedLocator)
     fail: bool = False
     trained_on: str | None = None  # the classifier version's tag (None: it has none)
+    test_year: dict | None = None  # the classifier version's test-year figures (None: the registry has none)
 
     def registry(self) -> Registry:
         def resolve(uri):
@@ -70,7 +71,8 @@ class FakeRegistry:
             return BrightClassifier(self.threshold), self.threshold, "fake", {"size": 64, "margin": 0.15,
                                                                                "min_confidence": 0.8}, self.trained_on
 
-        return Registry(resolve=resolve, load_classifier=load_classifier, load_localiser=lambda n, v: self.locator)
+        return Registry(resolve=resolve, load_classifier=load_classifier, load_localiser=lambda n, v: self.locator,
+                        read_test_year=lambda n, v: self.test_year)
 
 
 MODEL_URI, ROI_URI = "models:/osteo-classifier@champion", "models:/osteo-roi@champion"

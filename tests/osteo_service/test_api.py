@@ -29,7 +29,7 @@ def test_predict_png_with_the_localisers_box(service):
     j = r.json()
     assert j["box_source"] == "model" and j["localiser"] == "osteo-roi/7" and j["side"] in ("L", "R")
     assert j["model"] == {"name": "osteo-classifier", "version": "3", "threshold": 0.5, "runtime": "fake",
-                          "trained_on": None}
+                          "trained_on": None, "test_year": None}
     x0, y0, x1, y1 = j["box"]
     assert 0 <= x0 < x1 <= 100 and 0 <= y0 < y1 <= 120
     assert 0 <= j["probability"] <= 1 and j["label"] == int(j["probability"] >= 0.5) and j["band"]
