@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from osteo.synth.raycast import Body, Solid, frame_from_axis, rotation
+from osteo.synth.raycast import Body, Solid, cyl, ell, frame_from_axis, rotation
 
 BMD_LO, BMD_HI = 0.40, 0.90  # g/cm2 mapped to the bone quality q in [0, 1] (T -3.8 .. +0.3)
 
@@ -74,20 +74,6 @@ class Anatomy:
     params: dict[str, float]
 
 
-def _e(c, r, rot=None, planes=()) -> Solid:
-    return Solid("ellipsoid", tuple(float(v) for v in c), tuple(float(v) for v in r),  # type: ignore[arg-type]
-                 np.eye(3) if rot is None else rot, (0.0, 0.0), tuple(planes))
-
-
-def _cyl(a, b, r0: float, r1: float, up=None, planes=()) -> Solid:
-    """Elliptic cylinder from point a to point b, radii r0 (towards ``up`` x axis) and r1."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    ax = b - a
-    half = float(np.linalg.norm(ax)) / 2
-    return Solid("cylinder", tuple((a + b) / 2), (float(r0), float(r1), 1.0),  # type: ignore[arg-type]
-                 frame_from_axis(ax, up), (-half, half), tuple(planes))
-
-
 def _shell(parts: list[Solid], by: list[float]) -> tuple[Body, Body]:
     return Body(tuple(parts)), Body(tuple(p.shrunk(t) for p, t in zip(parts, by, strict=True)))
 
@@ -119,14 +105,14 @@ def _femur(rng, side: str, head: np.ndarray, R: float, q: float, p: dict[str, fl
     across /= np.linalg.norm(across)
     frame = np.stack([across, np.cross(neck, across), neck], axis=1)
     parts = [
-        _e(head, (R, R, R)),
+        ell(head, (R, R, R)),
         Solid("cylinder", tuple(head - neck * (L * 0.5)), (rn, rd, 1.0), frame, (-L * 0.5, L * 0.5 - 0.3 * R)),
         # intertrochanteric mass and metaphysis: the neck flares into it
         Solid("ellipsoid", tuple(base + down * 16 + lat * 2), (rn * 1.2, 30.0, rd * 1.15),
               np.stack([lat, down, np.cross(lat, down)], axis=1)),
-        _e(base + lat * 15 - down * 6 + post * 4, (12.0, 19.0, 14.0)),  # greater trochanter
-        _e(base + down * 36 - lat * 15 + post * 9, (7.0, 11.0, 7.0)),  # lesser trochanter (posteromedial)
-        _cyl(base + down * 25, base + down * 420, 15.0, 14.0),  # shaft
+        ell(base + lat * 15 - down * 6 + post * 4, (12.0, 19.0, 14.0)),  # greater trochanter
+        ell(base + down * 36 - lat * 15 + post * 9, (7.0, 11.0, 7.0)),  # lesser trochanter (posteromedial)
+        cyl(base + down * 25, base + down * 420, 15.0, 14.0),  # shaft
     ]
     ct_neck = p["cortex_neck"]
     bone_outer, bone_inner = _shell(parts, [1.0, ct_neck, 1.6 + 0.8 * q, 1.0, 1.0, p["cortex_shaft"]])
@@ -152,15 +138,15 @@ def _hemipelvis(side: str, head: np.ndarray, R: float, p: dict[str, float], si: 
     s = 1.0 if side == "L" else -1.0
     hx, hy, hz = head
     Rs = R + p["joint_space"]
-    socket = _e(head, (Rs, Rs, Rs))
+    socket = ell(head, (Rs, Rs, Rs))
     si_n, si_h = si  # the ilium ends a few mm lateral of the sacrum's edge (the sacroiliac joint)
     wing_rot = rotation(ry=s * p["wing_angle"], rz=-s * 8)
     cw = p["crest_width"]
-    wing = _e((s * (cw * 0.62), -65.0 - p["crest_height"] * 0.22, 18.0), (cw * 0.48, p["crest_height"] * 0.55, 5.5),
+    wing = ell((s * (cw * 0.62), -65.0 - p["crest_height"] * 0.22, 18.0), (cw * 0.48, p["crest_height"] * 0.55, 5.5),
               wing_rot, [((0.0, 1.0, 0.0), -18.0), (si_n, si_h)])
-    supra = _e((hx + s * 2, hy - R - 4, hz + 4), (34.0, 18.0, 26.0), rotation(rz=s * 15),
+    supra = ell((hx + s * 2, hy - R - 4, hz + 4), (34.0, 18.0, 26.0), rotation(rz=s * 15),
                [((0.0, 1.0, 0.0), hy - 0.3 * R)])
-    body_il = _cyl((hx + s * 2, hy - 30, hz + 8), (s * (cw * 0.45), -70.0, 22.0), 17.0, 9.0, planes=[(si_n, si_h)])
+    body_il = cyl((hx + s * 2, hy - 30, hz + 8), (s * (cw * 0.45), -70.0, 22.0), 17.0, 9.0, planes=[(si_n, si_h)])
     parts = [wing, supra, body_il]
     outer, inner = _shell(parts, [1.3, 2.0, 2.0])
     ilium = Bone(f"ilium_{side}", Body(outer.parts, (socket,)), Body(inner.parts, (socket,)), side)
@@ -168,22 +154,22 @@ def _hemipelvis(side: str, head: np.ndarray, R: float, p: dict[str, float], si: 
     pub_body = (s * 13.0, hy + 40, hz - 34)
     tub = (hx - s * 30, hy + 86, hz + 16)
     pparts = [
-        _cyl((hx - s * 16, hy + 8, hz - 14), (s * 15.0, hy + 22, hz - 32), 10.0, 7.5),  # superior pubic ramus
-        _e(pub_body, (10.0, 22.0, 10.0), planes=[((-s, 0.0, 0.0), -p["symphysis"] / 2)]),
-        _cyl((s * 16.0, hy + 62, hz - 30), tub, 6.5, 6.0),  # inferior pubic and ischial rami
-        _cyl((hx - s * 12, hy + 16, hz + 12), tub, 14.0, 11.0),  # ischial body
-        _e(tub, (13.0, 12.0, 12.0)),  # ischial tuberosity
+        cyl((hx - s * 16, hy + 8, hz - 14), (s * 15.0, hy + 22, hz - 32), 10.0, 7.5),  # superior pubic ramus
+        ell(pub_body, (10.0, 22.0, 10.0), planes=[((-s, 0.0, 0.0), -p["symphysis"] / 2)]),
+        cyl((s * 16.0, hy + 62, hz - 30), tub, 6.5, 6.0),  # inferior pubic and ischial rami
+        cyl((hx - s * 12, hy + 16, hz + 12), tub, 14.0, 11.0),  # ischial body
+        ell(tub, (13.0, 12.0, 12.0)),  # ischial tuberosity
     ]
     pouter, pinner = _shell(pparts, [1.5, 1.2, 1.3, 1.8, 1.5])
     pubis = Bone(f"pubis_{side}", Body(pouter.parts, (socket,)), Body(pinner.parts, (socket,)), side)
     # the acetabular roof (sourcil) and the pelvic brim: dense lines seen along the beam
-    roof_cap = _e(head, (Rs + 3.2,) * 3, planes=[((0.0, 1.0, 0.0), hy - 0.25 * Rs),
+    roof_cap = ell(head, (Rs + 3.2,) * 3, planes=[((0.0, 1.0, 0.0), hy - 0.25 * Rs),
                                                  ((-s, 0.0, 0.0), -(hx - s * 0.55 * Rs) * s)])
     roof = Bone(f"roof_{side}", Body((roof_cap,), (socket,)), None, side)
-    brim = Bone(f"brim_{side}", Body((_cyl((s * 44.0, -48.0, 34.0), (hx - s * 30, hy + 2, hz + 2), 4.0, 3.5),
-                                      _cyl((hx - s * 30, hy + 2, hz + 2), (s * 17.0, hy + 30, hz - 28), 3.5, 3.5))),
+    brim = Bone(f"brim_{side}", Body((cyl((s * 44.0, -48.0, 34.0), (hx - s * 30, hy + 2, hz + 2), 4.0, 3.5),
+                                      cyl((hx - s * 30, hy + 2, hz + 2), (s * 17.0, hy + 30, hz - 28), 3.5, 3.5))),
                 None, side)
-    teardrop = Bone(f"teardrop_{side}", Body((_e((hx - s * (Rs + 5.5), hy + 10, hz), (2.2, 13.0, 11.0)),)), None,
+    teardrop = Bone(f"teardrop_{side}", Body((ell((hx - s * (Rs + 5.5), hy + 10, hz), (2.2, 13.0, 11.0)),)), None,
                     side)
     return [ilium, pubis, roof, brim, teardrop]
 
@@ -201,13 +187,13 @@ def _sacrum_and_spine(p: dict[str, float]) -> tuple[list[Bone], tuple]:
         return (float(n[0]), float(n[1]), 0.0), float(n @ a) + gap
 
     lat_planes = [edge(s, 0.0) for s in (1.0, -1.0)]
-    sac = _e((0.0, -60.0, 52.0), (top_w + 4, 58.0, 26.0), rotation(rx=-p["sacral_tilt"]),
+    sac = ell((0.0, -60.0, 52.0), (top_w + 4, 58.0, 26.0), rotation(rx=-p["sacral_tilt"]),
              [*lat_planes, ((0.0, -1.0, 0.0), -top_y + 4)])
-    foramina = tuple(_cyl((s * (20.0 - 2.2 * k), -82.0 + 19.0 * k, 15.0),
+    foramina = tuple(cyl((s * (20.0 - 2.2 * k), -82.0 + 19.0 * k, 15.0),
                           (s * (20.0 - 2.2 * k), -82.0 + 19.0 * k, 90.0), 5.2 - 0.6 * k, 4.6 - 0.5 * k)
                      for k in range(4) for s in (1.0, -1.0))
     sacrum = Bone("sacrum", Body((sac,), foramina), Body((sac.shrunk(1.6),), foramina))
-    coccyx = Bone("coccyx", Body(tuple(_e((0.0, 6.0 + 11 * k, 62.0 - 5 * k), (9.0 - 2 * k, 5.5, 6.0))
+    coccyx = Bone("coccyx", Body(tuple(ell((0.0, 6.0 + 11 * k, 62.0 - 5 * k), (9.0 - 2 * k, 5.5, 6.0))
                                        for k in range(3))), None)
     bones = [sacrum, coccyx]
     y = top_y - 6
@@ -217,12 +203,12 @@ def _sacrum_and_spine(p: dict[str, float]) -> tuple[list[Bone], tuple]:
         zc = 38.0 + (-8.0 if name == "L5" else -14.0)
         vb = Solid("cylinder", (0.0, yc, zc), (p["vert_width"], 17.0, 1.0), frame_from_axis(np.array([0.0, 1.0, 0.0])),
                    (-h / 2, h / 2))
-        ped = [_cyl((s * 15.0, yc - h * 0.18, zc + 14), (s * 16.0, yc - h * 0.18, zc + 34), 4.2, 6.5,
+        ped = [cyl((s * 15.0, yc - h * 0.18, zc + 14), (s * 16.0, yc - h * 0.18, zc + 34), 4.2, 6.5,
                     up=np.array([0.0, 1.0, 0.0])) for s in (1.0, -1.0)]
         tp_len = 34.0 if name == "L5" else 30.0
-        tps = [_cyl((s * 14.0, yc - 2, zc + 30), (s * (14.0 + tp_len), yc - 4, zc + 32), 5.5, 4.5) for s in (1.0, -1.0)]
-        lam = _e((0.0, yc + 2, zc + 40), (14.0, 13.0, 4.0))
-        spinous = _e((0.0, yc + 8, zc + 55), (3.5, 12.0, 14.0))
+        tps = [cyl((s * 14.0, yc - 2, zc + 30), (s * (14.0 + tp_len), yc - 4, zc + 32), 5.5, 4.5) for s in (1.0, -1.0)]
+        lam = ell((0.0, yc + 2, zc + 40), (14.0, 13.0, 4.0))
+        spinous = ell((0.0, yc + 8, zc + 55), (3.5, 12.0, 14.0))
         outer = Body((vb, *ped, *tps, lam, spinous))
         inner = Body((vb.shrunk(1.0, 1.0), *(q.shrunk(1.2) for q in ped), *(q.shrunk(1.0) for q in tps),
                       lam.shrunk(1.0), spinous.shrunk(1.0)))
@@ -292,10 +278,10 @@ def build_anatomy(rng: np.random.Generator, *, sex: str, bmd: float, leg_rotatio
     half_d = 105.0 + 60.0 * hb + rng.uniform(-8, 8)
     zc = 18.0
     thigh = 72.0 + 40.0 * hb
-    trunk = _cyl((0.0, -600.0, zc), (0.0, 10.0, zc), half_w, half_d, up=np.array([0.0, 0.0, 1.0]))
-    thighs = [_cyl((s * (hw + 18.0), -40.0, zc + 5), (s * (hw + 48.0), 700.0, zc + 5), thigh, thigh * 0.95,
+    trunk = cyl((0.0, -600.0, zc), (0.0, 10.0, zc), half_w, half_d, up=np.array([0.0, 0.0, 1.0]))
+    thighs = [cyl((s * (hw + 18.0), -40.0, zc + 5), (s * (hw + 48.0), 700.0, zc + 5), thigh, thigh * 0.95,
                    up=np.array([0.0, 0.0, 1.0])) for s in (1.0, -1.0)]
-    hips = _e((0.0, 10.0, zc), (half_w, 110.0, half_d))  # meets the trunk at its widest: no step
+    hips = ell((0.0, 10.0, zc), (half_w, 110.0, half_d))  # meets the trunk at its widest: no step
     fat = 8.0 + 35.0 * hb
     soft = Body((trunk, *thighs, hips))
     muscle = Body(tuple(s.shrunk(fat, 0.0) for s in soft.parts))
@@ -309,8 +295,8 @@ def _gas(rng: np.random.Generator, p: dict[str, float]) -> Body:
     c = (rng.uniform(-130, 130), rng.uniform(-230, 10), rng.uniform(-70, 10))
     if rng.random() < 0.5:
         r = rng.uniform(6, 22, 3)
-        return Body((_e(c, r, rotation(rz=rng.uniform(0, 180))),))
+        return Body((ell(c, r, rotation(rz=rng.uniform(0, 180))),))
     a = np.asarray(c)
     b = a + np.array([rng.uniform(-90, 90), rng.uniform(-40, 40), rng.uniform(-10, 10)])
     rad = rng.uniform(8, 18)
-    return Body((_cyl(a, b, rad, rad * rng.uniform(0.7, 1.0)),))
+    return Body((cyl(a, b, rad, rad * rng.uniform(0.7, 1.0)),))

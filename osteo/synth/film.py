@@ -223,7 +223,7 @@ def expose(rng, mu: np.ndarray, cam: Camera, modality: str) -> np.ndarray:
     axis = np.linspace(-0.5, 0.5, rows)[:, None] if rng.random() < 0.8 else np.linspace(-0.5, 0.5, cols)[None, :]
     primary = primary * (1 + heel * axis)
     spr = rng.uniform(0.25, 1.2)
-    total = primary + spr * _blur(primary, rng.uniform(40, 80) / cam.spacing)
+    total = primary + spr * wide_blur(primary, rng.uniform(40, 80) / cam.spacing)
     # the detector's blur spreads the signal; the quantum noise of the absorbed photons stays fine-grained
     blur = rng.uniform(0.5, 0.9) if modality == "CR" else rng.uniform(0.3, 0.6)
     total = ndimage.gaussian_filter(total, blur)
@@ -232,7 +232,7 @@ def expose(rng, mu: np.ndarray, cam: Camera, modality: str) -> np.ndarray:
     return (-np.log(np.clip(counts, 1.0, None) / n0)).astype(np.float32)
 
 
-def _blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
+def wide_blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
     """A wide Gaussian blur, computed on a smaller copy when the kernel is wide (same result to the eye)."""
     f = int(max(1, min(8, sigma_px // 4)))
     if f == 1:
@@ -250,8 +250,8 @@ def process(rng, sig: np.ndarray, body: np.ndarray, spacing: float) -> np.ndarra
     vals = sig[body] if body.any() else sig.ravel()
     lo, hi = np.percentile(vals[:: max(1, vals.size // 20000)], [0.5, 99.7])
     s = (sig - lo) / max(hi - lo, 1e-6)
-    low = _blur(s, rng.uniform(25, 50) / spacing)
-    mid = _blur(s, rng.uniform(2.5, 5.0) / spacing)
+    low = wide_blur(s, rng.uniform(25, 50) / spacing)
+    mid = wide_blur(s, rng.uniform(2.5, 5.0) / spacing)
     s = (rng.uniform(0.1, 0.3) * (low - float(np.median(low[body]) if body.any() else low.mean()))
          + rng.uniform(0.9, 1.2) * (mid - low) + rng.uniform(1.2, 2.0) * (s - mid))
     ref = (s[body] if body.any() else s.ravel())[:: max(1, int(body.sum()) // 20000)]

@@ -45,6 +45,21 @@ def frame_from_axis(axis: np.ndarray, up: np.ndarray | None = None) -> np.ndarra
     return np.stack([x, y, z], axis=1)
 
 
+def ell(c, r, rot=None, planes=()) -> Solid:
+    """Ellipsoid at centre c with semi-axes r (mm) in the frame ``rot``, cut by ``planes``."""
+    return Solid("ellipsoid", tuple(float(v) for v in c), tuple(float(v) for v in r),  # type: ignore[arg-type]
+                 np.eye(3) if rot is None else rot, (0.0, 0.0), tuple(planes))
+
+
+def cyl(a, b, r0: float, r1: float, up=None, planes=()) -> Solid:
+    """Elliptic cylinder from point a to point b, radii r0 (towards ``up`` x axis) and r1."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    ax = b - a
+    half = float(np.linalg.norm(ax)) / 2
+    return Solid("cylinder", tuple((a + b) / 2), (float(r0), float(r1), 1.0),  # type: ignore[arg-type]
+                 frame_from_axis(ax, up), (-half, half), tuple(planes))
+
+
 @dataclass(frozen=True)
 class Solid:
     """An ellipsoid (``kind`` "ellipsoid": semi-axes ``radii``) or an elliptic cylinder ("cylinder":
