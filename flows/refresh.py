@@ -48,7 +48,8 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
         sweep_partial_files(Path(settings.data_dir) / "export")  # half-written PNGs of a killed run
         refresh_id = start_refresh_run({"dicom_dir": dicom_dir, "dexa_dir": dexa_dir,
                                         "annotations_dir": annotations_dir, "column_map_file": column_map_file,
-                                        "annotation_map_file": annotation_map_file})
+                                        "annotation_map_file": annotation_map_file,
+                                        "retry_quarantined": retry_quarantined, "rehash": rehash})
         still_held = partial(assert_still_held, held)  # a lost database lock stops the run before its next write
         try:
             dicoms = walk(dicom_dir)  # streamed (_ingest_dicoms); the folders are checked now

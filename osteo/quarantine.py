@@ -63,7 +63,18 @@ class QuarantineEntry:
     resolved_at: dt.datetime | None  # None: still quarantined
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "line": self.row + 1 if self.row else None}
+
+    def where(self) -> str:
+        return f"{self.path} {place(self.path, self.row)}"
+
+
+def place(path: str, row: int) -> str:
+    """A DEXA row as a person finds it: the file's line (a spreadsheet's row number), the header being line 1;
+    `row` counts the data rows from 1 (quarantine.source_row, dexa_exam.source_row)."""
+    if not row:
+        return "(whole file)"
+    return f"{'sheet row' if path.lower().endswith('.xlsx') else 'line'} {row + 1} (data row {row})"
 
 
 def list_quarantine(factory: sessionmaker[Session], *, stage: str | None = None, reason: str | None = None,
@@ -92,7 +103,7 @@ def quarantined_files(factory: sessionmaker[Session]) -> list[dict[str, str]]:
     return [{"path": path, "stage": stage, "reason": reason} for path, stage, reason in rows]
 
 
-CSV_COLUMNS = ("path", "stage", "row", "reason", "detail", "first_seen", "last_seen", "resolved_at")
+CSV_COLUMNS = ("path", "stage", "row", "line", "reason", "detail", "first_seen", "last_seen", "resolved_at")
 
 
 def quarantine_csv(entries: list[QuarantineEntry]) -> str:

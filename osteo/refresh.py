@@ -8,7 +8,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from osteo.etl.scope import ScopeRules
 from osteo.orchestration import failure_reason
 from osteo.quarantine import judging_context
 from osteo.refresh_report import ExportCounts, PairCounts, Problem, RefreshReport, StageCounts, ThisRun
-from osteo.refresh_totals import quarantine_table, summarise  # noqa: F401 - the refresh's names
+from osteo.refresh_totals import empty_folders, quarantine_table, summarise  # noqa: F401 - the refresh's names
 from osteo.settings import ROI_MIN_CONFIDENCE, Settings
 from osteo.version import code_version, utcnow
 from osteo_common.files import fsync_dirs
@@ -362,7 +362,7 @@ def pair_and_label(factory: sessionmaker[Session], settings: Settings) -> PairCo
     return PairCounts(new=c["new"], changed=c["changed"], removed=c["removed"])
 
 
-def start_refresh_run(factory: sessionmaker[Session], inputs: dict[str, str | None]) -> int:
+def start_refresh_run(factory: sessionmaker[Session], inputs: dict[str, str | bool | None]) -> int:
     """The auditors' row for this refresh: when, which code, which inputs (finished by finish_refresh_run)."""
     with factory() as session, session.begin():
         row = RefreshRun(code_version=code_version(), inputs=inputs, status="running")
@@ -373,7 +373,8 @@ def start_refresh_run(factory: sessionmaker[Session], inputs: dict[str, str | No
 
 def finish_refresh_run(factory: sessionmaker[Session], refresh_id: int, this_run: ThisRun,
                        min_confidence: float = ROI_MIN_CONFIDENCE) -> RefreshReport:
-    """Record what this run did, and report it beside the database's totals."""
+    """Record what this run did, and report it beside the database's totals (and the last run's folders)."""
+    this_run = replace(this_run, empty_folders=empty_folders(factory, refresh_id, this_run))
     report = RefreshReport(refresh_id=refresh_id, this_run=this_run, totals=summarise(factory, min_confidence))
     with factory() as session, session.begin():
         row = session.get(RefreshRun, refresh_id)

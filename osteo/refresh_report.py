@@ -109,6 +109,18 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class EmptyFolder:
+    """A folder that held no file in this run, where an earlier refresh found some (an unmounted share?)."""
+
+    folder: str  # dicom | dexa | annotations
+    last_refresh: int  # the refresh_run id of the last refresh that found files in the same folder
+    last_files: int  # the files it found there
+
+
+FOLDERS = ("dicom", "dexa", "annotations")
+
+
+@dataclass(frozen=True)
 class ThisRun:
     """What this refresh did."""
 
@@ -119,6 +131,19 @@ class ThisRun:
     pairing: PairCounts
     export: ExportCounts
     located: LocateCounts = LocateCounts()
+    empty_folders: tuple[EmptyFolder, ...] = ()  # set when the run is recorded (osteo.refresh_totals)
+
+    def files_by_folder(self) -> dict[str, int]:
+        return {"dicom": self.dicom.files, "dexa": self.dexa.files, "annotations": self.annotations.files}
+
+    def warnings(self) -> list[str]:
+        """What a person must look at although the run ended well (`osteo refresh --strict` exits 1 on any)."""
+        return [*(f"most files of the --{f} folder look like another input (DICOM files in the DEXA folder, CSVs "
+                  "in the DICOM folder): were the folders swapped? Nothing is lost: run again with the right folders"
+                  for f in self.swapped()),
+                *(f"the --{e.folder} folder held no file, where refresh #{e.last_refresh} found {e.last_files}: "
+                  "is the share mounted? Nothing was removed; run again when the files are there"
+                  for e in self.empty_folders)]
 
     def swapped(self) -> list[str]:
         """The folders whose files read now mostly look like another stage's input (swapped folders?)."""
@@ -139,6 +164,10 @@ class ThisRun:
             "unchanged": sum(s.unchanged for s in stages),  # of already_known: not even opened
             "waiting": sum(s.waiting for s in stages),
             "duplicates": sum(s.duplicates for s in stages),
+            # a re-exported DEXA file adds no exam: its rows are these (the summary says so)
+            "duplicates_by_stage": {"dicom": self.dicom.duplicates, "dexa": self.dexa.duplicates,
+                                    "annotations": self.annotations.duplicates},
+            "files_by_folder": self.files_by_folder(),  # the next run's empty-folder check reads this
             "images": self.dicom.added,
             "dexa_exams": self.dexa.added,
             "annotations": self.annotations.added + self.annotations.updated,
@@ -157,6 +186,8 @@ class ThisRun:
                                      "locate": self.located.quarantined, "export": self.export.quarantined},
             "located": asdict(self.located),
             "folders_look_swapped": self.swapped(),  # e.g. ["dicom", "dexa"]: --dicom and --dexa exchanged?
+            "empty_folders": [asdict(e) for e in self.empty_folders],  # an unmounted share?
+            "warnings": self.warnings(),  # each in words; `osteo refresh --strict` exits 1 on any
         }
 
     def added_anything(self) -> bool:
@@ -189,10 +220,20 @@ def _problem_lines(problems: tuple[Problem, ...]) -> list[str]:
     return lines
 
 
-def _swap_lines(folders: list[str]) -> list[str]:
-    return [f"WARNING         most files of the --{f} folder look like another input (DICOM files in the DEXA"
-            " folder, CSVs in the DICOM folder): were the folders swapped? Nothing is lost: run again with the"
-            " right folders" for f in folders]
+def _duplicate_lines(by_stage: dict[str, int]) -> list[str]:
+    """Records met again: why a re-exported DEXA file or a copied DICOM adds nothing."""
+    words = {"dexa": "DEXA exams already held (the same exam in another file: a re-export?)",
+             "dicom": "DICOM files already held under another path (copies)",
+             "annotations": "boxes already held"}
+    parts = [f"{n} {words[k]}" for k, n in by_stage.items() if n]
+    return [f"  duplicates    {', '.join(parts)}"] if parts else []
+
+
+def _waiting_line(waiting: dict[str, int]) -> str:
+    w = {k: waiting.get(k, 0) for k in ("no_dexa", "no_annotation", "unmatched_box_files")}
+    return (f"  waiting       {w['no_dexa']} images for a DEXA exam, {w['no_annotation']} image sides for a box"
+            f" (osteo annotate worklist), {w['unmatched_box_files']} box files for the image they name"
+            " (osteo waiting lists them)")
 
 
 @dataclass(frozen=True)
@@ -207,12 +248,13 @@ class RefreshReport:
     def summary(self) -> str:
         r, t = self.this_run.to_dict(), self.totals
         return "\n".join([
-            *_swap_lines(self.this_run.swapped()),
+            *(f"WARNING         {w}" for w in self.this_run.warnings()),
             *_problem_lines(self.this_run.problems),
             f"this run        {r['files_seen']} files seen, {r['already_known']} already known"
             f" ({r['unchanged']} unchanged, not opened), {r['waiting']} waiting for the image they name",
             f"  added         {r['images']} images, {r['dexa_exams']} DEXA exams, {r['annotations']} annotations,"
             f" {r['pairs']} pairs ({r['pairs_changed']} changed)",
+            *_duplicate_lines(r["duplicates_by_stage"]),
             _located_line(self.this_run.located),
             f"  exported      {r['exported']} PNGs, {r['excluded']} excluded ({_fmt(r['excluded_by_reason'])})",
             f"  quarantined   {r['quarantined']} ({_fmt(r['quarantined_by_stage'])});"
@@ -221,7 +263,7 @@ class RefreshReport:
             f"totals          {t.images} images, {t.dexa_exams} DEXA exams, {t.annotations} boxes drawn by people,"
             f" {t.model_boxes} by the localiser",
             f"  pairs         {t.pairs} ({t.positives} osteoporosis, {t.negatives} not)",
-            f"  waiting       {_fmt(t.waiting)}",
+            _waiting_line(t.waiting),
             f"  exported      {t.exported} PNGs ({t.exported_from_model_boxes} from localiser boxes), {t.excluded}"
             f" excluded ({_fmt(t.excluded_by_reason)})",
             f"  quarantined   {t.quarantined} ({_fmt(t.quarantined_by_reason)})",

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Annotation, DexaExam, DicomImage, Export, OutOfScope, Pair, Quarantine
+from db.models import Annotation, DexaExam, DicomImage, Export, OutOfScope, Pair, Quarantine, RefreshRun
 from osteo.boxes import HUMAN, awaiting_box, waiting_files
-from osteo.refresh_report import Totals
+from osteo.refresh_report import FOLDERS, EmptyFolder, ThisRun, Totals
 from osteo.settings import ROI_MIN_CONFIDENCE
 
 
@@ -54,6 +54,31 @@ def summarise(factory: sessionmaker[Session], min_confidence: float = ROI_MIN_CO
             excluded_by_reason=dict(sorted(excluded.items())), quarantined_by_reason=quarantined,
             out_of_scope=sum(out_of_scope.values()), out_of_scope_by_reason=out_of_scope,
         )
+
+
+LOOK_BACK = 60  # finished refreshes searched for the last one that found files in a folder now empty
+
+
+def empty_folders(factory: sessionmaker[Session], refresh_id: int, this_run: ThisRun) -> tuple[EmptyFolder, ...]:
+    """The folders given to this refresh that held no file, where the last refresh that read the same folder
+    and found files in it is among the last LOOK_BACK: a night that sees nothing where the last one saw
+    thousands is an unmounted share more often than a quiet night, and it stays one while it stays empty."""
+    now = this_run.files_by_folder()
+    with factory() as session:
+        inputs = session.get(RefreshRun, refresh_id).inputs or {}
+        folders = {f: inputs.get(f"{f}_dir") for f in FOLDERS if now[f] == 0 and inputs.get(f"{f}_dir")}
+        if not folders:
+            return ()
+        earlier = session.scalars(select(RefreshRun).where(RefreshRun.status == "finished", RefreshRun.id < refresh_id)
+                                  .order_by(RefreshRun.id.desc()).limit(LOOK_BACK)).all()
+        found: list[EmptyFolder] = []
+        for f, path in folders.items():
+            for run in earlier:  # newest first; a run recorded before the counts by folder were kept says nothing
+                files = (((run.counts or {}).get("this_run") or {}).get("files_by_folder") or {}).get(f) or 0
+                if (run.inputs or {}).get(f"{f}_dir") == path and files > 0:
+                    found.append(EmptyFolder(f, run.id, int(files)))
+                    break
+        return tuple(found)
 
 
 def quarantine_table(factory: sessionmaker[Session]) -> list[dict[str, Any]]:

@@ -297,9 +297,16 @@ class RoiReport:
             f"  test year     {test}",
             f"  confidence    {_confidence_line(m)}",
             f"  speed         {self.evaluation.ms_per_view:.1f} ms per view on this CPU (confidence included)",
-            f"registered      {r.model_name} version {r.model_version} (challenger);"
-            f" {'champion' if r.champion else 'not champion'}: {r.decision}",
+            _registered_line(r),
         ])
 
     def markdown(self) -> str:
         return "```\n" + self.summary() + "\n```\n"
+
+
+def _registered_line(r: Any) -> str:  # osteo.training.Registration
+    """What the registry did, once: the new version's alias, and why (osteo_mlflow.roi._gate)."""
+    if r.champion:
+        return f"registered      {r.model_name} version {r.model_version}, now champion: {r.decision}"
+    stays = f"champion stays version {r.champion_version}" if r.champion_version else "no champion"
+    return f"registered      {r.model_name} version {r.model_version} as challenger; {stays}: {r.decision}"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from osteo.errors import UserError
+from osteo.quarantine import place
 from osteo.runtime import configure_environment
 from osteo.settings import get_settings, session_factory
 
@@ -172,7 +173,7 @@ def cmd_patient(args: argparse.Namespace) -> int:
     lines.append(f"DEXA exams      {len(lin['dexa_exams'])}")
     for e in lin["dexa_exams"]:
         lines.append(f"  {e['exam_date']} side {e['side']} T {e['t_score']:.2f}  <- {e['source_file']}"
-                     f" row {e['source_row']}")
+                     f" {place(e['source_file'] or '', e['source_row'])}")
     lines.append(f"snapshots       {len(lin['snapshots'])}")
     for s in lin["snapshots"]:
         lines.append(f"  {s['digest'][:16]} {'+'.join(s['splits'])} ({len(s['members'])} images)")
@@ -216,7 +217,7 @@ def cmd_image(args: argparse.Namespace) -> int:
             d = p["dexa_exam"]
             lines.append(f"pair            {p['rule_version']} window {p['window_days']} d, gap {p['gap_days']} d,"
                          f" label {p['label']} ({p['label3']}) <- DEXA {d['exam_date']} {d['source_file']['path']}"
-                         f" row {d['source_row']}")
+                         f" {place(d['source_file']['path'] or '', d['source_row'])}")
         else:
             lines.append("pair            none")
         for e in lin["exports"]:
@@ -267,16 +268,32 @@ def refreshes_summary(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(f"refresh #{r['id']:<6} {r['started']} -> {r['finished'] or '-'}  {r['status']}"
                      f"  code {r['code_version']}")
-        lines.append("  inputs        " + (", ".join(f"{k} {v}" for k, v in r["inputs"].items() if v) or "none"))
+        lines.append("  inputs        " + _inputs(r["inputs"]))
         t = r["this_run"]
         if t is None:
             lines.append("  this run      no counts (still running, or killed before it finished)")
             continue
         lines.append(f"  this run      {t['files_seen']} files seen, {t['already_known']} already known; added"
                      f" {t['images']} images, {t['dexa_exams']} DEXA exams, {t['annotations']} annotations,"
-                     f" {t['pairs']} pairs; exported {t['exported']}, excluded {t['excluded']},"
-                     f" quarantined {t['quarantined']}")
+                     f" {t['pairs']} pairs; {_located(t.get('located'))}; exported {t['exported']}, excluded"
+                     f" {t['excluded']}, quarantined {t['quarantined']}")
+        lines += [f"  WARNING       {w}" for w in t.get("warnings") or []]
     return "\n".join(lines)
+
+
+def _inputs(inputs: dict[str, Any]) -> str:
+    """The folders and files a refresh read, then its options as they were typed (--retry-quarantined)."""
+    named = [f"{k} {v}" for k, v in inputs.items() if v and not isinstance(v, bool)]
+    options = [f"--{k.replace('_', '-')}" for k, v in inputs.items() if v is True]
+    return ", ".join(named + options) or "none"
+
+
+def _located(loc: dict[str, Any] | None) -> str:
+    if not loc:  # a refresh recorded before the localiser
+        return "located -"
+    if loc.get("model") is None:
+        return "located 0 (no localiser registered)"
+    return f"located {loc['images']} by {loc['model']} ({loc['confident']} confident, {loc['unsure']} unsure)"
 
 
 @_guard

@@ -79,7 +79,11 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         raise UserError("database_unavailable", f"the database could not be reached ({reason}); nothing was "
                         "half-written: run the refresh again when it answers") from None
     emit(args, report.to_dict(), report.summary())
-    return 0
+    # done and recorded either way; --strict lets a scheduler alert on a warning (an unmounted share)
+    return WARNED if args.strict and report.this_run.warnings() else 0
+
+
+WARNED = 1  # --strict: the refresh ran, but its summary has a warning (a user's mistake is 2)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -162,6 +166,10 @@ def register(add) -> None:
     p.add_argument("--rehash", action="store_true",
                    help="read and hash every input file again (default: a file whose size and modification "
                         "time match its last read is not opened)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with code 1 when the summary has a WARNING (a folder empty where the last refresh "
+                        "found files, folders that look swapped), for a scheduler to alert on (default: exit 0 "
+                        "whenever the refresh ran)")
 
     p = add("render", cmd_render, "one whole DICOM through the export's normalisation, as PNG")
     p.add_argument("file", help="a DICOM file")

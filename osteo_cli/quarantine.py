@@ -1,4 +1,5 @@
-"""`osteo quarantine`: the inputs the pipeline set aside, why, and since when (docs/design.md, Quarantine).
+"""`osteo quarantine`: the inputs the pipeline set aside, why, and since when (docs/design.md, Quarantine);
+`osteo waiting`: the box files that wait for their image (not errors, so not quarantined).
 
 The active entries by default; `--all` adds the resolved ones (a retried input that passed) with
 when they were resolved. A fix is picked up by the next refresh (a new `--column-map`, new code)
@@ -26,13 +27,15 @@ def summary(entries: list, include_resolved: bool) -> str:
     head = f"{active} active quarantine {'entry' if active == 1 else 'entries'}"
     head += f", {len(entries) - active} resolved" if include_resolved else ""
     lines = [head]
+    # columns as wide as their longest value, two spaces apart: a long reason (missing_tag:StudyInstanceUID)
+    # never runs into the path
+    stage_w, reason_w = (max((len(getattr(e, k)) for e in entries), default=0) for k in ("stage", "reason"))
     for e in entries:
-        where = f"{e.path} row {e.row}" if e.row else f"{e.path} (whole file)"
         state = f", resolved {_when(e.resolved_at)}" if e.resolved_at else ""
-        lines.append(f"{e.stage:<18}{e.reason:<24}{where}   first {_when(e.first_seen)}, last {_when(e.last_seen)}"
-                     f"{state}")
+        lines.append(f"{e.stage:<{stage_w}}  {e.reason:<{reason_w}}  {e.where()}   first {_when(e.first_seen)}, "
+                     f"last {_when(e.last_seen)}{state}")
         if e.detail:
-            lines.append(f"{'':<18}{e.detail}")
+            lines.append(f"{'':<{stage_w}}  {e.detail}")
     return "\n".join(lines)
 
 
@@ -52,7 +55,28 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def waiting_summary(files: list) -> str:
+    if not files:
+        return "no box file waits for its image"
+    lines = [f"{len(files)} box {'file waits' if len(files) == 1 else 'files wait'} for the image they name "
+             "(read again by every refresh)"]
+    for f in files:
+        lines.append(f"{f.path}   first seen {_when(f.first_seen)}" + (f"   names {f.names}" if f.names else ""))
+        lines.append(f"  {f.why}")
+    return "\n".join(lines)
+
+
+def cmd_waiting(args: argparse.Namespace) -> int:
+    from osteo.waiting import waiting_box_files
+
+    files = waiting_box_files(session_factory(get_settings(), create=True))
+    emit(args, {"box_files": [f.to_dict() for f in files], "count": len(files)}, waiting_summary(files))
+    return 0
+
+
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    add("waiting", cmd_waiting, "list the box files waiting for the image they name (not errors: every refresh "
+        "reads them again)")
     p = add("quarantine", cmd_quarantine, "list the quarantined inputs: path, stage, row, reason, first and last seen")
     p.add_argument("--stage", choices=STAGES, help="only this stage (default: every stage)")
     p.add_argument("--reason", help="only this reason code, e.g. unrecognised_columns (default: every reason)")

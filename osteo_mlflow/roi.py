@@ -23,6 +23,7 @@ from osteo.settings import REPO_ROOT, Settings
 from osteo.training import Registration
 from osteo_common.files import sha256_file
 from osteo_mlflow.client import alias_version, clean_params, code_tags, experiment_id, log_epoch, log_metrics, set_alias
+from osteo_mlflow.quiet import quiet_mlflow
 from osteo_mlflow.registry import MODEL_PACKAGES, requirements
 
 MODEL_CODE = '''"""osteo-roi, logged as code: MLflow runs this file to build the model (no pickle)."""
@@ -70,7 +71,7 @@ def register_localiser(c: MlflowClient, settings: Settings, checkpoint: str, eva
     code.write_text(MODEL_CODE, encoding="utf-8")
     signature = infer_signature(pd.DataFrame({"image": [b"x"]}),
                                 pd.DataFrame({"boxes": ["[]"], "laterality": ["L"]}))
-    with mlflow.start_run(run_id=run_id):
+    with quiet_mlflow(), mlflow.start_run(run_id=run_id):  # osteo's summary says what was registered, once
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(code), artifacts={"checkpoint": checkpoint},
             code_paths=[str(REPO_ROOT / p) for p in MODEL_PACKAGES], signature=signature,
@@ -88,7 +89,7 @@ def register_localiser(c: MlflowClient, settings: Settings, checkpoint: str, eva
         old = load_locator(settings, f"models:/{name}/{champion}")
         old_iou = evaluate(old.model, np.load(dataset.path), dataset.input_size).metrics.get("mean_iou")
     new_iou = evaluation.metrics.get("mean_iou", math.nan)
-    promote, why = _gate(new_iou, old_iou, champion is not None and champion != version)
+    promote, why = _gate(new_iou, old_iou, champion if champion != version else None)
     if promote:
         set_alias(c, name, "champion", version)
     c.set_tag(run_id, "champion_decision", why)
@@ -97,14 +98,17 @@ def register_localiser(c: MlflowClient, settings: Settings, checkpoint: str, eva
                         champion_version=version if promote else champion, decision=why, trained_on=learned_from)
 
 
-def _gate(new_iou: float, old_iou: float | None, has_champion: bool) -> tuple[bool, str]:
+def _gate(new_iou: float, old_iou: float | None, champion: str | None) -> tuple[bool, str]:
+    """Whether the new version becomes champion, and why in words (the summary's, and the run's tag)."""
     if math.isnan(new_iou):
-        return False, "challenger has no test-year boxes to be judged on"
-    if not has_champion:
-        return True, "no champion yet"
-    if old_iou is None or math.isnan(old_iou) or new_iou > old_iou + 1e-9:
-        return True, f"test mean IoU {new_iou:.4f} > champion's {old_iou if old_iou is not None else math.nan:.4f}"
-    return False, f"test mean IoU {new_iou:.4f} does not beat the champion's {old_iou:.4f}"
+        return False, "it has no test-year boxes to be judged on"
+    if champion is None:
+        return True, "the first version registered"
+    if old_iou is None or math.isnan(old_iou):
+        return True, f"version {champion} has no test-year score on these boxes"
+    if new_iou > old_iou + 1e-9:
+        return True, f"its test mean IoU {new_iou:.4f} beats version {champion}'s {old_iou:.4f}"
+    return False, f"its test mean IoU {new_iou:.4f} does not beat version {champion}'s {old_iou:.4f}"
 
 
 def load_locator(settings: Settings, uri: str | None = None) -> FileLocator:

@@ -136,7 +136,7 @@ def _score(served: Served, items: list[tuple[np.ndarray, str, Any, float | None]
     return Screening(probability=p, label=int(p >= served.threshold), threshold=served.threshold,
                      band=band_of(p, served.threshold), box=box, box_source=source, box_confidence=conf,
                      side=side, crop=crop, heatmap=np.asarray(results[k]["heatmap"], dtype=np.float32),
-                     sides=sides if len(sides) > 1 else ())
+                     sides=tuple(s for s in sides if s.box is not None))  # as the pyfunc: one side of one hip
 
 
 # --- pictures --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from tasks.policy import RETRY
 
 
 @task(name="start-refresh-run", **RETRY)
-def start_refresh_run(inputs: dict[str, str | None]) -> int:
+def start_refresh_run(inputs: dict[str, str | bool | None]) -> int:
     return refresh.start_refresh_run(session_factory(get_settings(), create=True), inputs)
 
 

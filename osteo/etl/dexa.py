@@ -61,10 +61,26 @@ def resolve_columns(header: list[str], mapping: dict[str, str] | None = None) ->
     missing = [c for c in REQUIRED if c not in found]
     if missing or not ({"neck_bmd", "t_score"} & found.keys()):
         missing += [] if ({"neck_bmd", "t_score"} & found.keys()) else ["neck_bmd|t_score"]
-        # the header is not quoted: in a file without one, the "header" is a patient's row
         raise InputError("unrecognised_columns", f"no column for {', '.join(missing)} among the {len(header)} "
-                         "header fields; name other layouts with a column-mapping file")
+                         f"fields of the first line; {_header_as_read(header)}")
     return found
+
+
+_VALUE_LIKE = re.compile(r"\d{3}|\d[-/.]\d|^[-+]?\.?\d+(\.\d*)?$")  # an ID, a date, a number: not a column name
+SHOW_HEADERS = 20  # fields quoted in a quarantine detail (at most 1000 characters)
+
+
+def _header_as_read(header: list[str]) -> str:
+    """The header fields as decoded (Big5 checked by eye), unless the first line looks like a patient's row:
+    a file without a header row must not put a patient's cells in the quarantine (docs/privacy.md)."""
+    cells = [c.strip().lstrip("\ufeff") for c in header]
+    if any(_VALUE_LIKE.search(c) for c in cells):
+        return ("the first line holds dates or numbers, so it looks like a patient's row, not a header (its cells "
+                "are not quoted here): the file needs a header row naming its columns")
+    shown = ", ".join(json.dumps(c[:40], ensure_ascii=False) for c in cells[:SHOW_HEADERS])
+    more = f" and {len(cells) - SHOW_HEADERS} more" if len(cells) > SHOW_HEADERS else ""
+    return (f"read as {shown}{more}; name these columns in a --column-map file (JSON "
+            '{"column as read": "patient_id|exam_date|neck_bmd|t_score|side|z_score|age"}) and refresh again')
 
 
 ENCODINGS = ("utf-8", "big5hkscs", "cp950")  # without a byte-order mark, in this order

@@ -99,6 +99,9 @@ _SPECIFIC = [*WANTED, _MANUFACTURER, *_CREATORS, *_FLAGS]
 DEFAULT_SCOPE = ScopeRules()  # the product rule; the refresh passes the settings' (OSTEO_SCOPE_*)
 
 
+NOT_DICOM = "not a DICOM file"
+
+
 def _bad(keyword: str, rule: str) -> InputError:
     """An invalid value: the detail names the attribute and the rule, never the value."""
     return InputError(f"bad_tag:{keyword}", f"{keyword} is not {rule}")
@@ -139,7 +142,7 @@ def header_record(data: bytes, key: bytes, scope: ScopeRules = DEFAULT_SCOPE) ->
     """Parse one file's bytes: {"record": {...}} for a hip image, {"out_of_scope": {reason, modality,
     body_part}} for any other (no identifier); raises InputError for bad input."""
     if len(data) < 132:
-        raise InputError("not_dicom", "file is shorter than a DICOM preamble")
+        raise InputError("not_dicom", NOT_DICOM + ": shorter than a DICOM file's 132-byte preamble and marker")
     with quiet_reads():  # pydicom's warnings and log records quote header values
         problem = deflate_problem(data)  # reading the meta (0.15 ms) beats searching 700 KB for the UID
         if problem:
@@ -212,8 +215,9 @@ def _header_record(data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]
         fp = io.BytesIO(data)  # left at the Pixel Data element (stop_before_pixels): its length is checked
         raw = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_SPECIFIC)
         ds = _Header(raw)
-    except InvalidDicomError as exc:
-        raise InputError("not_dicom", str(exc)[:200]) from exc
+    except InvalidDicomError as exc:  # pydicom's own words ("Use force=True ...") are for programmers
+        raise InputError("not_dicom", NOT_DICOM + (": no 'DICM' marker after the 128-byte preamble (a Thumbs.db, a "
+                                                   "PDF, a report?)" if "DICM" in str(exc) else "")) from exc
     except (EOFError, OSError, zlib.error, struct.error) as exc:
         raise InputError("truncated", f"header could not be read: {type(exc).__name__}") from exc
     except Exception as exc:  # pydicom's parser and converters raise anything on hostile bytes

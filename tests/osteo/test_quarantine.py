@@ -202,8 +202,10 @@ def test_the_quarantine_command_lists_and_filters(tmp_path, capsys):
         assert (active["count"], active["active"]) == (2, 2)
         assert {(e["path"].rsplit("/", 1)[1], e["row"], e["reason"]) for e in active["entries"]} == {
             ("report.pdf", 0, "unsupported_file_type"), ("rows.csv", 2, "bad_date")}
-        assert set(active["entries"][0]) == {"path", "stage", "row", "reason", "detail", "first_seen", "last_seen",
-                                             "resolved_at"}
+        assert set(active["entries"][0]) == {"path", "stage", "row", "line", "reason", "detail", "first_seen",
+                                             "last_seen", "resolved_at"}
+        # the file's line (a spreadsheet's row number), the header being line 1
+        assert {e["row"]: e["line"] for e in active["entries"]} == {0: None, 2: 3}
         every = json.loads(run("--all", "--json"))
         resolved = [e for e in every["entries"] if e["resolved_at"]]
         assert every["count"] == 3 and [e["reason"] for e in resolved] == ["unrecognised_columns"]

@@ -5,6 +5,8 @@ one. A real MLflow store in tmp_path; the localiser is untrained (what it finds 
 from __future__ import annotations
 
 import json
+import warnings
+from dataclasses import replace
 
 import numpy as np
 
@@ -72,3 +74,31 @@ def test_roi_locate_says_what_the_localiser_learned_from(tmp_path, capsys):
         payload, summary = locate(capsys, str(image), "--model", f"models:/{s.roi_model}/1")
         assert payload["trained_on"] is None and payload["synthetic_training"] is None
         assert "not known" in summary and DEMO_NOTICE not in summary
+
+
+def test_roi_registration_is_said_once_in_osteos_words(tmp_path, capfd):
+    """MLflow's "Successfully registered model", "Created version" and its coloured input_example warning
+    are not shown; the summary says which alias the version has, and why (issue 23, item 8)."""
+    from osteo.roi_training import _registered_line
+    from osteo_mlflow.client import client
+    from osteo_mlflow.roi import _gate
+
+    with isolated_settings(tmp_path / "home") as s:
+        c = client(s)
+        capfd.readouterr()
+        with warnings.catch_warnings(record=True) as caught:  # pytest would record them, not print them
+            warnings.simplefilter("always")
+            first = _register(c, s, tmp_path / "v1", synthetic_images=0)
+        out, err = capfd.readouterr()
+        said = out + err + "\n".join(str(w.message) for w in caught)
+        for noise in ("Successfully registered", "Created version", "input example"):
+            assert noise not in said, (noise, said)
+        assert str(c.get_model_version_by_alias(s.roi_model, "champion").version) == "1"
+
+    assert _registered_line(first) == (f"registered      {s.roi_model} version 1, now champion: the first "
+                                       "version registered")
+    promote, why = _gate(0.4, 0.5, "1")
+    kept = replace(first, model_version="2", champion=False, champion_version="1", decision=why)
+    assert not promote and _registered_line(kept) == (
+        f"registered      {s.roi_model} version 2 as challenger; champion stays version 1: its test mean IoU "
+        "0.4000 does not beat version 1's 0.5000")
