@@ -60,7 +60,9 @@ def run(cohort: Path, scratch: Path, epochs: int | None = None) -> list[dict[str
                     baseline=plain_ms, unit="ms", work=work, goal=GOALS["ms"],
                     note="confidence included (test-time copies); baseline: one plain forward pass"),
             ]
-            rows.append(_locate_vs_render(factory, FileLocator.load(checkpoint), s))
+            locator = FileLocator.load(checkpoint)
+            rows.append(_locate_vs_render(factory, locator, s))
+            rows.append(_headerless_vs_labelled(factory, locator))
         finally:
             engine.dispose()
     return rows
@@ -112,3 +114,30 @@ def _locate_vs_render(factory, locator, settings) -> dict[str, Any]:
                unit="ms", work=f"{counts.images} paired images, one process ({counts.confident} confident, "
                                 f"{counts.unsure} unsure)",
                note="ratio = the locate step's cost over the pixel read every export pays anyway")
+
+
+def _headerless_vs_labelled(factory, locator, n: int = 40) -> dict[str, Any]:
+    """Locating a display with no laterality (a PNG upload: four hypotheses, decided from the pixels)
+    against the same display with its DICOM laterality (its views only), render excluded."""
+    from sqlalchemy import select
+
+    from db.models import DicomImage, SourceFile
+    from osteo.etl.imaging import load_dicom, prepare_display
+    from osteo.roi import locate_display
+
+    with factory() as session:
+        found = session.execute(select(SourceFile.path, DicomImage.laterality, DicomImage.row_direction)
+                                .join(DicomImage, DicomImage.source_file_id == SourceFile.id)
+                                .order_by(DicomImage.id).limit(n)).all()
+    shown = [(prepare_display(load_dicom(p)[0]).display_u8(), lat, d) for p, lat, d in found]
+    timed = {}
+    for name, lat_of in (("labelled", lambda lat: lat), ("headerless", lambda lat: "")):
+        t0 = time.perf_counter()
+        for img, lat, d in shown:
+            locate_display(img, lat_of(lat), d, locator)
+        timed[name] = (time.perf_counter() - t0) / max(1, len(shown)) * 1000
+    pelvis = sum(lat == "B" for _, lat, _ in shown)
+    return row("localiser: locate headerless (4 hypotheses) vs with laterality", stage="localiser",
+               ours=timed["headerless"], baseline=timed["labelled"], unit="ms",
+               work=f"{len(shown)} displays ({pelvis} AP pelvis), one process, render excluded",
+               note="a PNG upload or a DICOM without ImageLaterality: sides decided from the pixels")

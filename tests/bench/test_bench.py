@@ -50,7 +50,7 @@ def _check_report(report: dict, mode: str) -> None:
     for part in ("ingest", "1 worker", "read + SHA-256 only", "pairing sqlite", "export_roi", "export_images",
                  "training resnet18",
                  "predict p50", "predict + Grad-CAM p50", "API predict + heat map (224 px, p50)", "API load (",
-                 "localiser: test mean IoU", "locate per image vs render",
+                 "localiser: test mean IoU", "locate per image vs render", "locate headerless (4 hypotheses)",
                  "refresh through Prefect", "Prefect server start",
                  "osteo demo total"):
         assert part in names, part
