@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import CheckConstraint, Connection, Engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from db.engine import SchemaOutdated
@@ -35,6 +36,10 @@ VERSION_TABLE = "osteo_alembic_version"
 FIRST = "0001"  # the schema of commit 82910aa, the release before migrations
 SYNTHETIC = "0002"  # dicom_image.synthetic, the one change made before migrations existed
 UPGRADE_HINT = "run `osteo db upgrade` (it copies a SQLite file first; docs/production.md)"
+
+
+class MigrationRefused(RuntimeError):
+    """A revision found rows it cannot carry over and changed nothing (the message names them)."""
 
 
 @dataclass(frozen=True)
@@ -285,8 +290,21 @@ def history() -> list[dict]:
 
 
 def drift(engine: Engine) -> list[str]:
-    """What differs between the models and a database at head (Alembic's compare); empty when they agree."""
+    """What differs between the models and a database at head (Alembic's compare, and the CHECK constraints
+    it does not compare: by name and the values they allow); empty when they agree."""
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE, "compare_type": True,
                                                      "include_name": include_name})
-        return [repr(d) for d in compare_metadata(ctx, Base.metadata)]
+        found = [repr(d) for d in compare_metadata(ctx, Base.metadata)]
+        inspector = inspect(conn)
+        for table in Base.metadata.sorted_tables:
+            ours = {c.name: quoted(str(c.sqltext)) for c in table.constraints if isinstance(c, CheckConstraint)}
+            theirs = {c["name"]: quoted(c["sqltext"]) for c in inspector.get_check_constraints(table.name)}
+            found += [f"check {table.name}.{name}: models {ours.get(name)}, database {theirs.get(name)}"
+                      for name in sorted(set(ours) | set(theirs)) if ours.get(name) != theirs.get(name)]
+        return found
+
+
+def quoted(sqltext: str) -> list[str]:
+    """The values a CHECK's text allows, however the database spelled it back (PostgreSQL: = ANY (ARRAY[...]))."""
+    return sorted(re.findall(r"'([^']*)'", sqltext))

@@ -14,8 +14,8 @@ from osteo.errors import UserError
 from osteo.settings import get_settings, session_factory
 from osteo_cli.output import emit
 
-DIALECTS = ("oracle", "postgresql", "sqlite")
-OFFLINE_URLS = {"oracle": "oracle+oracledb://", "postgresql": "postgresql+psycopg://", "sqlite": "sqlite://"}
+DIALECTS = ("oracle", "postgresql")  # a SQLite file has no DBA: `osteo db upgrade` upgrades it
+OFFLINE_URLS = {"oracle": "oracle+oracledb://", "postgresql": "postgresql+psycopg://"}
 
 
 def engine():
@@ -32,7 +32,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     if args.sql:
         return print_sql(args)
     from db.engine import SchemaOutdated
-    from db.migrate import schema_state, upgrade
+    from db.migrate import MigrationRefused, schema_state, upgrade
     from osteo.orchestration import RefreshAlreadyRunning, refresh_lock
     from osteo_mlflow.store import TrackingStoreUpgradeFailed, upgrade_tracking_store
 
@@ -49,6 +49,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         raise UserError("refresh_running", f"{exc} The upgrade waits for it: nothing was changed") from None
     except SchemaOutdated as exc:
         raise outdated(exc) from None
+    except MigrationRefused as exc:
+        raise UserError("upgrade_refused", str(exc)) from None
     except TrackingStoreUpgradeFailed as exc:  # osteo's own schema is upgraded by then; MLflow's is as it was
         raise UserError("mlflow_upgrade_failed", f"osteo's schema is upgraded, MLflow's store is not: {exc}") \
             from None
@@ -95,6 +97,9 @@ def print_sql(args: argparse.Namespace) -> int:
         raise UserError("bad_option", f"--from {args.start}: no such revision (see `osteo db history`)")
     url = OFFLINE_URLS[args.dialect] if args.dialect else get_settings().resolved_database_url()
     dialect = make_url(url).get_backend_name()
+    if dialect not in DIALECTS:
+        raise UserError("bad_option", f"--sql prints the DDL for a DBA's database ({', '.join(DIALECTS)}); the "
+                        f"configured one is {dialect}: run `osteo db upgrade`, or give --dialect")
     sql = offline_sql(url, args.start)
     if getattr(args, "json", False):
         emit(args, {"ok": True, "dialect": dialect, "from": args.start, "to": head(), "sql": sql}, "")

@@ -45,8 +45,8 @@ def test_a_new_database_is_made_by_the_migrations_and_checks_clean(backend, tmp_
         _, current = run_json(capsys, "db", "current")
         assert (current["state"], current["current"]) == ("current", head())
         _, past = run_json(capsys, "db", "history")
-        assert [r["revision"] for r in past["revisions"]] == ["0001", "0002"]
-        assert [r["current"] for r in past["revisions"]] == [False, True]
+        assert [r["revision"] for r in past["revisions"]][:3] == ["0001", "0002", "0003"]
+        assert [r["current"] for r in past["revisions"]] == [r["revision"] == head() for r in past["revisions"]]
 
     if backend == "sqlite":
         with isolated_settings(tmp_path):
@@ -70,7 +70,7 @@ def test_check_exits_1_when_the_database_differs_from_the_models(tmp_path, capsy
 
 
 def test_upgrade_copies_a_sqlite_file_first_and_keeps_its_rows(tmp_path, capsys):
-    from db.migrate import schema_state
+    from db.migrate import head, schema_state
 
     with isolated_settings(tmp_path) as settings:
         engine = old_database(settings)
@@ -79,7 +79,7 @@ def test_upgrade_copies_a_sqlite_file_first_and_keeps_its_rows(tmp_path, capsys)
         assert lines[0].startswith("copy of the database before the upgrade: ")
         copy = Path(lines[0].split(": ", 1)[1])
         assert copy.parent == Path(settings.var_dir) and copy.name.startswith("osteo.before-0001-")
-        assert "schema upgraded 0001 -> 0002" in lines[1] and lines[-1].startswith("MLflow's tracking store")
+        assert f"schema upgraded 0001 -> {head()}" in lines[1] and lines[-1].startswith("MLflow's tracking store")
         assert schema_state(engine).state == "current"
         with engine.connect() as conn:
             assert conn.execute(text("SELECT patient_key, sex FROM patient")).all() == [("P1", "F")]
@@ -148,3 +148,20 @@ def test_a_refresh_of_a_database_behind_head_is_refused_in_one_line(tmp_path):
                              "database_outdated", env=env)
     assert "osteo db upgrade" in payload["detail"] and "0001" in payload["detail"]
     assert not (tmp_path / "prefect").exists()  # refused before Prefect started
+
+
+def test_an_upgrade_that_meets_rows_outside_the_closed_values_says_which_in_one_line(tmp_path, capsys):
+    from db.migrate import schema_state
+
+    with isolated_settings(tmp_path) as settings:
+        engine = old_database(settings, "0002")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO prediction_audit (created_at, channel, model_name, model_version, "
+                              "input_sha256, input_kind, box_source, probability, label, threshold) VALUES "
+                              "('2026-01-01', 'api', 'm', '1', 'x', 'png', 'oracle', 0.5, 1, 0.3)"))
+        code, refused = run_json(capsys, "db", "upgrade")
+        assert code == 2 and refused["reason"] == "upgrade_refused"
+        assert "prediction_audit.box_source 'oracle' (1 rows)" in refused["detail"]
+        assert schema_state(engine).current == "0002"
+        code, refused = run_json(capsys, "db", "upgrade", "--sql")  # a SQLite file has no DBA
+        assert code == 2 and refused["reason"] == "bad_option"

@@ -1,0 +1,18 @@
+"""Closed values: the sets a status or source column may hold, checked by the database (CHECK constraints,
+migration 0003). A new value needs a revision that widens its check; an outside value is refused by the
+database, not stored."""
+
+from __future__ import annotations
+
+from sqlalchemy import CheckConstraint
+
+SOURCE_STATUSES = ("ingested", "quarantined", "out_of_scope", "waiting", "superseded")  # source_file.status
+QUARANTINE_STAGES = ("ingest_dicom", "ingest_dexa", "ingest_annotation", "locate", "export")  # quarantine.stage
+EXPORT_STATUSES = ("exported", "excluded")  # export.status
+BOX_SOURCES = ("human", "model")  # annotation.source: a person's box or the localiser's
+AUDIT_BOX_SOURCES = ("user", "model", "image")  # prediction_audit.box_source: drawn, located, a crop used whole
+
+
+def one_of(table: str, column: str, values: tuple[str, ...]) -> CheckConstraint:
+    """`column IN (...)`, named ck_<table>_<column> so that a migration can drop or widen it by name."""
+    return CheckConstraint(f"{column} IN ({', '.join(repr(v) for v in values)})", name=f"ck_{table}_{column}")
