@@ -13,10 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from osteo_model.onnx import OnnxClassifier, onnxruntime_available
+from osteo_model.onnx import OnnxClassifier
 from osteo_model.predict import Predictor
-
-pytestmark = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime is not installed")
 
 
 @pytest.fixture

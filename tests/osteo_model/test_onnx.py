@@ -18,13 +18,10 @@ from osteo_model.onnx import (
     cam_from_activations,
     export_onnx,
     head_weight,
-    onnxruntime_available,
     preprocess_numpy,
     supports_onnx,
 )
 from osteo_model.predict import Predictor, save_checkpoint
-
-pytestmark = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime is not installed")
 
 PROB_TOL = 1e-5
 HEAT_TOL = 1e-4  # what holds here: <= 3e-6 (resnet18 64 and 224 px, googlenet 96 px)
