@@ -72,6 +72,9 @@ def refresh_lock(settings: Settings | None = None) -> Iterator[Any]:
 
     settings = settings or get_settings()
     url = settings.resolved_database_url()
+    if (url, str(lock_path(settings))) in _CALLER_HOLDS:  # taken by this process before the flow started
+        yield _CALLER_HOLDS[url, str(lock_path(settings))]
+        return
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
         lock = file_lock(lock_path(settings))
@@ -81,6 +84,24 @@ def refresh_lock(settings: Settings | None = None) -> Iterator[Any]:
         lock = row_lock(url)
     with lock as held:
         yield held
+
+
+# locks `hold_refresh_lock` took for a flow this process runs, by (database URL, lock file)
+_CALLER_HOLDS: dict[tuple[str, str], Any] = {}
+
+
+@contextmanager
+def hold_refresh_lock(settings: Settings | None = None) -> Iterator[Any]:
+    """Take the refresh lock before a flow starts, so that a refusal is one line and no flow run's traceback
+    (`osteo refresh`); the flow's own `refresh_lock` in this process then uses this one instead of refusing."""
+    settings = settings or get_settings()
+    key = (settings.resolved_database_url(), str(lock_path(settings)))
+    with refresh_lock(settings) as held:
+        _CALLER_HOLDS[key] = held
+        try:
+            yield held
+        finally:
+            _CALLER_HOLDS.pop(key, None)
 
 
 def assert_still_held(held: Any) -> None:

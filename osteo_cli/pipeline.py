@@ -51,6 +51,15 @@ def check_refresh_inputs(dicom: str, dexa: str, annotations: str | None, column_
 def refresh(dicom: str, dexa: str, annotations: str | None, column_map: str | None = None,
             retry_quarantined: bool = False, annotation_map: str | None = None, rehash: bool = False):
     check_refresh_inputs(dicom, dexa, annotations, column_map, annotation_map)
+    from osteo.orchestration import hold_refresh_lock
+
+    # the lock taken before Prefect starts: a refresh already running is refused in one line
+    with hold_refresh_lock(get_settings()):
+        return run_refresh_flow(dicom, dexa, annotations, column_map, retry_quarantined, annotation_map, rehash)
+
+
+def run_refresh_flow(dicom: str, dexa: str, annotations: str | None, column_map: str | None,
+                     retry_quarantined: bool, annotation_map: str | None, rehash: bool):
     configure_environment(get_settings())
     from flows.refresh import refresh_flow
     from flows.runner import in_process_runs

@@ -11,7 +11,6 @@ from sqlalchemy import text
 from osteo_cli.main import main
 from tests.db.migration_support import fresh_pg_schema
 from tests.helpers import isolated_settings
-from tests.osteo_cli.test_cli_errors import assert_refused, osteo_env
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -133,21 +132,6 @@ def test_a_database_ahead_of_the_code_names_a_newer_osteo(tmp_path, capsys):
         assert code == 2 and refused["reason"] == "database_outdated" and "newer osteo" in refused["detail"]
         code, refused = run_json(capsys, "db", "upgrade")
         assert code == 2 and "0107" in refused["detail"]
-
-
-def test_a_refresh_of_a_database_behind_head_is_refused_in_one_line(tmp_path):
-    """The real command: one line (no Prefect traceback), before any flow starts, naming the upgrade."""
-    from db import make_engine
-    from db.migrate import run_upgrade
-
-    folder = tmp_path / "in"
-    folder.mkdir()
-    env = osteo_env(tmp_path)
-    run_upgrade(make_engine(f"sqlite:///{tmp_path / 'home' / 'var' / 'osteo.sqlite'}"), "0001")
-    payload = assert_refused(tmp_path, ["refresh", "--dicom", str(folder), "--dexa", str(folder)],
-                             "database_outdated", env=env)
-    assert "osteo db upgrade" in payload["detail"] and "0001" in payload["detail"]
-    assert not (tmp_path / "prefect").exists()  # refused before Prefect started
 
 
 def test_an_upgrade_that_meets_rows_outside_the_closed_values_says_which_in_one_line(tmp_path, capsys):
