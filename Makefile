@@ -23,7 +23,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# a checkout's database from an earlier release is upgraded first (a copy of it is kept beside it)
 demo: $(STAMP)
+	$(VENV)/bin/osteo db upgrade
 	$(VENV)/bin/osteo demo
 
 system-packages:
