@@ -201,7 +201,7 @@ def test_quarantine_details_name_the_column_and_rule_never_the_value(factory, tm
     counts = refresh.ingest_dexa(factory, refresh.discover(d), KEY, Settings(var_dir=tmp_path))
     assert counts.quarantined == 5 and counts.added == 0
     with factory() as s:
-        found = sorted(s.execute(select(Quarantine.reason, Quarantine.detail)).tuples())
+        found = sorted(s.execute(select(Quarantine.reason, Quarantine.detail)).all())
     assert [r for r, _ in found] == ["bad_date", "bmd_out_of_range", "t_score_out_of_range", "t_score_out_of_range",
                                      "unrecognised_columns"]
     details = dict(found[:2]) | {"t": found[2][1] + " / " + found[3][1], "columns": found[4][1]}
