@@ -67,6 +67,16 @@ def test_the_service_answers_with_the_champion_through_onnx(served):
     assert j["box_source"] == "model" and j["localiser"] == health["localiser"] and j["model"]["version"] == \
         str(champion.version)
     assert j["synthetic_training"] is True and j["notice"] == DEMO_NOTICE
+    # the version's test-year figures, from its registered training run, with their n (issue 23)
+    train = demo["train"]
+    figures = j["model"]["test_year"]
+    assert figures == health["model"]["test_year"] and figures["year"] == s.test_year
+    assert figures["auc"] == pytest.approx(train["test_auc"]) and figures["n"] == train["n_test"]
+    assert figures["auc_ci_low"] == pytest.approx(train["test_auc_ci"][0]) and figures["auc_ci_low"] > 0.5
+    assert figures["recall"] == pytest.approx(train["test_recall"]) and figures["positives"] > 0
+    assert figures["specificity"] == pytest.approx(train["test_specificity"]) and figures["negatives"] > 0
+    assert figures["positives"] + figures["negatives"] == figures["n"]
+    assert f"AUC {train['test_auc']:.3f}" in page and f"(n = {figures['positives']})" in page
     # the registered pyfunc scores the same radiograph the same way (same crop, same weights)
     import mlflow
     import pandas as pd

@@ -39,6 +39,9 @@ def test_champion_learns_from_the_bone(demo_run):
     result = demo_run["train"]
     assert result["test_auc"] >= 0.90, result
     assert result["champion"] and result["model_version"] == "1"
+    # it cleared the bar every version must: above chance with its interval, and above its baseline
+    assert result["test_auc_ci"][0] > 0.5 and result["test_auc"] > result["baseline_auc"]
+    assert result["decision"] == "no champion yet"
 
 
 def test_mlflow_parent_with_one_child_per_fold_and_artifacts(demo_run):
@@ -117,10 +120,16 @@ def test_a_worse_challenger_does_not_take_the_champion(demo_run):
     assert weak["model_version"] == "2"
     assert str(client.get_model_version_by_alias(s.registered_model, "challenger").version) == "2"
     champion = str(client.get_model_version_by_alias(s.registered_model, "champion").version)
-    # the gate compares both models on the same test images
+    # the gate: above chance and the baseline on its own test year, then compared on the same test images
     assert (champion == "2") == weak["champion"]
     if not weak["champion"]:
-        assert champion == "1" and weak["champion_test_auc"] >= weak["test_auc"]
+        assert champion == "1"
+        if weak["decision"].startswith("not promoted"):  # under the bar: never compared with the champion
+            assert weak["champion_test_auc"] is None and "\n" not in weak["decision"]
+            lo = weak["test_auc_ci"][0]
+            assert not lo > 0.5 or not weak["test_auc"] > weak["baseline_auc"]
+        else:
+            assert weak["champion_test_auc"] >= weak["test_auc"]
 
 
 def _run_dir(demo_run, version: str) -> Path:
