@@ -248,10 +248,13 @@ def store_dexa_rows(session: Session, sf: SourceFile, rows: list[dict[str, Any]]
         if matches:
             same = [e for e in matches if _same_values(e, r)]
             if same:
-                counts["duplicate_rows"] += 1
+                carried = False
                 for e in same:  # read again from a new version of its file: lineage names the version that holds it
                     if _other_version(session, e.source_file_id, sf):
                         e.source_file_id, e.source_row = sf.id, r["source_row"]
+                        carried = True
+                # a row carried into its file's new version (or moved file) is no duplicate: only a copy elsewhere is
+                counts["carried_rows" if carried else "duplicate_rows"] += 1
             else:
                 counts["quarantined"] += quarantine(
                     session, stage="ingest_dexa", path=sf.path, sha256=sf.sha256, row=r["source_row"],
