@@ -41,7 +41,7 @@ def _best_fresh(factory, fn, repeats: int) -> float:
 def run(factory, settings, ids: list[int], tmp: Path, repeats: int) -> tuple[list[dict], list[str]]:
     """Rows, and the PNGs ours exported (the training bench's input)."""
     from osteo.etl.imaging import export_roi
-    from osteo.refresh import export_images
+    from osteo.ingest.refresh import export_images
 
     jobs = export_jobs(factory, ids)
     n = len(jobs)
@@ -76,7 +76,8 @@ def run(factory, settings, ids: list[int], tmp: Path, repeats: int) -> tuple[lis
         row("export_roi, 1 process", ours=n / t_roi, goal=target("ratio", ">=", 1.0), ours_s=round(t_roi, 3),
             note="osteo.etl.imaging.export_roi loop vs plain_export loop (pydicom + apply_voi_lut + Pillow)", **base),
         row("export_images, 1 worker", ours=n / t_one, goal=target("ratio", ">=", 1.0), ours_s=round(t_one, 3),
-            note="osteo.refresh.export_images (DB reads + export_roi + Export rows) vs plain_export loop", **base),
+            note="osteo.ingest.refresh.export_images (DB reads + export_roi + Export rows) vs plain_export loop",
+            **base),
         row(f"export_images, {n_cores} workers", ours=n / t_all, ours_s=round(t_all, 3),
             note=f"workers={n_cores} (process pool, forkserver) vs the 1-process plain loop; no target set", **base),
     ]

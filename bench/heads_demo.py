@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from db.session import session_factory
     from osteo.errors import UserError
-    from osteo.heads_report import heads_report
     from osteo.settings import get_settings
+    from osteo.training.heads import heads_report
 
     settings = get_settings()
     factory = session_factory(args.db or settings.resolved_database_url())

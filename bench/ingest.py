@@ -17,7 +17,7 @@ import pydicom
 
 from bench.common import best_of, cores, row, target, timed
 from bench.corpus import KEY
-from osteo.refresh_report import StageCounts
+from osteo.ingest.report import StageCounts
 
 
 def plain_header_loop(paths: list[str]) -> int:
@@ -61,8 +61,8 @@ def _database(tmp: Path):
 
 
 def ours_ingest(paths: list[str], workers: int, batch_size: int, tmp: Path) -> int:
-    """osteo.refresh.ingest_dicom over batches, into a fresh SQLite database (as the flow calls it)."""
-    from osteo.refresh import batches, ingest_dicom
+    """osteo.ingest.refresh.ingest_dicom over batches, into a fresh SQLite database (as the flow calls it)."""
+    from osteo.ingest.refresh import batches, ingest_dicom
 
     engine, factory = _database(tmp)
     images = 0
@@ -82,7 +82,7 @@ def archive(paths: list[str], days: int = 2) -> None:
 
 def rerun(factory, folder: Path, workers: int, batch_size: int) -> StageCounts:
     """A night as the flow runs its DICOM part: the streamed walk, each batch to the ingest."""
-    from osteo.refresh import batches, ingest_dicom, walk
+    from osteo.ingest.refresh import batches, ingest_dicom, walk
 
     return reduce(add, (ingest_dicom(factory, b, KEY, workers=workers) for b in batches(walk(folder), batch_size)),
                   StageCounts())

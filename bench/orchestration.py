@@ -38,8 +38,8 @@ def _warm_pool() -> None:
 
 def _locate_direct():
     """The flow's locate step as plain calls (tasks/roi.py locate_boxes without its decorator)."""
-    from osteo import roi
-    from osteo.refresh_report import LocateCounts
+    from osteo.ingest.report import LocateCounts
+    from osteo.localiser import locate
     from osteo.settings import get_settings, session_factory
     from osteo_mlflow.roi import champion_locator
 
@@ -47,7 +47,7 @@ def _locate_direct():
     locator = champion_locator(s)
     if locator is None:
         return LocateCounts()
-    return roi.locate_missing(session_factory(s), locator, workers=s.workers, min_confidence=s.roi_min_confidence)
+    return locate.locate_missing(session_factory(s), locator, workers=s.workers, min_confidence=s.roi_min_confidence)
 
 
 def _create_mlflow_store() -> None:

@@ -7,9 +7,9 @@ from functools import reduce
 from operator import add
 
 from db import create_schema, make_engine, make_session_factory
-from osteo import refresh
 from osteo.etl.dexa import load_mapping
-from osteo.refresh_report import ExportCounts, RefreshReport, StageCounts, ThisRun
+from osteo.ingest import refresh
+from osteo.ingest.report import ExportCounts, RefreshReport, StageCounts, ThisRun
 from osteo_common.chunks import batched
 
 

@@ -1,7 +1,7 @@
 """The femoral-neck localiser: test-year box quality (held-out human boxes) and its cost in a refresh.
 
 Trains the localiser on the bench cohort's human boxes exactly as `osteo roi train` does (the plain
-functions of osteo/roi_training.py, no MLflow), scores the test year, then times locating every
+functions of osteo/localiser/training.py, no MLflow), scores the test year, then times locating every
 paired image (render + views + network, confidence included) against rendering it alone (the
 plain baseline any pixel step pays: read, decode, grey-level mapping)."""
 
@@ -23,8 +23,8 @@ GOALS = {
 def run(cohort: Path, scratch: Path, epochs: int | None = None) -> list[dict[str, Any]]:
     from bench.plain_refresh import refresh_direct
     from db import make_engine, make_session_factory
-    from osteo.roi import FileLocator
-    from osteo.roi_training import collect_dataset, train_and_evaluate
+    from osteo.localiser.locate import FileLocator
+    from osteo.localiser.training import collect_dataset, train_and_evaluate
     from osteo_model.roi import RoiConfig
 
     with isolated_home(scratch / "roi-home") as s:
@@ -95,7 +95,7 @@ def _locate_vs_render(factory, locator, settings) -> dict[str, Any]:
 
     from db.models import Annotation, DicomImage, Pair, SourceFile
     from osteo.etl.imaging import load_dicom, prepare_display
-    from osteo.roi import locate_missing
+    from osteo.localiser.locate import locate_missing
 
     with factory() as session:
         session.execute(Annotation.__table__.delete())  # every paired image unboxed: all of them are located
@@ -123,7 +123,7 @@ def _headerless_vs_labelled(factory, locator, n: int = 40) -> dict[str, Any]:
 
     from db.models import DicomImage, SourceFile
     from osteo.etl.imaging import load_dicom, prepare_display
-    from osteo.roi import locate_display
+    from osteo.localiser.locate import locate_display
 
     with factory() as session:
         found = session.execute(select(SourceFile.path, DicomImage.laterality, DicomImage.row_direction)

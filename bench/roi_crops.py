@@ -25,7 +25,7 @@ def compare(settings) -> dict[str, Any]:
 
     from db.models import Annotation, DicomImage, Export, Pair, SourceFile
     from osteo.etl.imaging import load_dicom, neck_crop, prepare_display
-    from osteo.roi import locate_display
+    from osteo.localiser.locate import locate_display
     from osteo.settings import session_factory
     from osteo_mlflow.roi import champion_locator, load_python_model
     from osteo_model.metrics import compute_metrics

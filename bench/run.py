@@ -116,7 +116,7 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
                     refresh_direct(str(cohort / "dicom"), str(cohort / "dexa"), str(cohort / "annotations"),
                                    export=False)
                     from db import make_engine, make_session_factory
-                    from osteo.refresh import plan_exports
+                    from osteo.ingest.refresh import plan_exports
 
                     engine = make_engine(s.resolved_database_url())
                     factory = make_session_factory(engine)

@@ -249,7 +249,7 @@ class Quarantine(Base):
     reason: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
-    context_digest: Mapped[str | None] = mapped_column(String(SHA256))  # osteo.quarantine.judging_context
+    context_digest: Mapped[str | None] = mapped_column(String(SHA256))  # osteo.ingest.quarantine.judging_context
     first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
     last_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime, index=True)  # None: active
@@ -384,7 +384,7 @@ class PredictionAudit(Base):
 
 class RefreshLock(Base):
     """The refresh's lock row on databases without advisory locks (Oracle): a refresh holds its row
-    with SELECT ... FOR UPDATE NOWAIT for the whole run (osteo.orchestration). PostgreSQL uses an
+    with SELECT ... FOR UPDATE NOWAIT for the whole run (osteo.ingest.lock). PostgreSQL uses an
     advisory lock and SQLite a file lock, so there the table stays empty."""
 
     __tablename__ = "refresh_lock"

@@ -3,7 +3,7 @@
 An input is judged (its file read, its rows checked) and every fault becomes an entry through
 `quarantine()`. A retry judges the input again inside one transaction; `settle()` then resolves
 the input's active entries that the new judgment did not meet again (`resolved_at` set, the row
-kept for the auditors) and stamps the judging context (osteo.quarantine.judging_context) on the
+kept for the auditors) and stamps the judging context (osteo.ingest.quarantine.judging_context) on the
 others. An entry met again is the same row (`last_seen` moves), never a second one.
 """
 

@@ -16,7 +16,7 @@ from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from db.models import Annotation, DexaExam, DicomImage, OutOfScope, Patient, SourceFile
-from db.quarantine import quarantine  # recorded in db/quarantine.py; osteo.refresh imports it from here
+from db.quarantine import quarantine  # recorded in db/quarantine.py; osteo.ingest.refresh imports it from here
 from osteo_common.chunks import chunks
 
 BOX = ("box_xmin", "box_ymin", "box_xmax", "box_ymax")
@@ -119,7 +119,7 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
                         retry: Collection[tuple[str, str]] = ()) -> Counter:
     """Write one batch of header results (see osteo.etl.dicom_headers.read_one) with bulk inserts: one
     executemany per table, no ORM object per row. The known (path, sha256) files in `retry`
-    (quarantined, judged again: osteo.refresh.ingest_dicom) keep their row; other known files only get
+    (quarantined, judged again: osteo.ingest.refresh.ingest_dicom) keep their row; other known files only get
     the size and mtime they were read with (a touched file: the next rerun skips it unopened)."""
     counts: Counter = Counter(files=len(results))
     session.flush()  # whatever the caller's session holds goes first: the inserts below are Core

@@ -9,10 +9,10 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.runner import SettingsTaskRunner
-from osteo.compare import ArchResult, CompareReport, compare_dir, parse_archs, pick_best_arch
 from osteo.settings import get_settings
-from osteo.snapshot import SnapshotInfo
-from osteo.training import pick_best, training_digest
+from osteo.training.compare import ArchResult, CompareReport, compare_dir, parse_archs, pick_best_arch
+from osteo.training.folds import pick_best, training_digest
+from osteo.training.snapshot import SnapshotInfo
 from osteo_mlflow import runs
 from osteo_mlflow.client import client
 from osteo_model.config import TrainConfig, get_preset

@@ -7,9 +7,9 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.refresh import refresh_flow
 from flows.train import train_flow
-from osteo.orchestration import TrainingDecision
 from osteo.settings import get_settings
-from osteo.training import TrainingReport
+from osteo.training.decision import TrainingDecision
+from osteo.training.results import TrainingReport
 from osteo_model.config import get_preset
 from tasks.nightly import decide_training
 

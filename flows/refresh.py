@@ -13,11 +13,12 @@ from prefect.artifacts import create_table_artifact
 from tqdm import tqdm
 
 from flows.runner import SettingsTaskRunner
-from osteo.discovery import batches, discover, walk
-from osteo.orchestration import assert_still_held, refresh_lock, sweep_partial_files
-from osteo.quarantine import quarantined_files
-from osteo.refresh import fail_refresh_run, quarantine_table
-from osteo.refresh_report import ExportCounts, RefreshReport, StageCounts, ThisRun
+from osteo.ingest.discovery import batches, discover, walk
+from osteo.ingest.lock import assert_still_held, refresh_lock
+from osteo.ingest.quarantine import quarantined_files
+from osteo.ingest.refresh import fail_refresh_run, quarantine_table
+from osteo.ingest.report import ExportCounts, RefreshReport, StageCounts, ThisRun
+from osteo.ingest.sweep import sweep_partial_files
 from osteo.settings import get_settings, session_factory
 from osteo_common.chunks import batched
 from tasks.refresh import (

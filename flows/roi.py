@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.runner import SettingsTaskRunner
-from osteo.roi_training import RoiReport
+from osteo.localiser.training import RoiReport
 from osteo.settings import get_settings
 from osteo_model.roi import RoiConfig
 from tasks.roi import collect_roi_views, register_localiser, start_roi_run, train_localiser

@@ -10,7 +10,8 @@ from prefect.futures import wait
 
 from flows.runner import SettingsTaskRunner
 from osteo.settings import get_settings
-from osteo.training import Registration, TrainingReport, pick_best, training_digest
+from osteo.training.folds import pick_best, training_digest
+from osteo.training.results import Registration, TrainingReport
 from osteo_mlflow import registry, runs
 from osteo_mlflow.client import client
 from osteo_model.config import get_preset

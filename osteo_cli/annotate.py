@@ -11,8 +11,8 @@ from osteo_cli.output import emit
 
 
 def cmd_worklist(args: argparse.Namespace) -> int:
+    from osteo.localiser.worklist import check_out_dir, write_worklist
     from osteo.settings import session_factory
-    from osteo.worklist import check_out_dir, write_worklist
 
     out = Path(args.out).resolve()
     check_out_dir(out, args.max_size)  # before the database is opened

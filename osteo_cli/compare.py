@@ -12,7 +12,7 @@ from osteo_model.config import PRESETS
 
 
 def compare(args: argparse.Namespace):
-    from osteo.compare import parse_archs
+    from osteo.training.compare import parse_archs
 
     archs = parse_archs(args.archs)  # a bad name is a one-line refusal before anything starts
     check_trainable()

@@ -33,7 +33,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         return print_sql(args)
     from db.engine import SchemaOutdated
     from db.migrate import MigrationRefused, schema_state, upgrade
-    from osteo.orchestration import RefreshAlreadyRunning, refresh_lock
+    from osteo.ingest.lock import RefreshAlreadyRunning, refresh_lock
     from osteo_mlflow.store import TrackingStoreUpgradeFailed, upgrade_tracking_store
 
     settings = get_settings()

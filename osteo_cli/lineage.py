@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from osteo.errors import UserError
-from osteo.quarantine import place
+from osteo.ingest.quarantine import place
 from osteo.runtime import configure_environment
 from osteo.settings import get_settings, session_factory
 

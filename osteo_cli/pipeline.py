@@ -28,9 +28,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def check_refresh_inputs(dicom: str, dexa: str, annotations: str | None, column_map: str | None,
                          annotation_map: str | None = None) -> None:
     """Everything a refresh can refuse, checked before Prefect starts (seconds) and a flow run fails."""
-    from osteo.discovery import check_folder
     from osteo.etl.annotations import load_annotation_map
     from osteo.etl.dexa import load_mapping
+    from osteo.ingest.discovery import check_folder
 
     check_folder(dicom, "--dicom folder")
     check_folder(dexa, "--dexa folder")
@@ -51,7 +51,7 @@ def check_refresh_inputs(dicom: str, dexa: str, annotations: str | None, column_
 def refresh(dicom: str, dexa: str, annotations: str | None, column_map: str | None = None,
             retry_quarantined: bool = False, annotation_map: str | None = None, rehash: bool = False):
     check_refresh_inputs(dicom, dexa, annotations, column_map, annotation_map)
-    from osteo.orchestration import hold_refresh_lock
+    from osteo.ingest.lock import hold_refresh_lock
 
     # the lock taken before Prefect starts: a refresh already running is refused in one line
     with hold_refresh_lock(get_settings()):
@@ -76,7 +76,7 @@ def run_refresh_flow(dicom: str, dexa: str, annotations: str | None, column_map:
 def cmd_refresh(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import OperationalError
 
-    from osteo.orchestration import RefreshAlreadyRunning
+    from osteo.ingest.lock import RefreshAlreadyRunning
 
     try:
         report = refresh(args.dicom, args.dexa, args.annotations, args.column_map, args.retry_quarantined,

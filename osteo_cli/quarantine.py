@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from osteo.errors import UserError
-from osteo.quarantine import STAGES
+from osteo.ingest.quarantine import STAGES
 from osteo.settings import get_settings, session_factory
 from osteo_cli.output import emit
 
@@ -40,7 +40,7 @@ def summary(entries: list, include_resolved: bool) -> str:
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    from osteo.quarantine import list_quarantine, quarantine_csv
+    from osteo.ingest.quarantine import list_quarantine, quarantine_csv
 
     if args.csv and args.json:
         raise UserError("bad_option", "--csv and --json are two formats of the same list; give one")
@@ -67,7 +67,7 @@ def waiting_summary(files: list) -> str:
 
 
 def cmd_waiting(args: argparse.Namespace) -> int:
-    from osteo.waiting import waiting_box_files
+    from osteo.ingest.waiting import waiting_box_files
 
     files = waiting_box_files(session_factory(get_settings(), create=True))
     emit(args, {"box_files": [f.to_dict() for f in files], "count": len(files)}, waiting_summary(files))

@@ -29,9 +29,9 @@ def check_trainable() -> None:
 
 def check_inputs(args: argparse.Namespace) -> None:
     """The training's inputs checked before any fold trains (a UserError, one line, exit 2)."""
-    from osteo import snapshot, training
-    from osteo.clinical import parse_clinical
     from osteo.settings import session_factory
+    from osteo.training import folds, snapshot
+    from osteo.training.clinical import parse_clinical
     from osteo_model.config import get_preset
 
     config = get_preset(args.preset, **{k: v for k, v in dict(
@@ -40,12 +40,12 @@ def check_inputs(args: argparse.Namespace) -> None:
     settings = get_settings()
     with session_factory(settings)() as session:
         exports = snapshot.current_exports(session, args.box_source)
-    training.check_training_inputs(exports, config, args.test_year or settings.test_year)
+    folds.check_training_inputs(exports, config, args.test_year or settings.test_year)
     parse_clinical(args.clinical)  # an unknown variable or bmi is refused here, in one line
 
 
 def train(args: argparse.Namespace):
-    from osteo.clinical import parse_clinical
+    from osteo.training.clinical import parse_clinical
 
     check_trainable()
     check_inputs(args)

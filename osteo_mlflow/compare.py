@@ -19,9 +19,9 @@ import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from osteo.compare import TEST_COLUMNS, ArchResult, table_markdown
 from osteo.settings import Settings
-from osteo.snapshot import SnapshotInfo
+from osteo.training.compare import TEST_COLUMNS, ArchResult, table_markdown
+from osteo.training.snapshot import SnapshotInfo
 from osteo_common.files import write_json
 from osteo_mlflow.client import clean_params, code_tags, experiment_id, log_artifacts, log_metrics
 from osteo_mlflow.runs import log_snapshot_input, snapshot_params
@@ -96,7 +96,7 @@ def _finite(v: Any) -> bool:
 def log_comparison(c: MlflowClient, compare_run_id: str, results: list[ArchResult], markdown: str,
                    best_arch: str) -> None:
     """The table on the parent run: as an MLflow table (artifact JSON) and as Markdown; then finished."""
-    from osteo.compare import comparison_table
+    from osteo.training.compare import comparison_table
 
     table = comparison_table(results)
     # log_table appends to an existing file: a resumed comparison (its table logged already) leaves it

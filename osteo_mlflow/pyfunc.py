@@ -94,7 +94,7 @@ class OsteoClassifier(PythonModel):
         self.locator = None
         self.crop = {"size": 256, "margin": 0.15, "min_confidence": 0.8}
         if "localiser" in context.artifacts:
-            from osteo.roi import FileLocator
+            from osteo.localiser.locate import FileLocator
 
             info = _json.loads(Path(context.artifacts["localiser_info"]).read_text())
             self.locator = FileLocator.load(context.artifacts["localiser"], info["name"], info["version"])

@@ -16,11 +16,11 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from osteo import snapshot as snap
 from osteo.lineage import LineageError, parse_model_ref
 from osteo.settings import REPO_ROOT, Settings
-from osteo.snapshot import SnapshotInfo
-from osteo.training import Evaluation, FoldResult, Registration
+from osteo.training import snapshot as snap
+from osteo.training.results import Evaluation, FoldResult, Registration
+from osteo.training.snapshot import SnapshotInfo
 from osteo_common.files import sha256_file, write_json
 from osteo_mlflow.champion import clears_the_bar, should_promote
 from osteo_mlflow.client import alias_version, code_tags, set_alias
@@ -75,7 +75,7 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
     """Log the pyfunc + checkpoint (with its operating threshold), register it as challenger with a model card;
     champion only if the gate says so: above chance and its baseline on its test year (clears_the_bar), then
     better than the champion on the images both can be judged on. The same configuration on the same snapshot (`digest`,
-    osteo.training.training_digest) registers nothing new: the existing version is reported."""
+    osteo.training.folds.training_digest) registers nothing new: the existing version is reported."""
     name = settings.registered_model
     existing = find_registered(c, name, digest) if digest else None
     if existing is not None:

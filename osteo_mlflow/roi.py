@@ -17,10 +17,10 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from osteo.etl.synthetic import trained_on
-from osteo.roi import FileLocator
-from osteo.roi_training import RoiDataset, RoiEvaluation, evaluate, train_and_evaluate
+from osteo.localiser.locate import FileLocator
+from osteo.localiser.training import RoiDataset, RoiEvaluation, evaluate, train_and_evaluate
 from osteo.settings import REPO_ROOT, Settings
-from osteo.training import Registration
+from osteo.training.results import Registration
 from osteo_common.files import sha256_file
 from osteo_mlflow.client import alias_version, clean_params, code_tags, experiment_id, log_epoch, log_metrics, set_alias
 from osteo_mlflow.quiet import quiet_mlflow

@@ -3,7 +3,7 @@
 Input: a DataFrame with an `image` column of DICOM or PNG/JPEG bytes (or base64 text). Output per
 image: `boxes`, JSON [{side, box: [x0, y0, x1, y1] in the image's pixels, confidence}], and the
 `laterality` read (L, R, B for an AP pelvis; an image without one, a PNG or JPEG: what its pixels show,
-osteo.roi.locate_unlabelled, `?` when no hip is confident).
+osteo.localiser.locate.locate_unlabelled, `?` when no hip is confident).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from mlflow.pyfunc import PythonModel
 
 def locate_bytes(data: bytes, locator) -> tuple[list, dict]:
     """Boxes of one image given as DICOM or PNG/JPEG bytes (the service and the classifier use this)."""
-    from osteo.roi import locate_dicom, locate_unlabelled
+    from osteo.localiser.locate import locate_dicom, locate_unlabelled
 
     if len(data) > 132 and data[128:132] == b"DICM":
         return locate_dicom(data, locator)
@@ -33,7 +33,7 @@ def locate_bytes(data: bytes, locator) -> tuple[list, dict]:
 
 class OsteoLocaliser(PythonModel):
     def load_context(self, context) -> None:
-        from osteo.roi import FileLocator
+        from osteo.localiser.locate import FileLocator
 
         self.locator = FileLocator.load(context.artifacts["checkpoint"], name="osteo-roi")
 

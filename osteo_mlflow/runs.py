@@ -18,11 +18,12 @@ import mlflow
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from osteo import snapshot as snap
-from osteo import training
 from osteo.settings import Settings
-from osteo.snapshot import SnapshotInfo
-from osteo.training import Evaluation, FoldResult, OperatingPoint
+from osteo.training import folds
+from osteo.training import snapshot as snap
+from osteo.training.evaluation import evaluate_on_test
+from osteo.training.results import Evaluation, FoldResult, OperatingPoint
+from osteo.training.snapshot import SnapshotInfo
 from osteo_common.files import write_json
 from osteo_mlflow.client import clean_params, code_tags, experiment_id, log_artifacts, log_epoch, log_metrics
 
@@ -87,9 +88,9 @@ def train_fold_tracked(c: MlflowClient, manifest_path: str, copies_path: str | N
 
     out_dir = Path(run_dir)
     child_id = fold_run(c, parent_run_id, fold, out_dir)
-    manifest = training.training_frame(manifest_path, copies_path)
-    result = training.run_fold(manifest, fold, TrainConfig.from_dict(config), out_dir, device=device,
-                               on_epoch=lambda epoch, rec: log_epoch(c, child_id, epoch, rec))
+    manifest = folds.training_frame(manifest_path, copies_path)
+    result = folds.run_fold(manifest, fold, TrainConfig.from_dict(config), out_dir, device=device,
+                            on_epoch=lambda epoch, rec: log_epoch(c, child_id, epoch, rec))
     if not result.resumed:
         c.log_batch(child_id, params=_params({"fold": fold, "n_train": result.n_train, "n_val": result.n_val}))
         log_metrics(c, child_id, {"best_epoch": result.best_epoch, **result.val_metrics}, "best_val_")
@@ -110,8 +111,8 @@ def evaluate_tracked(c: MlflowClient, best: FoldResult, manifest_path: str, run_
     """The best fold on the test year at the operating threshold (metrics test_*, the AUC's 95 % interval
     test_roc_auc_ci_lo/hi) and at 0.5 (test_at_0.5_*); metrics and plots on the parent run."""
     out_dir = Path(run_dir) / "test"
-    result = training.evaluate_on_test(best.checkpoint, snap.load_manifest(manifest_path), out_dir, device=device,
-                                       threshold=threshold)
+    result = evaluate_on_test(best.checkpoint, snap.load_manifest(manifest_path), out_dir, device=device,
+                              threshold=threshold)
     log_metrics(c, parent_run_id, result.metrics, "test_")
     log_metrics(c, parent_run_id, result.metrics_at_half, "test_at_0.5_")
     log_metrics(c, parent_run_id, {"baseline_mean_intensity_auc": result.baseline_auc, "best_fold": best.fold,
@@ -127,8 +128,8 @@ def report_extras_tracked(c: MlflowClient, factory, best: FoldResult, evaluation
     """What the test year says beyond its headline: subgroups (with intervals) and calibration (ECE before
     and after temperature scaling) always; the BMD / T-score / 3-class heads and the clinical fusion on
     the best fold's frozen features when asked. Metrics and files on the parent run."""
-    from osteo.compare import arch_test_report
-    from osteo.heads_report import heads_report
+    from osteo.training.compare import arch_test_report
+    from osteo.training.heads import heads_report
 
     out = Path(run_dir) / "test"
     extras = arch_test_report(factory, manifest_path, evaluation, best, out / "extra")

@@ -1,14 +1,20 @@
 """Training loop: plain functions in the style of torchvision's classification references.
 
-- :class:`TrainConfig` holds every knob; :data:`PRESETS` has 'paper' (exactly the seed:
-  ResNet18, 224 px, 50 epochs, batch 5, SGD lr 0.001 momentum 0.9, StepLR step 15, 5 folds)
-  and 'demo' (small and fast enough for 2 CPU cores).
-- :func:`fit` trains with BCEWithLogitsLoss + SGD(momentum) + StepLR (the seed; AdamW and a
-  warm-up + cosine schedule are options), evaluates each epoch,
-  keeps the best state dict by ``config.select_by`` and reports every epoch to ``on_epoch``
-  (the flow logs to MLflow from there; this package knows nothing of MLflow).
-- CUDA: AMP (torch.autocast float16 + GradScaler) unless ``amp=False``; CPU: float32, and
-  bit-for-bit reproducible for a fixed seed (same losses run to run).
+The knobs are :class:`~osteo_model.config.TrainConfig` and its presets (``osteo_model/config.py``:
+'paper', exactly the seed's ResNet18 at 224 px, and 'demo'); here:
+
+- the environment: :func:`select_device`, :func:`seed_everything`, :func:`configure_threads`;
+- the building blocks: the loss (BCEWithLogitsLoss, ``pos_weight`` for imbalance), SGD with momentum
+  or AdamW, StepLR (the seed's) or a warm-up and a cosine decay;
+- :func:`fit`: trains, evaluates each epoch, keeps the best state dict by ``config.select_by``
+  (:func:`selection_key`, the rule that also picks the best fold, :func:`pick_best`) and reports
+  every epoch to ``on_epoch`` (osteo_mlflow.runs logs it to MLflow from there; this package knows
+  nothing of MLflow);
+- :func:`train_fold` and :func:`predict_probs`: one fold from two manifest frames, and the scoring
+  of PNGs, for osteo/training/folds.py and osteo/training/evaluation.py.
+
+CUDA: AMP (torch.autocast float16 + GradScaler) unless ``amp=False``; CPU: float32, and bit-for-bit
+reproducible for a fixed seed (same losses run to run).
 """
 
 from __future__ import annotations
@@ -300,7 +306,7 @@ def fit(
     )
 
 
-# ---------------------------------------------------------------- convenience for the flow
+# ---------------------------------------------------------------- for osteo/training/
 def train_fold(
     train_df,
     val_df,

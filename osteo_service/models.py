@@ -58,7 +58,7 @@ class Served:
     threshold: float
     runtime: str  # onnxruntime | pytorch
     crop: dict  # size, margin, min_confidence: how the export crops
-    locator: Any = None  # osteo.roi.FileLocator
+    locator: Any = None  # osteo.localiser.locate.FileLocator
     localiser: str = ""  # name/version of the locator
     trained_on: str | None = None  # the classifier's tag: synthetic | real | mixed; None: it does not say
     test_year: TestYear | None = None  # None: the registry holds no test-year figures for this version
@@ -167,7 +167,7 @@ def mlflow_registry(settings) -> Registry:
         return model, model.threshold, runtime, files.crop, files.trained_on
 
     def load_localiser(name: str, version: str):
-        from osteo.roi import FileLocator
+        from osteo.localiser.locate import FileLocator
 
         with tempfile.TemporaryDirectory(prefix="osteo-serve-") as tmp:
             locator = FileLocator.load(fetch_localiser(client, name, version, Path(tmp)), name, version)

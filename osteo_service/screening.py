@@ -87,7 +87,7 @@ def side_for_box(decoded: Decoded, box: tuple[int, int, int, int], side: str | N
 
 def locate(decoded: Decoded, served: Served) -> list:
     """The localiser's boxes on the whole image (both hips of a pelvis), confident or not."""
-    from osteo.roi import guess_laterality, locate_display
+    from osteo.localiser.locate import guess_laterality, locate_display
 
     if served.locator is None:
         return []

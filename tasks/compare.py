@@ -1,4 +1,4 @@
-"""Comparison tasks: a decorator and one call each (the work is in osteo.compare and osteo_mlflow.compare).
+"""Comparison tasks: a decorator and one call each (the work is in osteo.training.compare and osteo_mlflow.compare).
 
 The folds, the test-year evaluation and the registration are the train flow's own tasks (tasks/train.py).
 """
@@ -9,10 +9,10 @@ from pathlib import Path
 
 from prefect import task
 
-from osteo.compare import ArchResult, arch_test_report, n_parameters
 from osteo.settings import get_settings, session_factory
-from osteo.snapshot import SnapshotInfo
-from osteo.training import Evaluation, FoldResult
+from osteo.training.compare import ArchResult, arch_test_report, n_parameters
+from osteo.training.results import Evaluation, FoldResult
+from osteo.training.snapshot import SnapshotInfo
 from osteo_mlflow import compare
 from osteo_mlflow.client import client
 from tasks.policy import RETRY

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import task
 
-from osteo import refresh
 from osteo.etl.annotations import load_annotation_map
 from osteo.etl.dexa import load_mapping
-from osteo.refresh_report import ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun
+from osteo.ingest import refresh
+from osteo.ingest.report import ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun
 from osteo.settings import get_settings, session_factory
 from tasks.policy import RETRY
 
@@ -22,7 +22,7 @@ def start_refresh_run(inputs: dict[str, str | bool | None]) -> int:
     return refresh.start_refresh_run(session_factory(get_settings(), create=True), inputs)
 
 
-# No discovery task: the flow walks the folders itself (osteo.discovery.walk, a generator) and hands
+# No discovery task: the flow walks the folders itself (osteo.ingest.discovery.walk, a generator) and hands
 # each batch of paths to the ingest as it is found; a task would have to return the whole list.
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from prefect import task
 
-from osteo import roi, roi_training
-from osteo.refresh_report import LocateCounts
-from osteo.roi_training import RoiDataset, RoiEvaluation
+from osteo.ingest.report import LocateCounts
+from osteo.localiser import locate, training
+from osteo.localiser.training import RoiDataset, RoiEvaluation
 from osteo.settings import get_settings, session_factory
-from osteo.training import Registration
+from osteo.training.results import Registration
 from osteo_mlflow import roi as tracked
 from osteo_mlflow.client import client
 from tasks.policy import RETRY
@@ -22,13 +22,13 @@ def locate_boxes() -> LocateCounts:
     locator = tracked.champion_locator(s)
     if locator is None:  # no localiser registered yet: every unboxed image waits for a person
         return LocateCounts()
-    return roi.locate_missing(session_factory(s), locator, workers=s.workers, min_confidence=s.roi_min_confidence)
+    return locate.locate_missing(session_factory(s), locator, workers=s.workers, min_confidence=s.roi_min_confidence)
 
 
 @task(name="collect-roi-views", **RETRY)
 def collect_roi_views(test_year: int, input_size: int, seed: int) -> RoiDataset:
     s = get_settings()
-    return roi_training.collect_dataset(session_factory(s, create=True), Path(s.data_dir) / "roi",
+    return training.collect_dataset(session_factory(s, create=True), Path(s.data_dir) / "roi",
                                         test_year=test_year, input_size=input_size, seed=seed, workers=s.workers)
 
 

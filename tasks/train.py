@@ -1,4 +1,4 @@
-"""Training tasks: a decorator and one call each (the work is in osteo.training and osteo_mlflow.runs)."""
+"""Training tasks: a decorator and one call each (the work is in osteo/training/ and osteo_mlflow.runs)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from pathlib import Path
 
 from prefect import task
 
-from osteo import snapshot, training
 from osteo.settings import get_settings, session_factory
-from osteo.snapshot import SnapshotInfo
-from osteo.training import Evaluation, FoldResult, OperatingPoint, Registration
+from osteo.training import folds as training_folds
+from osteo.training import snapshot
+from osteo.training.results import Evaluation, FoldResult, OperatingPoint, Registration
+from osteo.training.snapshot import SnapshotInfo
 from osteo_mlflow import registry, runs
 from osteo_mlflow.client import client
 from osteo_model.train import select_device
@@ -30,14 +31,14 @@ def check_training_inputs(config: dict, test_year: int, box_source: str = "human
 
     with session_factory(get_settings(), create=True)() as session:
         exports = snapshot.current_exports(session, box_source)
-    training.check_training_inputs(exports, TrainConfig.from_dict(config), test_year)
+    training_folds.check_training_inputs(exports, TrainConfig.from_dict(config), test_year)
 
 
 @task(name="augment-training-set", tags=["augment"], **RETRY)
 def augment_training_set(manifest_path: str, seed: int, copies: int) -> str:
     s = get_settings()
-    return training.augment_training_set(session_factory(s), manifest_path, Path(s.data_dir) / "augmented", seed,
-                                         copies)
+    return training_folds.augment_training_set(session_factory(s), manifest_path, Path(s.data_dir) / "augmented",
+                                               seed, copies)
 
 
 @task(name="start-training-run", tags=["mlflow"], **RETRY)
@@ -55,7 +56,7 @@ def train_fold(manifest_path: str, copies_path: str | None, fold: int, config: d
 
 @task(name="choose-operating-point", tags=["mlflow"], **RETRY)
 def choose_operating_point(results: list[FoldResult], target_recall: float, parent_run_id: str) -> OperatingPoint:
-    point = training.operating_point(results, target_recall)
+    point = training_folds.operating_point(results, target_recall)
     runs.log_operating_point(client(get_settings()), parent_run_id, point)
     return point
 

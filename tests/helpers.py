@@ -24,7 +24,7 @@ def isolated_settings(home: Path, **extra: str):
 def plain_refresh(factory, cohort: Path, settings) -> None:
     """The refresh's steps as plain functions (no Prefect): a quick way to a database with exports."""
     from db import create_schema
-    from osteo import refresh
+    from osteo.ingest import refresh
 
     create_schema(factory.kw["bind"])
     key = settings.resolved_pseudonym_key()

@@ -1,7 +1,8 @@
 """House rules that keep the layers apart: one import direction over every module, nothing at import time.
 
 The layers, top to bottom (docs/design.md). A module may import its own package and any package
-of a lower layer, never one above it nor a neighbour in its own layer.
+of a lower layer, never one above it nor a neighbour in its own layer. Inside `osteo/` the rooms keep
+the same rule among themselves.
 """
 
 from __future__ import annotations
@@ -32,6 +33,19 @@ OURS = set().union(*LAYERS)
 ONLY_IN = {"prefect": {"flows", "tasks"}, "prefect_dask": {"flows"}, "mlflow": {"osteo_mlflow"},
            "torch": {"osteo_model", "bench"}, "torchvision": {"osteo_model", "bench"}}  # bench: plain baselines
 NEVER_IN = {"osteo_model": {"sqlalchemy", "pydicom"}, "db": {"pandas", "numpy"}}
+
+# The rooms of osteo/ (the plain pipeline), top to bottom, under the same rule as the layers: a room may
+# import itself and any room below it, never one above nor a neighbour.
+ROOMS: list[set[str]] = [
+    {"lineage"},  # auditors' lineage over what the stages recorded
+    {"localiser", "training"},  # the femoral-neck localiser in the pipeline; the classifier's training
+    {"ingest", "synth"},  # the refresh's stages; the synthetic hospital
+    {"etl"},  # one file read: DICOM headers, DEXA, VOC boxes, pseudonyms, scope, the export's imaging
+]
+ROOM_NAMES = set().union(*ROOMS)
+# the modules at osteo/'s top serve every room; they import no room but etl (settings: etl/scope.py's defaults)
+TOP_MODULES = {"__init__", "settings", "errors", "version", "runtime"}
+TOP_MAY_IMPORT = {"etl"}
 
 
 def layer_of(package: str) -> int:
@@ -68,6 +82,48 @@ def violations(files: dict[str, str]) -> list[str]:
     return found
 
 
+def room_of(rel: str) -> str | None:
+    """The room of a module under osteo/ (None: a module at osteo/'s top)."""
+    parts = Path(rel).parts
+    return parts[1] if len(parts) > 2 else None
+
+
+def rooms_imported(source: str, rel: str) -> set[str]:
+    """The rooms of osteo/ a module imports anywhere (lazy imports included); relative imports stay home."""
+    rooms: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            dotted = [a.name.split(".") for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            dotted = [["osteo", room_of(rel)]] if room_of(rel) else []
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            base = node.module.split(".")
+            dotted = [base + [a.name] for a in node.names] if base == ["osteo"] else [base]
+        else:
+            continue
+        rooms.update(d[1] for d in dotted if len(d) > 1 and d[0] == "osteo" and d[1] in ROOM_NAMES)
+    return rooms
+
+
+def room_level(room: str) -> int:
+    return next(i for i, names in enumerate(ROOMS) if room in names)
+
+
+def room_violations(files: dict[str, str]) -> list[str]:
+    """Every import inside osteo/ against the rooms' order, for {path relative to the repo: source}."""
+    found = []
+    for rel, source in sorted(files.items()):
+        if Path(rel).parts[0] != "osteo":
+            continue
+        own = room_of(rel)
+        for room in sorted(rooms_imported(source, rel) - {own}):
+            if own is None and room not in TOP_MAY_IMPORT:
+                found.append(f"{rel} (osteo/'s top) imports the room {room}")
+            elif own is not None and room_level(room) <= room_level(own):
+                found.append(f"{rel} imports the room {room} (level {room_level(room)}, its own is {room_level(own)})")
+    return found
+
+
 def project_modules() -> dict[str, str]:
     return {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
             for package in sorted(OURS) for p in sorted((ROOT / package).rglob("*.py"))}
@@ -85,11 +141,47 @@ def test_one_import_direction_over_every_module():
     assert violations(files) == []
 
 
+def test_every_osteo_module_is_in_a_room():
+    """osteo/ holds its rooms and the few modules at its top: a new module goes in a room (docs/design.md)."""
+    osteo = ROOT / "osteo"
+    rooms = {p.parent.name for p in osteo.glob("*/__init__.py")}
+    assert rooms == ROOM_NAMES, f"place {sorted(rooms - ROOM_NAMES)} in ROOMS (or drop {sorted(ROOM_NAMES - rooms)})"
+    top = {p.stem for p in osteo.glob("*.py")}
+    assert top <= TOP_MODULES, f"put {sorted(top - TOP_MODULES)} in a room of osteo/"
+
+
+def test_one_direction_between_the_rooms():
+    files = project_modules()
+    assert sum(1 for rel in files if room_of(rel) in {"ingest", "localiser", "training"}) > 20
+    assert room_violations(files) == []
+
+
+@pytest.mark.parametrize("rel,source", [
+    ("osteo/ingest/refresh.py", "from osteo.training.snapshot import load_manifest"),  # a room above
+    ("osteo/training/snapshot.py", "def f():\n    from osteo.localiser.locate import FileLocator\n"),  # neighbours
+    ("osteo/localiser/locate.py", "import osteo.lineage"),
+    ("osteo/etl/dexa.py", "from osteo.ingest import boxes"),
+    ("osteo/settings.py", "from osteo.ingest.lock import refresh_lock"),  # osteo/'s top imports etl only
+])
+def test_an_import_against_the_rooms_is_caught(rel, source):
+    assert room_violations({rel: source})
+
+
+@pytest.mark.parametrize("rel,source", [
+    ("osteo/localiser/locate.py", "from osteo.ingest.boxes import HUMAN\nfrom osteo.settings import Settings"),
+    ("osteo/lineage/verify.py", "from osteo.training import snapshot"),
+    ("osteo/settings.py", "from osteo.etl.scope import ScopeRules"),
+    ("osteo/etl/dexa.py", "from osteo.settings import get_settings"),
+])
+def test_an_import_down_the_rooms_passes(rel, source):
+    assert room_violations({rel: source}) == []
+
+
 @pytest.mark.parametrize("rel,source", [
     ("db/models.py", "from osteo.settings import get_settings"),  # the database layer reaching up
     ("osteo_model/train.py", "def f():\n    import mlflow\n"),  # a lazy import counts too
-    ("osteo/refresh.py", "from flows.refresh import refresh_flow"),
-    ("osteo/snapshot.py", "import prefect"),
+    ("osteo/ingest/refresh.py", "from flows.refresh import refresh_flow"),
+    ("osteo/training/snapshot.py", "import prefect"),
     ("tasks/train.py", "from osteo_cli.main import main"),
     ("osteo_model/data.py", "from db.models import Export"),  # neighbours in one layer
     ("osteo_common/files.py", "from osteo.settings import REPO_ROOT"),

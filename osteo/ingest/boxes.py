@@ -37,7 +37,7 @@ OUT_OF_SCOPE = "out_of_scope"  # ... of a VOC file drawn for an image recorded a
 
 def judge_box_file(session: Session, sf: SourceFile, new: bool, data: bytes,
                    mapping: Mapping[str, str] | None = None) -> Counter:
-    """One VOC file (osteo.refresh.ingest_annotations): parsed, matched to its image, its box scaled
+    """One VOC file (osteo.ingest.refresh.ingest_annotations): parsed, matched to its image, its box scaled
     to the image's grid and stored (a corrected box replaces the old one), or left waiting (status
     `waiting`) while its image is unknown. InputError: bad input, for the caller to quarantine."""
     if new:  # the file's older content, still waiting, is replaced by this one

@@ -1,22 +1,20 @@
-"""Orchestration decisions as plain functions (no Prefect here): the one-refresh-at-a-time lock, and
-whether the nightly run trains (nothing here runs at import time).
+"""The refresh lock: one refresh at a time per database, however many worker machines run the nightly flow
+(plain functions, no Prefect; nothing here runs at import time).
 
-- Refresh lock: one refresh at a time per database, however many worker machines run the nightly flow.
-  - PostgreSQL: `pg_try_advisory_lock(key)` taken on a dedicated connection (NullPool: closing it
-    ends the session) and held for the whole refresh. Session-level: the server drops it when the
-    session ends, so a killed worker or a dropped connection never leaves a stale lock. The key is
-    derived from the schema, as Oracle's lock row lives in the schema. Needs a direct connection or
-    session pooling (a transaction-pooling bouncer would hand the lock to another client).
-  - Oracle (and any other server database): the `refresh_lock` row (db.models.RefreshLock) taken
-    with SELECT ... FOR UPDATE NOWAIT in a transaction left open for the whole refresh, rolled back
-    at the end; the server's cleanup of a dead session rolls it back too.
-  - SQLite: an exclusive, non-blocking `flock` on `<var_dir>/refresh.lock` holding the owner's PID;
-    the kernel drops it when the owner dies (kill -9 included). SQLite is one machine's database.
-  A second refresh is refused at once (RefreshAlreadyRunning), never queued. A holder whose lock
-  connection died has lost the lock (another refresh may take it): `assert_still_held` between the
-  refresh's stages stops it with RefreshLockLost before it writes more.
-- Training decision: the nightly run trains when the snapshot the training would take now has a
-  digest that no finished training (a TrainingRun row) used.
+- PostgreSQL: `pg_try_advisory_lock(key)` taken on a dedicated connection (NullPool: closing it
+  ends the session) and held for the whole refresh. Session-level: the server drops it when the
+  session ends, so a killed worker or a dropped connection never leaves a stale lock. The key is
+  derived from the schema, as Oracle's lock row lives in the schema. Needs a direct connection or
+  session pooling (a transaction-pooling bouncer would hand the lock to another client).
+- Oracle (and any other server database): the `refresh_lock` row (db.models.RefreshLock) taken
+  with SELECT ... FOR UPDATE NOWAIT in a transaction left open for the whole refresh, rolled back
+  at the end; the server's cleanup of a dead session rolls it back too.
+- SQLite: an exclusive, non-blocking `flock` on `<var_dir>/refresh.lock` holding the owner's PID;
+  the kernel drops it when the owner dies (kill -9 included). SQLite is one machine's database.
+A second refresh is refused at once (RefreshAlreadyRunning), never queued. A holder whose lock
+connection died has lost the lock (another refresh may take it): `assert_still_held` between the
+refresh's stages stops it with RefreshLockLost before it writes more. `failure_reason` is the one
+line a failed refresh records (the driver's message trimmed as the lock's errors are).
 """
 
 from __future__ import annotations
@@ -27,14 +25,11 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from osteo.errors import UserError
 from osteo.settings import Settings, get_settings
-
-# --- one refresh at a time ------------------------------------------------------------------
 
 LOCK_NAME = "refresh"  # the lock row's name (Oracle) and the seed of the advisory key (PostgreSQL)
 REFUSED = "this one was refused so that records are never ingested twice at once. Wait for it to finish"
@@ -312,81 +307,3 @@ def _quietly(fn, *args) -> None:
         fn(*args)
     except Exception:  # noqa: BLE001 - nothing left to release on a dead connection
         pass
-
-
-def sweep_partial_files(root: Path) -> int:
-    """Remove temporary files a killed writer left (`atomic_write_bytes` names them `.NAME.*.tmp`).
-
-    Only called under the refresh lock, when no other writer can be mid-write in this folder.
-    """
-    removed = 0
-    if Path(root).is_dir():
-        for tmp in Path(root).rglob("*.tmp"):
-            if tmp.is_file():
-                tmp.unlink(missing_ok=True)
-                removed += 1
-    return removed
-
-
-# --- should the nightly run train? ---------------------------------------------------------
-
-@dataclass(frozen=True)
-class TrainingDecision:
-    train: bool
-    reason: str
-    digest: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def decide_training(candidate_digest: str | None, trained_digests: set[str] | frozenset[str], *,
-                    enabled: bool = True, force: bool = False) -> TrainingDecision:
-    """Train when the labelled set (as the training would snapshot it) has not been trained on yet."""
-    if not enabled:
-        return TrainingDecision(False, "training after the refresh is switched off", candidate_digest)
-    if candidate_digest is None:
-        return TrainingDecision(False, "no exported, labelled images yet", None)
-    if force:
-        return TrainingDecision(True, "training forced", candidate_digest)
-    if candidate_digest in trained_digests:
-        return TrainingDecision(False, f"snapshot {candidate_digest[:12]} is already trained; the labelled set "
-                                       "did not change", candidate_digest)
-    return TrainingDecision(True, f"new snapshot {candidate_digest[:12]}: the labelled set changed",
-                            candidate_digest)
-
-
-def candidate_digest(factory, *, test_year: int, folds: int, seed: int) -> str | None:
-    """The digest `take_snapshot` would record now (same split, same columns), without recording it."""
-    from osteo.snapshot import MANIFEST_COLUMNS, current_exports, manifest_digest
-    from osteo_model.splits import assign_splits
-
-    with factory() as session:
-        exports = current_exports(session)
-    if exports.empty:
-        return None
-    manifest = assign_splits(exports, test_year=test_year, folds=folds, seed=seed)
-    manifest = manifest[manifest["split"] != "unused"].reset_index(drop=True)[MANIFEST_COLUMNS]
-    return manifest_digest(manifest)
-
-
-def trained_digests(factory) -> set[str]:
-    """Digests of snapshots that a finished training (recorded at registration) used."""
-    from sqlalchemy import select
-
-    from db.models import Snapshot, TrainingRun
-
-    with factory() as session:
-        return set(session.scalars(select(Snapshot.digest).join(TrainingRun, TrainingRun.snapshot_id == Snapshot.id)))
-
-
-def training_decision(factory, *, test_year: int, folds: int, seed: int, enabled: bool = True,
-                      force: bool = False) -> TrainingDecision:
-    """Whether tonight trains: the candidate snapshot's digest against those already trained."""
-    if not enabled:
-        return decide_training(None, set(), enabled=False)
-    try:
-        digest = candidate_digest(factory, test_year=test_year, folds=folds, seed=seed)
-    except ValueError as exc:  # e.g. fewer patients of a class than folds: training would fail the same way
-        return TrainingDecision(False, f"the labelled set cannot be split for training yet: {exc}")
-    return decide_training(digest, trained_digests(factory), enabled=enabled, force=force)

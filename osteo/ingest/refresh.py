@@ -1,5 +1,5 @@
 """The refresh's work as plain functions (sessions and settings passed in); tasks/ wraps them.
-Which files are read (the walk, the unchanged ones) is osteo/discovery.py."""
+Which files are read (the walk, the unchanged ones) is osteo/ingest/discovery.py."""
 
 from __future__ import annotations
 
@@ -27,8 +27,6 @@ from db.quarantine import (
     tidy,
 )
 from db.store import get_or_create_source, quarantine, source_files, store_dexa_rows, store_dicom_results
-from osteo.boxes import HUMAN, WAITING, judge_box_file, winning_boxes
-from osteo.discovery import batches, check_folder, discover, file_bytes, unchanged_files, walk  # noqa: F401 - the refresh's names
 from osteo.errors import UserError
 from osteo.etl import dicom_headers
 from osteo.etl.dexa import parse_dexa_file
@@ -36,10 +34,12 @@ from osteo.etl.errors import InputError
 from osteo.etl.imaging import ALGORITHM_VERSION
 from osteo.etl.pool import shared_pool
 from osteo.etl.scope import ScopeRules
-from osteo.orchestration import failure_reason
-from osteo.quarantine import judging_context
-from osteo.refresh_report import ExportCounts, PairCounts, Problem, RefreshReport, StageCounts, ThisRun
-from osteo.refresh_totals import empty_folders, quarantine_table, summarise  # noqa: F401 - the refresh's names
+from osteo.ingest.boxes import HUMAN, WAITING, judge_box_file, winning_boxes
+from osteo.ingest.discovery import batches, check_folder, discover, file_bytes, unchanged_files, walk  # noqa: F401 - the refresh's names
+from osteo.ingest.lock import failure_reason
+from osteo.ingest.quarantine import judging_context
+from osteo.ingest.report import ExportCounts, PairCounts, Problem, RefreshReport, StageCounts, ThisRun
+from osteo.ingest.totals import empty_folders, quarantine_table, summarise  # noqa: F401 - the refresh's names
 from osteo.settings import ROI_MIN_CONFIDENCE, Settings
 from osteo.version import code_version, utcnow
 from osteo_common.files import fsync_dirs
@@ -147,12 +147,12 @@ def ingest_annotations(factory: sessionmaker[Session], paths: list[str], *,
                        rehash: bool = False) -> StageCounts:
     """A box file unchanged by size and mtime is not opened (`rehash`: all are read). A quarantined box
     file is judged again under new code or when `retry_quarantined` (see ingest_dexa).
-    A file whose image is not known yet waits and is read again by every refresh (osteo/boxes.py);
+    A file whose image is not known yet waits and is read again by every refresh (osteo/ingest/boxes.py);
     `mapping` (an annotation map) names the images of files named otherwise."""
     counts: Counter = Counter()
     context = judging_context("ingest_annotation", mapping=dict(mapping) if mapping else None)  # a new map: again
     with factory() as session, session.begin():
-        # a file waiting for its image is read again whatever its stamp (osteo/boxes.py)
+        # a file waiting for its image is read again whatever its stamp (osteo/ingest/boxes.py)
         skip = set() if rehash else unchanged_files(session, paths, "ingest_annotation", context, kind="annotation",
                                                     retry_quarantined=retry_quarantined,
                                                     keep=lambda row: row.status != WAITING)

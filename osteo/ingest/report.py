@@ -131,7 +131,7 @@ class ThisRun:
     pairing: PairCounts
     export: ExportCounts
     located: LocateCounts = LocateCounts()
-    empty_folders: tuple[EmptyFolder, ...] = ()  # set when the run is recorded (osteo.refresh_totals)
+    empty_folders: tuple[EmptyFolder, ...] = ()  # set when the run is recorded (osteo.ingest.totals)
 
     def files_by_folder(self) -> dict[str, int]:
         return {"dicom": self.dicom.files, "dexa": self.dexa.files, "annotations": self.annotations.files}

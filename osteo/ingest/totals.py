@@ -1,5 +1,5 @@
 """What the database holds after a refresh: the totals half of the nightly report, and the active
-quarantine by stage and reason (osteo.refresh re-exports both)."""
+quarantine by stage and reason (osteo.ingest.refresh re-exports both)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Annotation, DexaExam, DicomImage, Export, OutOfScope, Pair, Quarantine, RefreshRun
-from osteo.boxes import HUMAN, awaiting_box, waiting_files
-from osteo.refresh_report import FOLDERS, EmptyFolder, ThisRun, Totals
+from osteo.ingest.boxes import HUMAN, awaiting_box, waiting_files
+from osteo.ingest.report import FOLDERS, EmptyFolder, ThisRun, Totals
 from osteo.settings import ROI_MIN_CONFIDENCE
 
 

@@ -1,7 +1,7 @@
 """What waits, by name: the box files whose image is not ingested yet (`osteo waiting`; the refresh
 summary counts them as waiting.unmatched_box_files). Such a file is not an error, so it is not in the
 quarantine; every refresh reads it again until its image (or its --annotation-map entry) arrives
-(osteo/boxes.py)."""
+(osteo/ingest/boxes.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import SourceFile
-from osteo.boxes import WAITING
 from osteo.etl.annotations import parse_voc
 from osteo.etl.errors import InputError
+from osteo.ingest.boxes import WAITING
 
 
 @dataclass(frozen=True)

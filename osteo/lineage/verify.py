@@ -65,7 +65,7 @@ def verify_lineage(lineage: dict[str, Any], fetch_checkpoint: FetchCheckpoint | 
     With `fetch_checkpoint` the registered model's checkpoint is fetched and re-hashed too (role
     "checkpoint"); one whose hash was never recorded is listed under `unchecked` and does not fail.
     """
-    from osteo.snapshot import load_manifest, manifest_digest
+    from osteo.training.snapshot import load_manifest, manifest_digest
 
     missing: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []

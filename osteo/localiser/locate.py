@@ -3,7 +3,7 @@ and the refresh's locate step. Plain functions; the localiser itself is passed i
 registered champion through osteo_mlflow, or a checkpoint file), so nothing here knows MLflow.
 
 A localiser box is stored beside a person's boxes (annotation.source `model`, with the localiser's
-name, version and confidence); osteo/boxes.py decides which box of an image side exports: a
+name, version and confidence); osteo/ingest/boxes.py decides which box of an image side exports: a
 person's always, else the newest localiser box when it is confident.
 
 An image without a usable laterality (a PNG or JPEG, a DICOM without ImageLaterality) is decided from
@@ -29,11 +29,11 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from db.models import Annotation, DicomImage, Pair, SourceFile
 from db.store import quarantine
-from osteo.boxes import HUMAN, MODEL, image_sides
 from osteo.etl.annotations import CLASS_NAME
 from osteo.etl.dicom_headers import row_direction
 from osteo.etl.pool import shared_pool
-from osteo.refresh_report import LocateCounts
+from osteo.ingest.boxes import HUMAN, MODEL, image_sides
+from osteo.ingest.report import LocateCounts
 from osteo.settings import ROI_MIN_CONFIDENCE
 
 UNLABELLED = "?"  # laterality of an image whose hips the pixels decide

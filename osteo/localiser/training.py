@@ -24,8 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Annotation, DicomImage, Patient, SourceFile
-from osteo.boxes import HUMAN
 from osteo.etl.pool import shared_pool
+from osteo.ingest.boxes import HUMAN
 from osteo_common.files import atomic_write_bytes, write_json
 
 VAL_SHARE = 0.15  # of the training patients, for the best epoch
@@ -107,7 +107,7 @@ def _views_of(job: dict[str, Any]) -> dict[str, Any]:
     """Worker: the boxed views of one image and its away-from-the-neck negatives (small arrays
     travel back, never the image)."""
     from osteo.etl.imaging import ExportError, load_dicom, prepare_display
-    from osteo.roi_negatives import film_negatives
+    from osteo.localiser.negatives import film_negatives
     from osteo_model.roi import hip_views, to_view_box, view_input
 
     try:
@@ -127,9 +127,9 @@ def _views_of(job: dict[str, Any]) -> dict[str, Any]:
 
 def collect_dataset(factory: sessionmaker[Session], out_dir: Path, *, test_year: int, input_size: int,
                     seed: int = 0, workers: int = 1) -> RoiDataset:
-    """Every human box as a view, split by patient, with negative views of each part (osteo.roi_negatives);
+    """Every human box as a view, split by patient, with negative views of each part (osteo.localiser.negatives);
     written once per content digest."""
-    from osteo.roi_negatives import NEG_VERSION, nonhip_renderer
+    from osteo.localiser.negatives import NEG_VERSION, nonhip_renderer
 
     with factory() as session:
         images = _boxed_images(session)
@@ -180,8 +180,8 @@ def collect_dataset(factory: sessionmaker[Session], out_dir: Path, *, test_year:
 
 
 def _nonhip_views(job: tuple[int, int, list[int]]) -> tuple[np.ndarray, list[str]]:
-    """Worker: ``n`` other radiographs as views (osteo.roi_negatives.nonhip_negatives)."""
-    from osteo.roi_negatives import nonhip_negatives
+    """Worker: ``n`` other radiographs as views (osteo.localiser.negatives.nonhip_negatives)."""
+    from osteo.localiser.negatives import nonhip_negatives
 
     return nonhip_negatives(*job)
 
@@ -189,7 +189,7 @@ def _nonhip_views(job: tuple[int, int, list[int]]) -> tuple[np.ndarray, list[str
 def _add_nonhip(arrays: dict[str, list], size: int, seed: int, workers: int) -> None:
     """Other radiographs as negatives of each part (none without the simulator's renderer), rendered
     in chunks of NONHIP_CHUNK (seeded per chunk: the same views for any number of workers)."""
-    from osteo.roi_negatives import nonhip_renderer
+    from osteo.localiser.negatives import nonhip_renderer
 
     if nonhip_renderer() is None:
         return
@@ -239,8 +239,8 @@ def train_and_evaluate(dataset: RoiDataset, config: Any, out_dir: Path, *,
 
 def evaluate(model: Any, data: Any, size: int, seconds: float = 0.0, min_confidence: float = 0.8) -> RoiEvaluation:
     """Test-year boxes back on the images' pixel grids against the held-out human boxes, and the
-    confidence (osteo.roi_reliability.confidence_metrics)."""
-    from osteo.roi_reliability import confidence_metrics
+    confidence (osteo.localiser.reliability.confidence_metrics)."""
+    from osteo.localiser.reliability import confidence_metrics
     from osteo_model.roi import HipView, to_image_box
     from osteo_model.roi_train import box_iou, box_metrics, predict_boxes
 
@@ -277,7 +277,7 @@ class RoiReport:
     run_id: str
     dataset: RoiDataset
     evaluation: RoiEvaluation
-    registration: Any  # osteo.training.Registration
+    registration: Any  # osteo.training.results.Registration
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "dataset": self.dataset.to_dict(), "test": self.evaluation.metrics,
@@ -304,7 +304,7 @@ class RoiReport:
         return "```\n" + self.summary() + "\n```\n"
 
 
-def _registered_line(r: Any) -> str:  # osteo.training.Registration
+def _registered_line(r: Any) -> str:  # osteo.training.results.Registration
     """What the registry did, once: the new version's alias, and why (osteo_mlflow.roi._gate)."""
     if r.champion:
         return f"registered      {r.model_name} version {r.model_version}, now champion: {r.decision}"

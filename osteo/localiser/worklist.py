@@ -10,7 +10,7 @@ localiser is registered), and on an AP pelvis also the box of a side that has on
 that the saved file holds both femoral necks.
 A person opens DIR in LabelImg, draws or corrects each box and saves the VOC file beside its PNG;
 `osteo refresh --annotations DIR` then scales each box back to the DICOM's pixel grid by its
-`<size>` (osteo/boxes.py). File names are SOP Instance UIDs (not patient identifiers); the PNGs
+`<size>` (osteo/ingest/boxes.py). File names are SOP Instance UIDs (not patient identifiers); the PNGs
 carry no metadata. Re-running writes the same files with the same bytes, and never overwrites a
 VOC file that differs from the proposal (a person's work).
 """
@@ -24,10 +24,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from osteo.boxes import awaiting_box, latest_boxes
 from osteo.errors import UserError
 from osteo.etl.annotations import CLASS_NAME, WORKLIST_MAX_SIZE, Box, scale_box, voc_xml
 from osteo.etl.pool import shared_pool
+from osteo.ingest.boxes import awaiting_box, latest_boxes
 from osteo.settings import ROI_MIN_CONFIDENCE, Settings
 from osteo_common.files import atomic_write_text
 

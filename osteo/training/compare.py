@@ -20,9 +20,10 @@ from typing import Any
 import pandas as pd
 
 from osteo.errors import UserError
-from osteo.snapshot import SnapshotInfo, load_manifest
-from osteo.test_report import TestReportExtras, extra_test_report
-from osteo.training import Evaluation, FoldResult, Registration, training_digest
+from osteo.training.evaluation_report import TestReportExtras, extra_test_report
+from osteo.training.folds import training_digest
+from osteo.training.results import Evaluation, FoldResult, Registration
+from osteo.training.snapshot import SnapshotInfo, load_manifest
 
 DEFAULT_ARCHS: tuple[str, ...] = ("resnet18", "resnet34", "googlenet", "densenet121", "vgg16")
 # the seed's columns (per class precision/recall/F1, training time) plus AUC, accuracy and size
@@ -70,7 +71,7 @@ class ArchResult:
     best: FoldResult
     evaluation: Evaluation
     n_parameters: int
-    extras: TestReportExtras | None = None  # subgroups and calibration (osteo.test_report)
+    extras: TestReportExtras | None = None  # subgroups and calibration (osteo.training.evaluation_report)
 
     @property
     def train_seconds(self) -> float:
@@ -139,8 +140,8 @@ def table_markdown(table: pd.DataFrame, title: str = "") -> str:
 
 
 def pick_best_arch(results: list[ArchResult], select_by: str) -> ArchResult:
-    """The architecture whose best fold wins on validation (the fold rule of osteo.training.pick_best)."""
-    from osteo.training import pick_best
+    """The architecture whose best fold wins on validation (the fold rule of osteo.training.folds.pick_best)."""
+    from osteo.training.folds import pick_best
 
     best_fold = pick_best([r.best for r in results], select_by)
     return next(r for r in results if r.best is best_fold)

@@ -67,8 +67,6 @@ def acquisition_table(factory: sessionmaker[Session], member_ids: Sequence[int])
 class TestReportExtras:
     """Flat numbers of the subgroup and calibration report (for the run's metrics) and its files."""
 
-    __test__ = False  # not a pytest class, whatever its name
-
     n_subgroups: int
     n_subgroups_auc_undefined: int
     n_subgroups_auc_off: int  # AUC more than 0.05 from the overall AUC

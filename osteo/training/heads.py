@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
-from osteo.clinical import clinical_matrix, clinical_table, parse_clinical
 from osteo.errors import UserError
+from osteo.training.clinical import clinical_matrix, clinical_table, parse_clinical
 from osteo_common.files import atomic_write_text
 
 FIT_ON = ("train", "validation")
@@ -47,7 +47,7 @@ class HeadsReport:
 def _frame(manifest: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
     if isinstance(manifest, pd.DataFrame):
         return manifest
-    from osteo.snapshot import load_manifest
+    from osteo.training.snapshot import load_manifest
 
     return load_manifest(manifest)
 

@@ -30,7 +30,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from db.models import AugmentedCopy, Export, PredictionAudit, RefreshLock
-from osteo import refresh, snapshot
+from osteo.ingest import refresh
+from osteo.training import snapshot
 from osteo.settings import get_settings, session_factory
 from osteo.synth import generate_cohort
 

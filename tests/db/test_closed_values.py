@@ -26,8 +26,8 @@ def test_the_database_refuses_a_value_outside_the_set(engine):
 
 def test_the_code_writes_the_values_of_the_sets():
     """The constants the pipeline and the service write from are the database's sets."""
-    from osteo.boxes import OUT_OF_SCOPE, WAITING
-    from osteo.quarantine import STAGES
+    from osteo.ingest.boxes import OUT_OF_SCOPE, WAITING
+    from osteo.ingest.quarantine import STAGES
     from osteo_service.screening import BOX_SOURCES
 
     assert set(STAGES) == set(QUARANTINE_STAGES)

@@ -124,7 +124,7 @@ def test_one_nightly_at_a_time_on_the_server():
 # --- the nightly decision ------------------------------------------------------------------------
 
 def test_training_follows_only_a_new_snapshot_digest():
-    from osteo.orchestration import decide_training
+    from osteo.training.decision import decide_training
 
     assert decide_training("a" * 64, set()).train
     assert decide_training("b" * 64, {"a" * 64}).train
@@ -136,8 +136,8 @@ def test_training_follows_only_a_new_snapshot_digest():
 
 
 def test_nightly_decision_on_an_empty_database(tmp_path):
-    from osteo.orchestration import TrainingDecision, training_decision
     from osteo.settings import session_factory
+    from osteo.training.decision import TrainingDecision, training_decision
     from tests.helpers import isolated_settings
 
     with isolated_settings(tmp_path) as settings:
@@ -161,9 +161,9 @@ def test_candidate_digest_is_the_digest_training_records(engine, tmp_path, small
     """The nightly decision predicts take_snapshot's digest, and sees it as trained once a run is recorded."""
     from sqlalchemy.orm import sessionmaker
 
-    from osteo.orchestration import candidate_digest, trained_digests
     from osteo.settings import Settings
-    from osteo.snapshot import record_training_run, take_snapshot
+    from osteo.training.decision import candidate_digest, trained_digests
+    from osteo.training.snapshot import record_training_run, take_snapshot
     from tests.helpers import plain_refresh
 
     factory = sessionmaker(engine, expire_on_commit=False)
@@ -183,7 +183,7 @@ def test_candidate_digest_is_the_digest_training_records(engine, tmp_path, small
 # --- one refresh at a time (ephemeral / CLI runs) ---------------------------------------------------
 
 def test_second_refresh_is_refused_while_one_runs(tmp_path):
-    from osteo.orchestration import RefreshAlreadyRunning, refresh_lock
+    from osteo.ingest.lock import RefreshAlreadyRunning, refresh_lock
     from tests.helpers import isolated_settings
 
     with isolated_settings(tmp_path) as settings:
@@ -191,7 +191,7 @@ def test_second_refresh_is_refused_while_one_runs(tmp_path):
             assert f"pid {os.getpid()}" in path.read_text()
             # another process (a second `osteo refresh`) is refused with a clear message
             probe = subprocess.run(
-                [sys.executable, "-c", "from osteo.orchestration import refresh_lock\n"
+                [sys.executable, "-c", "from osteo.ingest.lock import refresh_lock\n"
                  "from osteo.settings import get_settings\n"
                  "with refresh_lock(get_settings()): pass"],
                 capture_output=True, text=True, env=os.environ.copy(), cwd=REPO_ROOT, timeout=120)
@@ -208,12 +208,12 @@ def test_lock_dies_with_its_holder(tmp_path):
     """kill -9 of a running refresh leaves no stale lock (the kernel drops a dead process's flock)."""
     import signal
 
-    from osteo.orchestration import refresh_lock
+    from osteo.ingest.lock import refresh_lock
     from tests.helpers import isolated_settings
 
     with isolated_settings(tmp_path) as settings:
         holder = subprocess.Popen(
-            [sys.executable, "-c", "import sys, time\nfrom osteo.orchestration import refresh_lock\n"
+            [sys.executable, "-c", "import sys, time\nfrom osteo.ingest.lock import refresh_lock\n"
              "from osteo.settings import get_settings\n"
              "with refresh_lock(get_settings()):\n    print('held', flush=True)\n    time.sleep(600)"],
             stdout=subprocess.PIPE, text=True, env=os.environ.copy(), cwd=REPO_ROOT)
@@ -230,7 +230,7 @@ def test_lock_dies_with_its_holder(tmp_path):
 
 def test_refresh_flow_refuses_while_locked(tmp_path, prefect_harness):
     """The flow itself takes the lock, so `osteo refresh`, the nightly flow and deployments all obey it."""
-    from osteo.orchestration import RefreshAlreadyRunning, refresh_lock
+    from osteo.ingest.lock import RefreshAlreadyRunning, refresh_lock
     from tests.helpers import isolated_settings
 
     with isolated_settings(tmp_path) as settings:
@@ -326,7 +326,7 @@ def test_nightly_decision_artifact_with_and_without_a_training():
     from types import SimpleNamespace
 
     from flows.nightly import decision_markdown
-    from osteo.orchestration import TrainingDecision
+    from osteo.training.decision import TrainingDecision
 
     assert decision_markdown(TrainingDecision(False, "no exported, labelled images yet"), None) == (
         "**training**: no: no exported, labelled images yet")

@@ -135,7 +135,7 @@ def drop_connection_on(monkeypatch, url: str, batch: int, seen: dict) -> None:
     from sqlalchemy import func, select, text
 
     from db.models import SourceFile
-    from osteo import refresh as plain
+    from osteo.ingest import refresh as plain
 
     real = plain.store_dicom_results
     seen["calls"] = []
@@ -182,7 +182,7 @@ def test_connection_dropped_with_retries_exhausted_fails_cleanly(tmp_path, cohor
     the error surfaces, batch 1 stays, nothing of batch 2; the next night's run ends like a clean one."""
     from sqlalchemy.exc import OperationalError
 
-    from osteo import refresh as plain
+    from osteo.ingest import refresh as plain
     from osteo.settings import session_factory
     from osteo_common.chunks import batched
 
@@ -209,8 +209,8 @@ def test_connection_dropped_with_retries_exhausted_fails_cleanly(tmp_path, cohor
 def test_lock_connection_dropped_mid_run_stops_the_refresh(tmp_path, cohort, clean, monkeypatch):
     """The lock's own connection dies (the lock is free for another worker): the refresh stops before
     its next batch, says why in its refresh_run row, and the next run goes on from what it committed."""
-    from osteo import refresh as plain
-    from osteo.orchestration import RefreshLockLost
+    from osteo.ingest import refresh as plain
+    from osteo.ingest.lock import RefreshLockLost
 
     clean_ref = clean("postgresql")
     with pg_schema("fault") as url, refresh_env(tmp_path, url):
@@ -264,7 +264,7 @@ def test_read_only_export_folder_fails_cleanly(tmp_path, cohort, clean, monkeypa
     import tempfile
 
     import osteo_common.files as files_mod
-    from osteo.refresh import ExportWriteError
+    from osteo.ingest.refresh import ExportWriteError
 
     clean_ref = clean("sqlite")
     export = tmp_path / "data" / "export"
@@ -306,7 +306,7 @@ def test_disk_full_mid_export_fails_cleanly(tmp_path, cohort, clean, monkeypatch
 
     import osteo.etl.imaging.export as export_mod
     import osteo_common.files as files_mod
-    from osteo.refresh import ExportWriteError
+    from osteo.ingest.refresh import ExportWriteError
 
     clean_ref = clean("sqlite")
     full_after = EXPORT_BATCH + 1  # batch 1 commits; batch 2 writes a file, then the disk is full

@@ -19,8 +19,8 @@ PATIENTS, SEED = 40, 3
 
 
 def test_archs_are_checked_before_anything_runs(capsys):
-    from osteo.compare import DEFAULT_ARCHS, parse_archs
     from osteo.errors import UserError
+    from osteo.training.compare import DEFAULT_ARCHS, parse_archs
     from osteo_cli.main import main
 
     assert parse_archs(None) == DEFAULT_ARCHS
@@ -34,7 +34,7 @@ def test_archs_are_checked_before_anything_runs(capsys):
 def test_table_markdown_says_undefined_not_nan():
     import pandas as pd
 
-    from osteo.compare import table_markdown
+    from osteo.training.compare import table_markdown
 
     md = table_markdown(pd.DataFrame({"arch": ["resnet18"], "roc_auc": [float("nan")], "recall_1": [0.5]}))
     assert md.splitlines()[2] == "| resnet18 | n/a | 0.500 |"

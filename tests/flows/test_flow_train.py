@@ -74,7 +74,7 @@ def _png_and_dicom(demo_run) -> tuple[bytes, bytes]:
 
     from db.models import SourceFile
     from osteo.settings import get_settings, session_factory
-    from osteo.snapshot import load_manifest
+    from osteo.training.snapshot import load_manifest
 
     manifest = Path(demo_run["settings"].data_dir) / "snapshots" / f"{demo_run['train']['snapshot_digest']}.csv"
     test = load_manifest(manifest).query("split == 'test'")
@@ -219,13 +219,13 @@ def test_an_unusable_test_year_is_refused_before_any_run(demo_run):
 
 
 def test_a_training_that_fails_marks_its_runs_failed(demo_run, monkeypatch):
-    import osteo.training
+    import osteo.training.folds
     from flows.train import train_flow
 
     def broken(manifest, fold, config, out_dir, **kw):
         raise RuntimeError(f"injected fault in fold {fold}")
 
-    monkeypatch.setattr(osteo.training, "run_fold", broken)
+    monkeypatch.setattr(osteo.training.folds, "run_fold", broken)
     client, s = _client()
     exp = client.get_experiment_by_name(s.mlflow_experiment).experiment_id
     with pytest.raises(RuntimeError, match="injected fault"):

@@ -45,8 +45,8 @@ def test_dropped_connection_is_retried_and_bad_input_is_not(tmp_path, monkeypatc
     from sqlalchemy.exc import OperationalError
 
     import tasks.refresh as task_mod
-    from osteo import refresh as plain
     from osteo.etl.errors import InputError
+    from osteo.ingest import refresh as plain
     from tests.helpers import isolated_settings
 
     with isolated_settings(tmp_path):
@@ -96,7 +96,7 @@ def test_transient_only_classifies_faults():
 
 def test_finished_fold_is_not_trained_again(tmp_path, monkeypatch):
     import osteo_model.train as model_train
-    from osteo.training import run_fold
+    from osteo.training.folds import run_fold
     from osteo_common.files import write_json
     from osteo_model.config import get_preset
 
@@ -116,7 +116,7 @@ def test_finished_fold_is_not_trained_again(tmp_path, monkeypatch):
 def test_half_written_fold_marker_means_unfinished(tmp_path, monkeypatch):
     """A kill during write_json leaves only fold-k.json.tmp: the fold is not finished and trains again."""
     import osteo_model.train as model_train
-    from osteo.training import run_fold
+    from osteo.training.folds import run_fold
     from osteo_model.config import get_preset
 
     class Trained(Exception):
@@ -126,7 +126,7 @@ def test_half_written_fold_marker_means_unfinished(tmp_path, monkeypatch):
         raise Trained
 
     monkeypatch.setattr(model_train, "train_fold", trainer)
-    monkeypatch.setattr("osteo.training.fold_frames", lambda manifest, fold: (None, None))
+    monkeypatch.setattr("osteo.training.folds.fold_frames", lambda manifest, fold: (None, None))
     (tmp_path / ".fold-0.json.x1.tmp").write_text('{"fold": 0, "val_lo')
     with pytest.raises(Trained):
         run_fold(None, 0, get_preset("demo"), tmp_path)

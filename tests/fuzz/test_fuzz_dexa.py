@@ -1,4 +1,4 @@
-"""Hostile DEXA exports through the refresh's ingest (osteo.refresh.ingest_dexa): good rows next to bad
+"""Hostile DEXA exports through the refresh's ingest (osteo.ingest.refresh.ingest_dexa): good rows next to bad
 ones (impossible dates, negative BMD, T-, Z-scores and ages out of range, stray quotes, binary junk,
 a field over the csv module's limit), in UTF-8, UTF-8 with BOM, Big5 and UTF-16 as Excel writes it
 ("Unicode Text": BOM, tabs, CRLF). Every good row is stored, no bad row is, each bad row is quarantined
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from db.models import DexaExam
-from osteo import refresh
+from osteo.ingest import refresh
 from osteo.settings import Settings
 from tests.fuzz.support import call, check_exam, count, factory_for, fuzz, quarantine_reasons, source
 from tests.fuzz.support import damage as damage_bytes

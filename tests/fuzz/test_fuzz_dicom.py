@@ -1,4 +1,4 @@
-"""Hostile DICOM through the refresh's header ingest (osteo.refresh.ingest_dicom) and the export/render
+"""Hostile DICOM through the refresh's header ingest (osteo.ingest.refresh.ingest_dicom) and the export/render
 path (osteo.etl.imaging): every file is processed or quarantined with a reason, nothing crashes,
 nothing invalid is stored, pydicom says nothing, and no declared size is allocated unchecked.
 
@@ -21,11 +21,11 @@ from pydicom.dataset import Dataset
 from sqlalchemy import select
 
 from db.models import DicomImage, OutOfScope
-from osteo import refresh
 from osteo.etl import imaging
 from osteo.etl.dicom_headers import header_record
 from osteo.etl.errors import InputError
 from osteo.etl.imaging import ExportError
+from osteo.ingest import refresh
 from tests.dicom_factory import make_dicom
 from tests.fuzz.dicom_inputs import DICOM, ENCODINGS, SEEDS, deflate_bomb, encode, mutate
 from tests.fuzz.support import call, check_image, count, factory_for, fuzz, quarantine_reasons, source

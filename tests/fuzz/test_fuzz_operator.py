@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from db import create_schema, make_engine, make_session_factory
 from db.models import Annotation, DexaExam, DicomImage, Quarantine, SourceFile
-from osteo import refresh
+from osteo.ingest import refresh
 from osteo.settings import Settings
 from tests.dicom_factory import make_dicom
 from tests.fuzz.support import fuzz

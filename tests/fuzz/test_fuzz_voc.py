@@ -1,4 +1,4 @@
-"""Hostile LabelImg VOC files through the refresh's ingest (osteo.refresh.ingest_annotations): entity
+"""Hostile LabelImg VOC files through the refresh's ingest (osteo.ingest.refresh.ingest_annotations): entity
 bombs (billion laughs, in UTF-8 and UTF-16), external entities, boxes outside the image or with no
 area, sizes and coordinates that are not numbers, malformed and cut XML. Every file is stored, left
 waiting for its image, recorded out of scope, or quarantined with a reason; a stored box lies on its
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from db.models import Annotation, DicomImage
-from osteo import refresh
+from osteo.ingest import refresh
 from tests.dicom_factory import make_dicom
 from tests.fuzz.support import (
     call,

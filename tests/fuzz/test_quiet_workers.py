@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from osteo.etl.dicom_headers import read_headers
     from osteo.etl.pool import shared_pool
-    from osteo.refresh import _export_one
+    from osteo.ingest.refresh import _export_one
     from tests.dicom_factory import make_dicom
     from tests.fuzz.support import claim
 

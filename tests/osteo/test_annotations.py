@@ -10,10 +10,10 @@ from sqlalchemy import select
 
 from db import make_session_factory
 from db.models import Annotation, Quarantine, SourceFile
-from osteo import refresh
 from osteo.errors import UserError
 from osteo.etl.annotations import load_annotation_map, parse_voc, scale_box, to_pixel_box, voc_xml
 from osteo.etl.errors import InputError
+from osteo.ingest import refresh
 from tests.dicom_factory import make_dicom
 
 KEY = b"test-key"

@@ -1,4 +1,4 @@
-"""Clinical variables and DEXA targets of snapshot members (osteo/clinical.py)."""
+"""Clinical variables and DEXA targets of snapshot members (osteo/training/clinical.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from osteo.clinical import clinical_matrix, clinical_table, parse_clinical
 from osteo.errors import UserError
+from osteo.training.clinical import clinical_matrix, clinical_table, parse_clinical
 
 
 def _member(session, k: int, *, sex, age, bmd, t, label3, sides=("L",)) -> list[int]:
@@ -123,7 +123,7 @@ def small_study(engine, tmp_path):
 def test_heads_report_writes_metrics_and_figures(small_study, tmp_path):
     import pandas as pd
 
-    from osteo.heads_report import heads_report
+    from osteo.training.heads import heads_report
 
     factory, manifest, ckpt = small_study
     rep = heads_report(factory, manifest, ckpt, tmp_path / "heads", device="cpu")

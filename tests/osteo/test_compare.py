@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 
-from osteo.compare import TABLE_COLUMNS, ArchResult, CompareReport, comparison_table, pick_best_arch
-from osteo.snapshot import SnapshotInfo
-from osteo.training import Evaluation, FoldResult
+from osteo.training.compare import TABLE_COLUMNS, ArchResult, CompareReport, comparison_table, pick_best_arch
+from osteo.training.results import Evaluation, FoldResult
+from osteo.training.snapshot import SnapshotInfo
 
 
 def _fold(fold: int, arch: str, val_loss: float, val_auc: float, seconds: float) -> FoldResult:

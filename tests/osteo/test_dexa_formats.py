@@ -11,11 +11,11 @@ from sqlalchemy import select
 
 from db import make_session_factory
 from db.models import DexaExam, Quarantine, SourceFile
-from osteo import refresh
 from osteo.etl.dexa import parse_dexa_file, sniff_delimiter
 from osteo.etl.errors import InputError
 from osteo.etl.pseudonym import pseudonymise
-from osteo.refresh_report import ExportCounts, PairCounts, Problem, RefreshReport, StageCounts, ThisRun
+from osteo.ingest import refresh
+from osteo.ingest.report import ExportCounts, PairCounts, Problem, RefreshReport, StageCounts, ThisRun
 from osteo.settings import Settings
 
 KEY = b"test-key"

@@ -22,8 +22,8 @@ PATIENTS, SEED = 30, 3
 def snapshot_db(tmp_path_factory):
     from db import make_engine
     from osteo.settings import Settings
-    from osteo.snapshot import load_manifest, take_snapshot
     from osteo.synth import generate_cohort
+    from osteo.training.snapshot import load_manifest, take_snapshot
     from tests.helpers import plain_refresh
 
     root = tmp_path_factory.mktemp("test_report")
@@ -39,7 +39,7 @@ def snapshot_db(tmp_path_factory):
 
 def test_acquisition_table_matches_the_database(snapshot_db):
     from db.models import DicomImage, Export, Patient
-    from osteo.test_report import ACQUISITION_COLUMNS, acquisition_table
+    from osteo.training.evaluation_report import ACQUISITION_COLUMNS, acquisition_table
 
     factory, manifest = snapshot_db
     ids = manifest["member_id"].tolist()[::-1] + [10**9]  # any order, and an unknown id
@@ -61,7 +61,7 @@ def test_acquisition_table_matches_the_database(snapshot_db):
 
 
 def test_extra_report_writes_subgroups_and_calibration(snapshot_db, tmp_path):
-    from osteo.test_report import extra_test_report
+    from osteo.training.evaluation_report import extra_test_report
 
     factory, manifest = snapshot_db
     test = manifest[manifest["split"] == "test"].reset_index(drop=True)

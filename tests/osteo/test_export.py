@@ -1,4 +1,4 @@
-"""osteo.refresh's export stage: bad input is quarantined, a bug fails the batch, a new pixel version re-exports.
+"""osteo.ingest.refresh's export stage: bad input is quarantined, a bug fails the batch, a new pixel version re-exports.
 
 A tiny synthetic cohort (8 patients: 6 paired, annotated images) is ingested with the plain refresh
 functions into a fresh SQLite database per test; every export runs in this process (workers=1), so a
@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from db.models import Annotation, DicomImage, Export, Quarantine, SourceFile
-from osteo import refresh
 from osteo.etl import imaging
 from osteo.etl.errors import InputError
+from osteo.ingest import refresh
 from osteo.settings import Settings
 
 COHORT_PATIENTS, COHORT_SEED = 8, 5

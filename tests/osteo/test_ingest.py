@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 
 from db import make_session_factory
 from db.models import Annotation, DexaExam, DicomImage, Patient, Quarantine, SourceFile
-from osteo import refresh
 from osteo.etl.dexa import parse_date, parse_dexa_csv, resolve_columns
 from osteo.etl.errors import InputError
+from osteo.ingest import refresh
 from osteo.settings import Settings
 from tests.dicom_factory import make_dicom
 

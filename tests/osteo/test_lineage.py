@@ -350,8 +350,8 @@ def test_openlineage_run_event_to_a_file(pipeline, capsys, tmp_path):
 def test_a_new_version_of_the_same_run_keeps_every_version(pipeline, capsys):
     """Registered again through register_best (last in the module; the aliases are put back afterwards)."""
     from osteo.runtime import configure_environment
-    from osteo.snapshot import SnapshotInfo
-    from osteo.training import Evaluation, FoldResult
+    from osteo.training.results import Evaluation, FoldResult
+    from osteo.training.snapshot import SnapshotInfo
     from osteo_mlflow.client import alias_version, client, set_alias
     from osteo_mlflow.registry import register_best
 

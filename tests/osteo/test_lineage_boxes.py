@@ -22,10 +22,10 @@ MODEL_BOX = {"source": "model", "model_name": "osteo-roi", "model_version": "7",
 def _withheld_box(factory, cohort: Path) -> tuple[Path, dict]:
     """A person's VOC file for a paired left hip of the test year (exported cleanly per truth.csv), read but
     not ingested: its box, given to the localiser, is the one box of that image."""
-    from osteo import refresh
-    from osteo.boxes import match_box
     from osteo.etl.annotations import parse_voc
     from osteo.etl.errors import InputError
+    from osteo.ingest import refresh
+    from osteo.ingest.boxes import match_box
 
     truth = pandas.read_csv(cohort / "truth.csv", dtype=str)
     clean = set(truth.loc[truth["expected_exclusion"].fillna("none") == "none", "sop_instance_uid"])
@@ -49,10 +49,10 @@ def _withheld_box(factory, cohort: Path) -> tuple[Path, dict]:
 def boxed(tmp_path_factory):
     """A small fresh database: every person's box but one ingested; that image gets an osteo-roi/7 box
     (confidence 0.93) instead; exported, snapshotted with box_source 'any' and recorded as a model version."""
-    from osteo import refresh
+    from osteo.ingest import refresh
     from osteo.settings import session_factory
-    from osteo.snapshot import record_training_run, take_snapshot
     from osteo.synth import generate_cohort
+    from osteo.training.snapshot import record_training_run, take_snapshot
     from tests.helpers import isolated_settings
 
     root = tmp_path_factory.mktemp("lineage-boxes")

@@ -18,7 +18,7 @@ BAD, GOOD = "2021-13-45", "2017-03-15"  # the cohort's unparseable date (osteo/s
 
 
 def _refresh(factory, cohort: Path, settings) -> None:
-    from osteo import refresh
+    from osteo.ingest import refresh
 
     key = settings.resolved_pseudonym_key()
     refresh.ingest_dicom(factory, refresh.discover(cohort / "dicom"), key, workers=1)
@@ -30,7 +30,7 @@ def _refresh(factory, cohort: Path, settings) -> None:
 
 def _train(factory, root: Path, version: str) -> dict:
     """What a training records in the database (the snapshot and its training_run row), as the registry's dict."""
-    from osteo.snapshot import record_training_run, take_snapshot
+    from osteo.training.snapshot import record_training_run, take_snapshot
 
     snap = take_snapshot(factory, root / "snapshots", test_year=TEST_YEAR, folds=2, seed=0)
     run_id = version * 32

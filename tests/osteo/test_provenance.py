@@ -133,7 +133,7 @@ def _mark_real(factory, image_ids) -> None:
 
 
 def test_the_refresh_keeps_the_mark_and_the_snapshot_counts_it(cohort_db):
-    from osteo.snapshot import load_manifest, take_snapshot
+    from osteo.training.snapshot import load_manifest, take_snapshot
     from osteo_mlflow.runs import snapshot_params
 
     factory, root, settings = cohort_db
@@ -164,7 +164,7 @@ def test_the_refresh_keeps_the_mark_and_the_snapshot_counts_it(cohort_db):
 
 
 def test_the_localisers_dataset_counts_its_synthetic_images(cohort_db):
-    from osteo.roi_training import collect_dataset
+    from osteo.localiser.training import collect_dataset
 
     factory, root, settings = cohort_db
     with factory() as s:

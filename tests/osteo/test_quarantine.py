@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 
 from db import make_session_factory
 from db.models import DexaExam, Quarantine, SourceFile
-from osteo import refresh
-from osteo.quarantine import list_quarantine
-from osteo.refresh_report import Problem
+from osteo.ingest import refresh
+from osteo.ingest.quarantine import list_quarantine
+from osteo.ingest.report import Problem
 from osteo.settings import Settings
 
 KEY = b"test-key"
@@ -114,9 +114,9 @@ def test_a_changed_setting_or_code_version_judges_again(factory, tmp_path, monke
     (entry,) = entries(factory)
     old_context = entry.context_digest
 
-    import osteo.quarantine
+    import osteo.ingest.quarantine
 
-    monkeypatch.setattr(osteo.quarantine, "code_version", lambda: "9.9+new-code")
+    monkeypatch.setattr(osteo.ingest.quarantine, "code_version", lambda: "9.9+new-code")
     new_code = refresh.ingest_dexa(factory, paths, KEY, Settings(var_dir=tmp_path))
     assert (new_code.retried, new_code.added, new_code.duplicates, new_code.resolved) == (1, 0, 0, 0)
     (entry,) = entries(factory)
@@ -128,7 +128,7 @@ def test_a_changed_setting_or_code_version_judges_again(factory, tmp_path, monke
 
 
 def test_a_box_file_is_judged_again_under_new_code_or_when_asked(factory, tmp_path, monkeypatch):
-    import osteo.quarantine
+    import osteo.ingest.quarantine
 
     d = tmp_path / "ann"
     d.mkdir()
@@ -138,7 +138,7 @@ def test_a_box_file_is_judged_again_under_new_code_or_when_asked(factory, tmp_pa
     assert refresh.ingest_annotations(factory, refresh.discover(d)).already_known == 1  # same code: not again
     asked = refresh.ingest_annotations(factory, refresh.discover(d), retry_quarantined=True)
     assert (asked.retried, asked.quarantined, asked.resolved) == (1, 0, 0)
-    monkeypatch.setattr(osteo.quarantine, "code_version", lambda: "9.9+new-code")
+    monkeypatch.setattr(osteo.ingest.quarantine, "code_version", lambda: "9.9+new-code")
     new_code = refresh.ingest_annotations(factory, refresh.discover(d))
     assert (new_code.retried, new_code.quarantined, new_code.resolved) == (1, 0, 0)
     (entry,) = entries(factory)  # still bad: one entry, still active

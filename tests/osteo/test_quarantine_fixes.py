@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from db import make_session_factory
 from db.models import DexaExam, DicomImage, Quarantine, SourceFile
 from db.quarantine import quarantine
-from osteo import refresh
-from osteo.refresh_report import ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun, Totals
+from osteo.ingest import refresh
+from osteo.ingest.report import ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun, Totals
 from osteo.settings import Settings
 from tests.dicom_factory import make_dicom
 from tests.osteo.test_annotations import voc
@@ -229,7 +229,7 @@ def test_the_quarantine_command_accepts_every_stage(tmp_path, capsys):
     import json
 
     from db import create_schema
-    from osteo.quarantine import STAGES
+    from osteo.ingest.quarantine import STAGES
     from osteo.settings import get_settings, session_factory
     from osteo_cli.main import main
     from tests.helpers import isolated_settings

@@ -71,7 +71,7 @@ def advisory_holders(url: str) -> list[int]:
     from sqlalchemy import text
 
     from db import make_engine
-    from osteo.orchestration import advisory_key
+    from osteo.ingest.lock import advisory_key
 
     eng = make_engine(url)
     try:
@@ -151,7 +151,7 @@ def cohort(tmp_path_factory):
 def test_two_refreshes_started_together_leave_what_one_leaves(tmp_path, cohort):
     """Two workers (threads, each with its own connections) start the same refresh at the same moment
     against one database and one export folder: one runs, the other is refused at once."""
-    from osteo.orchestration import RefreshAlreadyRunning, refresh_lock
+    from osteo.ingest.lock import RefreshAlreadyRunning, refresh_lock
     from osteo.settings import session_factory
     from tests.helpers import plain_refresh
 
@@ -206,7 +206,7 @@ def test_two_refreshes_started_together_leave_what_one_leaves(tmp_path, cohort):
 @pytest.mark.postgres
 def test_a_refresh_on_another_machine_is_refused_with_the_holder_named(tmp_path):
     """Another process (as another worker machine would) gets RefreshAlreadyRunning naming the holder."""
-    from osteo.orchestration import refresh_lock
+    from osteo.ingest.lock import refresh_lock
     from osteo.settings import REPO_ROOT
 
     with pg_schema() as url:
@@ -215,7 +215,7 @@ def test_a_refresh_on_another_machine_is_refused_with_the_holder_named(tmp_path)
             env = {k: v for k, v in os.environ.items() if not k.startswith("OSTEO_")}
             env.update({"OSTEO_HOME": str(tmp_path / "other"), "OSTEO_DATABASE_URL": url})
             probe = subprocess.run(
-                [sys.executable, "-c", "from osteo.orchestration import refresh_lock\n"
+                [sys.executable, "-c", "from osteo.ingest.lock import refresh_lock\n"
                  "from osteo.settings import get_settings\n"
                  "with refresh_lock(get_settings()): pass"],
                 capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
@@ -232,7 +232,7 @@ def test_a_refresh_on_another_machine_is_refused_with_the_holder_named(tmp_path)
 def test_advisory_lock_is_released_after_the_block_and_after_an_exception(tmp_path):
     from sqlalchemy import text
 
-    from osteo.orchestration import RefreshAlreadyRunning, refresh_lock
+    from osteo.ingest.lock import RefreshAlreadyRunning, refresh_lock
 
     with pg_schema() as url:
         settings = settings_for(tmp_path, url)
@@ -255,7 +255,7 @@ def test_advisory_lock_is_released_after_the_block_and_after_an_exception(tmp_pa
 
 @pytest.mark.postgres
 def test_a_dead_holder_connection_frees_the_lock_and_the_holder_stops(tmp_path):
-    from osteo.orchestration import RefreshLockLost, assert_still_held, refresh_lock
+    from osteo.ingest.lock import RefreshLockLost, assert_still_held, refresh_lock
 
     with pg_schema() as url:
         settings = settings_for(tmp_path, url)
@@ -280,7 +280,7 @@ def test_lock_row_variant_on_a_real_server(tmp_path):
     refused while held, released after the block and an exception, freed by a dead holder."""
     from sqlalchemy import text
 
-    from osteo.orchestration import RefreshAlreadyRunning, RefreshLockLost, row_lock
+    from osteo.ingest.lock import RefreshAlreadyRunning, RefreshLockLost, row_lock
 
     with pg_schema() as url:  # no tables yet: the lock table and its row are made on first use
         with row_lock(url) as held:
@@ -307,7 +307,7 @@ def test_oracle_lock_statements_compile():
     from sqlalchemy.schema import CreateTable
 
     from db.models import RefreshLock
-    from osteo.orchestration import lock_row_insert, lock_row_select
+    from osteo.ingest.lock import lock_row_insert, lock_row_select
 
     dialect = oracle.dialect()
     select_sql = " ".join(str(lock_row_select().compile(dialect=dialect)).split())
@@ -323,7 +323,7 @@ def test_oracle_lock_statements_compile():
 def test_lock_busy_recognises_oracle_and_postgresql_refusals():
     from sqlalchemy.exc import OperationalError
 
-    from osteo.orchestration import lock_busy
+    from osteo.ingest.lock import lock_busy
 
     class OracleError:  # oracledb puts an _Error with .code in args[0]
         code = 54
@@ -345,7 +345,7 @@ def test_lock_busy_recognises_oracle_and_postgresql_refusals():
 
 
 def test_sqlite_keeps_the_file_lock(tmp_path):
-    from osteo.orchestration import RefreshAlreadyRunning, assert_still_held, lock_path, refresh_lock
+    from osteo.ingest.lock import RefreshAlreadyRunning, assert_still_held, lock_path, refresh_lock
     from osteo.settings import Settings
 
     settings = Settings(var_dir=tmp_path / "var", data_dir=tmp_path / "data", pseudonym_key=KEY)

@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 
 from db import make_session_factory
 from db.models import DicomImage, Quarantine
-from osteo import refresh
-from osteo.refresh_report import EmptyFolder, ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun
+from osteo.ingest import refresh
+from osteo.ingest.report import EmptyFolder, ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun
+from osteo.ingest.waiting import waiting_box_files
 from osteo.settings import Settings
-from osteo.waiting import waiting_box_files
 from tests.dicom_factory import make_dicom
 from tests.osteo.test_annotations import voc
 

@@ -13,10 +13,10 @@ from sqlalchemy import func, select
 
 from db import make_session_factory
 from db.models import DicomImage, Quarantine, SourceFile, day_number
-from osteo import refresh
 from osteo.errors import UserError
 from osteo.etl import dicom_headers
-from osteo.refresh_report import ExportCounts, PairCounts, StageCounts, ThisRun
+from osteo.ingest import refresh
+from osteo.ingest.report import ExportCounts, PairCounts, StageCounts, ThisRun
 from osteo.settings import Settings
 from tests.dicom_factory import make_dicom
 

@@ -1,4 +1,4 @@
-"""The localiser in the refresh (osteo/roi.py, osteo/boxes.py): model boxes per side with their
+"""The localiser in the refresh (osteo/localiser/locate.py, osteo/ingest/boxes.py): model boxes per side with their
 version and confidence, a person's box always wins, an AP pelvis gives two crops with the right
 sides (either orientation), unsure boxes wait on the worklist as proposals a person can open.
 
@@ -15,13 +15,13 @@ from sqlalchemy import select
 
 from db import create_schema, make_engine, make_session_factory
 from db.models import Annotation, DicomImage, Export
-from osteo import refresh
 from osteo.etl.annotations import parse_voc
-from osteo.roi import locate_missing
+from osteo.ingest import refresh
+from osteo.localiser.locate import locate_missing
+from osteo.localiser.worklist import write_worklist
 from osteo.settings import Settings
-from osteo.snapshot import current_exports
 from osteo.synth.tables import write_voc
-from osteo.worklist import write_worklist
+from osteo.training.snapshot import current_exports
 from tests.dicom_factory import make_dicom
 
 SIZE = 64  # the double's view size

@@ -1,5 +1,5 @@
 """An image without a usable laterality is decided from its pixels, never from its shape
-(osteo/roi.py locate_unlabelled): two hips when both pelvis halves are confident, else one hip when a
+(osteo/localiser/locate.py locate_unlabelled): two hips when both pelvis halves are confident, else one hip when a
 single view is, else none; the sides follow the row direction.
 
 The localiser here is a test double that "sees" a hip exactly when its view shows one whole bright
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from osteo.roi import guess_laterality, locate_dicom, locate_display, locate_unlabelled
+from osteo.localiser.locate import guess_laterality, locate_dicom, locate_display, locate_unlabelled
 from osteo_mlflow.roi_pyfunc import locate_bytes
 from tests.dicom_factory import make_dicom
 

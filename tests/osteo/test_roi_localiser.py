@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from osteo.roi import FileLocator, locate_unlabelled
-from osteo.roi_negatives import film_negatives
+from osteo.localiser.locate import FileLocator, locate_unlabelled
+from osteo.localiser.negatives import film_negatives
 from osteo_model.roi import RoiConfig, hip_views, to_view_box, view_input
 from tests.roi_shapes import hip_film, not_a_hip, pelvis_film
 
@@ -110,7 +110,7 @@ def test_a_square_pelvis_never_trained_on_gives_two_hips(locator):
 
 
 def test_the_evaluation_reports_calibration_and_confident_negatives(locator):
-    from osteo.roi_training import RoiEvaluation, evaluate
+    from osteo.localiser.training import RoiEvaluation, evaluate
 
     loc, _, _ = locator
     rng = np.random.default_rng(5)

@@ -1,8 +1,8 @@
-"""The localiser's split (osteo/roi_training.py): the classifier's rules, by patient, from the data."""
+"""The localiser's split (osteo/localiser/training.py): the classifier's rules, by patient, from the data."""
 
 from __future__ import annotations
 
-from osteo.roi_training import split_images
+from osteo.localiser.training import split_images
 
 
 def _im(patient: str, year: int, sha: str) -> dict:
@@ -28,7 +28,7 @@ def test_the_test_year_is_held_out_and_no_test_patient_trains():
 def test_negative_crops_of_a_film_show_no_neck():
     import numpy as np
 
-    from osteo.roi_negatives import MAX_VISIBLE, away_windows, film_negatives, visible_share
+    from osteo.localiser.negatives import MAX_VISIBLE, away_windows, film_negatives, visible_share
 
     rng = np.random.default_rng(0)
     boxes = [(60, 120, 110, 160), (330, 130, 380, 170)]  # an AP pelvis 400 wide: its two necks

@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 
 from db import make_session_factory
 from db.models import Base, DicomImage, OutOfScope, Quarantine, SourceFile
-from osteo import refresh
 from osteo.etl.dicom_headers import read_headers, read_one
 from osteo.etl.errors import InputError
 from osteo.etl.scope import ScopeRules, decide_scope
-from osteo.refresh_report import ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun
+from osteo.ingest import refresh
+from osteo.ingest.report import ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun
 from tests.dicom_factory import make_dicom
 
 KEY = b"test-key"

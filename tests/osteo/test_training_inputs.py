@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from osteo.errors import UserError
-from osteo.training import FoldResult, check_training_inputs, choose_threshold, operating_point
+from osteo.training.folds import check_training_inputs, choose_threshold, operating_point
+from osteo.training.results import FoldResult
 from osteo_model.config import get_preset
 
 
@@ -116,7 +117,7 @@ def test_a_fold_finished_before_its_validation_predictions_were_kept_gets_them_o
     import torch
     from PIL import Image
 
-    from osteo.training import run_fold
+    from osteo.training.folds import run_fold
     from osteo_model.models import build_model
     from osteo_model.predict import save_checkpoint
     from tests.model_toy import toy_image

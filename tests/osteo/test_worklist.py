@@ -20,9 +20,9 @@ from PIL import Image
 from sqlalchemy import select
 
 from db.models import Annotation, DicomImage, Export, SourceFile
-from osteo import refresh
+from osteo.ingest import refresh
+from osteo.localiser.worklist import propose_boxes, waiting_images, write_worklist
 from osteo.synth.tables import write_voc
-from osteo.worklist import propose_boxes, waiting_images, write_worklist
 from osteo_cli.main import main
 from tests.helpers import isolated_settings, tree_digest
 

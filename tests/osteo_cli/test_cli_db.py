@@ -90,7 +90,7 @@ def test_upgrade_copies_a_sqlite_file_first_and_keeps_its_rows(tmp_path, capsys)
 def test_upgrade_waits_for_no_refresh(tmp_path, capsys):
     """A refresh holding the lock: the upgrade is refused in one line and changes nothing."""
     from db.migrate import schema_state
-    from osteo.orchestration import refresh_lock
+    from osteo.ingest.lock import refresh_lock
 
     with isolated_settings(tmp_path) as settings:
         engine = old_database(settings)

@@ -23,7 +23,7 @@ def run(capsys, *argv: str, code: int = 0) -> str:
 
 def _ingest(tmp_path):
     from db import create_schema
-    from osteo import refresh
+    from osteo.ingest import refresh
     from osteo.settings import get_settings, session_factory
 
     settings = get_settings()

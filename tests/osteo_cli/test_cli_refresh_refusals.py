@@ -24,7 +24,7 @@ def test_a_refresh_of_a_database_behind_head_is_refused_in_one_line(tmp_path):
 
 def test_a_refresh_while_another_holds_the_lock_is_refused_in_one_line(tmp_path):
     """The lock is taken before the flow starts (a refusal used to print Prefect's 25-line traceback first)."""
-    from osteo.orchestration import refresh_lock
+    from osteo.ingest.lock import refresh_lock
 
     folder = tmp_path / "in"
     folder.mkdir()

@@ -21,7 +21,7 @@ def _register(c, s, folder, synthetic_images: int):
     synthetic (no test views to score the champion on again: each new version becomes champion)."""
     import torch
 
-    from osteo.roi_training import RoiDataset, RoiEvaluation
+    from osteo.localiser.training import RoiDataset, RoiEvaluation
     from osteo_mlflow.client import experiment_id
     from osteo_mlflow.roi import register_localiser
     from osteo_model.roi import RoiConfig, build_localiser
@@ -79,7 +79,7 @@ def test_roi_locate_says_what_the_localiser_learned_from(tmp_path, capsys):
 def test_roi_registration_is_said_once_in_osteos_words(tmp_path, capfd):
     """MLflow's "Successfully registered model", "Created version" and its coloured input_example warning
     are not shown; the summary says which alias the version has, and why (issue 23, item 8)."""
-    from osteo.roi_training import _registered_line
+    from osteo.localiser.training import _registered_line
     from osteo_mlflow.client import client
     from osteo_mlflow.roi import _gate
 

@@ -66,7 +66,7 @@ def test_the_service_reads_a_versions_test_year_from_its_run(gated, tmp_path):
 
 
 def test_the_training_summary_says_there_is_no_champion(gated):
-    from osteo.training import _registered_line
+    from osteo.training.results import _registered_line
 
     name = gated["settings"].registered_model
     assert _registered_line(gated["bad"]) == f"{name} version 1 (challenger); no champion"  # never "stays None"

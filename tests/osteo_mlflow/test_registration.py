@@ -30,7 +30,7 @@ def _crops(folder: Path) -> pd.DataFrame:
 
 
 def _snapshot(s, manifest: pd.DataFrame, name: str, synthetic_images: int = 0):
-    from osteo.snapshot import SnapshotInfo
+    from osteo.training.snapshot import SnapshotInfo
 
     digest = (name * 64)[:64]
     path = Path(s.data_dir) / "snapshots" / f"{digest}.csv"
@@ -52,9 +52,9 @@ def _toy_store(home: Path):
     crops 1..4 are the two lowest and two highest: a perfect ranking on them too."""
     import torch
 
-    import osteo.snapshot
-    from osteo import training
+    import osteo.training.snapshot
     from osteo.settings import session_factory
+    from osteo.training import results
     from osteo_mlflow import registry
     from osteo_mlflow.client import client, experiment_id
     from osteo_model.metrics import compute_metrics
@@ -64,7 +64,8 @@ def _toy_store(home: Path):
     from tests.helpers import isolated_settings
 
     with isolated_settings(home, OSTEO_MIN_TEST_IMAGES=str(MIN_TEST)) as s, pytest.MonkeyPatch.context() as mp:
-        mp.setattr(osteo.snapshot, "record_training_run", lambda *a, **k: None)  # the database side is not ours here
+        # the database side is not ours here
+        mp.setattr(osteo.training.snapshot, "record_training_run", lambda *a, **k: None)
         factory = session_factory(s, create=True)
         crops = _crops(home)
         torch.manual_seed(0)
@@ -82,18 +83,18 @@ def _toy_store(home: Path):
         crops = crops.iloc[order].reset_index(drop=True).assign(member_id=range(1, N_IMAGES + 1),
                                                                 label=[0, 0, 1, 1, 0, 0, 1, 1])
         probs = [probs[i] for i in order]
-        best = training.FoldResult(fold=0, arch="resnet18", checkpoint=str(ckpt), best_epoch=1, val_loss=0.5,
+        best = results.FoldResult(fold=0, arch="resnet18", checkpoint=str(ckpt), best_epoch=1, val_loss=0.5,
                                    val_auc=0.5, val_recall=0.5, n_train=8, n_val=4, val_metrics={}, seconds=1.0)
         c = client(s)
         threshold = sorted(probs)[-3]
 
         def evaluation(frame):
-            """As osteo.training.evaluate_on_test scores a test year (mean-intensity baseline: chance)."""
+            """As osteo.training.evaluation.evaluate_on_test scores a test year (mean-intensity baseline: chance)."""
             p = [probs[i - 1] for i in frame["member_id"]]
             y = frame["label"].tolist()
             flat = {k: v for k, v in compute_metrics(y, p, threshold).items() if isinstance(v, int | float)}
             half = {k: v for k, v in compute_metrics(y, p, 0.5).items() if isinstance(v, int | float)}
-            return training.Evaluation(metrics=flat, confusion_matrix=None, baseline_auc=0.5, n_test=len(frame),
+            return results.Evaluation(metrics=flat, confusion_matrix=None, baseline_auc=0.5, n_test=len(frame),
                                        test_positives=int(sum(y)), threshold=threshold, metrics_at_half=half,
                                        test_member_ids=frame["member_id"].tolist(), test_probs=p,
                                        auc_ci=bootstrap_auc_ci(y, p))
