@@ -171,10 +171,12 @@ def breakdown(checkpoint: Path, onnx: Path, data: bytes, home: Path, n: int, rou
     from starlette.requests import Request
 
     from osteo_model.gradcam import heatmap_png
+    from osteo_service.form_parser import read_form
+    from osteo_service.image_decoding import decode_upload
+    from osteo_service.limits import Limits
     from osteo_service.models import ModelCache
     from osteo_service.schemas import predict_out
     from osteo_service.screening import screen
-    from osteo_service.uploads import Limits, decode_upload, read_form
 
     served = ModelCache(registry(checkpoint, onnx), MODEL_URI, "", every_s=3600.0).current()
     limits = Limits(max_pixels=settings_for(home).serve_max_pixels)

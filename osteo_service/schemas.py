@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 
 from osteo.etl.synthetic import DEMO_NOTICE
 from osteo_service import i18n
+from osteo_service.image_decoding import Decoded
 from osteo_service.models import Served
 from osteo_service.screening import Screening
-from osteo_service.uploads import Decoded
 
 LABEL_NAMES = {0: "not osteoporosis", 1: "osteoporosis"}
 DISCLAIMER = i18n.TEXT["disclaimer"]["en"]

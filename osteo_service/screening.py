@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from osteo_service.image_decoding import Decoded
+from osteo_service.limits import UploadError
 from osteo_service.models import Served
-from osteo_service.uploads import Decoded, UploadError
 
 BOX_SOURCES = ("user", "model", "image")
 PREVIEW_SIDE = 768  # the whole image is shown at most this large (the box is drawn on it)

@@ -27,8 +27,11 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from osteo_common.files import sha256_bytes
-from osteo_service import uploads
-from osteo_service.uploads import Limits, UploadError, check_dicom_header, decode_upload, read_form, sniff
+from osteo_service import dicom_checks, image_decoding
+from osteo_service.dicom_checks import check_dicom_header
+from osteo_service.form_parser import read_form
+from osteo_service.image_decoding import decode_upload, sniff
+from osteo_service.limits import Limits, UploadError
 from tests.dicom_factory import make_dicom
 
 MARKER = "ZZMARKER^SECRET NAME"
@@ -79,8 +82,8 @@ def no_decoding(monkeypatch):
     """Refusals must come from the header: decoding pixels fails the test."""
     def boom(*_a, **_k):
         raise AssertionError("pixels decoded before the refusal")
-    monkeypatch.setattr(uploads, "load_dicom", boom)
-    monkeypatch.setattr(uploads, "prepare_display", boom)
+    monkeypatch.setattr(image_decoding, "load_dicom", boom)
+    monkeypatch.setattr(image_decoding, "prepare_display", boom)
     monkeypatch.setattr(ImageFile.ImageFile, "load", boom)
 
 
@@ -286,7 +289,7 @@ def test_deflated_dicom_decodes_and_a_zip_bomb_is_refused_before_inflating(tmp_p
 
     def boom(*_a, **_k):
         raise AssertionError("inflated by pydicom")
-    monkeypatch.setattr(uploads.pydicom, "dcmread", boom)
+    monkeypatch.setattr(dicom_checks.pydicom, "dcmread", boom)
     err = refusal(decode_upload, bomb, Limits(max_pixels=64 * 64))
     assert err.code == "image_too_large"
 
@@ -317,7 +320,7 @@ def test_jpeg2000_codestream_size_is_read(tmp_path):
 
     data = dicom_bytes(tmp_path, edit=lambda ds: ds.compress(JPEG2000Lossless), rows=40, cols=56)
     ds = pydicom.dcmread(io.BytesIO(data))
-    frame = next(uploads.generate_frames(ds.PixelData, number_of_frames=1))
+    frame = next(dicom_checks.generate_frames(ds.PixelData, number_of_frames=1))
     assert codestream_size(frame) == (40, 56)
     assert decode_upload(data, Limits()).display.shape == (40, 56)
 
@@ -365,7 +368,8 @@ def test_sixteen_bit_png_is_stretched_to_eight_bits():
 
 def test_an_image_too_small_to_be_a_radiograph_is_refused_from_its_header():
     """Found by the schema run: a 1x1 PNG reached the localiser, which cannot split it into views."""
-    from osteo_service.uploads import Limits, UploadError, decode_upload
+    from osteo_service.image_decoding import decode_upload
+    from osteo_service.limits import Limits, UploadError
 
     buf = io.BytesIO()
     Image.new("L", (1, 1)).save(buf, format="PNG")
