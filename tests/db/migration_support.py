@@ -30,8 +30,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from db.models import AugmentedCopy, Export, PredictionAudit, RefreshLock
-from osteo.ingest import refresh
-from osteo.training import snapshot
+from osteo import refresh, snapshot  # 82910aa's module paths (osteo/refresh.py, osteo/snapshot.py)
 from osteo.settings import get_settings, session_factory
 from osteo.synth import generate_cohort
 
