@@ -65,15 +65,19 @@ def shots_dir(tmp_path_factory) -> Path:
 
 
 def flagged_dicom(base: str, cohort: Path) -> Path:
-    """A one-hip DICOM of an osteoporotic patient that the champion flags (the page's warning path)."""
+    """A one-hip DICOM of an osteoporotic patient that the champion flags (the page's warning path):
+    of 12, the one it flags with the highest probability, so that the person's nudge of the box in the
+    browser (a few pixels) keeps it flagged (a borderline one fell to 0.24 under the nudge)."""
     rows = [r for r in csv.DictReader((cohort / "truth.csv").open()) if r["expected_label"] == "1"
             and r["view"] == "hip" and r["expected_export"] == "1"]
+    flagged: list[tuple[float, Path]] = []
     for r in rows[:12]:
         path = cohort / r["file"]
         j = httpx.post(base + "/api/v1/predict", files={"image": ("x", path.read_bytes())}, timeout=60).json()
         if j.get("label") == 1:
-            return path
-    raise AssertionError("the demo champion flags none of 12 osteoporotic hips: its recall is broken")
+            flagged.append((float(j["probability"]), path))
+    assert flagged, "the demo champion flags none of 12 osteoporotic hips: its recall is broken"
+    return max(flagged)[1]
 
 
 def test_the_page_in_a_browser(live, tmp_path_factory):
