@@ -86,5 +86,5 @@ def quiet_reads() -> Iterator[None]:
                 warnings._filters_mutated()  # type: ignore[attr-defined]
 
 
-# the name the service (osteo_service/image_decoding.py) and older callers use
+# the name the service (osteo_service/dicom_checks.py) and older callers use
 unvalidated_reads = quiet_reads
