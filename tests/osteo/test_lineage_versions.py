@@ -12,20 +12,10 @@ from sqlalchemy import select
 
 from db.models import Annotation, DexaExam, SourceFile
 from osteo.lineage import model_lineage, verify_lineage
+from tests.helpers import plain_refresh
 
 PATIENTS, SEED, TEST_YEAR = 20, 3, 2022
 BAD, GOOD = "2021-13-45", "2017-03-15"  # the cohort's unparseable date (osteo/synth/plan.py) and its fix
-
-
-def _refresh(factory, cohort: Path, settings) -> None:
-    from osteo.ingest import refresh
-
-    key = settings.resolved_pseudonym_key()
-    refresh.ingest_dicom(factory, refresh.discover(cohort / "dicom"), key, workers=1)
-    refresh.ingest_dexa(factory, refresh.discover(cohort / "dexa", (".csv", ".txt")), key, settings)
-    refresh.ingest_annotations(factory, refresh.discover(cohort / "annotations", (".xml",)))
-    refresh.pair_and_label(factory, settings)
-    refresh.export_images(factory, refresh.plan_exports(factory, settings), settings, workers=1)
 
 
 def _train(factory, root: Path, version: str) -> dict:
@@ -58,7 +48,7 @@ def fixed(tmp_path_factory):
     generate_cohort(cohort, patients=PATIENTS, seed=SEED, workers=1)
     with isolated_settings(root / "home") as settings:
         factory = session_factory(settings, create=True)
-        _refresh(factory, cohort, settings)
+        plain_refresh(factory, cohort, settings)
         before = _train(factory, root, "1")
         lin, _ = _lineage(factory, before)
         dexa = next(p for p in (cohort / "dexa").iterdir() if BAD in p.read_text(errors="replace"))
@@ -69,7 +59,7 @@ def fixed(tmp_path_factory):
         stamp = os.stat(dexa).st_mtime_ns
         os.utime(dexa, ns=(stamp + 10**9, stamp + 10**9))  # a coarse clock must not hide the change
         os.utime(voc, ns=(stamp + 10**9, stamp + 10**9))
-        _refresh(factory, cohort, settings)
+        plain_refresh(factory, cohort, settings)
         after = _train(factory, root, "2")
         yield {"factory": factory, "dexa": str(dexa), "voc": str(voc), "before": before, "after": after}
 
