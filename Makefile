@@ -10,8 +10,9 @@ export MLFLOW_DISABLE_TELEMETRY := true
 
 # Debian packages the suite needs: Chromium for the page's browser test (Playwright drives it; its own
 # browser download is not used), CJK fonts so the Traditional Chinese page renders in screenshots, and
-# dicom3tools (dciodvfy) to check that the synthetic DICOM is conformant
-SYSTEM_PACKAGES := chromium fonts-noto-cjk dicom3tools
+# dicom3tools (dciodvfy) to check that the synthetic DICOM is conformant, and Orthanc with its DICOMweb
+# plug-in, the PACS the suite's fixtures start on 127.0.0.1
+SYSTEM_PACKAGES := chromium fonts-noto-cjk dicom3tools orthanc orthanc-dicomweb
 
 .PHONY: demo test install system-packages screenshots clean
 
@@ -29,7 +30,8 @@ demo: $(STAMP)
 	$(VENV)/bin/osteo demo
 
 system-packages:
-	@test -x /usr/bin/chromium && test -x /usr/bin/dciodvfy && test -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc || \
+	@test -x /usr/bin/chromium && test -x /usr/bin/dciodvfy && test -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc && \
+	  test -x /usr/sbin/Orthanc && test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }
 
 test: $(STAMP) system-packages

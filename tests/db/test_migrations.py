@@ -74,7 +74,7 @@ def test_an_old_release_database_upgrades_keeping_every_row(old_tree, database_u
 
     from db import make_engine, make_session_factory
     from db.engine import SchemaOutdated, create_schema
-    from db.migrate import FIRST, downgrade, head, schema_state, upgrade
+    from db.migrate import FIRST, downgrade, head, pending_revisions, schema_state, upgrade
     from db.models import DicomImage
     from tests.helpers import isolated_settings, plain_refresh
 
@@ -89,7 +89,8 @@ def test_an_old_release_database_upgrades_keeping_every_row(old_tree, database_u
         create_schema(eng)
 
     result = upgrade(eng)
-    assert (result.stamped, result.applied, result.after) == (FIRST, ("0002", "0003"), head())
+    assert (result.stamped, result.applied, result.after) == (FIRST, tuple(pending_revisions(FIRST, "head")), head())
+    assert result.applied[:2] == ("0002", "0003")  # every later release's revisions after these
     if eng.dialect.name == "sqlite":  # the copy taken first is the database as it was
         assert result.backup and result.backup.parent == tmp_path / "var"
         assert table_contents(make_engine(f"sqlite:///{result.backup}")) == before
