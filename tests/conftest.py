@@ -4,6 +4,9 @@ import os
 
 import pytest
 
+# the suite's PACS (Debian's Orthanc on 127.0.0.1): fixtures `orthanc` (one per test) and `orthanc_module`
+from tests.orthanc import orthanc, orthanc_module  # noqa: F401 - fixtures, registered by being imported here
+
 # Telemetry off and every store inside the test's temporary folders (set before Prefect/MLflow load).
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
