@@ -91,7 +91,21 @@ class Settings(BaseSettings):
     # runtime threads per worker process; 0: the cores shared out among `osteo serve --workers`
     serve_threads: int = 0
 
-    @field_validator("scope_modalities", "scope_body_parts", "scope_keywords", mode="before")
+    # the PACS (osteo/pacs/, docs/production.md): DICOMweb when its URL is set, else DIMSE when host, port
+    # and AE title are; neither: `osteo pacs pull` refuses and the nightly pull does nothing
+    pacs_dicomweb_url: str = ""  # e.g. https://pacs.example/dicom-web (QIDO-RS and WADO-RS)
+    pacs_host: str = ""
+    pacs_port: int = 0
+    pacs_aet: str = ""  # the PACS's AE title (the called AE)
+    aet: str = "OSTEO"  # osteo's own AE title (the calling AE; the PACS must know it for C-GET)
+    pacs_inbox: Path | None = None  # <data_dir>/inbox: what the pull and the receiver file, the refresh reads
+    pacs_lookback_days: int = 7  # a pull without --since asks for the studies of the last days
+    pacs_timeout_s: float = 30.0  # per request or DIMSE message
+    # `osteo pacs receive`: the C-STORE listener and the calling AE titles it takes ("A,B"; PACS AET alone if empty)
+    pacs_receive_port: int = 11112
+    pacs_allowed_aets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("scope_modalities", "scope_body_parts", "scope_keywords", "pacs_allowed_aets", mode="before")
     @classmethod
     def _list_from_text(cls, value):
         if isinstance(value, str):
@@ -107,6 +121,7 @@ class Settings(BaseSettings):
     def model_post_init(self, _context) -> None:
         self.var_dir = self.var_dir or self.home / "var"
         self.data_dir = self.data_dir or self.home / "data"
+        self.pacs_inbox = self.pacs_inbox or self.data_dir / "inbox"
         self.mlflow_artifact_root = self.mlflow_artifact_root or self.home / "mlruns" / "artifacts"
 
     def resolved_database_url(self) -> str:
