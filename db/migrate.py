@@ -190,8 +190,7 @@ def legacy_revision(engine: Engine) -> str:
     inspector = inspect(engine)
     names = set(inspector.get_table_names())
     columns = {t: {c["name"] for c in inspector.get_columns(t)} for t in Base.metadata.tables if t in names}
-    expected = {t.name: {c.name for c in t.columns} - ({"synthetic"} if t.name == "dicom_image" else set())
-                for t in Base.metadata.sorted_tables}
+    expected = first_release_columns()
     missing = {t: sorted(cols - columns.get(t, set())) for t, cols in expected.items()}
     missing = {t: cols for t, cols in missing.items() if cols}
     if missing:
@@ -199,6 +198,19 @@ def legacy_revision(engine: Engine) -> str:
                              f"release migrations know (missing: {missing}); it cannot be upgraded: keep it for the "
                              "record and start a new database (OSTEO_HOME or OSTEO_DATABASE_URL)")
     return SYNTHETIC if "synthetic" in columns["dicom_image"] else FIRST
+
+
+@lru_cache(maxsize=1)
+def first_release_columns() -> dict[str, set[str]]:
+    """The tables and columns of revision 0001, read from an in-memory SQLite that revision makes: the later
+    revisions' tables and columns (0004's sign-in tables, ...) were never in a database made before migrations."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
+    engine = create_engine("sqlite://", poolclass=StaticPool)  # one connection: the in-memory database lives on
+    run_upgrade(engine, FIRST)
+    inspector = inspect(engine)
+    return {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names() if t != VERSION_TABLE}
 
 
 def sqlite_backup(engine: Engine, revision: str) -> Path | None:

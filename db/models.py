@@ -380,6 +380,7 @@ class PredictionAudit(Base):
     probability: Mapped[float] = mapped_column(Float)
     label: Mapped[int] = mapped_column(Integer)
     threshold: Mapped[float] = mapped_column(Float)
+    asked_by: Mapped[str | None] = mapped_column(String(136), index=True)  # user, or token:NAME; null: mode none
 
 
 class RefreshLock(Base):
@@ -392,3 +393,6 @@ class RefreshLock(Base):
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(32), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+
+from db import access as _access  # noqa: E402, F401 - the sign-in tables (issue 26) on this Base

@@ -1,5 +1,5 @@
 """Closed values: the sets a status or source column may hold, checked by the database (CHECK constraints,
-migration 0003). A new value needs a revision that widens its check; an outside value is refused by the
+migrations 0003, 0004). A new value needs a revision that widens its check; an outside value is refused by the
 database, not stored."""
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ QUARANTINE_STAGES = ("ingest_dicom", "ingest_dexa", "ingest_annotation", "locate
 EXPORT_STATUSES = ("exported", "excluded")  # export.status
 BOX_SOURCES = ("human", "model")  # annotation.source: a person's box or the localiser's
 AUDIT_BOX_SOURCES = ("user", "model", "image")  # prediction_audit.box_source: drawn, located, a crop used whole
+# the service's roles (issue 26, migration 0004): account.role, api_token.role; admin passes every role's check
+ROLES = ("screening", "referrals", "audit", "admin")
+SESSION_KINDS = ("password", "oidc")  # auth_session.kind: how the person signed in
 
 
 def one_of(table: str, column: str, values: tuple[str, ...]) -> CheckConstraint:
