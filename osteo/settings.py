@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -91,6 +91,32 @@ class Settings(BaseSettings):
     # runtime threads per worker process; 0: the cores shared out among `osteo serve --workers`
     serve_threads: int = 0
 
+    # who may use the service (osteo_service/auth/, docs/service.md): none (the demo: open, with a banner) |
+    # users (osteo's own accounts) | proxy (the hospital's proxy signs people in) | oidc (its OpenID Connect provider)
+    auth_mode: Literal["none", "users", "proxy", "oidc"] = "none"
+    auth_public_selfcheck: bool = True  # the self-assessment (OSTA, IOF) open to anyone, as the seed's page was
+    auth_idle_minutes: float = 30.0  # a session unused this long ends
+    auth_session_hours: float = 12.0  # and every session ends this long after its sign-in, however busy
+    auth_cookie_secure: bool = True  # False only for a test over http://127.0.0.1 (a Secure cookie needs HTTPS)
+    # sign-in attempts answered per account name and per client address within the window; more are refused
+    auth_signin_per_user: int = 5
+    auth_signin_per_address: int = 20
+    auth_signin_window_minutes: float = 15.0
+    # proxy mode: the headers the proxy sets, the addresses (or networks) whose headers are believed, and the
+    # groups' roles as "group=role,group2=role2" (or JSON); a request from anywhere else is anonymous
+    auth_proxy_user_header: str = "X-Forwarded-User"
+    auth_proxy_groups_header: str = "X-Forwarded-Groups"
+    auth_proxy_trusted: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    auth_proxy_group_roles: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # oidc mode: the provider (its /.well-known/openid-configuration), this client, the ID token's groups claim
+    # and the groups' roles; the redirect URL as the browser reaches /signin/callback (default: from the request)
+    auth_oidc_issuer: str = ""
+    auth_oidc_client_id: str = ""
+    auth_oidc_client_secret: str = ""
+    auth_oidc_groups_claim: str = "groups"
+    auth_oidc_group_roles: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    auth_oidc_redirect_url: str = ""
+
     # the PACS (osteo/pacs/, docs/production.md): DICOMweb when its URL is set, else DIMSE when host, port
     # and AE title are; neither: `osteo pacs pull` refuses and the nightly pull does nothing
     pacs_dicomweb_url: str = ""  # e.g. https://pacs.example/dicom-web (QIDO-RS and WADO-RS)
@@ -111,6 +137,23 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             return json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+        return value
+
+    @field_validator("auth_proxy_trusted", mode="before")
+    @classmethod
+    def _addresses_from_text(cls, value):
+        return cls._list_from_text(value)
+
+    @field_validator("auth_proxy_group_roles", "auth_oidc_group_roles", mode="before")
+    @classmethod
+    def _mapping_from_text(cls, value):
+        """{"group": "role"} from "group=role,group2=role2" or JSON."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            pairs = [p.partition("=") for p in text.split(",") if p.strip()]
+            return {k.strip(): v.strip() for k, _, v in pairs}
         return value
 
     def scope_rules(self) -> ScopeRules:
