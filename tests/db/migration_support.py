@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Run by 82910aa's code: a refreshed cohort with quarantine entries, a snapshot, a registered model's
 # training_run row, augmented copies, the service's prediction audit and a lock row; no table left empty.
 FILL = r'''
-import datetime as dt, sys
+import datetime as dt, hashlib, sys
 from pathlib import Path
 
 from sqlalchemy import select
@@ -34,9 +34,9 @@ from osteo import refresh, snapshot  # 82910aa's module paths (osteo/refresh.py,
 from osteo.settings import get_settings, session_factory
 from osteo.synth import generate_cohort
 
-home, cohort = Path(sys.argv[1]), Path(sys.argv[2])
+home, cohort, patients = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 s = get_settings()
-generate_cohort(cohort, patients=10, seed=4, workers=1)
+generate_cohort(cohort, patients=patients, seed=4, workers=1)
 (cohort / "dicom" / "broken.dcm").write_bytes(b"DICM but not a DICOM file")
 (cohort / "dexa" / "broken.csv").write_text("no;such;columns\n1;2;3\n")
 factory = session_factory(s, create=True)
@@ -53,8 +53,10 @@ snapshot.record_training_run(factory, snapshot_id=info.snapshot_id, run_id="r" *
                              checkpoint_sha256="c" * 64)
 with factory() as session, session.begin():
     export_id = session.scalar(select(Export.id).limit(1))
+    aug = home / "aug.png"  # a real file: the old model's lineage re-hashes it after the upgrade
+    aug.write_bytes(b"an augmented copy")
     session.add(AugmentedCopy(export_id=export_id, seed=1, params={"flip": True}, params_digest="p" * 64,
-                              path=str(home / "aug.png"), sha256="a" * 64))
+                              path=str(aug), sha256=hashlib.sha256(aug.read_bytes()).hexdigest()))
     session.add_all([PredictionAudit(channel="api", model_name="osteo-classifier", model_version="1",
                                      input_sha256=f"{i:064d}", input_kind="png", box=[1, 2, 30, 40],
                                      box_source="user", side="L", probability=0.1 * i, label=int(i > 2),
@@ -73,12 +75,13 @@ def extract_old_release(dest: Path) -> Path:
     return dest
 
 
-def fill_with_old_release(tree: Path, home: Path, url: str) -> None:
-    """Make and fill the database at `url` with the old release's code (its own create_all), as a site had it."""
+def fill_with_old_release(tree: Path, home: Path, url: str, patients: int = 10) -> None:
+    """Make and fill the database at `url` with the old release's code (its own create_all), as a site had it:
+    a cohort of `patients` in home/cohort, its exports and snapshot under `home`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OSTEO_", "MLFLOW_TRACKING"))}
     env.update(PYTHONPATH=str(tree), OSTEO_HOME=str(home), OSTEO_DATABASE_URL=url)
-    subprocess.run([sys.executable, "-c", FILL, str(home), str(home / "cohort")], cwd=tree, env=env, check=True,
-                   timeout=600)
+    subprocess.run([sys.executable, "-c", FILL, str(home), str(home / "cohort"), str(patients)], cwd=tree, env=env,
+                   check=True, timeout=600)
 
 
 def table_contents(engine: Engine, columns: dict[str, list[str]] | None = None) -> dict[str, tuple[int, str]]:
