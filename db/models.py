@@ -396,3 +396,4 @@ class RefreshLock(Base):
 
 
 from db import access as _access  # noqa: E402, F401 - the sign-in tables (issue 26) on this Base
+from db import screening as _screening  # noqa: E402, F401 - the screening tables (issue 27) on this Base

@@ -14,6 +14,11 @@ AUDIT_BOX_SOURCES = ("user", "model", "image")  # prediction_audit.box_source: d
 # the service's roles (issue 26, migration 0004): account.role, api_token.role; admin passes every role's check
 ROLES = ("screening", "referrals", "audit", "admin")
 SESSION_KINDS = ("password", "oidc")  # auth_session.kind: how the person signed in
+# `osteo screen` (issue 27, migration 0006): screening_result.status; screening_push.kind, .transport, .status
+SCREENING_STATUSES = ("screened", "not_located", "excluded: metal", "excluded: blur", "excluded: unreadable")
+PUSH_KINDS = ("SR", "SC")  # the structured report, the secondary capture of the box and heat map
+PUSH_TRANSPORTS = ("stow-rs", "c-store")
+PUSH_STATUSES = ("pushed", "failed")
 
 
 def one_of(table: str, column: str, values: tuple[str, ...]) -> CheckConstraint:
