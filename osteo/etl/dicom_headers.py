@@ -16,21 +16,13 @@ read raw, never through a converter, so that no value of theirs can fail a file.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import math
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
-import pydicom
-from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import RawDataElement, convert_raw_data_element
-from pydicom.errors import InvalidDicomError
-from pydicom.tag import BaseTag
-
-from osteo.etl import synthetic
 from osteo.etl.dicom_bytes import deflate_problem, pixel_data_problem
+from osteo.etl.dicom_fast import parse_fast
+from osteo.etl.dicom_parsed import NOT_DICOM, REQUIRED, UIDS, Header, Parsed, parse_with_pydicom
 from osteo.etl.errors import InputError
 from osteo.etl.pool import shared_pool
 from osteo.etl.pseudonym import pseudonymise
@@ -57,49 +49,7 @@ from osteo.etl.values import (
 )
 from osteo_common.files import sha256_bytes, sha256_file, trusted_mtime_ns
 
-REQUIRED = (
-    "SOPInstanceUID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "PatientID",
-    "StudyDate",
-    "Modality",
-    "Rows",
-    "Columns",
-    "BitsStored",
-    "PhotometricInterpretation",
-)
-UIDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-# Only these are parsed: faster than a full header and nothing else is ever touched.
-WANTED = REQUIRED + (
-    "SOPClassUID",
-    "PatientSex",
-    "PatientBirthDate",
-    "PatientAge",
-    "BodyPartExamined",
-    "ImageLaterality",
-    "Laterality",
-    "PatientOrientation",
-    "PixelSpacing",
-    "ImagerPixelSpacing",
-    "BitsAllocated",  # read to check BitsStored and the declared size against, never stored
-    "SamplesPerPixel",
-    "NumberOfFrames",
-    "SeriesDescription",  # free text, for the scope keywords only: never stored
-    "StudyDescription",
-)
-# the synthetic marks (osteo/etl/synthetic.py), read raw and decoded here so that no value can fail a file:
-# Manufacturer, and the private creator slots (0009,0010-001F) with the flag element of each one's block
-_MANUFACTURER = BaseTag(tag_for_keyword("Manufacturer"))
-_CREATOR_SLOTS = tuple(range(synthetic.PRIVATE_BLOCK, synthetic.PRIVATE_BLOCK + 16))
-_CREATORS = tuple(BaseTag((synthetic.PRIVATE_GROUP << 16) | slot) for slot in _CREATOR_SLOTS)
-_FLAGS = tuple(BaseTag((synthetic.PRIVATE_GROUP << 16) | (slot << 8) | synthetic.ELEMENT_FLAG)
-               for slot in _CREATOR_SLOTS)
-_SPECIFIC = [*WANTED, _MANUFACTURER, *_CREATORS, *_FLAGS]
 DEFAULT_SCOPE = ScopeRules()  # the product rule; the refresh passes the settings' (OSTEO_SCOPE_*)
-
-
-NOT_DICOM = "not a DICOM file"
 
 
 def _bad(keyword: str, rule: str) -> InputError:
@@ -138,91 +88,25 @@ def row_direction(orientation: Any) -> str:
     return "R" if first.strip().upper()[:1] == "R" else "L"
 
 
-def header_record(data: bytes, key: bytes, scope: ScopeRules = DEFAULT_SCOPE) -> dict[str, Any]:
+def header_record(data: bytes, key: bytes, scope: ScopeRules = DEFAULT_SCOPE, *, fast: bool = True) -> dict[str, Any]:
     """Parse one file's bytes: {"record": {...}} for a hip image, {"out_of_scope": {reason, modality,
-    body_part}} for any other (no identifier); raises InputError for bad input."""
+    body_part}} for any other (no identifier); raises InputError for bad input. The header is read by our
+    strict reader (osteo/etl/dicom_fast.py) where it reads the file exactly as pydicom would, else (or
+    with fast=False) by pydicom: the result is the same either way."""
     if len(data) < 132:
         raise InputError("not_dicom", NOT_DICOM + ": shorter than a DICOM file's 132-byte preamble and marker")
     with quiet_reads():  # pydicom's warnings and log records quote header values
-        problem = deflate_problem(data)  # reading the meta (0.15 ms) beats searching 700 KB for the UID
-        if problem:
-            raise InputError(*problem)
-        return _header_record(data, key, scope)
+        parsed = parse_fast(data) if fast else None  # a deflated file is never the fast reader's
+        if parsed is None:
+            problem = deflate_problem(data)  # reading the meta (0.15 ms) beats searching 700 KB for the UID
+            if problem:
+                raise InputError(*problem)
+            parsed = parse_with_pydicom(data)
+        return _judge(parsed, data, key, scope)
 
 
-class _Header:
-    """The wanted elements of one parsed header, each converted once by pydicom's own converter (as
-    Dataset.__getitem__ does, less its per-access tag and character-set look-ups); read like a
-    Dataset by keyword: `kw in h`, `h[kw].value`, `h.get(kw)`, `h.Keyword`, `h.file_meta`."""
-
-    __slots__ = ("elems", "file_meta", "synthetic")
-
-    def __init__(self, ds: pydicom.Dataset) -> None:
-        self.file_meta = getattr(ds, "file_meta", None)
-        charset = ds.original_character_set or ds._character_set
-        raw = ds._dict
-        self.synthetic = _is_synthetic(raw)
-        self.elems: dict[str, Any] = {}
-        for keyword, tag in _WANTED_TAGS:
-            elem = raw.get(tag)
-            if elem is not None:  # none of WANTED has an ambiguous VR (US or SS ...): nothing to correct
-                self.elems[keyword] = (convert_raw_data_element(elem, encoding=charset, ds=ds)
-                                       if isinstance(elem, RawDataElement) else elem)
-
-    def __contains__(self, keyword: str) -> bool:
-        return keyword in self.elems
-
-    def __getitem__(self, keyword: str) -> Any:
-        return self.elems[keyword]
-
-    def get(self, keyword: str, default: Any = None) -> Any:
-        elem = self.elems.get(keyword)
-        return default if elem is None else elem.value
-
-    def __getattr__(self, keyword: str) -> Any:
-        try:
-            return self.elems[keyword].value
-        except KeyError:
-            raise AttributeError(keyword) from None
-
-
-_WANTED_TAGS = tuple((kw, BaseTag(tag_for_keyword(kw))) for kw in WANTED)
-
-
-def _raw_text(elem: Any) -> str | None:
-    """An element's text without pydicom's converters (which raise on hostile bytes): the raw bytes as
-    Latin-1 (the marks are ASCII), the first value of a converted multi-valued element."""
-    if elem is None:
-        return None
-    value = elem.value
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("latin-1").split("\\")[0].strip("\0 ")
-    if value is not None and not isinstance(value, str):
-        value = next(iter(value), None) if hasattr(value, "__iter__") else value
-    return None if value is None else str(value).strip("\0 ")
-
-
-def _is_synthetic(raw: dict) -> bool:
-    """Either mark (osteo.etl.synthetic.is_synthetic): Manufacturer, or the flag of the block whose private
-    creator is osteo's (a block of another creator in group 0009 says nothing)."""
-    flag = next((_raw_text(raw.get(f)) for c, f in zip(_CREATORS, _FLAGS, strict=True)
-                 if (_raw_text(raw.get(c)) or "").upper() == synthetic.PRIVATE_CREATOR), None)
-    return synthetic.is_synthetic(_raw_text(raw.get(_MANUFACTURER)), flag)
-
-
-def _header_record(data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]:
-    try:
-        fp = io.BytesIO(data)  # left at the Pixel Data element (stop_before_pixels): its length is checked
-        raw = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_SPECIFIC)
-        ds = _Header(raw)
-    except InvalidDicomError as exc:  # pydicom's own words ("Use force=True ...") are for programmers
-        raise InputError("not_dicom", NOT_DICOM + (": no 'DICM' marker after the 128-byte preamble (a Thumbs.db, a "
-                                                   "PDF, a report?)" if "DICM" in str(exc) else "")) from exc
-    except (EOFError, OSError, zlib.error, struct.error) as exc:
-        raise InputError("truncated", f"header could not be read: {type(exc).__name__}") from exc
-    except Exception as exc:  # pydicom's parser and converters raise anything on hostile bytes
-        # (BytesLengthException for a US of 3 bytes, LookupError for a charset, ...): all of it is bad input
-        raise InputError("bad_header", f"header could not be read: {type(exc).__name__}") from exc
+def _judge(parsed: Parsed, data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]:
+    ds = parsed.header
     try:
         modality = code_text(ds.get("Modality"))
         if modality:  # the scope first: no other tag is asked of a file out of scope
@@ -232,11 +116,11 @@ def _header_record(data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]
             if out:
                 return {"out_of_scope": out}
         for tag in REQUIRED:
-            if tag not in ds or ds[tag].value in (None, "") or (isinstance(ds[tag].value, str)
-                                                                and not ds[tag].value.strip("\0 ")):
+            if tag not in ds or ds.get(tag) in (None, "") or (isinstance(ds.get(tag), str)
+                                                              and not ds.get(tag).strip("\0 ")):
                 raise InputError(f"missing_tag:{tag}", f"required tag {tag} is absent or empty")
         record = _record(ds, key)
-        problem = pixel_data_problem(data, fp.tell(), raw.original_encoding, ds.file_meta)
+        problem = pixel_data_problem(data, parsed.at, parsed.encoding, ds.file_meta)
         if problem:  # a file cut short is bad input now, not an image the localiser or the export meets later
             raise InputError(*problem)
         return {"record": record}
@@ -254,7 +138,7 @@ def _uid(value: object, keyword: str) -> str:
     return text
 
 
-def _int(ds: _Header, keyword: str, default: int | None = None) -> int:
+def _int(ds: Header, keyword: str, default: int | None = None) -> int:
     """One whole number (a US, or an IS as text); a list (a VR length that lies), bytes or a fraction is not."""
     value = ds.get(keyword)
     if value in (None, "") and default is not None:
@@ -270,9 +154,9 @@ def _int(ds: _Header, keyword: str, default: int | None = None) -> int:
     return int(number)
 
 
-def _record(ds: _Header, key: bytes) -> dict[str, Any]:
+def _record(ds: Header, key: bytes) -> dict[str, Any]:
     """The validated record of a hip image; InputError naming the first invalid value."""
-    uids = {kw: _uid(ds[kw].value, kw) for kw in UIDS}
+    uids = {kw: _uid(ds.get(kw), kw) for kw in UIDS}
     if ds.get("SOPClassUID") not in (None, ""):
         _uid(ds.SOPClassUID, "SOPClassUID")
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -339,7 +223,7 @@ def _record(ds: _Header, key: bytes) -> dict[str, Any]:
     }
 
 
-def _out_of_scope(ds: _Header, scope: ScopeRules) -> dict[str, Any] | None:
+def _out_of_scope(ds: Header, scope: ScopeRules) -> dict[str, Any] | None:
     """The scope decision on the parsed header; the descriptions go no further than this call."""
     body_part = code_text(ds.get("BodyPartExamined"))
     if body_part and not is_printable(body_part, BODY_PART_CHARS):  # local codes are allowed, control bytes not

@@ -9,7 +9,9 @@ import struct
 import warnings
 import zlib
 from contextlib import contextmanager
+from pathlib import Path
 
+import numpy as np
 import pydicom
 from hypothesis import reject
 from hypothesis import strategies as st
@@ -32,6 +34,22 @@ from osteo.etl.quiet import quiet_reads
 from tests.fuzz.support import claim, weighted
 
 SEEDS = ("hip", "pelvis", "mr", "hip8")
+
+
+def seed_datasets(d: Path) -> dict[str, Dataset]:
+    """The valid files the fuzz starts from (tests/dicom_factory.py), written under d: a hip film, an AP
+    pelvis, an MR (out of scope) and an 8-bit hip film."""
+    from tests.dicom_factory import make_dicom
+
+    make_dicom(d / "hip.dcm")
+    make_dicom(d / "pelvis.dcm", rows=48, cols=96, laterality="B", body_part="PELVIS", orientation=("R", "F"))
+    make_dicom(d / "mr.dcm", modality="MR", drop=("ImageLaterality",))
+    make_dicom(d / "hip8.dcm", rows=40, cols=56)
+    out = {name: pydicom.dcmread(d / f"{name}.dcm") for name in SEEDS}
+    hip8 = out["hip8"]
+    hip8.BitsAllocated, hip8.BitsStored, hip8.HighBit = 8, 8, 7
+    hip8.PixelData = np.random.default_rng(1).integers(0, 255, (40, 56), dtype=np.uint8).tobytes()
+    return out
 
 
 # --- hostile values ------------------------------------------------------------------------------

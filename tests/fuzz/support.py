@@ -53,13 +53,25 @@ COLUMNS = ("tried", "processed", "quarantined", "out_of_scope", "crashes", "rows
 STATS: dict[str, Counter] = defaultdict(Counter)
 
 
+# the fast DICOM reader against pydicom (tests/fuzz/test_fuzz_dicom_fast.py): inputs compared, how many the
+# fast reader read itself (the rest it handed to pydicom) and disagreements (the goal: 0)
+DIFFERENTIAL: Counter = Counter()
+
+
 def count(kind: str, outcome: str, n: int = 1) -> None:
     STATS[kind][outcome] += n
 
 
+def compared(same: bool, read_fast: bool) -> None:
+    DIFFERENTIAL.update(compared=1, read_fast=int(read_fast), disagreements=int(not same))
+
+
 def summary_lines() -> list[str]:
+    differential = ([f"fast DICOM reader vs pydicom: {DIFFERENTIAL['compared']} inputs compared, "
+                     f"{DIFFERENTIAL['read_fast']} read by the fast reader, the rest handed to pydicom; "
+                     f"{DIFFERENTIAL['disagreements']} disagreements"] if DIFFERENTIAL else [])
     if not STATS:
-        return []
+        return differential
     width = max(len(k) for k in STATS)
     head = f"{'input kind':<{width}}  " + "  ".join(f"{c:>12}" for c in COLUMNS)
     lines = [head]
@@ -68,7 +80,7 @@ def summary_lines() -> list[str]:
         total.update(STATS[kind])
         lines.append(f"{kind:<{width}}  " + "  ".join(f"{STATS[kind][c]:>12}" for c in COLUMNS))
     lines.append(f"{'all':<{width}}  " + "  ".join(f"{total[c]:>12}" for c in COLUMNS))
-    return lines
+    return lines + differential
 
 
 # --- nothing escapes -------------------------------------------------------------------------

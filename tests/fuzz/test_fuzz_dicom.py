@@ -13,8 +13,6 @@ from __future__ import annotations
 import itertools
 import tracemalloc
 
-import numpy as np
-import pydicom
 import pytest
 from hypothesis import example, given, note
 from pydicom.dataset import Dataset
@@ -26,8 +24,7 @@ from osteo.etl.dicom_headers import header_record
 from osteo.etl.errors import InputError
 from osteo.etl.imaging import ExportError
 from osteo.ingest import refresh
-from tests.dicom_factory import make_dicom
-from tests.fuzz.dicom_inputs import DICOM, ENCODINGS, SEEDS, deflate_bomb, encode, mutate
+from tests.fuzz.dicom_inputs import DICOM, ENCODINGS, deflate_bomb, encode, mutate, seed_datasets
 from tests.fuzz.support import call, check_image, count, factory_for, fuzz, quarantine_reasons, source
 
 KEY = b"fuzz-pseudonym-key"
@@ -39,16 +36,7 @@ _serial = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory) -> dict[str, Dataset]:
-    d = tmp_path_factory.mktemp("seeds")
-    make_dicom(d / "hip.dcm")
-    make_dicom(d / "pelvis.dcm", rows=48, cols=96, laterality="B", body_part="PELVIS", orientation=("R", "F"))
-    make_dicom(d / "mr.dcm", modality="MR", drop=("ImageLaterality",))
-    make_dicom(d / "hip8.dcm", rows=40, cols=56)
-    out = {name: pydicom.dcmread(d / f"{name}.dcm") for name in SEEDS}
-    hip8 = out["hip8"]
-    hip8.BitsAllocated, hip8.BitsStored, hip8.HighBit = 8, 8, 7
-    hip8.PixelData = np.random.default_rng(1).integers(0, 255, (40, 56), dtype=np.uint8).tobytes()
-    return out
+    return seed_datasets(tmp_path_factory.mktemp("seeds"))
 
 
 @pytest.fixture(scope="module")
