@@ -44,7 +44,9 @@ _U32 = Struct("<I")
 _VRS = {vr.encode("ascii"): str(vr) for vr in VR}  # pydicom's ENCODED_VR
 _LONG = {vr.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32}
 _CHARSET = 0x00080005
-_KEEP = frozenset({tag for _, tag in WANTED_TAGS} | set(MARKS) | {_CHARSET})
+_WANTED = tuple((keyword, int(tag)) for keyword, tag in WANTED_TAGS)  # plain ints: no BaseTag.__eq__ per look-up
+_MARKS = tuple(int(tag) for tag in MARKS)
+_KEEP = frozenset({tag for _, tag in _WANTED} | set(_MARKS) | {_CHARSET})
 _PIXELS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # where pydicom's stop_before_pixels stops
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -87,11 +89,11 @@ def _parse(data: bytes) -> Parsed:
     raw, at = _dataset(data, pos, implicit)
     encodings = _encodings(raw.get(_CHARSET))
     values: dict[str, Any] = {}
-    for keyword, tag in WANTED_TAGS:
+    for keyword, tag in _WANTED:
         found = raw.get(tag)
         if found is not None:
             values[keyword] = _convert(tag, found, implicit, encodings)
-    marks = {tag: found[2] for tag in MARKS if (found := raw.get(tag)) is not None}
+    marks = {tag: found[2] for tag in _MARKS if (found := raw.get(tag)) is not None}
     return Parsed(Header(values, _Meta(UID(ts)), is_synthetic(marks)), at, (implicit, True))
 
 

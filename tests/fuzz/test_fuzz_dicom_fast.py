@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 
 from osteo.etl.dicom_fast import parse_fast
 from osteo.etl.dicom_headers import header_record
+from osteo.etl.dicom_parsed import Parsed, parse_with_pydicom
 from osteo.etl.errors import InputError
 from osteo.etl.quiet import quiet_reads
 from osteo.synth.dicomio import mark_synthetic
@@ -100,13 +101,27 @@ def outcome(data: bytes, fast: bool) -> tuple:
         return ("crash", type(exc).__name__)
 
 
+def _parse_view(parsed: Parsed) -> tuple:
+    """Everything the checks read of a parse, values by type and repr (a NaN is not equal to itself)."""
+    h = parsed.header
+    return (parsed.at, parsed.encoding, h.synthetic, repr(h.file_meta.get("TransferSyntaxUID")),
+            {k: (type(v).__name__, repr(v)) for k, v in h.values.items()})
+
+
 def compare(data: bytes) -> tuple[tuple, tuple, bool]:
-    """(fast outcome, pydicom outcome, whether the fast reader read it itself), counted."""
+    """(fast outcome, pydicom outcome, whether the fast reader read it itself), counted; where the fast
+    reader read the file, its parse must also be pydicom's (values, types, where it stopped)."""
     fast, slow = outcome(data, True), outcome(data, False)
-    with quiet_reads():  # as header_record calls it
-        read_fast = parse_fast(data) is not None
-    compared(fast == slow, read_fast)
-    return fast, slow, read_fast
+    with quiet_reads():  # as header_record calls them
+        parsed = parse_fast(data)
+        same = fast == slow
+        if parsed is not None:
+            try:
+                same = same and _parse_view(parsed) == _parse_view(parse_with_pydicom(data))
+            except InputError:
+                same = False
+    compared(same, parsed is not None)
+    return fast, slow if same else ("parse differs", slow), parsed is not None
 
 
 @pytest.fixture(scope="module")
