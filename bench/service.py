@@ -4,7 +4,7 @@
 The model is a randomly initialised one-channel ResNet18 at 224 px, saved as an osteo checkpoint
 and exported to ONNX in a scratch folder; the service is `osteo_service.app.create_app` over a
 ModelCache whose registry always names that one version (no MLflow, no localiser) and loads it
-with `osteo_service.models.build_classifier`, as `osteo serve` does (ONNX Runtime when an export
+with `osteo_model.onnx.build_classifier`, as `osteo serve` does (ONNX Runtime when an export
 exists). Uvicorn serves it on a free loopback port in a child process (its own process group,
 killed at the end, also on error): 1 worker for the latency rows, 2 for the load row, whose
 client is another process (both in `bench/service_load.py`). Torch and ONNX Runtime get 2 threads on
@@ -75,7 +75,8 @@ def crop_png(seed: int = 0) -> bytes:
 
 def registry(checkpoint: Path, onnx: Path | None):
     """A Registry that always names VERSION and loads it with build_classifier (as mlflow_registry does)."""
-    from osteo_service.models import Registry, build_classifier
+    from osteo_model.onnx import build_classifier
+    from osteo_service.models import Registry
 
     def load_classifier(name: str, version: str):
         model, runtime = build_classifier(checkpoint, onnx, None)

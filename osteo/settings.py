@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     dask_address: str = ""
 
+    # `osteo screen` (osteo/screening/): images per task (each read, located and cropped, their crops scored in
+    # one classifier call; the unit Dask workers share out), and which results go back to the PACS as an SR and
+    # a secondary capture: positive (flagged only) | all | none
+    screen_batch_size: int = 64
+    screen_push: Literal["positive", "all", "none"] = "positive"
     # the screening service (`osteo serve`, osteo_service/)
     serve_model: str = "models:/osteo-classifier@champion"
     serve_localiser: str = "models:/osteo-roi@champion"

@@ -8,6 +8,7 @@ so a registered version is served exactly as registered, through ONNX Runtime wh
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,3 +116,26 @@ def fetch_localiser(c: MlflowClient, name: str, version: str, dst: Path) -> Path
     if not found:
         raise FileNotFoundError(f"models:/{name}/{version} has no checkpoint among its artifacts")
     return found[0]
+
+
+def load_classifier(c: MlflowClient, settings: Settings, name: str, version: str):
+    """One classifier version in memory, as the service and `osteo screen` score with it: ONNX Runtime when
+    it has an export (osteo_model.onnx.build_classifier), its stored threshold; (model, runtime, files).
+    Its files go to a temporary folder, removed once loaded."""
+    from osteo_model.onnx import build_classifier
+
+    with tempfile.TemporaryDirectory(prefix="osteo-serve-") as tmp:
+        files = fetch_version(c, settings, name, version, Path(tmp))
+        model, runtime = build_classifier(files.checkpoint, files.onnx, files.threshold,
+                                          threads=settings.serve_threads or None)
+    return model, runtime, files
+
+
+def load_localiser(c: MlflowClient, name: str, version: str):
+    """One localiser version in memory (osteo.localiser.locate.FileLocator), with its `trained_on` tag."""
+    from osteo.localiser.locate import FileLocator
+
+    with tempfile.TemporaryDirectory(prefix="osteo-serve-") as tmp:
+        locator = FileLocator.load(fetch_localiser(c, name, version, Path(tmp)), name, version)
+    locator.trained_on = trained_on(c, name, version)
+    return locator

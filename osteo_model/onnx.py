@@ -204,3 +204,15 @@ class OnnxClassifier:
             threshold = float(extra.get("threshold", config.threshold))
         weight = payload["state_dict"]["fc.weight"].float().numpy()
         return cls(onnx_path, weight, config.image_size, threshold=threshold, threads=threads)
+
+
+def build_classifier(checkpoint: Path, onnx: Path | None, threshold: float | None, *,
+                     threads: int | None = None):
+    """(classifier, runtime): ONNX Runtime when the version has an ONNX export and the runtime is installed,
+    else PyTorch. The threshold stored with the version wins over the checkpoint's. The service and
+    `osteo screen` load every registered classifier through this."""
+    from osteo_model.predict import Predictor
+
+    if onnx is not None and onnxruntime_available():
+        return OnnxClassifier.load(onnx, checkpoint, threshold=threshold, threads=threads), "onnxruntime"
+    return Predictor.from_checkpoint(checkpoint, threshold=threshold, device="cpu"), "pytorch"

@@ -9,12 +9,10 @@ that made it. A registry that cannot be reached keeps the models already loaded.
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 log = logging.getLogger("osteo.service")
@@ -146,45 +144,15 @@ class ModelCache:
 
 
 def mlflow_registry(settings) -> Registry:
-    """The registry of these settings, read through osteo_mlflow.serving; files go to a temporary folder
-    (a version's files are loaded into memory, then the folder is removed)."""
-    from osteo_mlflow.serving import (
-        fetch_localiser,
-        fetch_version,
-        read_test_year,
-        registry_client,
-        resolve_version,
-        trained_on,
-    )
+    """The registry of these settings, read through osteo_mlflow.serving (which `osteo screen` shares)."""
+    from osteo_mlflow.serving import load_classifier, load_localiser, read_test_year, registry_client, resolve_version
 
     client = registry_client(settings)
 
-    def load_classifier(name: str, version: str):
-        with tempfile.TemporaryDirectory(prefix="osteo-serve-") as tmp:
-            files = fetch_version(client, settings, name, version, Path(tmp))
-            model, runtime = build_classifier(files.checkpoint, files.onnx, files.threshold,
-                                              threads=settings.serve_threads or None)
+    def classifier(name: str, version: str):
+        model, runtime, files = load_classifier(client, settings, name, version)
         return model, model.threshold, runtime, files.crop, files.trained_on
 
-    def load_localiser(name: str, version: str):
-        from osteo.localiser.locate import FileLocator
-
-        with tempfile.TemporaryDirectory(prefix="osteo-serve-") as tmp:
-            locator = FileLocator.load(fetch_localiser(client, name, version, Path(tmp)), name, version)
-        locator.trained_on = trained_on(client, name, version)
-        return locator
-
-    return Registry(resolve=lambda uri: resolve_version(client, uri), load_classifier=load_classifier,
-                    load_localiser=load_localiser, read_test_year=lambda n, v: read_test_year(client, n, v))
-
-
-def build_classifier(checkpoint: Path, onnx: Path | None, threshold: float | None, *,
-                     threads: int | None = None) -> tuple[Classifier, str]:
-    """ONNX Runtime when the version has an ONNX export and the runtime is installed, else PyTorch.
-    The threshold stored with the version wins over the checkpoint's."""
-    from osteo_model.onnx import OnnxClassifier, onnxruntime_available
-    from osteo_model.predict import Predictor
-
-    if onnx is not None and onnxruntime_available():
-        return OnnxClassifier.load(onnx, checkpoint, threshold=threshold, threads=threads), "onnxruntime"
-    return Predictor.from_checkpoint(checkpoint, threshold=threshold, device="cpu"), "pytorch"
+    return Registry(resolve=lambda uri: resolve_version(client, uri), load_classifier=classifier,
+                    load_localiser=lambda name, version: load_localiser(client, name, version),
+                    read_test_year=lambda n, v: read_test_year(client, n, v))

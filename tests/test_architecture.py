@@ -38,6 +38,7 @@ NEVER_IN = {"osteo_model": {"sqlalchemy", "pydicom"}, "db": {"pandas", "numpy"}}
 # import itself and any room below it, never one above nor a neighbour.
 ROOMS: list[set[str]] = [
     {"lineage"},  # auditors' lineage over what the stages recorded
+    {"screening"},  # `osteo screen`: the champion on every hip image, its SR and SC back to the PACS, outcomes
     {"localiser", "training"},  # the femoral-neck localiser in the pipeline; the classifier's training
     {"ingest", "synth"},  # the refresh's stages; the synthetic hospital
     {"etl"},  # one file read: DICOM headers, DEXA, VOC boxes, pseudonyms, scope, the export's imaging

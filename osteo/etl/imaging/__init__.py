@@ -35,12 +35,13 @@ from osteo.etl.imaging.export import (
     ALGORITHM_VERSION,
     PNG_COMPRESS_LEVEL,
     RENDER_COMPRESS_LEVEL,
+    box_quality,
     canonical_digest,
     export_roi,
     neck_crop,
     render_png,
 )
-from osteo.etl.imaging.quality import METAL_LEVEL, measure_quality
+from osteo.etl.imaging.quality import METAL_LEVEL, exclusion_of, measure_quality
 from osteo.etl.imaging.read import ExportError, load_dicom, read_dicom
 from osteo_common.files import atomic_write_bytes, sha256_file
 
@@ -54,7 +55,9 @@ __all__ = [
     "DisplayMap",
     "ExportError",
     "atomic_write_bytes",
+    "box_quality",
     "canonical_digest",
+    "exclusion_of",
     "export_roi",
     "neck_crop",
     "load_dicom",

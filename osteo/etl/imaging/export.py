@@ -14,7 +14,7 @@ import pydicom
 from PIL import Image
 
 from osteo.etl.imaging.display import prepare_display
-from osteo.etl.imaging.quality import METAL_LEVEL, measure_quality
+from osteo.etl.imaging.quality import METAL_LEVEL, exclusion_of, measure_quality
 from osteo.etl.imaging.read import ExportError, load_dicom
 from osteo.etl.quiet import quiet_reads
 from osteo_common.files import atomic_write_bytes, sha256_bytes
@@ -123,6 +123,14 @@ def neck_image(pix: np.ndarray, flip: bool, size: int) -> Image.Image:
     return img if img.size == (size, size) else img.resize((size, size), resample=_RESAMPLE)
 
 
+def box_quality(dm: Any, box: Any) -> dict[str, float]:
+    """The metal and blur measures of a box (clipped to the image) of a DisplayMap, as export_roi measures
+    them: on the box itself, no margin. ExportError for a box that cannot be cropped."""
+    x0, y0, x1, y1 = _clip_box(box, *dm.shape)
+    region = (slice(y0, y1), slice(x0, x1))
+    return measure_quality(dm.unit(region), dm.display(region))
+
+
 def neck_crop(display: np.ndarray, box: Any, side: str, *, size: int = 256, margin: float = 0.15) -> np.ndarray:
     """The femoral-neck crop of a whole display image (uint8), exactly as export_roi writes it
     (the classifier's pyfunc and the service crop with this)."""
@@ -163,12 +171,7 @@ def export_roi(
     x0, y0, x1, y1 = _clip_box(box, rows, cols)
     region = (slice(y0, y1), slice(x0, x1))
     quality = measure_quality(dm.unit(region), dm.display(region))
-    if quality["metal_fraction"] > metal_threshold:
-        exclusion: str | None = "metal"
-    elif quality["blur_score"] < blur_threshold:
-        exclusion = "blur"
-    else:
-        exclusion = None
+    exclusion = exclusion_of(quality, metal_threshold, blur_threshold)
 
     crop = crop_rect((x0, y0, x1, y1), margin, rows, cols)
     flip = side == "R"

@@ -18,3 +18,11 @@ def measure_quality(unit_crop: np.ndarray, display_crop: np.ndarray) -> dict[str
         lap = d[:-2, 1:-1] + d[2:, 1:-1] + d[1:-1, :-2] + d[1:-1, 2:] - 4.0 * d[1:-1, 1:-1]
         blur = float(lap.std(dtype=np.float64))
     return {"metal_fraction": metal, "blur_score": blur}
+
+
+def exclusion_of(quality: dict[str, float], metal_threshold: float, blur_threshold: float) -> str | None:
+    """Why a crop is not used: 'metal' when metal_fraction > metal_threshold, elif 'blur' when
+    blur_score < blur_threshold, else None (the export and the screening judge alike)."""
+    if quality["metal_fraction"] > metal_threshold:
+        return "metal"
+    return "blur" if quality["blur_score"] < blur_threshold else None
