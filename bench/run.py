@@ -31,16 +31,16 @@ DEMO_RECORD = "demo-run.json"
 
 SIZES: dict[str, dict[str, Any]] = {
     "quick": dict(cohort=40, ingest=[1_000], orchestration=1_000, orchestration_repeats=1,
-                  pairing=[10_000, 100_000], repeats=2, roi_epochs=12,
+                  pairing=[10_000, 100_000], upgrade=[100_000], repeats=2, roi_epochs=12,
                   training=[(96, 16, 64, 1), (224, 5, 20, 1)], cuda_paper=(200, 2), inference=20,
                   service="quick", demo=["--patients", "40", "--folds", "2", "--epochs", "1"], reuse_demo=True),
     "full": dict(cohort=120, ingest=[1_000, 10_000], orchestration=10_000, orchestration_repeats=2,
-                 pairing=[10_000, 100_000, 1_000_000], roi_epochs=None,
+                 pairing=[10_000, 100_000, 1_000_000], upgrade=[1_000_000], roi_epochs=None,
                  repeats=3, training=[(96, 16, 480, 2), (224, 5, 200, 1)], cuda_paper=(1218, 50), inference=100,
                  service="full", demo=[], reuse_demo=False),
 }
-STAGES = ("synth", "ingest", "pairing", "export", "training", "inference", "service", "localiser", "orchestration",
-          "e2e")
+STAGES = ("synth", "ingest", "pairing", "upgrade", "export", "training", "inference", "service", "localiser",
+          "orchestration", "e2e")
 
 
 def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path | None = None, keep: bool = False,
@@ -105,6 +105,16 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
                 return r
 
             rows += stage("pairing", do_pairing)
+
+        if want("upgrade"):
+            from bench import upgrade
+
+            def do_upgrade():
+                r, i = upgrade.run(sizes["upgrade"], scratch)
+                info["upgrade"] = i
+                return r
+
+            rows += stage("upgrade", do_upgrade)
 
         pngs: list[str] = []
         if want("export") or want("training") or want("inference"):
