@@ -310,11 +310,14 @@ def cmd_refreshes(args: argparse.Namespace) -> int:
 def predictions_summary(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no prediction recorded yet (the screening service, osteo serve, writes one row per answer)"
-    lines = [f"{'id':>6}  {'at':19}  {'via':4}  {'model':22}  {'p':>6}  label  {'box (source)':34}  input sha256"]
+    lines = [f"{'id':>6}  {'at':19}  {'via':4}  {'asked by':16}  {'model':22}  {'p':>6}  label  "
+             f"{'box (source)':34}  input sha256"]
     for r in rows:
         box = ",".join(str(v) for v in r["box"]) if r["box"] else "-"
-        lines.append(f"{r['id']:>6}  {str(r['at'])[:19]:19}  {r['channel']:4}  {r['model']:22}  {r['probability']:6.3f}"
-                     f"  {r['label']:>5}  {(box + ' (' + r['box_source'] + ')'):34}  {r['input_sha256'][:16]}")
+        who = (r["asked_by"] or "-")[:16]
+        lines.append(f"{r['id']:>6}  {str(r['at'])[:19]:19}  {r['channel']:4}  {who:16}  {r['model']:22}  "
+                     f"{r['probability']:6.3f}  {r['label']:>5}  {(box + ' (' + r['box_source'] + ')'):34}  "
+                     f"{r['input_sha256'][:16]}")
     return "\n".join(lines)
 
 
@@ -324,7 +327,7 @@ def cmd_predictions(args: argparse.Namespace) -> int:
     from osteo.lineage import predictions
 
     with _factory()() as session:
-        rows = predictions(session, args.last, args.model_version)
+        rows = predictions(session, args.last, args.model_version, args.user)
     _print(args, {"predictions": rows, "count": len(rows)}, predictions_summary(rows))
     return 0
 
@@ -370,3 +373,4 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
                                               " the upload's SHA-256, box and result (no patient data)")
     c.add_argument("--last", type=_positive, default=20, metavar="N", help="the newest N (default 20)")
     c.add_argument("--model-version", metavar="V", help="only the answers of this model version")
+    c.add_argument("--user", metavar="NAME", help="only the answers this user (or token:NAME) asked for")

@@ -23,9 +23,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from osteo import __version__
 from osteo.settings import Settings, get_settings
 from osteo_service import security
+from osteo_service.auth.guards import Refused
+from osteo_service.auth.oidc import FLOW_COOKIE, FLOW_SECONDS
 from osteo_service.limits import UploadError
 from osteo_service.models import ModelCache
-from osteo_service.routes import api, health, page
+from osteo_service.routes import api, health, page, signin
+from osteo_service.routes import audit as audit_api
 from osteo_service.schemas import DISCLAIMER, PROBLEM, Problem, problem
 from osteo_service.state import HERE, AuditSessions, ServiceState, open_state
 
@@ -47,10 +50,16 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
     # the manual's pictures (docs/screenshots/, made by the browser test); checked per request, not at start
     app.mount("/screenshots", StaticFiles(directory=str(page.SCREENSHOTS), check_dir=False), name="screenshots")
     app.add_middleware(security.SecurityHeaders)
+    if settings.auth_mode == "oidc":  # the OIDC flow's state, nonce and PKCE verifier, signed, for ten minutes
+        from starlette.middleware.sessions import SessionMiddleware
+
+        app.add_middleware(SessionMiddleware, secret_key=secret.decode(), session_cookie=FLOW_COOKIE,
+                           max_age=FLOW_SECONDS, same_site="lax", https_only=settings.auth_cookie_secure)
+    app.exception_handler(Refused)(signin.refused)
     app.exception_handler(UploadError)(_refused)
     app.exception_handler(StarletteHTTPException)(_http_error)
     app.exception_handler(RequestValidationError)(_validation_error)
-    for router in (health.router, api.router, page.router):
+    for router in (health.router, api.router, audit_api.router, page.router, signin.router):
         app.include_router(router)
     app.openapi = _openapi_of(app)
     return app

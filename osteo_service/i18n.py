@@ -5,6 +5,7 @@ translation is a test failure, not a blank on the page."""
 from __future__ import annotations
 
 from osteo.etl.synthetic import DEMO_NOTICE, DEMO_NOTICE_ZH
+from osteo_service.auth.text import AUTH_TEXT
 
 LANGS = ("zh-TW", "en")
 DEFAULT_LANG = "zh-TW"
@@ -240,6 +241,7 @@ TEXT.update({
     "test_ci": {"zh-TW": "（95% 信賴區間 {lo}–{hi}）", "en": " (95% CI {lo}–{hi})"},
     "test_none": {"zh-TW": "此模型版本沒有測試年度的成績紀錄。", "en": "No test-year figures are recorded for this model version."},
 })
+TEXT.update(AUTH_TEXT)  # the sign-in pages (issue 26)
 MISSING = "—"
 
 

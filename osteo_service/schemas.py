@@ -140,9 +140,9 @@ class HealthOut(BaseModel):
 
 
 def problem(status: int, code: str, detail: str) -> JSONResponse:
-    title = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+    title = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
              413: "Content too large", 415: "Unsupported media type", 422: "Unprocessable content",
-             503: "Service unavailable"}.get(status, "Error")
+             429: "Too many requests", 503: "Service unavailable"}.get(status, "Error")
     return JSONResponse({"type": f"urn:osteo:problem:{code}", "title": title, "status": status, "detail": detail,
                          "code": code}, status_code=status, media_type="application/problem+json")
 

@@ -15,6 +15,7 @@ import anyio
 from fastapi.templating import Jinja2Templates
 
 from osteo.settings import Settings
+from osteo_service.auth.modes import Access, build_access
 from osteo_service.limits import Limits
 from osteo_service.models import ModelCache, Served, mlflow_registry
 
@@ -32,6 +33,7 @@ class ServiceState:
     limit_bytes: int  # the largest request body accepted
     templates: Jinja2Templates
     infer: anyio.CapacityLimiter  # one inference at a time per worker: the runtime uses the cores itself
+    access: Access  # who may use it (OSTEO_AUTH_MODE, osteo_service.auth)
 
     @classmethod
     def build(cls, settings: Settings, models: ModelCache, audit: AuditSessions | None,
@@ -40,11 +42,22 @@ class ServiceState:
                    limits=Limits(max_pixels=settings.serve_max_pixels),
                    limit_bytes=int(settings.serve_upload_limit_mb * 1024 * 1024),
                    templates=Jinja2Templates(directory=str(HERE / "templates")),
-                   infer=anyio.CapacityLimiter(1))
+                   infer=anyio.CapacityLimiter(1), access=build_access(settings, _access_db(settings, audit)))
 
     def served(self) -> Served | None:
         """The models to answer with now (the cache asks the registry at most once a reload period)."""
         return self.models.current()
+
+
+def _access_db(settings: Settings, audit: AuditSessions | None) -> AuditSessions | None:
+    """The accounts, tokens and sessions live in the audit's database (osteo's); mode none needs none."""
+    if settings.auth_mode == "none":
+        return None
+    if audit is not None:
+        return audit
+    from osteo.settings import session_factory
+
+    return session_factory(settings, create=True)
 
 
 def open_state(settings: Settings, models: ModelCache | None, audit: AuditSessions | None,

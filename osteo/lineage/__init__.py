@@ -12,18 +12,18 @@ A box comes from a person (its VOC file is a source file) or from the localiser 
 names the localiser's name, version and confidence); every lineage says which box each crop used.
 
 records: errors, model references, rows as dicts; queries: model, snapshot, patient, image and
-refresh lineage; versions: the version of a file a model read; verify: re-hash what a lineage names;
-openlineage: the optional run event.
+refresh lineage; predictions: the service's audit rows; versions: the version of a file a model read;
+verify: re-hash what a lineage names; openlineage: the optional run event.
 """
 
 from osteo.lineage.openlineage import OPENLINEAGE_NAMESPACE, emit_openlineage, openlineage_event
+from osteo.lineage.predictions import predictions
 from osteo.lineage.queries import (
     CSV_COLUMNS,
     image_lineage,
     lineage_csv,
     model_lineage,
     patient_lineage,
-    predictions,
     refresh_runs,
     snapshot_lineage,
     training_run_for,

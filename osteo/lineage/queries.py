@@ -25,7 +25,6 @@ from db.models import (
     Export,
     Pair,
     Patient,
-    PredictionAudit,
     Quarantine,
     RefreshRun,
     Snapshot,
@@ -382,16 +381,3 @@ def refresh_runs(session: Session, last: int | None = None) -> list[dict[str, An
         q = q.limit(last)
     return [refresh_dict(r) for r in session.scalars(q)]
 
-
-def predictions(session: Session, last: int | None = None, model_version: str | None = None) -> list[dict[str, Any]]:
-    """The screening service's audit rows, newest first: when, which version answered, the upload's
-    SHA-256 (never the upload), the box and where it came from, the result."""
-    q = select(PredictionAudit).order_by(PredictionAudit.created_at.desc(), PredictionAudit.id.desc())
-    if model_version is not None:
-        q = q.where(PredictionAudit.model_version == model_version)
-    if last is not None:
-        q = q.limit(last)
-    return [{"id": r.id, "at": iso(r.created_at), "channel": r.channel, "model": f"{r.model_name}/{r.model_version}",
-             "localiser": r.localiser, "input_sha256": r.input_sha256, "input_kind": r.input_kind, "box": r.box,
-             "box_source": r.box_source, "side": r.side, "probability": r.probability, "label": r.label,
-             "threshold": r.threshold} for r in session.scalars(q)]

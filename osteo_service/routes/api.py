@@ -11,29 +11,30 @@ from starlette.concurrency import run_in_threadpool
 
 from osteo.etl.synthetic import synthetic_training
 from osteo_model.gradcam import heatmap_png
+from osteo_service.auth.guards import ScreeningRole
 from osteo_service.deps import RequestForm, State
 from osteo_service.image_decoding import decode_upload
 from osteo_service.limits import UploadError
 from osteo_service.routes.steps import image_of, run_screening
-from osteo_service.schemas import MULTIPART, LocatedOut, LocateOut, PredictOut, model_out, notice, predict_out
+from osteo_service.schemas import MULTIPART, PROBLEM, LocatedOut, LocateOut, PredictOut, model_out, notice, predict_out
 from osteo_service.screening import locate, preview
 
-router = APIRouter(prefix="/api/v1", tags=["api"])
+router = APIRouter(prefix="/api/v1", tags=["api"], responses={401: PROBLEM, 403: PROBLEM})
 IMAGE_ONLY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["image"], "properties": {"image": {"type": "string", "format": "binary"}}}}}}}
 
 
 @router.post("/predict", response_model=PredictOut, openapi_extra=MULTIPART)
-async def api_predict(state: State, form: RequestForm) -> PredictOut:
+async def api_predict(state: State, who: ScreeningRole, form: RequestForm) -> PredictOut:
     """Score one hip radiograph (or a femoral-neck crop with cropped=true): probability, label at the
     model's operating threshold, the box used and the Grad-CAM heat map."""
     model, decoded, result, heat = await run_screening(state, "api", image_of(form), form.fields,
-                                                       lambda _d, r: heatmap_png(r.heatmap))
+                                                       lambda _d, r: heatmap_png(r.heatmap), who.audit_name)
     return predict_out(model, decoded, result, heat)
 
 
 @router.post("/locate", response_model=LocateOut, openapi_extra=IMAGE_ONLY)
-async def api_locate(state: State, form: RequestForm) -> LocateOut:
+async def api_locate(state: State, who: ScreeningRole, form: RequestForm) -> LocateOut:
     """The whole image as the pipeline renders it and the femoral-neck boxes the localiser proposes
     (the page draws them for the user to move)."""
     data = image_of(form)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from osteo import __version__
+from osteo_service.auth.guards import Public
 from osteo_service.deps import State
 from osteo_service.schemas import HealthOut, model_out, notice
 
@@ -12,7 +13,7 @@ router = APIRouter(prefix="/api/v1", tags=["api"])
 
 
 @router.get("/health", response_model=HealthOut)
-def health(state: State) -> HealthOut:
+def health(state: State, who: Public) -> HealthOut:
     """Which model versions answer now."""
     model = state.served()
     settings = state.settings

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from osteo.settings import REPO_ROOT
 from osteo_service import i18n, security
+from osteo_service.auth.guards import Public, ScreeningRole, SelfCheck
 from osteo_service.deps import RequestForm, State
 from osteo_service.form_parser import read_form
 from osteo_service.image_decoding import Decoded
@@ -46,7 +47,9 @@ def render(request: Request, state: ServiceState, template: str, context: dict[s
         "demo_banner": bool(model and model.synthetic_training()),
         "booking_url": settings.serve_booking_url,
         "frax_url": FRAX_URL, "limit_mb": f"{settings.serve_upload_limit_mb:g}", "iof": IOF_QUESTIONS,
-        "model_uri": settings.serve_model, "path": request.url.path, **context}, status_code=status)
+        "model_uri": settings.serve_model, "path": request.url.path,
+        "principal": getattr(request.state, "principal", None), "open_banner": state.access.mode == "none",
+        "signs_in": state.access.signs_in, **context}, status_code=status)
     response.set_cookie(security.CSRF_COOKIE, token, httponly=True, samesite="strict")
     if asked in i18n.LANGS:
         response.set_cookie(LANG_COOKIE, asked, samesite="lax", max_age=A_YEAR)
@@ -59,14 +62,14 @@ def csrf_ok(request: Request, state: ServiceState, fields: dict[str, str]) -> bo
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request, state: State):
+def index(request: Request, state: State, who: ScreeningRole):
     if state.served() is None:
         return render(request, state, "no_model.html", {}, 503)
     return render(request, state, "index.html", {"error": None, "check": self_check({})})
 
 
 @router.post("/predict", response_class=HTMLResponse)
-async def predict_page(request: Request, state: State):
+async def predict_page(request: Request, state: State, who: ScreeningRole):
     try:
         form = await read_form(request, state.limit_bytes)
     except UploadError as exc:
@@ -76,7 +79,7 @@ async def predict_page(request: Request, state: State):
         return render(request, state, "index.html", {"error": "csrf", "check": check}, 403)
     try:
         model, decoded, result, (heat, whole) = await run_screening(state, "page", image_of(form), form.fields,
-                                                                    page_pictures)
+                                                                    page_pictures, who.audit_name)
     except UploadError as exc:
         if exc.code == "no_model":
             return render(request, state, "no_model.html", {}, 503)
@@ -96,12 +99,12 @@ def page_pictures(decoded: Decoded, result: Screening) -> tuple[bytes, bytes]:
 
 
 @router.get("/self-check", response_class=HTMLResponse)
-def selfcheck_page(request: Request, state: State):
+def selfcheck_page(request: Request, state: State, who: SelfCheck):
     return render(request, state, "selfcheck.html", {"check": self_check({}), "submitted": False})
 
 
 @router.post("/self-check", response_class=HTMLResponse)
-async def selfcheck_post(request: Request, state: State, form: RequestForm):
+async def selfcheck_post(request: Request, state: State, who: SelfCheck, form: RequestForm):
     if not csrf_ok(request, state, form.fields):
         return render(request, state, "selfcheck.html", {"check": self_check({}), "submitted": False,
                                                          "error": "csrf"}, 403)
@@ -109,13 +112,13 @@ async def selfcheck_post(request: Request, state: State, form: RequestForm):
 
 
 @router.get("/manual", response_class=HTMLResponse)
-def manual(request: Request, state: State):
+def manual(request: Request, state: State, who: Public):
     shots = {name for name in (s for _, _, s in i18n.MANUAL_STEPS) if name and (SCREENSHOTS / name).exists()}
     return render(request, state, "manual.html", {"steps": i18n.MANUAL_STEPS, "shots": shots})
 
 
 @router.get("/lang/{code}")
-def switch_lang(code: str, next: str = "/"):
+def switch_lang(who: Public, code: str, next: str = "/"):
     target = next if next.startswith("/") and not next.startswith("//") else "/"  # never an open redirect
     response = RedirectResponse(target, status_code=303)
     if code in i18n.LANGS:

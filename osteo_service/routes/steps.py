@@ -31,8 +31,10 @@ def keep_upload(state: ServiceState, decoded: Decoded, data: bytes) -> None:
         atomic_write_bytes(Path(state.settings.serve_store_uploads) / f"{decoded.sha256}.{decoded.kind}", data)
 
 
-def record(state: ServiceState, channel: str, model: Served, decoded: Decoded, result: Screening) -> None:
-    """One prediction_audit row: no name, ID, date, header value, file name or pixel (docs/service.md)."""
+def record(state: ServiceState, channel: str, model: Served, decoded: Decoded, result: Screening,
+           asked_by: str | None = None) -> None:
+    """One prediction_audit row: no name, ID, date, header value, file name or pixel (docs/service.md); who
+    asked is the signed-in user or token:NAME (None in OSTEO_AUTH_MODE=none)."""
     if state.audit is None:
         return
     from db.models import PredictionAudit
@@ -44,11 +46,11 @@ def record(state: ServiceState, channel: str, model: Served, decoded: Decoded, r
             input_sha256=decoded.sha256, input_kind=decoded.kind,
             box=list(result.box) if result.box else None, box_source=result.box_source,
             side=result.side or None, probability=result.probability, label=result.label,
-            threshold=result.threshold))
+            threshold=result.threshold, asked_by=asked_by))
 
 
 async def run_screening(state: ServiceState, channel: str, data: bytes, fields: dict[str, str],
-                        pictures: Callable[[Decoded, Screening], Any]):
+                        pictures: Callable[[Decoded, Screening], Any], asked_by: str | None = None):
     """Decode, screen, keep (when told), audit and draw the pictures in ONE worker-thread hop: each hop
     costs a context switch while the runtime's threads still spin from the last run."""
     model = state.served()
@@ -61,7 +63,7 @@ async def run_screening(state: ServiceState, channel: str, data: bytes, fields: 
         result = screen(decoded, model, box=fields.get("box", "").strip(), side=fields.get("side", ""),
                         cropped=fields.get("cropped", "") in ("true", "on", "1"))
         keep_upload(state, decoded, data)
-        record(state, channel, model, decoded, result)
+        record(state, channel, model, decoded, result, asked_by)
         return model, decoded, result, pictures(decoded, result)
 
     return await anyio.to_thread.run_sync(work, limiter=state.infer)

@@ -12,6 +12,8 @@
   var field = document.getElementById("box-field");
   var sideField = document.getElementById("side-field");
   var status = document.getElementById("locate-status");
+  // signed in by cookie, the API wants the form's CSRF token in a header (osteo_service/auth/guards.py)
+  var csrf = document.querySelector("#screen-form input[name=csrf_token]");
   if (!input || !stage) { return; }
   var state = null; // {cols, rows, box: [x0, y0, x1, y1] in image pixels}
 
@@ -74,7 +76,8 @@
     var body = new FormData();
     body.append("image", input.files[0]);
     status.textContent = stage.dataset.locating;
-    fetch("/api/v1/locate", {method: "POST", body: body}).then(function (r) {
+    var headers = csrf ? {"X-CSRF-Token": csrf.value} : {};
+    fetch("/api/v1/locate", {method: "POST", body: body, headers: headers, credentials: "same-origin"}).then(function (r) {
       return r.json().then(function (j) { return {ok: r.ok, json: j}; });
     }).then(function (res) {
       if (!res.ok) { status.textContent = res.json.detail; stage.hidden = true; return; }
