@@ -53,13 +53,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     get_settings.cache_clear()
     settings = get_settings()
     configure_environment(settings)
-    if settings.serve_audit:  # the schema's revision checked once here, not in each worker's traceback
+    if settings.serve_audit or settings.auth_mode != "none":  # the schema checked once here, not in each worker
         session_factory(settings, create=True)
+    from osteo_service.auth.modes import build_access
+
+    build_access(settings, None)  # a bad sign-in setting refuses here, in one line
     url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/"
     emit(args, {"ok": True, "url": url, "api": url + "api/v1/predict", "docs": url + "docs", "model": args.model,
-                "localiser": args.localiser or None, "workers": args.workers},
+                "localiser": args.localiser or None, "workers": args.workers, "auth_mode": settings.auth_mode},
          f"osteo serve: {url} (API {url}api/v1/predict, docs {url}docs), model {args.model}"
-         + (f", localiser {args.localiser}" if args.localiser else "") + "; Ctrl-C stops it")
+         + (f", localiser {args.localiser}" if args.localiser else "") + f"; sign-in {settings.auth_mode}"
+         + (" (open to anyone who reaches it)" if settings.auth_mode == "none" else "") + "; Ctrl-C stops it")
     if not _is_loopback(args.host):
         print(f"osteo serve: listening on {args.host}, beyond this machine: put it behind the hospital's TLS proxy "
               "and access control (docs/service.md)", file=sys.stderr)
