@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # files per ingest task: a Prefect task run costs ~50 ms of API round trips, and 1000 headers
     # are ~1-2 s of work (200 made the flow 1.26x the direct calls on 10k files)
     ingest_batch_size: int = 1000
+    # threads for the walk's listings and the rerun's stats (osteo/ingest/discovery.py): 0 chooses 16 on a
+    # network file system (NFS, SMB, ...: a round trip each) and 1 elsewhere
+    io_threads: int = 0
     # images per export task (~2 s of work per worker here, at ~110 images/s); the unit Dask
     # workers share out
     export_batch_size: int = 200
@@ -81,6 +84,7 @@ class Settings(BaseSettings):
     # one classifier call; the unit Dask workers share out), and which results go back to the PACS as an SR and
     # a secondary capture: positive (flagged only) | all | none
     screen_batch_size: int = 64
+    screen_model: str = "models:/osteo-classifier@champion"  # the version that screens (a staging site may pin one)
     screen_push: Literal["positive", "all", "none"] = "positive"
     # the screening service (`osteo serve`, osteo_service/)
     serve_model: str = "models:/osteo-classifier@champion"

@@ -31,6 +31,7 @@ from osteo_mlflow.pyfunc import write_model_code
 MODEL_PACKAGES = ("osteo_model", "osteo", "osteo_mlflow", "osteo_common")
 MODEL_REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "pillow", "pydicom", "mlflow", "scikit-learn",
                       "onnxruntime", "onnx")
+VALIDATION_FILE = "validation/probabilities.json"  # the best fold's validation probabilities, on the version's run
 # the model serves through ONNX Runtime when it can and falls back to PyTorch: pinned only where installed
 OPTIONAL_REQUIREMENTS = ("onnxruntime", "onnx")
 
@@ -99,6 +100,8 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
     onnx = onnx_artifacts(best)
     with mlflow.start_run(run_id=parent_run_id):
         mlflow.log_artifact(checkpoint, "checkpoint")
+        # the reference `osteo screen outcomes` measures the screened population's drift against
+        mlflow.log_dict({"fold": best.fold, "probabilities": list(best.val_probs or [])}, VALIDATION_FILE)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(write_model_code(Path(checkpoint).parent / "model-code")),
             artifacts={"checkpoint": checkpoint, **onnx, **localiser},
