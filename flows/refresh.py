@@ -53,7 +53,7 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
                                         "retry_quarantined": retry_quarantined, "rehash": rehash})
         still_held = partial(assert_still_held, held)  # a lost database lock stops the run before its next write
         try:
-            dicoms = walk(dicom_dir)  # streamed (_ingest_dicoms); the folders are checked now
+            dicoms = walk(dicom_dir, threads=settings.io_threads)  # streamed (_ingest_dicoms); folders checked now
             csvs = discover(dexa_dir)  # every file: one we cannot read is quarantined, never ignored
             xmls = discover(annotations_dir, (".xml",)) if annotations_dir else []
             dicom, n_dicoms = _ingest_dicoms(dicoms, settings.ingest_batch_size, still_held, retry_quarantined, rehash)

@@ -30,7 +30,8 @@ def start_refresh_run(inputs: dict[str, str | bool | None]) -> int:
 def ingest_dicom_batch(paths: list[str], retry_quarantined: bool = False, rehash: bool = False) -> StageCounts:
     s = get_settings()
     return refresh.ingest_dicom(session_factory(s), paths, s.resolved_pseudonym_key(), workers=s.workers,
-                                scope=s.scope_rules(), retry_quarantined=retry_quarantined, rehash=rehash)
+                                scope=s.scope_rules(), retry_quarantined=retry_quarantined, rehash=rehash,
+                                io_threads=s.io_threads)
 
 
 @task(name="ingest-dexa", **RETRY)

@@ -49,17 +49,18 @@ OTHER_INPUTS = (".csv", ".tsv", ".txt", ".xls", ".xlsx", ".xml")  # a DEXA expor
 
 def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *, workers: int = 1,
                  scope: ScopeRules = dicom_headers.DEFAULT_SCOPE, retry_quarantined: bool = False,
-                 rehash: bool = False) -> StageCounts:
+                 rehash: bool = False, io_threads: int = 0) -> StageCounts:
     """Header ingest of one batch: parse in worker processes, write in one transaction. Files that
     are not hip radiographs (`scope`, the settings' Settings.scope_rules()) are recorded out of scope.
     A file whose size and mtime match its last row is not opened (`rehash`: every file is read).
-    A quarantined file is judged again under other scope rules or code, or when `retry_quarantined`."""
+    A quarantined file is judged again under other scope rules or code, or when `retry_quarantined`.
+    `io_threads`: the threads that stat the batch (discovery.io_threads; 0: chosen by the file system)."""
     context = judging_context("ingest_dicom", config={"scope": asdict(scope)})
     skip: set[str] = set()
     if not rehash:
         with factory() as session:
             skip = unchanged_files(session, paths, "ingest_dicom", context, kind="dicom",
-                                   retry_quarantined=retry_quarantined)
+                                   retry_quarantined=retry_quarantined, threads=io_threads)
     results = dicom_headers.read_headers([p for p in paths if p not in skip], key, workers=workers, scope=scope)
     if not results:  # an unchanged batch: a file deleted beside it resolves its entries
         with factory() as session, session.begin():
