@@ -33,7 +33,7 @@ from pydicom.uid import (
     PrivateTransferSyntaxes,
 )
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
-from pydicom.values import convert_value
+from pydicom.values import convert_DA_string, convert_string, convert_UI, convert_value
 
 from osteo.etl.dicom_parsed import MARKS, WANTED_TAGS, Header, Parsed, is_synthetic
 from osteo.etl.values import is_uid
@@ -49,7 +49,10 @@ _MARKS = tuple(int(tag) for tag in MARKS)
 _KEEP = frozenset({tag for _, tag in _WANTED} | set(_MARKS) | {_CHARSET})
 _PIXELS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # where pydicom's stop_before_pixels stops
 _UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_ITEM, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
+# the converters convert_value calls for these VRs, which cannot fail (a Latin-1 decode and a split): called
+# directly, less convert_value's dispatch; every other VR goes through convert_value
+_DIRECT = {"UI": convert_UI, "CS": convert_string, "AS": convert_string, "DA": convert_DA_string}
 
 
 class _HandBack(Exception):
@@ -243,4 +246,7 @@ def _convert(tag: int, found: tuple[str | None, int, Any], implicit: bool, encod
         vr = dictionary_VR(tag)
     elif vr == "UN":
         raise _HandBack
+    direct = _DIRECT.get(vr)
+    if direct is not None:
+        return direct(value, True, None) if length else empty_value_for_VR(vr)
     return convert_value(vr, RawDataElement(BaseTag(tag), vr, length, value, 0, implicit, True), encodings)
