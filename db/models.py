@@ -396,4 +396,5 @@ class RefreshLock(Base):
 
 
 from db import access as _access  # noqa: E402, F401 - the sign-in tables (issue 26) on this Base
+from db import pacs as _pacs  # noqa: E402, F401 - what the PACS pull retrieved (issue 27) on this Base
 from db import screening as _screening  # noqa: E402, F401 - the screening tables (issue 27) on this Base

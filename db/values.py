@@ -19,6 +19,8 @@ SCREENING_STATUSES = ("screened", "not_located", "excluded: metal", "excluded: b
 PUSH_KINDS = ("SR", "SC")  # the structured report, the secondary capture of the box and heat map
 PUSH_TRANSPORTS = ("stow-rs", "c-store")
 PUSH_STATUSES = ("pushed", "failed")
+# the PACS pull and receiver (issue 27, migration 0005): pacs_instance.transport
+PACS_TRANSPORTS = ("dicomweb", "dimse", "c-store")
 
 
 def one_of(table: str, column: str, values: tuple[str, ...]) -> CheckConstraint:
