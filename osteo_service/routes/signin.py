@@ -41,7 +41,7 @@ def signin_page(request: Request, state: ServiceState, status: int = 200, messag
 
 @router.get("/signin", response_class=HTMLResponse)
 def signin_form(request: Request, state: State, who: Public):
-    if who is not None and who.via != "open":
+    if who is not None:  # signed in already, or mode none (nobody signs in)
         return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
     return signin_page(request, state, message="signed_out" if request.query_params.get("out") else None)
 
@@ -139,7 +139,9 @@ async def refused(request: Request, exc: Refused) -> Response:
         return response
     state = request.app.state.service
     if exc.status == 401:
+        # back to the page asked for after the sign-in; a refused form post goes back to the start
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        target = target if request.method == "GET" else "/"
         return render(request, state, "signin.html", {"message": "signin_needed", "values": {},
                                                       "mode": state.access.mode, "next": safe_next(target)}, 401)
     return render(request, state, "forbidden.html", {"role": exc.role or "-", "who": exc.who}, exc.status)

@@ -123,6 +123,8 @@ def test_a_refused_page_is_a_page_in_both_languages(users_service):
         r = anonymous.get(f"/?lang={lang}")
         assert r.status_code == 401 and r.headers["content-type"].startswith("text/html") and words in r.text
         assert 'id="signin-form"' in r.text and 'name="next" value="/?lang=' in r.text
+    refused_post = anonymous.post("/predict", files=IMAGE["files"])
+    assert refused_post.status_code == 401 and 'name="next" value="/"' in refused_post.text
     audit = signed_in_client(users_service, "audit")
     for lang, words in (("zh-TW", "沒有權限"), ("en", "Not allowed")):
         r = audit.get(f"/?lang={lang}")
@@ -156,3 +158,4 @@ def test_mode_none_is_open_with_its_banner(service):
     assert page.status_code == 200 and 'id="open-banner"' in page.text and "signin" not in page.text
     assert client.post("/api/v1/predict", files=IMAGE["files"]).status_code == 200
     assert client.get("/api/v1/audit/predictions").json()["predictions"][0]["asked_by"] is None
+    assert client.get("/signin", follow_redirects=False).status_code == 303  # nobody signs in: on to the page
