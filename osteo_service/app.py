@@ -29,6 +29,7 @@ from osteo_service.limits import UploadError
 from osteo_service.models import ModelCache
 from osteo_service.routes import api, health, page, signin
 from osteo_service.routes import audit as audit_api
+from osteo_service.routes import referrals as referrals_routes
 from osteo_service.schemas import DISCLAIMER, PROBLEM, Problem, problem
 from osteo_service.state import HERE, AuditSessions, ServiceState, open_state
 
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None, *, models: ModelCache | None = 
     app.exception_handler(UploadError)(_refused)
     app.exception_handler(StarletteHTTPException)(_http_error)
     app.exception_handler(RequestValidationError)(_validation_error)
-    for router in (health.router, api.router, audit_api.router, page.router, signin.router):
+    for router in (health.router, api.router, audit_api.router, page.router, signin.router,
+                   referrals_routes.router):
         app.include_router(router)
     app.openapi = _openapi_of(app)
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from osteo.etl.synthetic import DEMO_NOTICE, DEMO_NOTICE_ZH
 from osteo_service.auth.text import AUTH_TEXT
+from osteo_service.referral_text import REFERRAL_TEXT
 
 LANGS = ("zh-TW", "en")
 DEFAULT_LANG = "zh-TW"
@@ -242,6 +243,7 @@ TEXT.update({
     "test_none": {"zh-TW": "此模型版本沒有測試年度的成績紀錄。", "en": "No test-year figures are recorded for this model version."},
 })
 TEXT.update(AUTH_TEXT)  # the sign-in pages (issue 26)
+TEXT.update(REFERRAL_TEXT)  # the referral list (issue 27)
 MISSING = "—"
 
 

@@ -25,6 +25,8 @@ MATRIX = {
     ("POST", "/api/v1/predict"): ("screening", 200, "/api/v1/predict", {**IMAGE, "csrf": "header"}),
     ("POST", "/api/v1/locate"): ("screening", 200, "/api/v1/locate", {**IMAGE, "csrf": "header"}),
     ("GET", "/api/v1/audit/predictions"): ("audit", 200, "/api/v1/audit/predictions", {}),
+    ("GET", "/referrals"): ("referrals", 200, "/referrals", {}),  # issue 27: the screening's referral list
+    ("GET", "/api/v1/referrals"): ("referrals", 200, "/api/v1/referrals", {}),
     ("GET", "/openapi.json"): (PUBLIC, 200, "/openapi.json", {}),
     ("GET", "/docs"): (PUBLIC, 200, "/docs", {}),
     ("GET", "/redoc"): (PUBLIC, 200, "/redoc", {}),
