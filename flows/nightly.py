@@ -1,10 +1,12 @@
-"""The scheduled night: refresh, then train only when the labelled set changed (a new snapshot digest)."""
+"""The scheduled night: pull from the PACS (when one is configured), refresh, then train only when the labelled
+set changed (a new snapshot digest)."""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.pacs import pull_before_refresh
 from flows.refresh import refresh_flow
 from flows.train import train_flow
 from osteo.settings import get_settings
@@ -15,16 +17,22 @@ from tasks.nightly import decide_training
 
 
 @flow(name="nightly")
-def nightly_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = None,
+def nightly_flow(dexa_dir: str, dicom_dir: str | None = None, annotations_dir: str | None = None,
                  column_map_file: str | None = None, train: bool = True, force_train: bool = False,
                  preset: str = "demo", arch: str | None = None, test_year: int | None = None,
                  seed: int = 0, rehash: bool = False, epochs: int | None = None, folds: int | None = None) -> dict:
-    """Refresh (ingest, pair, label, export), then train when the snapshot digest is new.
+    """Pull from the PACS into the DICOM folder, refresh (ingest, pair, label, export), then train when the
+    snapshot digest is new.
+
+    dicom_dir: the refresh's DICOM folder, where the pull files what it retrieves (default: the inbox,
+    OSTEO_PACS_INBOX); with no PACS configured the pull does nothing.
 
     train=False never trains; force_train=True trains even on an already-trained snapshot;
     rehash=True reads every input file again (by default an unchanged one is not opened); epochs and
     folds override the preset's (a short training on a staging server, the topology test).
     """
+    dicom_dir = dicom_dir or str(get_settings().pacs_inbox)
+    pulled = pull_before_refresh(into=dicom_dir)  # a PACS down all night: a warning, the refresh goes on
     report = refresh_flow(dicom_dir=dicom_dir, dexa_dir=dexa_dir, annotations_dir=annotations_dir,
                           column_map_file=column_map_file, rehash=rehash)
     year = test_year or get_settings().test_year
@@ -35,7 +43,7 @@ def nightly_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
                         epochs=epochs) if decision.train else None
     create_markdown_artifact(key="nightly-decision", markdown=decision_markdown(decision, result),
                              description="Why this night did or did not train")
-    return {"refresh": report.to_dict(), "decision": decision.to_dict(),
+    return {"pull": pulled, "refresh": report.to_dict(), "decision": decision.to_dict(),
             "training": result.to_dict() if result else None}
 
 

@@ -79,7 +79,8 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     from osteo.ingest.lock import RefreshAlreadyRunning
 
     try:
-        report = refresh(args.dicom, args.dexa, args.annotations, args.column_map, args.retry_quarantined,
+        dicom = args.dicom or str(get_settings().pacs_inbox)  # the PACS's inbox by default
+        report = refresh(dicom, args.dexa, args.annotations, args.column_map, args.retry_quarantined,
                          annotation_map=args.annotation_map, rehash=args.rehash)
     except RefreshAlreadyRunning as exc:
         raise UserError("refresh_already_running", str(exc)) from None
@@ -159,7 +160,8 @@ def register(add) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
     p = add("refresh", cmd_refresh, "the nightly refresh: ingest, pair, label, quality-check, export PNGs")
-    p.add_argument("--dicom", required=True, help="folder of DICOM files (searched recursively)")
+    p.add_argument("--dicom", help="folder of DICOM files, searched recursively (default: the inbox that `osteo pacs "
+                   "pull` and `osteo pacs receive` file into, OSTEO_PACS_INBOX)")
     p.add_argument("--dexa", required=True,
                    help="folder of DEXA exports (CSV with , ; or tab, .xlsx; any other file is quarantined)")
     p.add_argument("--annotations", help="folder of LabelImg VOC XML boxes (default: none)")

@@ -40,7 +40,7 @@ ROOMS: list[set[str]] = [
     {"lineage"},  # auditors' lineage over what the stages recorded
     {"screening"},  # `osteo screen`: the champion on every hip image, its SR and SC back to the PACS, outcomes
     {"localiser", "training"},  # the femoral-neck localiser in the pipeline; the classifier's training
-    {"ingest", "synth"},  # the refresh's stages; the synthetic hospital
+    {"ingest", "synth", "pacs"},  # the refresh's stages; the synthetic hospital; the PACS as an input (pull, receive)
     {"etl"},  # one file read: DICOM headers, DEXA, VOC boxes, pseudonyms, scope, the export's imaging
 ]
 ROOM_NAMES = set().union(*ROOMS)
