@@ -18,7 +18,7 @@ from osteo_cli.output import refuse
 
 # each command module has register(add)
 COMMAND_MODULES: tuple[str, ...] = ("osteo_cli.pipeline", "osteo_cli.train", "osteo_cli.annotate", "osteo_cli.roi",
-                                    "osteo_cli.quarantine", "osteo_cli.compare",
+                                    "osteo_cli.quarantine", "osteo_cli.compare", "osteo_cli.screen",
                                     "osteo_cli.lineage", "osteo_cli.ui", "osteo_cli.serve", "osteo_cli.bench",
                                     "osteo_cli.db", "osteo_cli.access", "osteo_cli.pacs")
 
