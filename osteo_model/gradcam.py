@@ -24,6 +24,7 @@ Split points (:func:`split_model`), in eval mode:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,33 +57,34 @@ def _vgg_last_relu(model) -> int:
 def split_model(model: nn.Module) -> tuple[FeaturesFn, HeadFn]:
     """(features_fn, head_fn) with ``head_fn(features_fn(x)) == model(x)`` in eval mode."""
     kind = _arch_of(model)
+    net: Any = model  # torchvision's children by name (the checker would see Tensor | Module)
     if kind == "resnet":
         def features(x):
-            m = model
+            m = net
             x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
             return m.layer4(m.layer3(m.layer2(m.layer1(x))))
 
         def head(a):
-            return model.fc(torch.flatten(model.avgpool(a), 1))
+            return net.fc(torch.flatten(net.avgpool(a), 1))
     elif kind == "densenet":
         def features(x):
-            return model.features(x)
+            return net.features(x)
 
         def head(a):
             out = F.adaptive_avg_pool2d(F.relu(a), (1, 1))
-            return model.classifier(torch.flatten(out, 1))
+            return net.classifier(torch.flatten(out, 1))
     elif kind == "vgg":
         cut = _vgg_last_relu(model) + 1
 
         def features(x):
-            return model.features[:cut](x)
+            return net.features[:cut](x)
 
         def head(a):
-            a = model.features[cut:](a)
-            return model.classifier(torch.flatten(model.avgpool(a), 1))
+            a = net.features[cut:](a)
+            return net.classifier(torch.flatten(net.avgpool(a), 1))
     else:  # googlenet
         def features(x):
-            m = model
+            m = net
             x = m._transform_input(x)
             x = m.maxpool1(m.conv1(x))
             x = m.maxpool2(m.conv3(m.conv2(x)))
@@ -92,27 +94,28 @@ def split_model(model: nn.Module) -> tuple[FeaturesFn, HeadFn]:
             return m.inception5b(m.inception5a(x))
 
         def head(a):
-            return model.fc(model.dropout(torch.flatten(model.avgpool(a), 1)))
+            return net.fc(net.dropout(torch.flatten(net.avgpool(a), 1)))
     return features, head
 
 
 def target_layer(model: nn.Module) -> nn.Module:
     """The module whose output is A (for :func:`gradcam_reference`)."""
     kind = _arch_of(model)
+    net: Any = model
     if kind == "resnet":
-        return model.layer4
+        return net.layer4
     if kind == "densenet":
-        return model.features
+        return net.features
     if kind == "vgg":
-        return model.features[_vgg_last_relu(model)]
-    return model.inception5b
+        return net.features[_vgg_last_relu(model)]
+    return net.inception5b
 
 
-def _cam(a: torch.Tensor, grads: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _cam(a: torch.Tensor, grads: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return cam_from_weights(a, grads.mean(dim=(2, 3), keepdim=True), size)
 
 
-def cam_from_weights(a: torch.Tensor, weights: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def cam_from_weights(a: torch.Tensor, weights: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """The map from A (N x C x h x w) and channel weights (N or 1 x C x 1 x 1): ReLU of the weighted
     sum, bilinear upsampling to ``size``, min-max scaled per map (all zeros when flat). Shared
     with the ONNX path (:mod:`osteo_model.onnx`), whose weights come from the linear head."""
@@ -164,7 +167,7 @@ def gradcam(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     x = _batch(x)
     with _EvalMode(model):
         a, grads, logit = activation_and_grad(model, x)
-        heat = _cam(a, grads, x.shape[-2:])
+        heat = _cam(a, grads, tuple(x.shape[-2:]))
     return heat, torch.sigmoid(logit.view(-1))
 
 
@@ -192,7 +195,7 @@ def gradcam_reference(
             logit = model(xin)
             model.zero_grad(set_to_none=True)
             logit.sum().backward()
-            heat = _cam(store["a"].detach(), store["g"], x.shape[-2:])
+            heat = _cam(store["a"].detach(), store["g"], tuple(x.shape[-2:]))
         model.zero_grad(set_to_none=True)
     finally:
         handle.remove()

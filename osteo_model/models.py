@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,14 +35,18 @@ _HEAD_PREFIXES = {
 }
 
 
+def _pair(size: tuple[int, ...]) -> tuple[int, int]:
+    return size[0], size[1]
+
+
 def _new_conv(old: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     return nn.Conv2d(
         in_channels,
         old.out_channels,
-        kernel_size=old.kernel_size,
-        stride=old.stride,
-        padding=old.padding,
-        dilation=old.dilation,
+        kernel_size=_pair(old.kernel_size),
+        stride=_pair(old.stride),
+        padding=old.padding if isinstance(old.padding, str) else _pair(old.padding),
+        dilation=_pair(old.dilation),
         groups=old.groups,
         bias=old.bias is not None,
     )
@@ -50,6 +55,7 @@ def _new_conv(old: nn.Conv2d, in_channels: int) -> nn.Conv2d:
 def _construct(arch: str, in_channels: int) -> nn.Module:
     from torchvision import models as tvm
 
+    m: Any  # torchvision's children by name (the checker would see Tensor | Module)
     if arch in ("resnet18", "resnet34"):
         m = getattr(tvm, arch)(weights=None, num_classes=1)
         if in_channels != 3:

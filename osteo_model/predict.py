@@ -14,8 +14,9 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,16 +113,18 @@ def _plain(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-def _config_dict(config) -> dict:
+def _config_dict(config: Any) -> dict[str, Any]:
     if config is None:
         return {}
     if hasattr(config, "to_dict"):
         return config.to_dict()
     import dataclasses
 
-    if dataclasses.is_dataclass(config):
+    if isinstance(config, Mapping):
+        return dict(config)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return dataclasses.asdict(config)
-    return dict(config)
+    raise TypeError(f"config must be a TrainConfig, a dataclass or a mapping, not {type(config).__name__}")
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, config, extra: dict | None = None,
@@ -129,7 +132,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config, extra: di
     """Write a checkpoint atomically. ``config``: a TrainConfig or a dict (must name ``arch``
     and ``image_size``). ``state_dict`` overrides ``model.state_dict()`` (e.g. a FitResult's
     best_state). ``extra``: JSON-like metadata (fold, metrics, threshold, data snapshot...)."""
-    cfg = _plain(_config_dict(config))
+    cfg: dict[str, Any] = {str(k): _plain(v) for k, v in _config_dict(config).items()}
     if "arch" not in cfg or "image_size" not in cfg:
         raise ValueError("config must name arch and image_size")
     sd = state_dict if state_dict is not None else model.state_dict()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -137,7 +138,8 @@ def subgroup_markdown(table: pd.DataFrame) -> str:
     lines = ["| subgroup | n | positives | AUC [95% CI] | recall [95% CI] | specificity [95% CI] | "
              f"AUC within {AUC_TOLERANCE} of overall |",
              "|---|---|---|---|---|---|---|"]
-    for r in table.itertuples(index=False):
+    rows: list[Any] = list(table.itertuples(index=False))  # namedtuples of the table's columns
+    for r in rows:
         flag = "n/a" if r.auc_within_0_05 is None or pd.isna(r.auc_within_0_05) else (
             "yes" if r.auc_within_0_05 else "**no**")
         lines.append(f"| {r.attribute} {r.value} | {r.n} | {r.positives} | {ci(r.auc, r.auc_lo, r.auc_hi)} | "
