@@ -1,5 +1,5 @@
-"""The scheduled night: pull from the PACS (when one is configured), refresh, then train only when the labelled
-set changed (a new snapshot digest)."""
+"""The scheduled night: pull from the PACS (when one is configured), refresh, screen (the champion on the images
+it has not screened), then train only when the labelled set changed (a new snapshot digest)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.pacs import pull_before_refresh
 from flows.refresh import refresh_flow
+from flows.screen import screen_flow
 from flows.train import train_flow
 from osteo.settings import get_settings
 from osteo.training.decision import TrainingDecision
@@ -21,7 +22,8 @@ def nightly_flow(dexa_dir: str, dicom_dir: str | None = None, annotations_dir: s
                  column_map_file: str | None = None, train: bool = True, force_train: bool = False,
                  preset: str = "demo", arch: str | None = None, test_year: int | None = None,
                  seed: int = 0, rehash: bool = False, epochs: int | None = None, folds: int | None = None) -> dict:
-    """Pull from the PACS into the DICOM folder, refresh (ingest, pair, label, export), then train when the
+    """Pull from the PACS into the DICOM folder, refresh (ingest, pair, label, export), screen with the champion
+    (the SR and SC of what OSTEO_SCREEN_PUSH picks back to the PACS; no champion: nothing), then train when the
     snapshot digest is new.
 
     dicom_dir: the refresh's DICOM folder, where the pull files what it retrieves (default: the inbox,
@@ -35,6 +37,7 @@ def nightly_flow(dexa_dir: str, dicom_dir: str | None = None, annotations_dir: s
     pulled = pull_before_refresh(into=dicom_dir)  # a PACS down all night: a warning, the refresh goes on
     report = refresh_flow(dicom_dir=dicom_dir, dexa_dir=dexa_dir, annotations_dir=annotations_dir,
                           column_map_file=column_map_file, rehash=rehash)
+    screened = screen_flow()  # the champion on every hip image it has not screened; none: a no-op
     year = test_year or get_settings().test_year
     folds = folds or get_preset(preset, **({"arch": arch} if arch else {})).folds
     decision = decide_training(year, folds, seed, enabled=train, force=force_train)
@@ -43,8 +46,8 @@ def nightly_flow(dexa_dir: str, dicom_dir: str | None = None, annotations_dir: s
                         epochs=epochs) if decision.train else None
     create_markdown_artifact(key="nightly-decision", markdown=decision_markdown(decision, result),
                              description="Why this night did or did not train")
-    return {"pull": pulled, "refresh": report.to_dict(), "decision": decision.to_dict(),
-            "training": result.to_dict() if result else None}
+    return {"pull": pulled, "refresh": report.to_dict(), "screening": screened.to_dict(),
+            "decision": decision.to_dict(), "training": result.to_dict() if result else None}
 
 
 def decision_markdown(decision: TrainingDecision, result: TrainingReport | None) -> str:
