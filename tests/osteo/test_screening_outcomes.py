@@ -85,3 +85,18 @@ def test_a_week_that_drifted_is_warned_about(engine):
     o = outcomes(engine, reference=reference, reference_source="validation")
     assert [(w.week, w.images, w.warning) for w in o.drift] == [("2023-W09", 25, True), ("2023-W11", 5, False)]
     assert o.reference == "validation" and len(o.warnings) == 1 and "2023-W09" in o.warnings[0]
+
+
+def test_the_code_writes_the_closed_values_and_the_database_refuses_others(engine):
+    from sqlalchemy.exc import IntegrityError
+
+    from db.values import SCREENING_STATUSES
+    from osteo.screening.score import NOT_LOCATED, SCREENED, excluded
+
+    assert {SCREENED, NOT_LOCATED, *(excluded(r) for r in ("metal", "blur", "unreadable"))} == set(SCREENING_STATUSES)
+    factory = make_session_factory(engine)
+    with factory() as session, session.begin():
+        add_patient(session, 1, [], 0.9)
+    with pytest.raises(IntegrityError, match="ck_screening_result_status|CHECK constraint failed"):
+        with factory() as session, session.begin():
+            add_patient(session, 2, [], 0.9, status="maybe")
