@@ -98,7 +98,10 @@ def scripts() -> ScriptDirectory:
 
 
 def head() -> str:
-    return scripts().get_current_head()
+    current = scripts().get_current_head()
+    if current is None:  # the package ships its revisions: none found is a broken install
+        raise RuntimeError("no schema revisions found in db/migrations/versions")
+    return current
 
 
 def known(revision: str) -> bool:
@@ -310,8 +313,8 @@ def drift(engine: Engine) -> list[str]:
         found = [repr(d) for d in compare_metadata(ctx, Base.metadata)]
         inspector = inspect(conn)
         for table in Base.metadata.sorted_tables:
-            ours = {c.name: quoted(str(c.sqltext)) for c in table.constraints if isinstance(c, CheckConstraint)}
-            theirs = {c["name"]: quoted(c["sqltext"]) for c in inspector.get_check_constraints(table.name)}
+            ours = {str(c.name): quoted(str(c.sqltext)) for c in table.constraints if isinstance(c, CheckConstraint)}
+            theirs = {str(c["name"]): quoted(c["sqltext"]) for c in inspector.get_check_constraints(table.name)}
             found += [f"check {table.name}.{name}: models {ours.get(name)}, database {theirs.get(name)}"
                       for name in sorted(set(ours) | set(theirs)) if ours.get(name) != theirs.get(name)]
         return found

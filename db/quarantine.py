@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterable
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Quarantine, SourceFile
@@ -188,5 +189,5 @@ def resolve(session: Session, *, stage: str, sha256s: Iterable[str]) -> int:
             update(Quarantine)
             .where(Quarantine.stage == stage, Quarantine.resolved_at.is_(None), Quarantine.source_sha256.in_(chunk))
             .values(resolved_at=_now()))
-        resolved += int(result.rowcount or 0)
+        resolved += int(cast(CursorResult, result).rowcount or 0)  # an UPDATE's result has a row count
     return resolved

@@ -277,7 +277,7 @@ def _other_version(session: Session, source_file_id: int | None, sf: SourceFile)
     file that holds it now (docs/lineage.md); a copy under another path, the first still there, keeps the first."""
     if source_file_id is None or source_file_id == sf.id:
         return False
-    old = session.get(SourceFile, source_file_id).path
+    old = session.get_one(SourceFile, source_file_id).path
     return old == sf.path or not os.path.lexists(old)
 
 

@@ -35,7 +35,10 @@ def run() -> None:
     elif config.attributes.get("connection") is not None:
         run_online(config.attributes["connection"])
     else:  # a developer's `alembic` call with only a URL (e.g. making a revision with --autogenerate)
-        engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+        url = config.get_main_option("sqlalchemy.url")
+        if not url:
+            raise SystemExit("give the database: alembic -x or sqlalchemy.url (osteo's own calls pass a connection)")
+        engine = create_engine(url, poolclass=pool.NullPool)
         with engine.connect() as conn:
             run_online(conn)
 

@@ -378,7 +378,7 @@ def finish_refresh_run(factory: sessionmaker[Session], refresh_id: int, this_run
     this_run = replace(this_run, empty_folders=empty_folders(factory, refresh_id, this_run))
     report = RefreshReport(refresh_id=refresh_id, this_run=this_run, totals=summarise(factory, min_confidence))
     with factory() as session, session.begin():
-        row = session.get(RefreshRun, refresh_id)
+        row = session.get_one(RefreshRun, refresh_id)
         row.finished_at, row.status, row.counts = utcnow(), "finished", report.to_dict()
     return report
 
@@ -387,5 +387,5 @@ def fail_refresh_run(factory: sessionmaker[Session], refresh_id: int, exc: BaseE
     """A refresh that stopped on an error says so in its row (status 'failed', counts {'error': ...});
     a killed one stays 'running'. What it committed before the error stays: the next run goes on from it."""
     with factory() as session, session.begin():
-        row = session.get(RefreshRun, refresh_id)
+        row = session.get_one(RefreshRun, refresh_id)
         row.finished_at, row.status, row.counts = utcnow(), "failed", {"error": failure_reason(exc)}

@@ -65,7 +65,7 @@ def empty_folders(factory: sessionmaker[Session], refresh_id: int, this_run: Thi
     thousands is an unmounted share more often than a quiet night, and it stays one while it stays empty."""
     now = this_run.files_by_folder()
     with factory() as session:
-        inputs = session.get(RefreshRun, refresh_id).inputs or {}
+        inputs = session.get_one(RefreshRun, refresh_id).inputs or {}
         folders = {f: inputs.get(f"{f}_dir") for f in FOLDERS if now[f] == 0 and inputs.get(f"{f}_dir")}
         if not folders:
             return ()
