@@ -6,12 +6,13 @@ import sys
 from functools import reduce
 from operator import add
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from tqdm import tqdm
 
 from flows.runner import SettingsTaskRunner
-from osteo.screening.report import ScreenCounts, ScreenReport
+from osteo.pacs.target import PacsUnavailable
+from osteo.screening.report import PushCounts, ScreenCounts, ScreenReport
 from osteo.settings import get_settings
 from osteo_common.chunks import batched
 from tasks.screen import find_champion, plan_screening, push_results, screen_batch
@@ -31,11 +32,22 @@ def screen_flow(rescreen: bool = False, push: str | None = None) -> ScreenReport
     batches = list(batched(todo, settings.screen_batch_size))
     futures = [screen_batch.submit(champion, b) for b in batches]
     counts = reduce(add, _results(futures, [len(b) for b in batches]), ScreenCounts())
-    pushed = push_results(champion, push or settings.screen_push)
+    pushed = push_or_warn(champion, push or settings.screen_push)
     report = ScreenReport(champion.to_dict(), counts, already, rescreen, pushed)
     create_table_artifact(key="screening-counts", table=report.table(),
                           description=f"What {report.champion['model']} screened and pushed this run")
     return report
+
+
+def push_or_warn(champion, mode: str) -> PushCounts:
+    """The push; a PACS still down after the task's retries is a warning (the results are recorded, the next run
+    pushes them), so that the nightly goes on to its training. Any other fault fails."""
+    state = push_results(champion, mode, return_state=True)
+    try:
+        return state.result()
+    except PacsUnavailable as exc:
+        get_run_logger().warning("screening push: %s; the next run pushes what this one could not", exc)
+        return PushCounts(mode=mode, errors=(f"PACS unavailable: {exc}",))
 
 
 def _results(futures: list, sizes: list[int]) -> list[ScreenCounts]:

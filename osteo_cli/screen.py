@@ -35,15 +35,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
         return cmd_list(args)
     if args.screen_command == "outcomes":
         return cmd_outcomes(args)
-    from osteo.pacs.target import PacsUnavailable
-
-    try:
-        report = run_screen(args.rescreen, args.push)
-    except PacsUnavailable as exc:  # still down after the task's retries: the results are kept, pushed next run
-        raise UserError("pacs_unavailable", f"{exc}; the results are recorded: the next `osteo screen` pushes "
-                        "them") from None
+    report = run_screen(args.rescreen, args.push)  # a PACS down: the report's push errors say so (exit 1)
     emit(args, report.to_dict(), report.summary())
-    return 0
+    return 1 if report.pushed.errors else 0
 
 
 def parse_day(text: str | None) -> dt.date | None:

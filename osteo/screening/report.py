@@ -86,7 +86,7 @@ class ScreenReport:
             f"{t.not_located}, excluded {excluded}",
             f"already done    {self.already_screened} images screened by this version before",
             f"pushed ({p.mode})  {p.results} results ({p.sr} SR, {p.sc} SC) to {where}"
-            + (f"; {p.failed} failed: {'; '.join(p.errors)}" if p.failed else "")])
+            + (f"; {p.failed} failed" if p.failed else "") + (f": {'; '.join(p.errors)}" if p.errors else "")])
 
     def table(self) -> list[dict[str, Any]]:
         """Rows for the Prefect artifact."""

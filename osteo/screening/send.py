@@ -20,24 +20,27 @@ def send_objects(target: PacsTarget, datasets: list[Dataset]) -> list[str | None
 
 
 def _stow(target: PacsTarget, datasets: list[Dataset]) -> list[str | None]:
+    """STOW-RS through the pull's client (osteo/pacs/dicomweb.py: its session and timeout, dicomweb-client's own
+    retries off: the task retries); a refusal (4xx) is the object's error, a 5xx, 408 or 429 the PACS's fault."""
     import requests
-    from dicomweb_client.api import DICOMwebClient
 
-    client = DICOMwebClient(url=target.dicomweb_url)
+    from osteo.pacs.dicomweb import dicomweb_transport
+
     out: list[str | None] = []
-    for ds in datasets:
-        try:
-            answer = client.store_instances(datasets=[ds])
-        except requests.HTTPError as exc:
-            code = exc.response.status_code if exc.response is not None else 0
-            if code >= 500 or code == 0:
-                raise PacsUnavailable(f"{target.where()} answered STOW-RS with HTTP {code}") from None
-            out.append(f"STOW-RS refused: HTTP {code}")
-            continue
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise PacsUnavailable(f"{target.where()} does not answer STOW-RS ({type(exc).__name__})") from None
-        failed = answer.get("FailedSOPSequence") if answer is not None else None
-        out.append(f"STOW-RS refused: failure reason {failed[0].get('FailureReason')}" if failed else None)
+    with dicomweb_transport(target) as transport:
+        for ds in datasets:
+            try:
+                answer = transport.client.store_instances(datasets=[ds])
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                raise PacsUnavailable(f"{target.where()} does not answer STOW-RS ({type(exc).__name__})") from None
+            except requests.HTTPError as exc:
+                code = exc.response.status_code if exc.response is not None else 0
+                if code >= 500 or code in (0, 408, 429):
+                    raise PacsUnavailable(f"{target.where()} answered STOW-RS with HTTP {code}") from None
+                out.append(f"STOW-RS refused: HTTP {code}")
+                continue
+            failed = answer.get("FailedSOPSequence") if answer is not None else None
+            out.append(f"STOW-RS refused: failure reason {failed[0].get('FailureReason')}" if failed else None)
     return out
 
 

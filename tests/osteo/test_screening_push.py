@@ -166,3 +166,26 @@ def test_the_referral_list_reads_the_accession_number_from_the_file_at_list_time
         assert r.accession_number == str(pydicom.dcmread(paths[r.study_instance_uid]).AccessionNumber)
     newest = max(r.study_date for r in everything)
     assert {r.study_date for r in list_referrals(factory, since=newest)} == {newest}
+
+
+@pytest.mark.parametrize("transport", ["dicomweb", "dimse"])
+def test_a_pacs_that_does_not_answer_is_unavailable_not_a_refusal(transport):
+    """A transient fault the task retries (a ConnectionError), never a `failed` row: nothing answers on the port."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+
+    from osteo.pacs.target import PacsTarget, PacsUnavailable
+    from osteo.screening.send import send_objects
+    from tests.orthanc import free_port
+
+    port = free_port()
+    target = PacsTarget("dicomweb", dicomweb_url=f"http://127.0.0.1:{port}/dicom-web", timeout_s=5) \
+        if transport == "dicomweb" else PacsTarget("dimse", host="127.0.0.1", port=port, called_aet="NOBODY",
+                                                   timeout_s=5)
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, "1.2.3.4"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    with pytest.raises(PacsUnavailable) as caught:
+        send_objects(target, [ds])
+    assert isinstance(caught.value, ConnectionError)
