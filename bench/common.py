@@ -47,7 +47,7 @@ def target(on: str, op: str, value: float) -> dict[str, Any]:
     return {"on": on, "op": op, "value": value, "text": f"{on} {op} {value:g}"}
 
 
-def row(name: str, *, stage: str, ours: float, baseline: float | None, unit: str, work: str,
+def row(name: str, *, stage: str, ours: float | None, baseline: float | None, unit: str, work: str,
         goal: dict[str, Any] | None = None, note: str = "", **extra: Any) -> dict[str, Any]:
     """One bench row. ratio = ours / baseline in the row's unit: for a rate (files/s, images/s)
     higher is better, for a time (s, ms) lower is better; the target says which way it must go.

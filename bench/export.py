@@ -4,6 +4,7 @@ bench.baselines.plain_export (pydicom + apply_voi_lut + min/max + Pillow) on the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -71,7 +72,8 @@ def run(factory, settings, ids: list[int], tmp: Path, repeats: int) -> tuple[lis
     t_one = _best_fresh(factory, lambda: export_images(factory, ids, settings, workers=1), repeats)
     t_all = _best_fresh(factory, lambda: export_images(factory, ids, settings, workers=n_cores), repeats)
     work = f"{n} images"
-    base = dict(stage="export", baseline=n / t_plain, unit="images/s", work=work, baseline_s=round(t_plain, 3))
+    base: dict[str, Any] = dict(stage="export", baseline=n / t_plain, unit="images/s", work=work,
+                                baseline_s=round(t_plain, 3))
     rows = [
         row("export_roi, 1 process", ours=n / t_roi, goal=target("ratio", ">=", 1.0), ours_s=round(t_roi, 3),
             note="osteo.etl.imaging.export_roi loop vs plain_export loop (pydicom + apply_voi_lut + Pillow)", **base),

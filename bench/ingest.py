@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from functools import reduce
 from operator import add
 from pathlib import Path
+from typing import Any
 
 import pydicom
 
@@ -200,9 +201,10 @@ def run(paths_by_size: dict[int, list[str]], tmp: Path, repeats: int, batch_size
         t_one = best_of(lambda: ours_ingest(paths, 1, batch_size, tmp), repeats)
         t_all = best_of(lambda: ours_ingest(paths, n_cores, batch_size, tmp), repeats)
         work = f"{n} files"
-        common = dict(stage="ingest", baseline=n / t_plain, unit="files/s", work=work,
-                      baseline_s=round(t_plain, 3))
-        floor = dict(stage="ingest", baseline=n / t_floor, unit="files/s", work=work, baseline_s=round(t_floor, 3))
+        common: dict[str, Any] = dict(stage="ingest", baseline=n / t_plain, unit="files/s", work=work,
+                                      baseline_s=round(t_plain, 3))
+        floor: dict[str, Any] = dict(stage="ingest", baseline=n / t_floor, unit="files/s", work=work,
+                                     baseline_s=round(t_floor, 3))
         rows.append(row(f"ingest {n} files: floor (read + SHA-256 + header parse), 1 process", ours=n / t_floor,
                         ours_s=round(t_floor, 3), note="not an ingest: each file read once, hashed and its header "
                         "parsed from the same bytes (dcmread stop_before_pixels); the ingest rows' baseline", **common))

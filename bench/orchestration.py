@@ -119,6 +119,7 @@ def run(dicom_dir: str, dexa_dir: str, ann_dir: str, tmp: Path, n_files: int, re
             if cpu0 is not None and cpu1 is not None:
                 server_cpu.append(cpu1 - cpu0)
     t_plain, t_flow = min(plain_times), min(flow_times)
+    assert plain_counts is not None and flow_counts is not None  # repeats >= 1
     same = plain_counts.this_run == flow_counts.this_run and plain_counts.totals == flow_counts.totals
     t = plain_counts.totals
     work = f"{n_files} DICOM files ({t.images} images, {t.pairs} pairs, {t.exported} PNGs)"

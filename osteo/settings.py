@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, overload
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -28,15 +28,16 @@ class Settings(BaseSettings):
     # OSTEO_HOME moves every store at once (database, var, data, MLflow store and artifacts,
     # Prefect home); each one below can still be set on its own. Default: the checkout.
     home: Path = REPO_ROOT
-    var_dir: Path | None = None  # <home>/var
+    # the stores default to places under home (pydantic passes the fields read so far to each factory)
+    var_dir: Path = Field(default_factory=lambda data: data["home"] / "var")
     database_url: str = ""
-    data_dir: Path | None = None  # <home>/data
+    data_dir: Path = Field(default_factory=lambda data: data["home"] / "data")
     pseudonym_key: str = ""
     # production refuses to invent a pseudonym key; the demo keeps one in var/
     production: bool = False
 
     mlflow_tracking_uri: str = Field(default="", validation_alias="MLFLOW_TRACKING_URI")
-    mlflow_artifact_root: Path | None = None  # <home>/mlruns/artifacts
+    mlflow_artifact_root: Path = Field(default_factory=lambda data: data["home"] / "mlruns" / "artifacts")
     mlflow_experiment: str = "osteo-screening"
     registered_model: str = "osteo-classifier"
     roi_model: str = "osteo-roi"  # the registered femoral-neck localiser
@@ -133,7 +134,8 @@ class Settings(BaseSettings):
     pacs_port: int = 0
     pacs_aet: str = ""  # the PACS's AE title (the called AE)
     aet: str = "OSTEO"  # osteo's own AE title (the calling AE; the PACS must know it for C-GET)
-    pacs_inbox: Path | None = None  # <data_dir>/inbox: what the pull and the receiver file, the refresh reads
+    # <data_dir>/inbox: what the pull and the receiver file, the refresh reads
+    pacs_inbox: Path = Field(default_factory=lambda data: data["data_dir"] / "inbox")
     pacs_lookback_days: int = 7  # a pull without --since asks for the studies of the last days
     pacs_timeout_s: float = 30.0  # per request or DIMSE message
     # `osteo pacs receive`: the C-STORE listener and the calling AE titles it takes ("A,B"; PACS AET alone if empty)
@@ -170,12 +172,6 @@ class Settings(BaseSettings):
         return ScopeRules(tuple(self.scope_modalities), tuple(self.scope_body_parts), tuple(self.scope_keywords),
                           self.scope_accept_unknown_body_part)
 
-    def model_post_init(self, _context) -> None:
-        self.var_dir = self.var_dir or self.home / "var"
-        self.data_dir = self.data_dir or self.home / "data"
-        self.pacs_inbox = self.pacs_inbox or self.data_dir / "inbox"
-        self.mlflow_artifact_root = self.mlflow_artifact_root or self.home / "mlruns" / "artifacts"
-
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -185,6 +181,11 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{self.home / 'mlruns' / 'mlflow.db'}"
+
+    @overload
+    def resolved_pseudonym_key(self, *, create: Literal[True] = True) -> bytes: ...
+    @overload
+    def resolved_pseudonym_key(self, *, create: bool) -> bytes | None: ...
 
     def resolved_pseudonym_key(self, *, create: bool = True) -> bytes | None:
         """The key of the patient pseudonyms; the local default is generated once and kept.
