@@ -56,3 +56,27 @@ def test_without_a_champion_nothing_is_done(site):
     with isolated_settings(home, OSTEO_SCREEN_MODEL="models:/osteo-classifier@nobody"):
         report = screen_flow()
     assert report.champion is None and report.this_run.images == 0 and "nothing screened" in report.summary()
+
+
+def test_outcomes_are_logged_on_the_version_and_the_list_reads_the_files(site, capsys):
+    """After the flow: `osteo screen outcomes` links the site's DEXA exams and tags the version with the figures;
+    `osteo screen list` gives each screened film with its accession number."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from osteo_cli.main import main
+
+    home, version = site
+    with isolated_settings(home, OSTEO_SCREEN_MODEL=f"models:/osteo-classifier/{version}") as settings:
+        assert main(["screen", "outcomes", "--json"]) == 0
+        o = json.loads(capsys.readouterr().out)
+        assert o["model"] == f"osteo-classifier/{version}" and o["screened"] > 0
+        assert o["with_dexa"] == o["confirmed"] + o["false_positive"] + o["missed"] + o["true_negative"]
+        assert o["reference"] in ("validation", "test year") and o["drift"]
+        tags = MlflowClient(settings.resolved_tracking_uri()).get_model_version("osteo-classifier", version).tags
+        assert float(tags["screening_screened"]) == o["screened"] and "screening_psi_max" in tags
+
+        assert main(["screen", "list", "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert listed["count"] == o["screened"] and all(r["accession_number"] for r in listed["results"])
