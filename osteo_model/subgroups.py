@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from osteo_model.frames import named_rows
 
 Z95 = 1.959963984540054
 AUC_TOLERANCE = 0.05
@@ -138,8 +139,7 @@ def subgroup_markdown(table: pd.DataFrame) -> str:
     lines = ["| subgroup | n | positives | AUC [95% CI] | recall [95% CI] | specificity [95% CI] | "
              f"AUC within {AUC_TOLERANCE} of overall |",
              "|---|---|---|---|---|---|---|"]
-    rows: list[Any] = list(table.itertuples(index=False))  # namedtuples of the table's columns
-    for r in rows:
+    for r in named_rows(table):
         flag = "n/a" if r.auc_within_0_05 is None or pd.isna(r.auc_within_0_05) else (
             "yes" if r.auc_within_0_05 else "**no**")
         lines.append(f"| {r.attribute} {r.value} | {r.n} | {r.positives} | {ci(r.auc, r.auc_lo, r.auc_hi)} | "

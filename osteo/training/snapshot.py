@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Annotation, AugmentedCopy, DicomImage, Export, Pair, Patient, Snapshot, SnapshotMember
 from osteo.etl.synthetic import trained_on
 from osteo_common.files import atomic_write_text
+from osteo_model.frames import named_rows
 from osteo_model.splits import assign_splits, check_splits
 
 
@@ -106,7 +107,7 @@ def take_snapshot(factory: sessionmaker[Session], out_dir: Path, *, test_year: i
             session.add_all(
                 SnapshotMember(snapshot_id=snap.id, export_id=int(r.member_id), pair_id=int(r.pair_id),
                                patient_id=int(r.patient_id), split=r.split, fold=int(r.fold), label=int(r.label))
-                for r in manifest.itertuples()
+                for r in named_rows(manifest)
             )
         snapshot_id = snap.id
     counts = manifest.groupby("split")["label"].agg(["count", "sum"])
@@ -127,7 +128,7 @@ def record_augmented_copies(factory: sessionmaker[Session], copies: pd.DataFrame
     """Record each materialised copy once (lineage names its seed, parameters and hash)."""
     added = 0
     with factory() as session, session.begin():
-        for r in copies.itertuples():
+        for r in named_rows(copies):
             params = dict(r.params)
             pdigest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
             exists = session.scalar(select(AugmentedCopy.id).where(
