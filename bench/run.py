@@ -40,7 +40,7 @@ SIZES: dict[str, dict[str, Any]] = {
                  service="full", demo=[], reuse_demo=False),
 }
 STAGES = ("synth", "ingest", "pairing", "upgrade", "export", "training", "inference", "service", "localiser",
-          "orchestration", "e2e")
+          "orchestration", "pacs", "e2e")
 
 
 def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path | None = None, keep: bool = False,
@@ -183,6 +183,11 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
 
             rows += stage("orchestration", do_orch)
             shutil.rmtree(scratch / "orch-dicom", ignore_errors=True)
+
+        if want("pacs"):
+            from bench import pacs
+
+            rows += stage("pacs", lambda: pacs.run(cohort / "dicom", scratch, sizes["repeats"] + 1))
 
         if want("e2e"):
             from bench import e2e

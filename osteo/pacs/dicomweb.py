@@ -1,9 +1,11 @@
 """The PACS over DICOMweb (dicomweb-client): studies of a date range and modality (QIDO-RS), their series and
 instances, and each instance retrieved as it is stored (WADO-RS, `transfer-syntax=*`: never transcoded).
 
-Queries go study, then series, then instance, as every PACS answers them (some refuse a series query without
-its study); every page of an answer is read (`_pages`: dicomweb-client's get_remaining never ends on a server
-that answers an offset past the end with the first page, as Orthanc 1.10 does)."""
+One instance-level query per modality finds the range's instances with their series' attributes (2 requests,
+not one per study and series: the pull's requests are then the retrieves); a PACS that refuses a query without
+a study (a 4xx) is asked study, then series, then instance, as every PACS answers. Every page of an answer is
+read (`_pages`: dicomweb-client's get_remaining never ends on a server that answers an offset past the end
+with the first page, as Orthanc 1.10 does)."""
 
 from __future__ import annotations
 
@@ -42,6 +44,25 @@ class DicomwebTransport:
         self.client.set_http_retry_params(retry=False)  # the task's policy retries, with its backoff
 
     def find_series(self, since: dt.date, until: dt.date, modalities: tuple[str, ...]) -> list[SeriesFound]:
+        try:
+            return self._find_by_instances(since, until, modalities)
+        except UserError:  # refused without a study UID: the hierarchical queries
+            return self._find_by_studies(since, until, modalities)
+
+    def _find_by_instances(self, since: dt.date, until: dt.date, modalities: tuple[str, ...]) -> list[SeriesFound]:
+        series: dict[str, list[dict]] = {}
+        fields = ["BodyPartExamined", "SeriesDescription", "StudyDescription"]
+        for modality in modalities:
+            for r in self._pages(self.client.search_for_instances, "00080018", fields=fields,
+                                 search_filters={"StudyDate": date_range(since, until), "Modality": modality}):
+                series.setdefault(_value(r, "0020000E"), []).append(r)
+        return [SeriesFound(_value(rs[0], "0020000D"), uid, str(_value(rs[0], "00080060")),
+                            str(_value(rs[0], "00180015")), len(rs),
+                            (str(_value(rs[0], "0008103E")), str(_value(rs[0], "00081030"))),
+                            tuple(sorted({_value(r, "00080018") for r in rs})))
+                for uid, rs in sorted(series.items())]
+
+    def _find_by_studies(self, since: dt.date, until: dt.date, modalities: tuple[str, ...]) -> list[SeriesFound]:
         studies: dict[str, str] = {}  # study UID -> its description (matched for scope only)
         for modality in modalities:
             for s in self._pages(self.client.search_for_studies, "0020000D", fields=["StudyDescription"],

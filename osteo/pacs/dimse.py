@@ -18,6 +18,7 @@ from osteo.pacs.found import SeriesFound
 from osteo.pacs.target import PacsTarget, PacsUnavailable
 
 PENDING = (0xFF00, 0xFF01)
+GET_CHUNK = 50  # SOP Instance UIDs per C-GET
 
 
 def storage_classes() -> list[str]:
@@ -84,19 +85,21 @@ class DimseTransport:
             "IMAGE", StudyInstanceUID=series.study_uid, SeriesInstanceUID=series.series_uid, SOPInstanceUID="")})
 
     def retrieve(self, series: SeriesFound, sop_uids: list[str], store: Callable[[str, bytes], None]) -> None:
-        """C-GET each instance; its C-STORE sub-operation hands the encoded file to store(sop_uid, data)."""
+        """C-GET the instances, GET_CHUNK UIDs a request (a UID list, as hierarchical retrieve allows); each
+        C-STORE sub-operation hands the encoded file to store(sop_uid, data)."""
         self._store = store
         try:
-            for uid in sop_uids:
+            for start in range(0, len(sop_uids), GET_CHUNK):
+                uid = sop_uids[start:start + GET_CHUNK]
                 query = _query("IMAGE", StudyInstanceUID=series.study_uid, SeriesInstanceUID=series.series_uid,
-                               SOPInstanceUID=uid)
+                               SOPInstanceUID=uid if len(uid) > 1 else uid[0])
                 final = None
                 for status, _ in self.assoc.send_c_get(query, self._get_model):
                     if self._error is not None:  # our write failed: its own exception, not the PACS's status
                         raise self._error
                     final = self._checked(status, "C-GET")
                 if final not in (0x0000,):
-                    raise PacsUnavailable(f"the PACS {self.target.where()} did not send instance {uid} "
+                    raise PacsUnavailable(f"the PACS {self.target.where()} did not send every instance asked "
                                           f"(C-GET status 0x{final or 0:04X})")
         finally:
             self._store, self._error = None, None

@@ -18,6 +18,7 @@ class SeriesFound:
     instances: int | None  # NumberOfSeriesRelatedInstances, when the PACS gives it
     # free text, only matched against the scope keywords here: never stored, logged or returned
     descriptions: tuple[str, ...] = ()
+    sop_uids: tuple[str, ...] | None = None  # its instances, when the query listed them (None: ask)
 
 
 def out_of_scope_reason(series: SeriesFound, rules: ScopeRules) -> str | None:

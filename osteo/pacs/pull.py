@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from db.pacs import Retrieved, already_held, record_instances
@@ -104,47 +106,70 @@ def pull(transport, sessions, inbox: Path, since: dt.date, until: dt.date, rules
     found = transport.find_series(since, until, rules.modalities)
     n: Counter = Counter()
     reasons: Counter = Counter()
+    wanted: list[tuple[SeriesFound, list[str]]] = []
     for series in found:
         reason = out_of_scope_reason(series, rules)
         if reason:
             reasons[reason] += 1
             n["out_of_scope"] += series.instances or 0
-            continue
-        n["series_in_scope"] += 1
-        uids = transport.instance_uids(series)
-        with sessions() as session:
-            held = already_held(session, uids)
-        n["already_retrieved"] += len(held)
-        n["retrieved"] += _retrieve(transport, sessions, inbox, series, [u for u in uids if u not in held],
-                                    after_write)
-    return PullCounts(transport.name, pacs, since.isoformat(), until.isoformat(), str(inbox), len(found),
-                      n["series_in_scope"], n["retrieved"] + n["already_retrieved"] + n["out_of_scope"],
-                      n["retrieved"], n["already_retrieved"], n["out_of_scope"], dict(reasons))
-
-
-def _retrieve(transport, sessions, inbox: Path, series: SeriesFound, todo: list[str],
-              after_write: Callable[[Path], None] | None) -> int:
-    pending: list[Retrieved] = []
-    recorded = 0
-
-    def record() -> None:
-        nonlocal recorded
-        if pending:
-            with sessions() as session:
-                recorded += record_instances(session, pending, transport.name)
-                session.commit()
-            pending.clear()
-
-    def store(sop_uid: str, data: bytes) -> None:
-        path = file_instance(inbox, series.study_uid, series.series_uid, sop_uid, data)
-        pending.append(Retrieved(series.study_uid, series.series_uid, sop_uid, str(path)))
-        if len(pending) >= RECORD_EVERY:
-            record()
-        if after_write:
-            after_write(path)
-
+        else:
+            wanted.append((series, list(series.sop_uids) if series.sop_uids is not None
+                           else transport.instance_uids(series)))
+    with sessions() as session:  # one look-up (IN chunks) for every instance found
+        held = already_held(session, [u for _, uids in wanted for u in uids])
+    recorder = _Recorder(sessions, transport.name)
     try:
-        transport.retrieve(series, todo, store)
+        for series, uids in wanted:
+            todo = [u for u in uids if u not in held]
+            if todo:
+                transport.retrieve(series, todo, partial(recorder.store, inbox, series, after_write))
     finally:  # what is written is recorded, however the pull stops (a kill -9 refetches one batch at most)
-        record()
-    return recorded
+        recorder.close()
+    return PullCounts(transport.name, pacs, since.isoformat(), until.isoformat(), str(inbox), len(found),
+                      len(wanted), recorder.recorded + len(held) + n["out_of_scope"], recorder.recorded, len(held),
+                      n["out_of_scope"], dict(reasons))
+
+
+class _Recorder:
+    """Files each instance as it arrives, on a writer thread (the write's fsync overlaps the next retrieve),
+    and records RECORD_EVERY of them a transaction, once their writes are done."""
+
+    def __init__(self, sessions, transport: str):
+        self.sessions, self.transport = sessions, transport
+        self.pending: list[Future] = []
+        self.recorded = 0
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pacs-write")
+
+    def store(self, inbox: Path, series: SeriesFound, after_write, sop_uid: str, data: bytes) -> None:
+        self.pending.append(self.writer.submit(_write, inbox, series, sop_uid, data))
+        if after_write:  # the hook sees the file written
+            after_write(Path(self.pending[-1].result().path))
+        if len(self.pending) >= RECORD_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record every write that finished (a failed write is raised after the others are recorded)."""
+        done, error = [], None
+        for future in self.pending:
+            try:
+                done.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - raised below, once what was written is recorded
+                error = error or exc
+        self.pending.clear()
+        if done:
+            with self.sessions() as session:
+                self.recorded += record_instances(session, done, self.transport)
+                session.commit()
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.writer.shutdown(wait=True)
+
+
+def _write(inbox: Path, series: SeriesFound, sop_uid: str, data: bytes) -> Retrieved:
+    path = file_instance(inbox, series.study_uid, series.series_uid, sop_uid, data)
+    return Retrieved(series.study_uid, series.series_uid, sop_uid, str(path))
