@@ -104,6 +104,7 @@ def model_summary(lin: dict[str, Any], show: int = SHOW) -> str:
         f"members         {c['members']}: {splits}",
         f"boxes           {boxes_summary(lin.get('box_sources', {}))}",
         f"augmented       {c['augmented_copies']} copies",
+        f"screened        {screening_summary(lin.get('screening'))}",
         f"source files    {c['source_files']} (" + ", ".join(f"{k[:-6]} {v}" for k, v in sorted(c.items())
                                                             if k.endswith("_files") and k != "source_files") + ")",
     ]
@@ -113,6 +114,14 @@ def model_summary(lin: dict[str, Any], show: int = SHOW) -> str:
         lines.append(f"  ... {len(lin['source_files']) - show} more (--csv or --json lists every file)")
     lines += [f"note            {n}" for n in lin.get("notes", [])]
     return "\n".join(lines)
+
+
+def screening_summary(s: dict | None) -> str:
+    if not s or not s["images"]:
+        return "no image (osteo screen)"
+    pushed = ", ".join(f"{k} {v}" for k, v in sorted(s["pushed"].items())) or "nothing pushed"
+    return (f"{s['images']} images: " + ", ".join(f"{k} {v}" for k, v in sorted(s["by_status"].items()))
+            + f"; flagged {s['flagged']}; {pushed}")
 
 
 @_guard
@@ -231,6 +240,10 @@ def cmd_image(args: argparse.Namespace) -> int:
             runs = ", ".join(f"{r['model_name']}/{r['model_version']}" for r in s["training_runs"]) or "no training run"
             lines.append(f"snapshot        {s['digest'][:16]} side {s['side']} {s['split']} fold {s['fold']}"
                          f" -> {runs}")
+        for r in lin.get("screening", []):
+            sent = ", ".join(f"{p['kind']} {p['status']}" for p in r["pushed"]) or "nothing pushed"
+            p = f" p={r['probability']:.3f} side {r['side']} label {r['label']}" if r["probability"] is not None else ""
+            lines.append(f"screening       {r['model']} {r['status']}{p} ({sent})")
     for q in lin["quarantine"]:
         lines.append(f"quarantine      {q['stage']}: {q['reason']} {q['path']} {q['detail'] or ''}")
     _print(args, lin, "\n".join(lines))

@@ -46,6 +46,7 @@ from osteo.lineage.records import (
     snapshot_dict,
     source_dict,
 )
+from osteo.lineage.screening import image_screening, version_screening
 from osteo.lineage.versions import versions_at
 from osteo_common.chunks import chunks
 
@@ -191,7 +192,8 @@ def model_lineage(session: Session, version: dict[str, Any]) -> dict[str, Any]:
     return {"model": {k: version.get(k) for k in ("ref", "name", "alias", "version", "run_id", "aliases",
                                                   "source", "created")}
             | {"git_commit": tags.get("git_commit"), "checkpoint_sha256": tag_sha},
-            "training_run": run_dict(run), **lineage, "notes": notes}
+            "training_run": run_dict(run), **lineage, "notes": notes,
+            "screening": version_screening(session, version.get("name"), version.get("version"))}
 
 
 def lineage_csv(lineage: dict[str, Any]) -> str:
@@ -371,6 +373,7 @@ def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
         "model_versions": [r | {"snapshot_digest": s["digest"], "split": s["split"]}
                            for s in snapshots for r in s["training_runs"]],
         "quarantine": [quarantine_dict(q) for q in quarantined],
+        "screening": image_screening(session, img.id),  # osteo screen's results and what went to the PACS
     }
 
 

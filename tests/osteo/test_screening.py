@@ -104,3 +104,24 @@ def test_an_unsure_localiser_leaves_the_unboxed_images_not_located(cohort):
             assert kept and kept == [pytest.approx(0.3)] * len(kept)
         elif r.status == "screened":
             assert uid in humans
+
+
+def test_lineage_shows_an_images_results_and_counts_what_a_version_screened(cohort, capsys):
+    from osteo.lineage import image_lineage
+    from osteo.lineage.screening import version_screening
+    from osteo_cli.main import main
+
+    factory = cohort["factory"]
+    screen_all(factory, screening_model(cohort["classifier"], version="8"))
+    with factory() as session:
+        uid = session.scalar(select(DicomImage.sop_instance_uid).join(ScreeningResult).where(
+            ScreeningResult.model_version == "8", ScreeningResult.status == "screened"))
+        lin = image_lineage(session, uid)
+        counts = version_screening(session, "osteo-classifier", "8")
+        images = session.scalar(select(func.count(DicomImage.id)))
+    mine = [r for r in lin["screening"] if r["model"] == "osteo-classifier/8"]
+    assert len(mine) == 1 and mine[0]["status"] == "screened" and mine[0]["pushed"] == []
+    assert mine[0]["sides"] and all(s["probability"] is not None for s in mine[0]["sides"].values())
+    assert counts["images"] == images and sum(counts["by_status"].values()) == images and counts["pushed"] == {}
+    assert main(["lineage", "image", uid]) == 0
+    assert "screening       osteo-classifier/8 screened p=" in capsys.readouterr().out
