@@ -30,9 +30,11 @@ def test_flows_use_the_settings_runner():
     from flows.nightly import nightly_flow  # noqa: F401 - loads without a runner choice at import
     from flows.refresh import refresh_flow
     from flows.runner import SettingsTaskRunner
+    from flows.screen import screen_flow
     from flows.train import train_flow
 
     assert isinstance(refresh_flow.task_runner, SettingsTaskRunner)
+    assert isinstance(screen_flow.task_runner, SettingsTaskRunner)  # screening batches go to Dask as exports do
     assert isinstance(train_flow.task_runner, SettingsTaskRunner)
 
 
