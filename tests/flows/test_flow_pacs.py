@@ -41,3 +41,29 @@ def test_without_a_pacs_the_nightly_pull_does_nothing(cohort, tmp_path, prefect_
     with isolated_settings(tmp_path), settings_from(unset):
         result = nightly_flow(dicom_dir=str(cohort.root / "dicom"), dexa_dir=str(cohort.root / "dexa"), train=False)
     assert result["pull"] is None and result["refresh"]["this_run"]["images"] == len(cohort.in_scope())
+
+
+def test_a_pacs_that_is_down_is_retried_then_the_night_goes_on(tmp_path, prefect_harness, monkeypatch):
+    """PacsUnavailable is a transient fault for the one retry policy (a ConnectionError): retried, then a warning
+    and the nightly's next step (the real task, its retry delays set to 0 for the test)."""
+    from prefect import flow
+
+    import flows.pacs
+    from osteo.settings import settings_from
+    from tasks.pacs import pull_from_pacs
+    from tasks.policy import TRANSIENT
+    from tests.orthanc import free_port
+
+    task = pull_from_pacs.with_options(retry_delay_seconds=0)
+    monkeypatch.setattr(flows.pacs, "pull_from_pacs", task)
+
+    @flow
+    def night() -> dict | None:
+        return flows.pacs.pull_before_refresh(str(tmp_path / "inbox"))
+
+    down = {"OSTEO_PACS_DICOMWEB_URL": f"http://127.0.0.1:{free_port()}/dicom-web"}
+    with isolated_settings(tmp_path), settings_from(down):
+        result = night()
+    from osteo.pacs.target import PacsUnavailable
+
+    assert "did not answer" in result["error"] and task.retries == 3 and issubclass(PacsUnavailable, TRANSIENT)
