@@ -119,8 +119,8 @@ def main() -> int:
                 crop = disp[sl] / 255.0
                 if (side == "R") != (row["orientation"] == "R\\F"):  # every crop as a left hip
                     crop = crop[:, ::-1]
-                im = np.asarray(Image.fromarray((crop * 255).astype(np.uint8)).resize((112, 112), Image.BILINEAR),
-                                dtype=np.float64) / 255.0
+                small = Image.fromarray((crop * 255).astype(np.uint8)).resize((112, 112), Image.Resampling.BILINEAR)
+                im = np.asarray(small, dtype=np.float64) / 255.0
                 X_mean.append([im.mean()])
                 X_tex.append(texture_features(im))
                 y.append(int(row["expected_label"]))

@@ -144,11 +144,11 @@ def view_input(display: np.ndarray, view: HipView, size: int) -> np.ndarray:
         crop = crop[:, ::-1]
     w, h, _, _ = _scales(view, size)
     if crop.dtype == np.uint8:
-        small = Image.fromarray(np.ascontiguousarray(crop)).resize((w, h), Image.BILINEAR, reducing_gap=3.0)
+        small = Image.fromarray(np.ascontiguousarray(crop)).resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
         out_small = np.asarray(small, dtype=np.float32) / np.float32(255.0)
     else:
         img = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32), mode="F")
-        out_small = np.clip(np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.float32), 0.0, 1.0)
+        out_small = np.clip(np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32), 0.0, 1.0)
     out = np.zeros((size, size), dtype=np.float32)
     out[:h, :w] = out_small
     return out

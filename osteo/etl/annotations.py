@@ -123,7 +123,9 @@ def _refuse_dtd(data: bytes) -> None:
 def _bndbox(obj: ET.Element) -> Box:
     box = obj.find("bndbox")
     try:
-        coords = tuple(float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        if box is None:
+            raise TypeError("no bndbox")
+        coords = tuple(float(box.findtext(k) or "") for k in ("xmin", "ymin", "xmax", "ymax"))
     except (AttributeError, TypeError, ValueError) as exc:
         raise InputError("bad_box", "bndbox coordinates missing or not numbers") from exc
     if not all(math.isfinite(v) for v in coords):

@@ -122,7 +122,7 @@ def _decodes(raw: bytes, encoding: str) -> bool:
 
 def _lines(text: str | bytes) -> list:
     """Lines without their breaks, as the csv module ends records (no empty line after the last break)."""
-    lines = (_LINE_BREAK if isinstance(text, str) else _LINE_BREAK_BYTES).split(text)
+    lines: list = _LINE_BREAK.split(text) if isinstance(text, str) else _LINE_BREAK_BYTES.split(text)
     return lines[:-1] if lines and not lines[-1] else lines
 
 

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -156,6 +156,9 @@ def generate_cohort(
                 done += 1
                 if progress:
                     progress(done, total)
+    if any(r is None for r in results):  # every film spec comes back once from render_and_write
+        raise RuntimeError("a film of the plan was not rendered")
+    rendered = cast(list[dict[str, Any]], results)
 
     # truncated DICOM: a copy of the first junk file cut inside the header
     trunc = dicom_dir / f"S{n_st + 3:05d}" / "IM0001.dcm"
@@ -173,7 +176,7 @@ def generate_cohort(
     # ---- annotations
     annotated = 0
     malformed_xml = 0
-    for im, res, spec in zip(plan.images, results, specs):
+    for im, res, spec in zip(plan.images, rendered, specs):
         if im.annotated:  # one object per side, left to right on the image
             boxes = sorted(res["boxes"].values())
             write_voc(ann_dir / f"{spec['sop_uid']}.xml", spec["sop_uid"], res["cols"], res["rows"], boxes)
@@ -198,7 +201,7 @@ def generate_cohort(
     with open(out / "truth.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=TRUTH_COLUMNS, lineterminator="\n")
         w.writeheader()
-        for row, res, spec, im in zip(rows, results, specs, plan.images):
+        for row, res, spec, im in zip(rows, rendered, specs, plan.images):
             row = dict(row)
             row.pop("idx")
             row.update({
@@ -224,7 +227,7 @@ def generate_cohort(
     paired = sum(r["expected_pair"] for r in rows)
     positives = sum(1 for r in rows if r["expected_label"] == 1)
     ts_counts: dict[str, int] = {}
-    for r in results:
+    for r in rendered:
         ts_counts[r["transfer_syntax"]] = ts_counts.get(r["transfer_syntax"], 0) + 1
     return {
         "out": str(out),

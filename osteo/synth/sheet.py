@@ -35,7 +35,7 @@ def _tile(frac: np.ndarray, boxes: dict | None) -> Image.Image:
         d = ImageDraw.Draw(im)
         for b in boxes.values():
             d.rectangle(b, outline=(255, 60, 60), width=2)
-    return im.resize((round(im.width * TILE_H / im.height), TILE_H), Image.LANCZOS)
+    return im.resize((round(im.width * TILE_H / im.height), TILE_H), Image.Resampling.LANCZOS)
 
 
 def make_sheet(out: Path, seed: int = 0, boxes: bool = False) -> Path:
