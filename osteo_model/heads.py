@@ -11,10 +11,11 @@ Everything is seeded and deterministic; nothing here knows the database, MLflow 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -129,13 +130,13 @@ def image_features(fit_emb: Embedding, test_emb: Embedding, n_components: int = 
     return fit_x.astype(np.float64), test_x.astype(np.float64)
 
 
-def fusion_auc(fit_image: np.ndarray, fit_clinical: np.ndarray, fit_y: Sequence[int],
-               test_image: np.ndarray, test_clinical: np.ndarray, test_y: Sequence[int],
+def fusion_auc(fit_image: np.ndarray, fit_clinical: np.ndarray, fit_labels: npt.ArrayLike,
+               test_image: np.ndarray, test_clinical: np.ndarray, test_labels: npt.ArrayLike,
                clinical: Sequence[str] = ("age", "sex"), c: float = 1.0) -> FusionResult:
     """Test-year AUC of a standardised logistic regression on [image features] vs [image features +
     clinical variables], both fitted on the same training images (columns of ``*_clinical`` are
     ``clinical``, NaN where unknown)."""
-    fit_y, test_y = np.asarray(fit_y, int), np.asarray(test_y, int)
+    fit_y, test_y = np.asarray(fit_labels, int), np.asarray(test_labels, int)
     fit_c, test_c = _fill(np.asarray(fit_clinical, float).reshape(len(fit_y), -1),
                           np.asarray(test_clinical, float).reshape(len(test_y), -1))
     fit_i, test_i = np.asarray(fit_image, float).reshape(len(fit_y), -1), np.asarray(test_image, float)
@@ -164,7 +165,7 @@ class RegressionResult:
 ALPHAS = tuple(10.0 ** k for k in range(-2, 5))
 
 
-def bmd_head(fit_x: np.ndarray, fit_y: Sequence[float], test_x: np.ndarray, test_y: Sequence[float],
+def bmd_head(fit_x: np.ndarray, fit_target: npt.ArrayLike, test_x: np.ndarray, test_target: npt.ArrayLike,
              alphas: Sequence[float] = ALPHAS) -> RegressionResult:
     """Ridge regression (standardised features, penalty by leave-one-out CV on the training images) from
     the embedding to a continuous target (neck BMD or T-score); Pearson r and MAE on the test rows.
@@ -174,7 +175,7 @@ def bmd_head(fit_x: np.ndarray, fit_y: Sequence[float], test_x: np.ndarray, test
     from sklearn.preprocessing import StandardScaler
 
     fit_x, test_x = np.asarray(fit_x, float), np.asarray(test_x, float)
-    fit_y, test_y = np.asarray(fit_y, float), np.asarray(test_y, float)
+    fit_y, test_y = np.asarray(fit_target, float), np.asarray(test_target, float)
     keep = ~np.isnan(fit_y)
     model = make_pipeline(StandardScaler(), RidgeCV(alphas=list(alphas))).fit(fit_x[keep], fit_y[keep])
     pred = model.predict(test_x) if len(test_x) else np.zeros(0)
@@ -185,7 +186,7 @@ def bmd_head(fit_x: np.ndarray, fit_y: Sequence[float], test_x: np.ndarray, test
     if known.any():
         mae = float(np.mean(np.abs(pred[known] - test_y[known])))
     return RegressionResult(pearson_r=r, mae=mae, n_fit=int(keep.sum()), n_test=int(known.sum()),
-                            alpha=float(model[-1].alpha_), predictions=np.where(known, pred, np.nan))
+                            alpha=float(model.steps[-1][1].alpha_), predictions=np.where(known, pred, np.nan))
 
 
 # ---------------------------------------------------------------- 3 classes
@@ -199,23 +200,24 @@ class ThreeClassResult:
     predictions: list[str] = field(repr=False)
 
 
-def three_class_head(fit_x: np.ndarray, fit_labels: Sequence[str], test_x: np.ndarray,
-                     test_labels: Sequence[str], c: float = 0.1) -> ThreeClassResult:
+def three_class_head(fit_x: np.ndarray, fit_labels: Iterable[str], test_x: np.ndarray,
+                     test_labels: Iterable[str], c: float = 0.1) -> ThreeClassResult:
     """Multinomial logistic regression (standardised features) from the embedding to normal /
     osteopenia / osteoporosis; accuracy, macro F1 (over the three classes) and the 3x3 confusion matrix
     on the test rows."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-    fit_labels, test_labels = list(fit_labels), list(test_labels)
-    unknown = sorted({x for x in fit_labels + test_labels} - set(LABELS3))
+    fit_l, test_l = [str(x) for x in fit_labels], [str(x) for x in test_labels]
+    unknown = sorted({x for x in fit_l + test_l} - set(LABELS3))
     if unknown:
         raise ValueError(f"unknown 3-class labels {unknown}; expected {LABELS3}")
-    model = _logistic(c).fit(np.asarray(fit_x, float), fit_labels)
-    pred = [str(p) for p in model.predict(np.asarray(test_x, float))] if len(test_labels) else []
-    cm = confusion_matrix(test_labels, pred, labels=list(LABELS3)) if pred else np.zeros((3, 3), int)
+    model = _logistic(c).fit(np.asarray(fit_x, float), fit_l)
+    pred = [str(p) for p in model.predict(np.asarray(test_x, float))] if len(test_l) else []
+    cm = confusion_matrix(test_l, pred, labels=list(LABELS3)) if pred else np.zeros((3, 3), int)
     return ThreeClassResult(
-        accuracy=float(accuracy_score(test_labels, pred)) if pred else float("nan"),
-        macro_f1=float(f1_score(test_labels, pred, labels=list(LABELS3), average="macro", zero_division=0))
+        accuracy=float(accuracy_score(test_l, pred)) if pred else float("nan"),
+        macro_f1=float(f1_score(test_l, pred, labels=list(LABELS3), average="macro",
+                                  zero_division=0))  # pyright: ignore[reportArgumentType] - unannotated, default 'warn'
         if pred else float("nan"),
-        confusion=[[int(v) for v in row] for row in cm], n_fit=len(fit_labels), n_test=len(test_labels),
+        confusion=[[int(v) for v in row] for row in cm], n_fit=len(fit_l), n_test=len(test_l),
         predictions=pred)

@@ -81,7 +81,7 @@ def classification_report_text(y_true, prob, threshold: float = 0.5) -> str:
     m = compute_metrics(y, p, threshold)
     rep = classification_report(
         y, (p >= threshold).astype(int), labels=[0, 1],
-        target_names=["no osteoporosis (0)", "osteoporosis (1)"], digits=3, zero_division=0,
+        target_names=["no osteoporosis (0)", "osteoporosis (1)"], digits=3, zero_division=0,  # pyright: ignore[reportArgumentType] - unannotated, default 'warn'
     )
     (tn, fp), (fn, tp) = m["confusion_matrix"]
     return (
@@ -252,7 +252,7 @@ def mean_intensity_baseline(train_paths, train_labels, test_paths, test_labels) 
     clf.fit(xtr, ytr)
     p = clf.predict_proba(xte)[:, 1]
     m = compute_metrics(yte, p)
-    lr = clf[-1]
+    lr = clf.steps[-1][1]
     return {"auc": m["roc_auc"], "accuracy": m["accuracy"], "n_train": int(len(ytr)),
             "n_test": int(len(yte)), "coef": float(lr.coef_[0, 0]),
             "intercept": float(lr.intercept_[0])}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def take_snapshot(factory: sessionmaker[Session], out_dir: Path, *, test_year: i
                         synthetic_images=int(manifest["synthetic"].astype(bool).sum()))
 
 
-def load_manifest(path: str | Path) -> pd.DataFrame:
+def load_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"patient_key": str})
 
 
