@@ -3,9 +3,9 @@ instances, and each instance retrieved as it is stored (WADO-RS, `transfer-synta
 
 One instance-level query per modality finds the range's instances with their series' attributes (2 requests,
 not one per study and series: the pull's requests are then the retrieves); a PACS that refuses a query without
-a study (a 4xx) is asked study, then series, then instance, as every PACS answers. Every page of an answer is
-read (`_pages`: dicomweb-client's get_remaining never ends on a server that answers an offset past the end
-with the first page, as Orthanc 1.10 does)."""
+a study (a 4xx), or answers it with nothing, is asked study, then series, then instance, as every PACS
+answers. Every page of an answer is read (`_pages`: dicomweb-client's get_remaining never ends on a server
+that answers an offset past the end with the first page, as Orthanc 1.10 does)."""
 
 from __future__ import annotations
 
@@ -45,9 +45,11 @@ class DicomwebTransport:
 
     def find_series(self, since: dt.date, until: dt.date, modalities: tuple[str, ...]) -> list[SeriesFound]:
         try:
-            return self._find_by_instances(since, until, modalities)
-        except UserError:  # refused without a study UID: the hierarchical queries
-            return self._find_by_studies(since, until, modalities)
+            found = self._find_by_instances(since, until, modalities)
+        except UserError:  # refused without a study UID
+            found = []
+        # nothing: refused, or a PACS that answers a query without a study with no match
+        return found or self._find_by_studies(since, until, modalities)
 
     def _find_by_instances(self, since: dt.date, until: dt.date, modalities: tuple[str, ...]) -> list[SeriesFound]:
         series: dict[str, list[dict]] = {}

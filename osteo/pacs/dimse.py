@@ -1,8 +1,9 @@
-"""The PACS over DIMSE (pynetdicom): C-FIND at study, series and image level (Study Root), and C-GET of each
-instance, whose C-STORE sub-operations come back on the same association (no port of ours to open; the PACS
-must know osteo's AE title, OSTEO_AET). The storage classes offered are the radiographs' (CR, DX), each in
-every transfer syntax as a context of its own, so the files arrive as the PACS stores them (a PACS that
-cannot transcode, Orthanc 1.10, refuses a JPEG 2000 file offered only in one context with Explicit VR)."""
+"""The PACS over DIMSE (pynetdicom): C-FIND (Study Root) at image level for the whole date range, or, where that
+finds nothing, at study, series and image level as every PACS answers; and C-GET of a series' instances, whose
+C-STORE sub-operations come back on the same association (no port of ours to open; the PACS must know osteo's
+AE title, OSTEO_AET). The storage classes offered are the radiographs' (CR, DX), each in every transfer syntax
+as a context of its own, so the files arrive as the PACS stores them (a PACS that cannot transcode, Orthanc
+1.10, refuses a JPEG 2000 file offered only in one context with Explicit VR)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,27 @@ class DimseTransport:
         self._find_model, self._get_model = Find, Get
 
     def find_series(self, since: dt.date, until: dt.date, modalities: tuple[str, ...]) -> list[SeriesFound]:
+        try:  # one relational C-FIND per modality: the instances of the range with their series' attributes
+            found = self._find_by_instances(since, until, modalities)
+        except UserError:  # refused: a PACS that answers hierarchical queries only
+            found = []
+        # nothing: refused, or a hierarchical PACS that answers a query without its keys with no match
+        return found or self._find_by_studies(since, until, modalities)
+
+    def _find_by_instances(self, since: dt.date, until: dt.date, modalities: tuple[str, ...]) -> list[SeriesFound]:
+        series: dict[str, list[Dataset]] = {}
+        for modality in modalities:
+            for r in self._find("IMAGE", StudyDate=date_range(since, until), Modality=modality, StudyInstanceUID="",
+                                SeriesInstanceUID="", SOPInstanceUID="", BodyPartExamined="",
+                                SeriesDescription="", StudyDescription=""):
+                series.setdefault(str(r.SeriesInstanceUID), []).append(r)
+        return [SeriesFound(str(rs[0].StudyInstanceUID), uid, _text(rs[0], "Modality"),
+                            _text(rs[0], "BodyPartExamined"), len(rs),
+                            (_text(rs[0], "SeriesDescription"), _text(rs[0], "StudyDescription")),
+                            tuple(sorted({str(r.SOPInstanceUID) for r in rs})))
+                for uid, rs in sorted(series.items())]
+
+    def _find_by_studies(self, since: dt.date, until: dt.date, modalities: tuple[str, ...]) -> list[SeriesFound]:
         studies: dict[str, str] = {}
         for modality in modalities:
             for r in self._find("STUDY", StudyDate=date_range(since, until), ModalitiesInStudy=modality,
@@ -132,6 +154,10 @@ class DimseTransport:
     def close(self) -> None:
         if self.assoc.is_established:
             self.assoc.release()
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    return str(ds.get(keyword, "") or "")
 
 
 def _query(level: str, **keys) -> Dataset:

@@ -150,14 +150,15 @@ def test_no_pacs_configured_is_refused(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["reason"] == "no_pacs"
 
 
-def test_the_hierarchical_queries_find_the_same_series(cohort, orthanc_module):
-    """A PACS that refuses a query without a study UID is asked study, then series, then instance: the same
-    series, and the same instances once listed."""
-    from osteo.pacs.dicomweb import dicomweb_transport
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_hierarchical_queries_find_the_same_series(cohort, orthanc_module, transport):
+    """A PACS that refuses a query without a study UID (or finds nothing by it) is asked study, then series,
+    then instance: the same series, and the same instances once listed."""
+    from osteo.pacs.pull import open_transport
     from osteo.pacs.target import pacs_target
     from osteo.settings import settings_from
 
-    with settings_from(orthanc_module.env("dicomweb")) as settings, dicomweb_transport(pacs_target(settings)) as t:
+    with settings_from(orthanc_module.env(transport)) as settings, open_transport(pacs_target(settings)) as t:
         flat = t._find_by_instances(EVER["since"], EVER["until"], ("CR", "DX"))
         tree = t._find_by_studies(EVER["since"], EVER["until"], ("CR", "DX"))
         listed = {s.series_uid: tuple(t.instance_uids(s)) for s in tree}
