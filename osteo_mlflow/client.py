@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.exceptions
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.artifacts
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.artifacts
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.entities
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.data
+import mlflow.exceptions
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 

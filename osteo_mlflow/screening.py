@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import mlflow
+import mlflow.artifacts
 import numpy as np
 from mlflow.exceptions import MlflowException
 
