@@ -8,7 +8,6 @@ whoever runs it; an empty store is made by MLflow on first use.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,10 +35,14 @@ class TrackingStoreState:
 
 
 def mlflow_head() -> str:
+    import mlflow
     from alembic.script import ScriptDirectory
 
-    package = Path(importlib.util.find_spec("mlflow").origin).parent
-    return ScriptDirectory(str(package / "store" / "db_migrations")).get_current_head()
+    package = Path(mlflow.__file__).parent
+    head = ScriptDirectory(str(package / "store" / "db_migrations")).get_current_head()
+    if head is None:  # MLflow ships its revisions: none found is a broken install
+        raise RuntimeError(f"no MLflow store revisions under {package}")
+    return head
 
 
 def tracking_store_state(uri: str) -> TrackingStoreState:
@@ -81,7 +84,7 @@ def upgrade_tracking_store(uri: str) -> dict:
         return result
     engine = create_engine(uri, poolclass=pool.NullPool)
     try:
-        backup = sqlite_backup(engine, before.current)
+        backup = sqlite_backup(engine, before.current or "empty")
     finally:
         engine.dispose()
     done = subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", uri], capture_output=True, text=True,
