@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
@@ -16,6 +17,8 @@ from osteo_cli.output import emit
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from osteo.pacs.pull import date_window, pull_from_settings
     from osteo.pacs.target import PacsUnavailable, pacs_target
 
@@ -25,11 +28,15 @@ def cmd_pull(args: argparse.Namespace) -> int:
                         "OSTEO_PACS_HOST, OSTEO_PACS_PORT and OSTEO_PACS_AET (DIMSE); docs/production.md")
     date_window(args.since, args.until, settings.pacs_lookback_days)  # bad dates refused before any work
     sessions = session_factory(settings, create=True)
-    try:
-        counts = pull_from_settings(settings, sessions, into=args.into, since=args.since, until=args.until)
-    except PacsUnavailable as exc:
-        raise UserError("pacs_unavailable", f"{exc}; nothing was half-written: run the pull again when it "
-                        "answers") from None
+    # progress on a terminal only (each file counted once written); --json and logs stay one object, one line
+    with tqdm(desc="pulling", unit=" files", file=sys.stderr, leave=False,
+              disable=args.json or not sys.stderr.isatty()) as bar:
+        try:
+            counts = pull_from_settings(settings, sessions, into=args.into, since=args.since, until=args.until,
+                                        after_write=None if bar.disable else (lambda _path: bar.update()))
+        except PacsUnavailable as exc:
+            raise UserError("pacs_unavailable", f"{exc}; nothing was half-written: run the pull again when it "
+                            "answers") from None
     emit(args, {"ok": True, **counts.to_dict()}, counts.summary())
     return 0
 
