@@ -123,7 +123,7 @@ def test_lineage_of_a_model_that_was_never_registered(tmp_path):
 @pytest.mark.parametrize("argv", [
     ["train", "--preset", "nosuch"],
     ["synth", "--out", "x", "--patients", "abc"],
-    ["refresh", "--dexa", "dexa"],  # --dicom missing
+    ["refresh", "--dicom", "dicom"],  # --dexa missing (--dicom defaults to the PACS inbox)
     ["nosuch"],
 ], ids=["choice", "not-an-int", "required", "command"])
 def test_a_bad_option(tmp_path, argv):
