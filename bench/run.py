@@ -40,7 +40,7 @@ SIZES: dict[str, dict[str, Any]] = {
                  service="full", demo=[], reuse_demo=False),
 }
 STAGES = ("synth", "ingest", "pairing", "upgrade", "export", "training", "inference", "service", "localiser",
-          "orchestration", "pacs", "e2e")
+          "orchestration", "pacs", "screening", "e2e")
 
 
 def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path | None = None, keep: bool = False,
@@ -188,6 +188,11 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
             from bench import pacs
 
             rows += stage("pacs", lambda: pacs.run(cohort / "dicom", scratch, sizes["repeats"] + 1))
+
+        if want("screening"):
+            from bench import screening
+
+            rows += stage("screening", lambda: screening.run(cohort, scratch, sizes["repeats"] + 1))
 
         if want("e2e"):
             from bench import e2e
