@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
@@ -18,9 +19,9 @@ from tasks.roi import collect_roi_views, register_localiser, start_roi_run, trai
 def train_roi_flow(test_year: int | None = None, epochs: int | None = None, input_size: int | None = None,
                    head: str | None = None, seed: int = 0) -> RoiReport:
     settings = get_settings()
-    config = RoiConfig(**{k: v for k, v in dict(epochs=epochs, input_size=input_size, head=head, seed=seed,
-                                                min_confidence=settings.roi_min_confidence).items()
-                          if v is not None})
+    given: dict[str, Any] = dict(epochs=epochs, input_size=input_size, head=head, seed=seed,
+                                 min_confidence=settings.roi_min_confidence)
+    config = RoiConfig(**{k: v for k, v in given.items() if v is not None})
     # every person's box as a low-resolution hip view, split by patient (test year held out)
     dataset = collect_roi_views(test_year or settings.test_year, config.input_size, seed)
     run_id = start_roi_run(dataset, config.to_dict())

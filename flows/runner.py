@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from osteo.settings import Settings, get_settings
@@ -19,13 +21,13 @@ from osteo.settings import Settings, get_settings
 def make_task_runner(settings: Settings, threads: int = 1) -> TaskRunner:
     """DaskTaskRunner on the scheduler at settings.dask_address, else a pool of `threads` threads."""
     if settings.dask_address:
-        from prefect_dask import DaskTaskRunner  # only when asked: it loads dask.distributed
+        from prefect_dask.task_runners import DaskTaskRunner  # only when asked: it loads dask.distributed
 
         return DaskTaskRunner(address=settings.dask_address)
     return ThreadPoolTaskRunner(max_workers=max(1, threads))
 
 
-class SettingsTaskRunner(TaskRunner):
+class SettingsTaskRunner(TaskRunner[PrefectFuture[Any]]):
     """A placeholder that becomes the settings' task runner when a flow run starts.
 
     Prefect's flow engine enters `flow.task_runner.duplicate()`; returning the concrete runner
