@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 from PIL import Image
-from pydicom.pixels import apply_voi_lut
+from pydicom.pixels.processing import apply_voi_lut
 
 
 def plain_export(dicom_path, out_png) -> None:

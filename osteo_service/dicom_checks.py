@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.pixels import get_decoder
+from pydicom.pixels.decoders.base import get_decoder
 
 from osteo.etl.quiet import unvalidated_reads
 from osteo_service.codestream import codestream_size

@@ -37,7 +37,7 @@ MANUFACTURERS = [("FUJIFILM Corporation", "FCR PROFECT CS"), ("Carestream Health
 
 def _encoder_available(uid) -> bool:
     try:
-        from pydicom.pixels import get_encoder
+        from pydicom.pixels.encoders.base import get_encoder
 
         return bool(get_encoder(uid).is_available)
     except NotImplementedError:  # pydicom has no encoder for this transfer syntax at all

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels.processing import apply_modality_lut
 
 from osteo.etl.imaging.read import ExportError, _as_codes, _check_pixel_module, _decode_first_frame
 from osteo.etl.quiet import quiet_reads
