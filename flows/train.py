@@ -34,12 +34,12 @@ from tasks.train import (
 def train_flow(preset: str = "demo", arch: str | None = None, folds: int | None = None, epochs: int | None = None,
                test_year: int | None = None, select_by: str | None = None, pretrained_weights: str | None = None,
                augment: str | None = None, seed: int = 0, box_source: str = "human", register_version: bool = True,
-               target_recall: float | None = None, heads: bool = False, clinical: list[str] | None = None
-               ) -> TrainingReport:
+               target_recall: float | None = None, heads: bool = False, clinical: list[str] | None = None,
+               device: str = "auto", amp: str = "auto", channels_last: str = "auto") -> TrainingReport:
     settings = get_settings()
     config = get_preset(preset, **{k: v for k, v in dict(
         arch=arch, folds=folds, epochs=epochs, select_by=select_by, pretrained_weights=pretrained_weights,
-        augment=augment, seed=seed).items() if v is not None})
+        augment=augment, seed=seed).items() if v is not None}, device=device, amp=amp, channels_last=channels_last)
     year = test_year or settings.test_year
     target = settings.target_recall if target_recall is None else target_recall
     # a training that cannot finish is refused in one line before anything trains

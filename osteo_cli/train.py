@@ -8,7 +8,7 @@ from osteo.errors import UserError
 from osteo.runtime import configure_environment
 from osteo.settings import get_settings
 from osteo_cli.output import emit
-from osteo_model.config import AUGMENT, PRESETS, SELECT_BY
+from osteo_model.config import AMP, AUGMENT, CHANNELS_LAST, DEVICES, PRESETS, SELECT_BY
 
 ARCHS = ("resnet18", "resnet34", "googlenet", "densenet121", "vgg16")
 
@@ -27,6 +27,21 @@ def check_trainable() -> None:
                         "--dexa DIR --annotations DIR` (or `osteo demo`) first")
 
 
+def accel_options(args: argparse.Namespace) -> dict[str, str]:
+    return {"device": args.device, "amp": args.amp, "channels_last": args.channels_last}
+
+
+def check_accel(args: argparse.Namespace) -> None:
+    """--device/--amp/--channels-last against this machine, before anything else (one line, exit 2)."""
+    from osteo_model.accel import check_accel
+    from osteo_model.config import get_preset
+
+    try:
+        check_accel(get_preset(args.preset, **accel_options(args)))
+    except ValueError as exc:
+        raise UserError("bad_accel", str(exc)) from None
+
+
 def check_inputs(args: argparse.Namespace) -> None:
     """The training's inputs checked before any fold trains (a UserError, one line, exit 2)."""
     from osteo.settings import session_factory
@@ -36,7 +51,8 @@ def check_inputs(args: argparse.Namespace) -> None:
 
     config = get_preset(args.preset, **{k: v for k, v in dict(
         arch=args.arch, folds=args.folds, epochs=args.epochs, select_by=args.select_by,
-        pretrained_weights=args.pretrained_weights, augment=args.augment, seed=args.seed).items() if v is not None})
+        pretrained_weights=args.pretrained_weights, augment=args.augment, seed=args.seed).items() if v is not None},
+        **accel_options(args))
     settings = get_settings()
     with session_factory(settings)() as session:
         exports = snapshot.current_exports(session, args.box_source)
@@ -47,6 +63,7 @@ def check_inputs(args: argparse.Namespace) -> None:
 def train(args: argparse.Namespace):
     from osteo.training.clinical import parse_clinical
 
+    check_accel(args)
     check_trainable()
     check_inputs(args)
     configure_environment(get_settings())
@@ -56,7 +73,7 @@ def train(args: argparse.Namespace):
                       test_year=args.test_year, select_by=args.select_by,
                       pretrained_weights=args.pretrained_weights, augment=args.augment, seed=args.seed,
                       box_source=args.box_source, register_version=args.register, target_recall=args.target_recall,
-                      heads=args.heads, clinical=list(parse_clinical(args.clinical)) or None)
+                      heads=args.heads, clinical=list(parse_clinical(args.clinical)) or None, **accel_options(args))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -97,6 +114,14 @@ def train_options(p: argparse.ArgumentParser) -> None:
                    help=f"offline: one recorded copy per training image (the seed's); online: new draws every "
                         f"epoch; none (default: the preset's, demo {demo.augment}, paper {paper.augment})")
     p.add_argument("--seed", type=int, default=0, help="seed of folds, augmentation and weights (default: 0)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where the folds train: auto, CUDA when torch sees one, else the CPU (default: %(default)s)")
+    p.add_argument("--amp", choices=AMP, default="auto",
+                   help="mixed precision: auto, on CUDA the fastest of off/fp16/bf16 measured over a few steps "
+                        "(a non-finite loss rules one out), off on the CPU; fp16 needs CUDA (default: %(default)s)")
+    p.add_argument("--channels-last", choices=CHANNELS_LAST, default="auto",
+                   help="channels-last memory format: auto, measured together with --amp on CUDA, off on the CPU "
+                        "(default: %(default)s)")
     p.add_argument("--box-source", choices=("human", "any"), default="human",
                    help="crops a training may use: human, from a person's boxes only; any, the localiser's "
                         "confident boxes too (default: %(default)s)")

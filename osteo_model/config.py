@@ -11,6 +11,10 @@ SELECT_BY = ("val_loss", "val_recall", "val_auc")
 AUGMENT = ("offline", "online", "none")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine")
+DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when torch.cuda.is_available()
+# auto: measured on CUDA (osteo_model/accel.py), off on CPU; bf16 and fp16 are torch.autocast dtypes
+AMP = ("auto", "off", "bf16", "fp16")
+CHANNELS_LAST = ("auto", "on", "off")
 
 
 @dataclass
@@ -31,7 +35,9 @@ class TrainConfig:
     imbalance: str = "none"  # 'none' | 'pos_weight' | 'sampler' | 'undersample'
     seed: int = 0
     num_workers: int = 0
-    amp: bool | None = None  # None = auto (on for CUDA)
+    device: str = "auto"  # DEVICES
+    amp: str = "auto"  # AMP; older checkpoints carry None/True (read as auto) or False (off)
+    channels_last: str = "auto"  # CHANNELS_LAST
     select_by: str = "val_loss"  # 'val_loss' | 'val_recall' | 'val_auc'
     threshold: float = 0.5
     # 'offline' = the seed's materialised copies (the flow writes them, see augment.py);
@@ -52,6 +58,10 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}")
+        self.amp = {None: "auto", True: "auto", False: "off"}.get(self.amp, self.amp)  # type: ignore[call-overload]
+        for name, allowed in (("device", DEVICES), ("amp", AMP), ("channels_last", CHANNELS_LAST)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}")
         if self.pretrained_weights is not None:
             self.pretrained_weights = str(self.pretrained_weights)
 

@@ -13,8 +13,8 @@ The knobs are :class:`~osteo_model.config.TrainConfig` and its presets (``osteo_
 - :func:`train_fold` and :func:`predict_probs`: one fold from two manifest frames, and the scoring
   of PNGs, for osteo/training/folds.py and osteo/training/evaluation.py.
 
-CUDA: AMP (torch.autocast float16 + GradScaler) unless ``amp=False``; CPU: float32, and bit-for-bit
-reproducible for a fixed seed (same losses run to run).
+CUDA: ``config.amp`` / ``config.channels_last`` ('auto': the fastest by measurement, osteo_model/accel.py);
+CPU: float32 unless asked, and bit-for-bit reproducible for a fixed seed (same losses run to run).
 """
 
 from __future__ import annotations
@@ -31,15 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from osteo_model.accel import Accel, Trial, check_accel, input_shape, resolve_accel, select_device, step_timer
 from osteo_model.config import TrainConfig
 
 
 # ---------------------------------------------------------------- environment
-def select_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def seed_everything(seed: int, *, deterministic: bool = True) -> None:
     """Seed python, numpy and torch (CPU and CUDA); deterministic cuDNN kernels."""
     random.seed(seed)
@@ -65,10 +61,6 @@ def configure_threads(num_threads: int | None = None, num_workers: int = 0) -> i
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
-
-
-def resolve_amp(config: TrainConfig, device: torch.device) -> bool:
-    return bool(config.amp) if config.amp is not None else device.type == "cuda"
 
 
 # ---------------------------------------------------------------- building blocks
@@ -107,32 +99,39 @@ def make_scheduler(optimizer, config: TrainConfig):
         optimizer, [sched.LinearLR(optimizer, start_factor=0.1, total_iters=warmup), cosine], milestones=[warmup])
 
 
-def _autocast(device: torch.device, enabled: bool):
-    # float16 on CUDA (with GradScaler); CPU autocast only exists for tests of the AMP path
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+def _autocast(device: torch.device, enabled: bool, dtype: torch.dtype | None = None):
+    # default: float16 on CUDA (with GradScaler), bfloat16 on CPU
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
 
-def train_one_epoch(model, loader, optimizer, criterion, device, scaler=None) -> dict:
-    """One pass over ``loader``. ``scaler`` (a torch.amp.GradScaler) turns AMP on.
+def _to(t: torch.Tensor, device, non_blocking: bool, channels_last: bool) -> torch.Tensor:
+    t = t.to(device, non_blocking=non_blocking)
+    return t.to(memory_format=torch.channels_last) if channels_last else t
+
+
+def train_one_epoch(model, loader, optimizer, criterion, device, scaler=None, *,
+                    amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> dict:
+    """One pass over ``loader``. ``scaler`` (a torch.amp.GradScaler, for float16) or ``amp_dtype``
+    turns autocast on; ``channels_last`` sends the batches in that format (the caller converts the model).
 
     Returns dict(loss=mean loss per image, accuracy (threshold 0.5), n, seconds).
     """
     model.train()
-    amp = scaler is not None
+    amp = scaler is not None or amp_dtype is not None
     t0 = time.perf_counter()
     total_loss, correct, n = 0.0, 0, 0
     non_blocking = device.type == "cuda"
     for x, y in loader:
-        x = x.to(device, non_blocking=non_blocking)
+        x = _to(x, device, non_blocking, channels_last)
         y = y.to(device, non_blocking=non_blocking).float().view(-1, 1)
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, amp):
+        with _autocast(device, amp, amp_dtype):
             logits = model(x)
             if not isinstance(logits, torch.Tensor):  # GoogLeNet/Inception named tuples
                 logits = logits[0]
             loss = criterion(logits.float(), y)
-        if amp:
+        if scaler is not None:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -152,7 +151,8 @@ def train_one_epoch(model, loader, optimizer, criterion, device, scaler=None) ->
 
 
 @torch.no_grad()
-def evaluate(model, loader, criterion, device, *, amp: bool = False) -> dict:
+def evaluate(model, loader, criterion, device, *, amp: bool = False, amp_dtype: torch.dtype | None = None,
+             channels_last: bool = False) -> dict:
     """Loss and sigmoid probabilities over ``loader`` (eval mode).
 
     Returns dict(loss, probs (np.ndarray float64), labels (np.ndarray int), n, seconds).
@@ -162,9 +162,9 @@ def evaluate(model, loader, criterion, device, *, amp: bool = False) -> dict:
     total_loss, n = 0.0, 0
     probs, labels = [], []
     for x, y in loader:
-        x = x.to(device)
+        x = _to(x, device, False, channels_last)
         y = y.to(device).float().view(-1, 1)
-        with _autocast(device, amp):
+        with _autocast(device, amp or amp_dtype is not None, amp_dtype):
             logits = model(x)
         logits = logits.float()
         total_loss += criterion(logits, y).item() * y.shape[0]
@@ -190,6 +190,8 @@ class FitResult:
     history: list[dict] = field(default_factory=list)  # one record per epoch
     val_probs: np.ndarray | None = None  # validation probabilities at the best epoch
     val_labels: np.ndarray | None = None
+    accel: Accel = field(default_factory=Accel)  # the AMP and memory format it trained with
+    accel_trials: tuple[Trial, ...] = ()  # the measurements behind an 'auto' choice (CUDA only)
 
 
 def _auc(labels, probs) -> float:
@@ -252,13 +254,20 @@ def fit(
     train_loss, train_accuracy, val_loss, val_auc, val_recall, val_accuracy, lr (used in
     the epoch), seconds (train + eval). With ``val_loader=None`` the last epoch is "best".
     The model is left with the LAST epoch's weights; load ``result.best_state`` for the best.
+    AMP and channels-last: ``config.amp`` / ``config.channels_last``, 'auto' measured on CUDA
+    (the choice and its trials in ``result.accel`` / ``result.accel_trials``).
     """
     if device.type == "cpu":
         configure_threads(config.num_threads, config.num_workers)
     model.to(device)
-    amp = resolve_amp(config, device) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if amp else None
     criterion = make_criterion(config, _train_labels(train_loader), device)
+    measure = None if device.type != "cuda" else step_timer(
+        model, criterion, lambda m: make_optimizer(m, config), input_shape(model, config.batch_size, config.image_size),
+        device)
+    accel, trials = resolve_accel(config, device, measure)
+    if accel.channels_last:
+        model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler(device.type) if accel.amp == "fp16" else None
     eval_criterion = nn.BCEWithLogitsLoss()  # unweighted: comparable across configs
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
@@ -269,41 +278,41 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(model, train_loader, optimizer, criterion, device, scaler)
+        tr = train_one_epoch(model, train_loader, optimizer, criterion, device, scaler, amp_dtype=accel.dtype,
+                             channels_last=accel.channels_last)
         scheduler.step()
         rec = {"epoch": epoch, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"]}
-        if val_loader is not None:
-            ev = evaluate(model, val_loader, eval_criterion, device, amp=amp)
-            probs, labels = ev["probs"], ev["labels"]
-            rec.update(
-                val_loss=ev["loss"],
-                val_auc=_auc(labels, probs),
-                val_recall=_recall(labels, probs, config.threshold),
-                val_accuracy=float(((probs >= config.threshold) == labels).mean())
-                if len(labels) else float("nan"),
-            )
-        else:
-            probs = labels = None
-            rec.update(val_loss=float("nan"), val_auc=float("nan"),
-                       val_recall=float("nan"), val_accuracy=float("nan"))
+        probs, labels = _validate(model, val_loader, eval_criterion, device, config, accel, rec)
         rec.update(lr=lr, seconds=time.perf_counter() - t0)
         history.append(rec)
         if val_loader is None or _is_better(rec, best, config.select_by):
             best = rec
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            # contiguous on the CPU whatever the training's memory format, so checkpoints load anywhere
+            best_state = {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+                          if accel.channels_last else v.detach().to("cpu", copy=True)
+                          for k, v in model.state_dict().items()}
             best_probs, best_labels = probs, labels
         if on_epoch is not None:
             on_epoch(epoch, dict(rec))
     if best is None:
         raise ValueError("config.epochs must be >= 1")
-    return FitResult(
-        best_state=best_state,
-        best_epoch=int(best["epoch"]),
-        best_metrics=dict(best),
-        history=history,
-        val_probs=best_probs,
-        val_labels=best_labels,
-    )
+    if accel.channels_last:
+        model.to(memory_format=torch.contiguous_format)
+    return FitResult(best_state=best_state, best_epoch=int(best["epoch"]), best_metrics=dict(best), history=history,
+                     val_probs=best_probs, val_labels=best_labels, accel=accel, accel_trials=trials)
+
+
+def _validate(model, val_loader, criterion, device, config: TrainConfig, accel: Accel, rec: dict):
+    """Adds the epoch's validation figures to `rec` (NaN without a loader); returns (probs, labels)."""
+    if val_loader is None:
+        rec.update(val_loss=float("nan"), val_auc=float("nan"), val_recall=float("nan"), val_accuracy=float("nan"))
+        return None, None
+    ev = evaluate(model, val_loader, criterion, device, amp=accel.amp != "off", amp_dtype=accel.dtype,
+                  channels_last=accel.channels_last)
+    probs, labels = ev["probs"], ev["labels"]
+    rec.update(val_loss=ev["loss"], val_auc=_auc(labels, probs), val_recall=_recall(labels, probs, config.threshold),
+               val_accuracy=float(((probs >= config.threshold) == labels).mean()) if len(labels) else float("nan"))
+    return probs, labels
 
 
 # ---------------------------------------------------------------- for osteo/training/
@@ -319,7 +328,7 @@ def train_fold(
     from osteo_model.data import PngDataset, make_loader
     from osteo_model.models import build_model
 
-    device = device or select_device()
+    device = device or check_accel(config)
     seed_everything(config.seed)
     model = build_model(config.arch, pretrained_weights=config.pretrained_weights)
     train_ds = PngDataset.from_frame(
@@ -359,6 +368,7 @@ def predict_probs(
 
 __all__ = [
     "FitResult",
+    "check_accel",
     "configure_threads",
     "evaluate",
     "fit",

@@ -51,7 +51,7 @@ def start_training_run(snap: SnapshotInfo, config: dict, run_dir: str, preset: s
 def train_fold(manifest_path: str, copies_path: str | None, fold: int, config: dict, run_dir: str,
                parent_run_id: str) -> FoldResult:
     return runs.train_fold_tracked(client(get_settings()), manifest_path, copies_path, fold, config, run_dir,
-                                   parent_run_id, device=select_device())
+                                   parent_run_id, device=select_device(config.get("device", "auto")))
 
 
 @task(name="choose-operating-point", tags=["mlflow"], **RETRY)

@@ -114,6 +114,17 @@ def test_train_before_any_refresh(tmp_path):
     assert_refused(tmp_path, ["train"], "nothing_exported")
 
 
+@pytest.mark.parametrize("argv, start", [
+    (["train", "--amp", "fp16"], "--amp fp16 needs a CUDA device"),
+    (["train", "--preset", "paper", "--device", "cuda"], "--device cuda: no CUDA device"),
+], ids=["fp16", "cuda"])
+def test_train_on_cuda_options_without_a_gpu(tmp_path, argv, start):
+    """Checked against the machine before anything else: no database, no Prefect; torch sees no GPU here."""
+    payload = assert_refused(tmp_path, argv, "bad_accel", env=osteo_env(tmp_path, CUDA_VISIBLE_DEVICES=""))
+    assert payload["detail"].startswith(start) and "torch.cuda.is_available() is False" in payload["detail"]
+    assert not (tmp_path / "home").exists()
+
+
 def test_lineage_of_a_model_that_was_never_registered(tmp_path):
     # the reason is osteo_cli/lineage.py's: the LineageError of the registry lookup
     payload = assert_refused(tmp_path, ["lineage", "model", "osteo-classifier@champion"], "unknown_model")
