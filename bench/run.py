@@ -4,7 +4,8 @@
 
 Sizes per mode are in SIZES (--quick is also the test suite's). Each row holds
 ours, the baseline, ratio = ours / baseline in the row's unit, the work size, the target and
-PASS/MISS (INFO where the issue sets no target). Writes bench.json and bench.md to --out
+PASS/MISS (INFO where the issue sets no target; SKIP, with the reason, where a row cannot run here: the
+cuda stage without a CUDA device). Writes bench.json and bench.md to --out
 (default bench/results/, git-ignored). Every store (SQLite, exports, MLflow, Prefect) lives in a
 scratch folder that is removed afterwards (--keep keeps it).
 """
@@ -40,7 +41,7 @@ SIZES: dict[str, dict[str, Any]] = {
                  service="full", demo=[], reuse_demo=False),
 }
 STAGES = ("synth", "ingest", "pairing", "upgrade", "export", "training", "inference", "service", "localiser",
-          "orchestration", "pacs", "screening", "e2e")
+          "orchestration", "pacs", "screening", "e2e", "cuda")
 
 
 def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path | None = None, keep: bool = False,
@@ -73,9 +74,11 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
         from bench import corpus
 
         cohort = scratch / "cohort"
-        summary = stage("cohort", lambda: corpus.make_cohort(cohort, sizes["cohort"]))
-        info["cohort"] = {k: summary[k] for k in ("patients", "images", "annotated", "paired", "expected_export")}
-        sources = corpus.valid_dicoms(cohort / "dicom")
+        sources = []
+        if only is None or set(only) - {"cuda"} or machine["cuda"]:  # the cuda stage alone skips without a GPU
+            summary = stage("cohort", lambda: corpus.make_cohort(cohort, sizes["cohort"]))
+            info["cohort"] = {k: summary[k] for k in ("patients", "images", "annotated", "paired", "expected_export")}
+            sources = corpus.valid_dicoms(cohort / "dicom")
 
         if want("synth"):
             from bench import synth
@@ -117,7 +120,7 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
             rows += stage("upgrade", do_upgrade)
 
         pngs: list[str] = []
-        if want("export") or want("training") or want("inference"):
+        if want("export") or want("training") or want("inference") or (want("cuda") and machine["cuda"]):
             from bench import export
             from bench.plain_refresh import refresh_direct
 
@@ -144,16 +147,17 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
             from bench import training
 
             rows += stage("training", lambda: training.run(pngs, sizes["training"]))
-            import torch
-
-            if torch.cuda.is_available():
-                n, epochs = sizes["cuda_paper"]
-                rows += stage("training (CUDA, paper preset)", lambda: training.run_cuda_paper(pngs, n, epochs))
 
         if want("inference"):
             from bench import inference
 
             rows += stage("inference", lambda: inference.run(pngs[0], sizes["inference"]))
+
+        if want("cuda"):
+            from bench import cuda
+
+            n, epochs = sizes["cuda_paper"]
+            rows += stage("cuda", lambda: cuda.run(pngs, n, epochs, sizes["inference"]))
 
         if want("service"):
             from bench import service
@@ -219,7 +223,7 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
         "mode": mode,
         "machine": machine,
         "rows": rows,
-        "summary": {s: sum(1 for r in rows if r["status"] == s) for s in ("PASS", "MISS", "INFO")},
+        "summary": {s: sum(1 for r in rows if r["status"] == s) for s in ("PASS", "MISS", "INFO", "SKIP")},
         "stage_seconds": timings,
         "wall_s": round(time.perf_counter() - started, 1),
         "info": info,
@@ -261,7 +265,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {r['stage']} | {r['name']} | {_fmt(r['ours'])} | {_fmt(r['baseline'])} | {r['unit']} | "
                      f"{_fmt(r['ratio'])} | {r['work']} | {r['target'] or '-'} | {r['status']} |")
     s = report["summary"]
-    lines += ["", f"{s['PASS']} PASS, {s['MISS']} MISS, {s['INFO']} INFO (no target)."]
+    lines += ["", f"{s['PASS']} PASS, {s['MISS']} MISS, {s['INFO']} INFO (no target)"
+                  + (f", {s['SKIP']} SKIP (not run here, see the notes)." if s.get("SKIP") else ".")]
     notes = [f"- **{r['name']}**: {r['note']}" for r in report["rows"] if r.get("note")]
     if notes:
         lines += ["", "Notes:", *notes]
@@ -276,7 +281,9 @@ def human(report: dict[str, Any]) -> str:
                    f"{_fmt(r['ratio']):>7}  {(r['target'] or '-'):<15} {r['status']}")
     s = report["summary"]
     m = report["machine"]
-    out.append(f"{s['PASS']} PASS, {s['MISS']} MISS, {s['INFO']} INFO; {m['cores']} cores, "
+    out += [f"SKIP {r['name']}: {r['note']}" for r in report["rows"] if r["status"] == "SKIP"]
+    skip = f", {s['SKIP']} SKIP" if s.get("SKIP") else ""
+    out.append(f"{s['PASS']} PASS, {s['MISS']} MISS, {s['INFO']} INFO{skip}; {m['cores']} cores, "
                f"{'GPU' if m['cuda'] else 'no GPU'}; {report['wall_s']} s")
     return "\n".join(out)
 

@@ -53,7 +53,7 @@ def plain_loop(paths, labels, size, batch, epochs, device) -> None:
         torch.cuda.synchronize()
 
 
-def ours_loop(paths, labels, size, batch, epochs, device, preset="demo") -> None:
+def ours_loop(paths, labels, size, batch, epochs, device, preset="demo", **overrides) -> None:
     from osteo_model.config import get_preset
     from osteo_model.data import PngDataset, make_loader
     from osteo_model.models import build_model
@@ -62,7 +62,7 @@ def ours_loop(paths, labels, size, batch, epochs, device, preset="demo") -> None
     # the plain loop's optimiser whatever the preset uses (AdamW costs more per step than SGD)
     config = get_preset(preset, image_size=size, batch_size=batch, epochs=epochs, augment="online",
                         imbalance="none", optimizer="sgd", momentum=0.9, schedule="step", lr=0.001,
-                        weight_decay=0.0)
+                        weight_decay=0.0, **overrides)
     seed_everything(0)
     model = build_model("resnet18")
     ds = PngDataset(paths, labels, image_size=size, augment=True, seed=0)
@@ -99,22 +99,3 @@ def run(pngs: list[str], settings_list: list[tuple[int, int, int, int]], device=
                  "RandomRotation/ColorJitter/Resize/Normalize on PIL, DataLoader, SGD + BCEWithLogitsLoss"))
     return rows
 
-
-def run_cuda_paper(pngs: list[str], n_images: int, epochs: int) -> list[dict]:
-    """The paper preset (224 px, batch 5, SGD) on CUDA with AMP: wall time and images/s."""
-    device = torch.device("cuda")
-    paths = [pngs[i % len(pngs)] for i in range(n_images)]
-    labels = [i % 2 for i in range(n_images)]
-    ours_loop(paths[:10], labels[:10], 224, 5, 1, device, preset="paper")
-    plain_loop(paths[:10], labels[:10], 224, 5, 1, device)
-    t_ours, _ = timed(lambda: ours_loop(paths, labels, 224, 5, epochs, device, preset="paper"))
-    t_plain, _ = timed(lambda: plain_loop(paths, labels, 224, 5, epochs, device))
-    imgs = n_images * epochs
-    return [
-        row("training paper preset on CUDA (wall time)", stage="training", ours=t_ours, baseline=t_plain, unit="s",
-            work=f"{n_images} images x {epochs} epochs, 224 px, batch 5", gpu=torch.cuda.get_device_name(0),
-            note="ours: fit with the paper preset (AMP on CUDA); plain: float32 loop; one fold, no validation"),
-        row("training paper preset on CUDA (throughput)", stage="training", ours=imgs / t_ours,
-            baseline=imgs / t_plain, unit="images/s", work=f"{n_images} images x {epochs} epochs",
-            goal=target("ratio", ">=", 0.95)),
-    ]

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from osteo_model.accel import NO_CUDA
+
 REPO = Path(__file__).resolve().parents[2]
 STAGES = {"synth", "ingest", "pairing", "export", "training", "inference", "service", "localiser", "orchestration",
-          "end to end"}
+          "end to end", "cuda"}
 
 
 def _run_bench(flag: str, tmp_path: Path, timeout: int) -> dict:
@@ -41,6 +43,10 @@ def _check_report(report: dict, mode: str) -> None:
     for r in rows:
         for key in ("name", "ours", "baseline", "ratio", "target", "status", "unit", "work"):
             assert key in r, (key, r)
+        if r["status"] == "SKIP":  # only the CUDA rows, and only where torch sees no CUDA device
+            assert r["stage"] == "cuda" and not report["machine"]["cuda"], r
+            assert r["ours"] is None and r["note"] == f"{NO_CUDA}: skipped", r
+            continue
         assert isinstance(r["ours"], (int, float)) and math.isfinite(r["ours"]), r
         assert isinstance(r["baseline"], (int, float)) and math.isfinite(r["baseline"]), r
         assert isinstance(r["ratio"], (int, float)) and math.isfinite(r["ratio"]), r
@@ -54,7 +60,7 @@ def _check_report(report: dict, mode: str) -> None:
                  "refresh through Prefect", "Prefect server start",
                  "osteo demo total"):
         assert part in names, part
-    assert report["summary"]["PASS"] + report["summary"]["MISS"] + report["summary"]["INFO"] == len(rows)
+    assert sum(report["summary"][s] for s in ("PASS", "MISS", "INFO", "SKIP")) == len(rows)
 
 
 @pytest.mark.slow
@@ -152,6 +158,25 @@ def test_pairing_baseline_agrees_with_our_sql_on_sqlite(tmp_path):
     gaps = dict(zip(plain["image_id"], plain["gap_days"].astype(int)))
     assert {r["image_id"]: int(r["gap_days"]) for r in ours} == gaps
     assert {r["image_id"]: int(r["label"]) for r in ours} == dict(zip(plain["image_id"], plain["label"]))
+
+
+def test_cuda_stage_says_it_was_skipped_without_a_gpu(tmp_path):
+    """`osteo bench --only cuda` where torch sees no CUDA device: three SKIP rows with the reason, in --json,
+    the human table and bench.md, no cohort built, nothing passed silently."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PREFECT_HOME": str(tmp_path / "prefect")}
+    argv = [sys.executable, "-m", "osteo_cli.main", "bench", "--only", "cuda", "--quick", "--out", str(tmp_path)]
+    proc = subprocess.run([*argv, "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not report["machine"]["cuda"] and "cohort" not in report["stage_seconds"]
+    assert report["summary"] == {"PASS": 0, "MISS": 0, "INFO": 0, "SKIP": 3}
+    for r in report["rows"]:
+        assert (r["stage"], r["status"], r["ours"], r["ratio"]) == ("cuda", "SKIP", None, None), r
+        assert r["note"] == "no CUDA device (torch.cuda.is_available() is False): skipped", r
+    assert "3 SKIP (not run here" in (tmp_path / "bench.md").read_text()
+    human = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert human.returncode == 0 and "3 SKIP" in human.stdout, human.stderr[-4000:]
+    assert "SKIP training paper preset on CUDA (steps/s): no CUDA device" in human.stdout
 
 
 def test_cli_has_bench_command():
