@@ -15,8 +15,8 @@ import pytest
 from osteo_model.accel import NO_CUDA
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = {"synth", "ingest", "pairing", "export", "training", "inference", "service", "localiser", "orchestration",
-          "end to end", "cuda"}
+STAGES = {"synth", "ingest", "pairing", "upgrade", "pacs", "export", "training", "inference", "service", "screening",
+          "localiser", "orchestration", "end to end", "cuda"}
 
 
 def _run_bench(flag: str, tmp_path: Path, timeout: int) -> dict:
