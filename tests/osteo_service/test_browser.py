@@ -1,8 +1,9 @@
 """The page as a person uses it, in a real browser: Debian's Chromium driven by Playwright, against
 `osteo serve` started by the test on the demo's registry (the champion classifier and localiser).
 
-Upload a synthetic DICOM, see the proposed box, move it, add the self-assessment, predict, see the
-warning and the heat map, print, switch language. The pictures go to a temporary folder, or to
+Sign in (OSTEO_AUTH_MODE=users, an account made with `osteo users add`), upload a synthetic DICOM, see
+the proposed box, move it, add the self-assessment, predict, see the warning and the heat map, print,
+switch language, sign out. The pictures go to a temporary folder, or to
 docs/screenshots/ with OSTEO_UPDATE_SCREENSHOTS=1 (`make screenshots`): the README and the manual
 show them.
 """
@@ -10,6 +11,7 @@ show them.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -28,12 +30,26 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
+USER, PASSWORD = "dr-browser", "a browser's long password"
+
+
+def osteo(env: dict[str, str], *argv: str, stdin: str = "") -> str:
+    done = subprocess.run([sys.executable, "-m", "osteo_cli.main", *argv], cwd=REPO, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 @pytest.fixture(scope="module")
 def live(demo_run):
-    """`osteo serve` on a free loopback port over the demo's stores; stopped at the end."""
+    """`osteo serve` in users mode (plain http on loopback: the cookie without Secure) on a free loopback port
+    over the demo's stores, with an account for the browser and a token for the API; stopped at the end."""
     port = free_port()
+    env = {**os.environ, "OSTEO_AUTH_MODE": "users", "OSTEO_AUTH_COOKIE_SECURE": "false"}
+    osteo(env, "users", "add", USER, "--role", "screening", "--password-stdin", stdin=PASSWORD + "\n")
+    token = json.loads(osteo(env, "tokens", "create", "browser-test", "--role", "screening", "--json"))["token"]
     proc = subprocess.Popen([sys.executable, "-m", "osteo_cli.main", "serve", "--port", str(port), "--json"],
-                            cwd=REPO, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -47,7 +63,7 @@ def live(demo_run):
                 pass
             assert time.monotonic() < deadline, "osteo serve did not answer within 180 s"
             time.sleep(0.25)
-        yield base, demo_run
+        yield base, demo_run, token
     finally:
         proc.terminate()
         try:
@@ -64,7 +80,7 @@ def shots_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("screenshots")
 
 
-def flagged_dicom(base: str, cohort: Path) -> Path:
+def flagged_dicom(base: str, cohort: Path, token: str) -> Path:
     """A one-hip DICOM of an osteoporotic patient that the champion flags (the page's warning path) on the
     localiser's box and still flags with that box moved by the person's nudge in the browser (a few
     pixels): the demo champion is sensitive to small shifts, and a borderline film fell from 0.46 to
@@ -74,7 +90,8 @@ def flagged_dicom(base: str, cohort: Path) -> Path:
 
     def predict(path: Path, box: str = "") -> dict:
         return httpx.post(base + "/api/v1/predict", files={"image": ("x", path.read_bytes())},
-                          data={"box": box} if box else None, timeout=60).json()
+                          data={"box": box} if box else None, timeout=60,
+                          headers={"Authorization": f"Bearer {token}"}).json()
 
     for r in rows:
         path = cohort / r["file"]
@@ -91,10 +108,10 @@ def flagged_dicom(base: str, cohort: Path) -> Path:
 def test_the_page_in_a_browser(live, tmp_path_factory):
     from playwright.sync_api import expect, sync_playwright
 
-    base, demo = live
+    base, demo, token = live
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it (make system-packages)"
     shots = shots_dir(tmp_path_factory)
-    dicom = flagged_dicom(base, demo["cohort"])
+    dicom = flagged_dicom(base, demo["cohort"], token)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1100, "height": 900}, locale="zh-TW")
@@ -102,7 +119,12 @@ def test_the_page_in_a_browser(live, tmp_path_factory):
         page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         page.on("response", lambda r: console_errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
 
-        page.goto(base + "/")
+        # sign in first: the page needs the screening role (the refusal itself is a 401 page, counted below)
+        page.goto(base + "/signin")
+        page.fill("#signin-name", USER)
+        page.fill("#signin-password", PASSWORD)
+        page.click("#signin-submit")
+        expect(page.locator("#signed-in")).to_contain_text(USER)
         expect(page.locator("html")).to_have_attribute("lang", "zh-TW")
         expect(page.locator("#disclaimer")).to_contain_text("DEXA")
         page.screenshot(path=str(shots / "01-upload.png"), full_page=False)
@@ -161,6 +183,9 @@ def test_the_page_in_a_browser(live, tmp_path_factory):
 
         page.goto(base + "/manual")
         expect(page.locator("h2")).to_contain_text("User manual")
+        page.click("#signout")
+        expect(page.locator("#signin-form")).to_be_visible()
+        assert page.context.request.get(base + "/").status == 401  # the session is over
         browser.close()
     assert not console_errors, console_errors  # CSP violations and script errors show up here
     for name in ("01-upload.png", "02-box.png", "03-result.png", "04-selfcheck.png", "05-print.png"):
