@@ -114,7 +114,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
                      "add,list,disable,reset")
     c = child("add", "add an account with one role; the password from stdin or asked twice")
     c.add_argument("name", metavar="NAME")
-    c.add_argument("--role", required=True, choices=ROLES)
+    c.add_argument("--role", required=True, choices=ROLES,
+                   help="what the account may use: screening, referrals, audit or admin (required)")
     c.add_argument("--password-stdin", action="store_true", help="read the password from stdin (one line)")
     child("list", "the accounts, their roles, whether enabled, their last sign-in")
     c = child("disable", "disable an account and end its sessions")
@@ -127,7 +128,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
                      "create,list,revoke")
     c = child("create", "a new token with one role; its secret is printed once")
     c.add_argument("name", metavar="NAME")
-    c.add_argument("--role", required=True, choices=ROLES)
+    c.add_argument("--role", required=True, choices=ROLES,
+                   help="what the token may call: screening, referrals, audit or admin (required)")
     c.add_argument("--expires", type=_days, metavar="DAYS", help="days until it stops working (default: never)")
     child("list", "the tokens, their roles, state (active, expired, revoked) and last use")
     c = child("revoke", "revoke a token at once (its name stays, for the audit)")

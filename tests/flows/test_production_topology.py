@@ -187,10 +187,12 @@ def test_nightly_deployment_on_the_production_topology(tmp_path):
         assert state.is_completed(), f"{state}\n{worker_log.read_text()[-6000:]}"
         worker.wait(timeout=60)  # --run-once: it exits after the run
 
-        # Prefect: the night and its two subflows completed, stored in the server's PostgreSQL database
+        # Prefect: the night and its three subflows completed (the screening a no-op: no champion before this
+        # night's training; no PACS configured, so the pull is nothing), stored in the server's PostgreSQL database
         runs = _flow_runs(api)
-        assert sorted(runs) == [("nightly", "COMPLETED"), ("nightly-refresh", "COMPLETED"), ("train", "COMPLETED")]
-        assert _scalar(f"postgresql+psycopg://{PG}/{dbs['prefect']}", "SELECT count(*) FROM flow_run") == 3
+        assert sorted(runs) == [("nightly", "COMPLETED"), ("nightly-refresh", "COMPLETED"), ("screen", "COMPLETED"),
+                                ("train", "COMPLETED")]
+        assert _scalar(f"postgresql+psycopg://{PG}/{dbs['prefect']}", "SELECT count(*) FROM flow_run") == 4
         # the export batches and the folds ran on the Dask workers
         assert {"export_batch", "train_fold"} <= on_dask, on_dask
 
