@@ -32,7 +32,7 @@ DEMO_RECORD = "demo-run.json"
 
 SIZES: dict[str, dict[str, Any]] = {
     "quick": dict(cohort=40, ingest=[1_000], orchestration=1_000, orchestration_repeats=1,
-                  pairing=[10_000, 100_000], upgrade=[100_000], repeats=2, roi_epochs=12,
+                  pairing=[10_000, 100_000], upgrade=[10_000], repeats=2, roi_epochs=12,
                   training=[(96, 16, 64, 1), (224, 5, 20, 1)], cuda_paper=(200, 2), inference=20,
                   service="quick", demo=["--patients", "40", "--folds", "2", "--epochs", "1"], reuse_demo=True),
     "full": dict(cohort=120, ingest=[1_000, 10_000], orchestration=10_000, orchestration_repeats=2,
