@@ -149,25 +149,32 @@ def pg_available() -> str | None:
         return f"{type(exc).__name__}: {str(exc)[:120]}"
 
 
-def _postgres(n: int):
+def pg_schema(name: str):
+    """A new, empty schema on the bench's PostgreSQL server: its engine (search_path set), and its drop."""
     from sqlalchemy import text
 
-    from db import create_schema, make_engine
+    from db import make_engine
 
-    schema = f"osteo_bench_{os.getpid()}_{n}"
     admin = make_engine(PG_URL)
     with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    create_schema(engine)
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    engine = make_engine(PG_URL, connect_args={"options": f"-csearch_path={name}"})
 
     def drop():
         engine.dispose()
         with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
         admin.dispose()
 
+    return engine, drop
+
+
+def _postgres(n: int):
+    from db import create_schema
+
+    engine, drop = pg_schema(f"osteo_bench_{os.getpid()}_{n}")
+    create_schema(engine)
     return engine, drop
 
 

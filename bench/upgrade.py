@@ -10,34 +10,17 @@ import time
 from pathlib import Path
 
 from bench.common import row, timed
-from bench.pairing import _label, load, make_rows, pg_available
-
-PG_URL = os.environ.get("OSTEO_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from bench.pairing import PG_URL, _label, load, make_rows, pg_available, pg_schema
 
 
 def fresh_schema(n: int):
-    """An engine on a new schema at revision 0001, and the schema's URL and drop."""
-    from sqlalchemy import text
-
-    from db import make_engine
+    """An engine on a new schema at revision 0001, the schema's name and its drop."""
     from db.migrate import FIRST, run_upgrade
 
     schema = f"osteo_bench_upgrade_{os.getpid()}_{n}"
-    admin = make_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    engine = make_engine(url)
+    engine, drop = pg_schema(schema)
     run_upgrade(engine, FIRST)
-
-    def drop():
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
-
-    return engine, url, schema, drop
+    return engine, schema, drop
 
 
 def fill_per_image(engine, n: int) -> None:
@@ -106,7 +89,8 @@ def run(sizes: list[int], tmp: Path) -> tuple[list[dict], dict]:
     rows = []
     for n in sizes:
         img, exm = make_rows(n)
-        engine, url, schema, drop = fresh_schema(n)
+        engine, schema, drop = fresh_schema(n)
+        url = f"{PG_URL}?options=-csearch_path%3D{schema}"  # the upgrade opens its own engine, as the CLI does
         try:
             t_load, _ = timed(lambda: (load(engine, img, exm), fill_per_image(engine, n)))
             t_rewrite, _ = timed(lambda: rewrite_once(engine))
