@@ -20,7 +20,12 @@ Layout written under ``out``::
     truth.csv                          per cohort image ground truth (never read by the pipeline);
                                        expected_scope: in_scope, the out-of-scope reason, unknown_body_part;
                                        view (hip | pelvis), orientation, crops (femoral-neck crops the image
-                                       should export), boxes / true_boxes (JSON side -> [x0, y0, x1, y1])
+                                       should export), boxes / true_boxes (JSON side -> [x0, y0, x1, y1]);
+                                       screening: the screening population's group (screening.py: no DEXA
+                                       before the films; dexa_in_window | dexa_after_window | no_dexa), empty
+                                       for the others; followup_days, followup_t_score, followup_confirmed: the
+                                       first valid DEXA on or after the film within the window (the outcomes'
+                                       link) and whether its T <= -2.5, empty when none
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ TRUTH_COLUMNS = [
     "file", "study_instance_uid", "modality", "photometric", "bits_stored", "transfer_syntax",
     "rotation_deg", "box_xmin", "box_ymin", "box_xmax", "box_ymax",  # hip views only (a pelvis: `boxes`)
     "boxes", "true_boxes",
+    # the screening population and every film's follow-up DEXA (screening.py: what `osteo screen outcomes` links)
+    "screening", "followup_days", "followup_t_score", "followup_confirmed",
 ]
 
 
@@ -248,6 +255,10 @@ def generate_cohort(
         "pelvis": sum(1 for im in plan.images if im.view == "pelvis"),
         "expected_crops": sum(r["crops"] for r in rows),
         # left-side crops of the test year's exports (a pelvis gives its L crop)
+        "screening_patients": sum(1 for p in plan.patients if p.screening),
+        "screening_films": sum(1 for im in plan.images if plan.patients[im.patient].screening),
+        "films_with_followup": sum(r["followup_days"] != "" for r in rows),
+        "followup_confirmed": sum(r["followup_confirmed"] == 1 for r in rows),
         "test_images": sum(1 for r in rows if r["expected_export"] and r["laterality"] in ("L", "B")
                            and r["study_date"].startswith("2022")),
         "transfer_syntaxes": ts_counts,

@@ -14,6 +14,7 @@ import numpy as np
 
 from osteo.errors import UserError
 from osteo.synth.people import make_chart_numbers, make_name
+from osteo.synth.screening import choose_screening, follow_up_day, follow_up_truth
 
 BMD_MEAN = 0.858
 BMD_SD = 0.120
@@ -37,6 +38,7 @@ class Patient:
     bmd0: float  # true femoral-neck BMD on 2018-01-01
     decline: float  # g/cm2 per year
     has_dexa: bool = True
+    screening: str = ""  # the screening population's group (osteo/synth/screening.py); "" for the others
 
     def bmd_at(self, day: dt.date) -> float:
         years = (day - FIRST_DAY).days / 365.25
@@ -183,6 +185,9 @@ def make_plan(n_patients: int, seed: int) -> Plan:
     # ~8% have no DEXA at all (never the first 5: they carry the edge cases)
     for p in patients[5:]:
         p.has_dexa = bool(rng.random() >= 0.08)
+    # the screening population, drawn from a stream of its own (the rest of the cohort is drawn as before it)
+    srng = np.random.default_rng(np.random.SeedSequence([seed, 20240602]))
+    choose_screening(patients, srng)
 
     # ---- images and studies
     images: list[Image] = []
@@ -276,13 +281,14 @@ def make_plan(n_patients: int, seed: int) -> Plan:
     taken: dict[int, set[dt.date]] = {p.idx: set() for p in patients}
     lo_day, hi_day = dt.date(2017, 7, 1), dt.date(2023, 6, 30)
 
-    def add(p: Patient, day: dt.date, empty_t: bool | None = None, offset: float = 0.0, note: str = "") -> Exam | None:
+    def add(p: Patient, day: dt.date, empty_t: bool | None = None, offset: float = 0.0, note: str = "",
+            r: np.random.Generator = rng) -> Exam | None:
         if day in taken[p.idx]:
             return None
         if empty_t is None:
-            empty_t = bool(rng.random() < 0.10)
-        b, t, z = _exam_values(rng, p, day, empty_t, offset)
-        e = Exam(p.patient_id, day, b, t, side="L" if rng.random() < 0.7 else "R", z=z, note=note)
+            empty_t = bool(r.random() < 0.10)
+        b, t, z = _exam_values(r, p, day, empty_t, offset)
+        e = Exam(p.patient_id, day, b, t, side="L" if r.random() < 0.7 else "R", z=z, note=note)
         exams.append(e)
         taken[p.idx].add(day)
         return e
@@ -324,6 +330,14 @@ def make_plan(n_patients: int, seed: int) -> Plan:
         if rng.random() < 0.3:
             add(p, _rand_day(rng, lo_day, hi_day))
 
+    # ---- the screening population: its exams drawn above dropped (the others' draws stay), one after the last film
+    screening = {p.patient_id for p in patients if p.screening}
+    exams[:] = [e for e in exams if e.patient_id not in screening]
+    for p in (p for p in patients if p.screening):
+        taken[p.idx].clear()
+        if (day := follow_up_day(p.screening, max(im.date for im in by_patient[p.idx]), srng)) is not None:
+            add(p, day, note=f"screening: {p.screening}", r=srng)
+
     # ---- malformed rows (never count for pairing); placed next to real X-rays
     hosts = [im for im in images if im.patient >= 5]
     hi_idx = rng.permutation(len(hosts))
@@ -353,6 +367,7 @@ def make_plan(n_patients: int, seed: int) -> Plan:
 
 
 def truth_rows(plan: Plan, window: int = PAIR_WINDOW_DAYS) -> list[dict]:
+    """Per image: the pairing's truth and the follow-up's (osteo/synth/screening.py)."""
     by_pid: dict[str, list[Exam]] = {}
     for e in plan.exams:
         by_pid.setdefault(e.patient_id, []).append(e)
@@ -378,5 +393,7 @@ def truth_rows(plan: Plan, window: int = PAIR_WINDOW_DAYS) -> list[dict]:
             "expected_export": int(export),
             "view": im.view,
             "crops": crops,
+            "screening": p.screening,
+            **follow_up_truth(im.date, by_pid.get(p.patient_id, []), window, OSTEO_T),
         })
     return rows
