@@ -110,8 +110,9 @@ def snapshot_lineage(session: Session, snapshot_id: int, as_of: dt.datetime | No
     used_by: dict[int, dict[str, Counter]] = defaultdict(lambda: {k: Counter() for k in _TALLIES})
     members: list[dict[str, Any]] = []
     held = versions_at(session, (sf for r in rows for sf in r[7:]), as_of)
-    for m, ex, img, key, pair, exam, ann, *files in rows:
-        sf_img, sf_dexa, sf_ann = (held.get(sf.id, sf) if sf is not None else None for sf in files)
+    for m, ex, img, key, pair, exam, ann, sf_img, sf_dexa, sf_ann in rows:
+        sf_img, sf_dexa = held.get(sf_img.id, sf_img), held.get(sf_dexa.id, sf_dexa)
+        sf_ann = held.get(sf_ann.id, sf_ann) if sf_ann is not None else None  # a model box has no VOC file
         origin = box_model(ann)
         for sf in (sf_img, sf_dexa, sf_ann):
             if sf is None:
@@ -317,7 +318,7 @@ def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
         if not q:
             raise UnknownImage(f"no image with SOP Instance UID {uid!r}")
         return {"image": None, "quarantine": [quarantine_dict(e) for e in q]}
-    sf = session.get(SourceFile, img.source_file_id)
+    sf = session.get_one(SourceFile, img.source_file_id)
     same_path = session.scalars(select(SourceFile).where(SourceFile.path == sf.path, SourceFile.id != sf.id)
                                 .order_by(SourceFile.id)).all()
     quarantined = session.scalars(select(Quarantine).where(or_(
@@ -332,8 +333,8 @@ def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
     pair = session.scalar(select(Pair).where(Pair.image_id == img.id))
     pair_out = None
     if pair is not None:
-        exam = session.get(DexaExam, pair.dexa_exam_id)
-        exam_sf = session.get(SourceFile, exam.source_file_id)
+        exam = session.get_one(DexaExam, pair.dexa_exam_id)
+        exam_sf = session.get_one(SourceFile, exam.source_file_id)
         pair_out = {"id": pair.id, "rule_version": pair.rule_version, "window_days": pair.window_days,
                     "gap_days": pair.gap_days, "t_score": pair.t_score, "label": pair.label, "label3": pair.label3,
                     "dexa_exam": {"id": exam.id, "exam_date": iso(exam.exam_date), "side": exam.side,
