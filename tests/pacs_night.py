@@ -12,7 +12,8 @@ import csv
 import datetime as dt
 import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,11 @@ class Night:
     already: int = 0
     screened: int = 0
     push: Any = None  # osteo.screening.report.PushCounts
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step (the closing figures)
+
+    def to_dict(self) -> dict:
+        return {"pull": self.pull.to_dict(), "images": self.images, "already": self.already,
+                "screened": self.screened, "push": self.push.to_dict(), "seconds": self.seconds}
 
 
 def run_night(home: Path, cohort: PacsCohort, model, orthanc, *, after_write=None) -> Night:
@@ -75,21 +81,32 @@ def run_night(home: Path, cohort: PacsCohort, model, orthanc, *, after_write=Non
     from osteo_common.chunks import batched
 
     night = Night()
+    t = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal t
+        night.seconds[step] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+
     with isolated_settings(home), settings_from(orthanc.env("dicomweb")) as settings:
         factory = session_factory(settings, create=True)
         night.pull = pull_from_settings(settings, factory, since=SINCE, until=UNTIL, after_write=after_write)
+        lap("pull")
         key, inbox = settings.resolved_pseudonym_key(), settings.pacs_inbox
         refresh.ingest_dicom(factory, refresh.discover(inbox), key, workers=1)
         refresh.ingest_dexa(factory, refresh.discover(cohort.root / "dexa", (".csv", ".txt")), key, settings)
         refresh.ingest_annotations(factory, refresh.discover(cohort.root / "annotations", (".xml",)))
         refresh.pair_and_label(factory, settings)
         refresh.export_images(factory, refresh.plan_exports(factory, settings), settings, workers=1)
+        lap("refresh")
         todo, night.already = images_to_screen(factory, model.name, model.version)
         night.images = len(todo)
         for batch in batched(todo, settings.screen_batch_size):
             night.screened += screen_images(factory, model, list(batch), metal_threshold=settings.metal_threshold,
                                             blur_threshold=settings.blur_threshold).screened
+        lap("screen")
         night.push = push_results(factory, model, pacs_target(settings), "all")
+        lap("push")
     return night
 
 

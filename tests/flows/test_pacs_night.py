@@ -9,6 +9,7 @@ A small hospital in `make test`; the issue's 300 patients with OSTEO_TEST_PACS_P
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -54,6 +55,9 @@ def clean(hospital):
         after_second = site_state(root / "clean", orthanc)
         found = {kind: qido_objects(orthanc, root / "clean", kind) for kind in ("SR", "SC")}
         checked = dciodvfy_sample(orthanc, root / "clean", root / "dciodvfy")
+    # the figures of the run (pytest --basetemp DIR: DIR/pacs-night0/nights.json)
+    (root / "nights.json").write_text(json.dumps({"patients": hospital_size(), "in_scope": len(cohort.in_scope()),
+                                                  "night1": first.to_dict(), "night2": second.to_dict()}, indent=1))
     return {"first": first, "second": second, "state": state, "after_second": after_second, "loaded": loaded,
             "found": found, "dciodvfy": checked}
 
