@@ -11,6 +11,7 @@ class Classifier(Protocol):
     """osteo_model.onnx.OnnxClassifier or osteo_model.predict.Predictor: crops in, dicts out."""
 
     threshold: float
+    batch_size: int  # crops per run
 
     def predict(self, images, *, heatmaps: bool = True) -> list[dict]: ...
 

@@ -1,7 +1,10 @@
 """One batch of hip images screened: each read once through the export's normalisation, its femoral necks
 boxed (a person's box, else the localiser's when confident), quality-checked as the export checks them,
-cropped as the export crops, and the crops of the whole batch scored in one call of the classifier (ONNX
-Runtime, as the service). One screening_result row per image and classifier version.
+cropped as the export crops, and the crops of the batch scored in the classifier's batches (ONNX Runtime, as the
+service) while the next images are read: a reader thread judges the images in order, and each run of the
+classifier, which releases the GIL, overlaps the reading of what comes after it. The crops go to the classifier in
+the same order and the same batches as one call over the whole list, so the probabilities are the same. One
+screening_result row per image and classifier version.
 
 An image is `screened` when at least one side was scored, `not_located` when no side has a person's box or a
 confident localiser box (the unsure boxes are kept with their confidence), `excluded: <reason>` when every
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Annotation, DicomImage, SourceFile
 from db.screening import ScreeningResult
-from osteo.etl.imaging import ExportError, box_quality, exclusion_of, load_dicom, neck_crop, prepare_display
+from osteo.etl.imaging import DisplayMap, ExportError, box_quality, exclusion_of, load_dicom, prepare_display
+from osteo.etl.imaging.export import neck_crop_of
 from osteo.ingest.boxes import HUMAN, MODEL
 from osteo.localiser.locate import locate_display
 from osteo.screening.model import ScreeningModel
@@ -90,12 +95,13 @@ def load_jobs(session: Session, image_ids: Iterable[int]) -> list[ImageJob]:
             for r in rows]
 
 
-def place_boxes(display: np.ndarray, job: ImageJob, model: ScreeningModel) -> list[SideScore]:
-    """A person's box for each side that has one, else the localiser's (confident or not); a side with
-    neither (no localiser) has no entry."""
+def place_boxes(dm: DisplayMap, job: ImageJob, model: ScreeningModel) -> list[SideScore]:
+    """A person's box for each side that has one, else the localiser's (confident or not) on the whole image; a
+    side with neither (no localiser) has no entry."""
     found = {s: SideScore(s, b, HUMAN, None) for s, b in job.human.items()}
     missing = [s for s in sides_of(job.laterality) if s not in found]
     if missing and model.locator is not None:
+        display = dm.display_u8()
         for f in locate_display(display, job.laterality, job.row_direction, model.locator, model.min_confidence):
             if f.side in missing:
                 found[f.side] = SideScore(f.side, tuple(int(v) for v in f.box), MODEL, float(f.confidence))
@@ -109,13 +115,13 @@ def usable(side: SideScore, min_confidence: float) -> bool:
 
 
 def judge_image(job: ImageJob, model: ScreeningModel, metal_threshold: float, blur_threshold: float) -> Judged:
-    """Read, box, quality-check and crop one image (nothing scored yet)."""
+    """Read, box, quality-check and crop one image (nothing scored yet). Only the pixels of the crops are mapped
+    to grey levels, as the export maps them; the whole image only when the localiser has a side to look at."""
     try:
         dm = prepare_display(load_dicom(job.path)[0])
-        display = dm.display_u8()
     except (ExportError, OSError):  # bad pixels or a file gone since the refresh: not screened, said why
         return Judged(job, (), status=excluded("unreadable"))
-    sides = place_boxes(display, job, model)
+    sides = place_boxes(dm, job, model)
     if not any(usable(s, model.min_confidence) for s in sides):
         return Judged(job, tuple(sides), status=NOT_LOCATED)
     size, margin = int(model.crop["size"]), float(model.crop["margin"])
@@ -127,22 +133,53 @@ def judge_image(job: ImageJob, model: ScreeningModel, metal_threshold: float, bl
         reason = exclusion_of(box_quality(dm, s.box), metal_threshold, blur_threshold)
         judged.append(dataclasses.replace(s, exclusion=reason))
         if reason is None:
-            crops.append(neck_crop(display, s.box, s.side, size=size, margin=margin))
+            crops.append(neck_crop_of(dm, s.box, s.side, size=size, margin=margin))
             to_score.append(s.side)
     status = SCREENED if crops else excluded(next(s.exclusion for s in judged if s.exclusion))
     return Judged(job, tuple(judged), tuple(crops), tuple(to_score), status)
 
 
-def score_judged(judged: list[Judged], model: ScreeningModel) -> list[Judged]:
-    """Every crop of the batch in one classifier call; each side gets its probability."""
-    crops = [c for j in judged for c in j.crops]
-    results = iter(model.classifier.predict(crops, heatmaps=False) if crops else [])
+def probabilities(model: ScreeningModel, crops: list[np.ndarray]) -> list[float]:
+    return [float(r["probability"]) for r in model.classifier.predict(crops, heatmaps=False)] if crops else []
+
+
+def with_probabilities(judged: list[Judged], scores: list[float]) -> list[Judged]:
+    """Each scored side gets its probability: `scores` holds one per crop, in the images' and crops' order."""
+    results = iter(scores)
     out = []
     for j in judged:
-        probability = {side: float(next(results)["probability"]) for side in j.to_score}
+        probability = {side: next(results) for side in j.to_score}
         out.append(dataclasses.replace(j, sides=tuple(dataclasses.replace(s, probability=probability.get(s.side))
                                                       for s in j.sides)))
     return out
+
+
+def score_judged(judged: list[Judged], model: ScreeningModel) -> list[Judged]:
+    """Every crop of the batch in one classifier call; each side gets its probability."""
+    return with_probabilities(judged, probabilities(model, [c for j in judged for c in j.crops]))
+
+
+def judge_and_score(jobs: list[ImageJob], model: ScreeningModel, metal_threshold: float,
+                    blur_threshold: float) -> list[Judged]:
+    """score_judged over every job judged, with the reading overlapped: a thread judges the images in order while
+    this one scores each full batch of crops (the classifier's batch size) as soon as it is there. The batches are
+    the ones score_judged makes, so the probabilities are the same."""
+    batch = int(model.classifier.batch_size)
+    judged: list[Judged] = []
+    scores: list[float] = []
+    waiting: list[np.ndarray] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="osteo-screen-read") as pool:
+        ahead = pool.map(lambda job: judge_image(job, model, metal_threshold, blur_threshold), jobs)
+        try:
+            for j in ahead:
+                judged.append(j)
+                waiting.extend(j.crops)
+                while len(waiting) >= batch:
+                    scores += probabilities(model, waiting[:batch])
+                    del waiting[:batch]
+        finally:  # a failure stops the reading at the image it is on
+            pool.shutdown(cancel_futures=True)
+    return with_probabilities(judged, scores + probabilities(model, waiting))
 
 
 def result_values(j: Judged, model: ScreeningModel) -> dict:
@@ -186,7 +223,7 @@ def screen_images(factory: sessionmaker[Session], model: ScreeningModel, image_i
     """Screen one batch of images (osteo.screening.plan chose them) and record one result each."""
     with factory() as session:
         jobs = load_jobs(session, image_ids)
-    judged = score_judged([judge_image(j, model, metal_threshold, blur_threshold) for j in jobs], model)
+    judged = judge_and_score(jobs, model, metal_threshold, blur_threshold)
     with factory() as session, session.begin():
         record_results(session, judged, model)
     flagged = sum(1 for j in judged if result_values(j, model)["label"] == 1)

@@ -125,3 +125,41 @@ def test_lineage_shows_an_images_results_and_counts_what_a_version_screened(coho
     assert counts["images"] == images and sum(counts["by_status"].values()) == images and counts["pushed"] == {}
     assert main(["lineage", "image", uid]) == 0
     assert "screening       osteo-classifier/8 screened p=" in capsys.readouterr().out
+
+
+def test_the_scores_equal_a_plain_onnx_runtime_loop_over_the_exports_crops(cohort, tmp_path):
+    """Whatever the reading overlaps, each scored side's probability is what a plain loop gives: the export's own
+    crop of the stored box (export_roi's PNG), resized and normalised by hand, through the same session."""
+    import copy
+
+    import numpy as np
+    from PIL import Image
+
+    from db.models import SourceFile
+    from osteo.etl.imaging import export_roi
+
+    factory, classifier = cohort["factory"], copy.copy(cohort["classifier"])
+    classifier.batch_size = 4  # several runs, each overlapping the reading of the next images
+    model = screening_model(classifier, version="9")
+    screen_all(factory, model)
+    with factory() as session:
+        found = session.execute(select(ScreeningResult, SourceFile.path).select_from(ScreeningResult)
+                                .join(DicomImage, DicomImage.id == ScreeningResult.image_id)
+                                .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
+                                .where(ScreeningResult.model_version == "9", ScreeningResult.status == "screened")
+                                .order_by(ScreeningResult.image_id)).all()
+    ours, crops = [], []
+    for r, path in found:
+        for side in ("L", "R"):
+            p = getattr(r, f"probability_{side.lower()}")
+            if p is not None:
+                png = tmp_path / f"{r.image_id}-{side}.png"
+                done = export_roi(path, getattr(r, f"box_{side.lower()}"), side, png, size=64, **THRESHOLDS)
+                assert done["status"] == "exported", done
+                ours.append(p)
+                crops.append(np.asarray(Image.open(png).resize((64, 64), Image.Resampling.BILINEAR), np.float32))
+    assert len(ours) > 2 * classifier.batch_size
+    x = ((np.stack(crops) / 255.0 - 0.449) / 0.226)[:, None].astype(np.float32)
+    (logit,) = classifier.session.run(["logit"], {"image": x})
+    plain = (1.0 / (1.0 + np.exp(-logit.reshape(-1).astype(np.float64)))).tolist()
+    assert ours == pytest.approx(plain, abs=1e-5)
