@@ -108,17 +108,28 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """synth + refresh + localiser training + refresh (model boxes) + train on the embedded defaults."""
+def demo_cohort(args: argparse.Namespace) -> Path:
+    """The demo's synthetic hospital (`<data>/demo-cohort`), written the first time."""
     from osteo.synth import generate_cohort
-    from osteo_cli.roi import train_roi
 
-    settings = get_settings()
-    cohort = Path(settings.data_dir) / "demo-cohort"
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    cohort = Path(get_settings().data_dir) / "demo-cohort"
     if not (cohort / "truth.csv").exists():
         generate_cohort(cohort, patients=args.patients, seed=args.seed)
+    return cohort
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """synth + refresh + localiser training + refresh (model boxes) + train on the embedded defaults; with --pacs,
+    the screening loop against a PACS of its own (osteo_cli/demo_pacs.py)."""
+    from osteo_cli.roi import train_roi
+
+    if args.pacs:
+        from osteo_cli.demo_pacs import cmd_demo_pacs
+
+        return cmd_demo_pacs(args)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    cohort = demo_cohort(args)
     timings["synth_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     report = refresh(str(cohort / "dicom"), str(cohort / "dexa"), str(cohort / "annotations"))
@@ -189,3 +200,7 @@ def register(add) -> None:
     p = add("demo", cmd_demo, "synth + refresh + train on the embedded defaults, end to end")
     train_options(p)
     p.add_argument("--patients", type=int, default=300, help="synthetic cohort size (default: 300)")
+    p.add_argument("--pacs", action="store_true",
+                   help="the screening loop instead: start Orthanc on 127.0.0.1 (make system-packages installs it), "
+                        "load the synthetic hospital into it, pull, refresh, train (or reuse the champion), screen "
+                        "and push the SR and SC back (OSTEO_SCREEN_PUSH); print the counts, referrals and outcomes")

@@ -61,16 +61,19 @@ def cmd_list(args: argparse.Namespace) -> int:
         writer.writerows(rows)
         sys.stdout.write(out.getvalue())
         return 0
-    lines = [f"{r['study_date']}  {r['accession_number'] or '-':<16} {r['side']}  p={r['probability']:.3f}"
-             f"{'  FLAGGED' if r['flagged'] else ''}  {r['model']}/{r['model_version']}  {r['study_instance_uid']}"
-             for r in rows]
+    lines = [referral_line(r) for r in rows]
     emit(args, {"results": rows, "count": len(rows)}, "\n".join(lines) or "no screened films")
     return 0
 
 
+def referral_line(r: dict) -> str:
+    """One film of the referral list as a line (`osteo screen list`, `osteo demo --pacs`)."""
+    return (f"{r['study_date']}  {r['accession_number'] or '-':<16} {r['side']}  p={r['probability']:.3f}"
+            f"{'  FLAGGED' if r['flagged'] else ''}  {r['model']}/{r['model_version']}  {r['study_instance_uid']}")
+
+
 def cmd_outcomes(args: argparse.Namespace) -> int:
-    from osteo.screening.outcomes import screening_outcomes
-    from osteo_mlflow.screening import find_champion, log_outcomes, reference_probabilities, version_registered
+    from osteo_mlflow.screening import find_champion, version_registered
 
     settings = get_settings()
     factory = session_factory(settings, create=True)
@@ -84,12 +87,22 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
         name, version = champion.name, champion.version
     if not version_registered(settings, name, version):
         raise UserError("no_such_version", f"{name} version {version} is not registered (see the MLflow registry)")
+    outcomes = outcomes_of(settings, factory, name, version)
+    emit(args, outcomes.to_dict(), summary(outcomes))
+    return 0
+
+
+def outcomes_of(settings, factory, name: str, version: str):
+    """A registered version's outcomes against the DEXA that followed, logged as its tags (also `osteo demo
+    --pacs`)."""
+    from osteo.screening.outcomes import screening_outcomes
+    from osteo_mlflow.screening import log_outcomes, reference_probabilities
+
     reference, source = reference_probabilities(settings, name, version)
     outcomes = screening_outcomes(factory, name, version, window_days=settings.pair_window_days,
                                   osteoporosis_t=settings.osteoporosis_t, reference=reference, reference_source=source)
     log_outcomes(settings, name, version, outcomes.metrics())
-    emit(args, outcomes.to_dict(), summary(outcomes))
-    return 0
+    return outcomes
 
 
 def _pct(x: float | None) -> str:
