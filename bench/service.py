@@ -38,7 +38,7 @@ VERSION = ("osteo-bench-classifier", "1")
 CROP = {"size": SIZE, "margin": 0.15, "min_confidence": 0.5}
 SIZES = {"quick": dict(requests=30, rounds=2, clients=10, seconds=3.0, max_requests=2_000),
          "full": dict(requests=200, rounds=8, clients=50, seconds=20.0, max_requests=100_000)}
-GOAL = target("ratio", "<=", 0.75)
+GOAL = target("ratio", "<=", 0.65)  # issue 28: raised from 0.75 (ONNX Runtime alone is 0.57x)
 
 
 # ------------------------------------------------------------------ the model and the app
