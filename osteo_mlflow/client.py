@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,27 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from osteo import __version__
+from osteo.errors import UserError
 from osteo.settings import Settings
 from osteo.version import git_commit
 
 
 def client(settings: Settings) -> MlflowClient:
+    use_credentials(settings)
     mlflow.set_tracking_uri(settings.resolved_tracking_uri())
     mlflow.set_registry_uri(settings.resolved_tracking_uri())
     return MlflowClient(settings.resolved_tracking_uri(), settings.resolved_tracking_uri())
+
+
+def use_credentials(settings: Settings) -> None:
+    """The settings' MLflow user and password, where MLflow reads them (its client takes them from the
+    environment only, at each request); nothing is set when the settings name no user."""
+    if settings.mlflow_tracking_username:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow_tracking_username
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow_tracking_password.get_secret_value()
+
+
+REFUSED = ("PERMISSION_DENIED", "UNAUTHENTICATED")  # a basic-auth server's 403 and 401
 
 
 # MLflow's UI opens a model-training experiment on its runs table (not the GenAI traces view)
@@ -76,7 +90,18 @@ def log_artifacts(c: MlflowClient, run_id: str, folder: Path, artifact_path: str
 
 
 def set_alias(c: MlflowClient, name: str, alias: str, version: str) -> None:
-    c.set_registered_model_alias(name, alias, version)
+    """Point `alias` at `version`; a tracking server that refuses this user (basic-auth: EDIT or MANAGE on the
+    registered model is needed) is a UserError naming the user, never the password."""
+    try:
+        c.set_registered_model_alias(name, alias, version)
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code not in REFUSED:
+            raise
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "no user (anonymous)"
+        raise UserError("registry_refused", (
+            f"the MLflow tracking server refused to set alias {alias!r} of {name} to version {version} for "
+            f"{user} ({exc.error_code}): only the promoter user, with MANAGE on {name}, may move it "
+            "(MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD; docs/production.md)")) from None
 
 
 def alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
