@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, overload
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from osteo.errors import UserError
@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     production: bool = False
 
     mlflow_tracking_uri: str = Field(default="", validation_alias="MLFLOW_TRACKING_URI")
+    # a tracking server with MLflow's basic-auth app: the user osteo works as (docs/production.md: the workers'
+    # osteo-promoter, the only user that may move `champion`); the password is never printed or logged
+    mlflow_tracking_username: str = Field(default="", validation_alias="MLFLOW_TRACKING_USERNAME")
+    mlflow_tracking_password: SecretStr = Field(default=SecretStr(""), validation_alias="MLFLOW_TRACKING_PASSWORD")
     mlflow_artifact_root: Path = Field(default_factory=lambda data: data["home"] / "mlruns" / "artifacts")
     mlflow_experiment: str = "osteo-screening"
     registered_model: str = "osteo-classifier"

@@ -239,11 +239,13 @@ def experiment_of(c: MlflowClient, run_id: str) -> str:
 
 def links(tracking_uri: str, experiment_id: str | None, run_id: str, model_name: str | None,
           model_version: str | None) -> dict[str, str]:
-    """Links to the MLflow run and the registered version: UI pages on a tracking server, URIs otherwise."""
+    """Links to the MLflow run and the registered version: UI pages on a tracking server, URIs otherwise. `runs` is
+    the experiment's runs table (MLflow 3.17 opens a bare experiment link on its GenAI overview: ui_app.py)."""
     out: dict[str, str] = {}
     base = tracking_uri.rstrip("/")
     if base.startswith(("http://", "https://")):
         if experiment_id:
+            out["runs"] = runs_table(base, experiment_id)
             out["run"] = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
         if model_name and model_version:
             out["model_version"] = f"{base}/#/models/{model_name}/versions/{model_version}"
@@ -252,6 +254,11 @@ def links(tracking_uri: str, experiment_id: str | None, run_id: str, model_name:
         if model_name and model_version:
             out["model_version"] = f"models:/{model_name}/{model_version}"
     return out
+
+
+def runs_table(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs table in MLflow's page, in its model-training view whatever the browser chose before."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def resolve_model_version(client: Any, ref: str) -> dict[str, Any]:

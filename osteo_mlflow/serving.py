@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from osteo.lineage import parse_model_ref
 from osteo.settings import Settings
+from osteo_mlflow.client import use_credentials
 from osteo_mlflow.roi import NOT_REGISTERED
 
 
@@ -36,6 +37,7 @@ class VersionFiles:
 
 
 def registry_client(settings: Settings) -> MlflowClient:
+    use_credentials(settings)  # a read-only user is enough for the service
     uri = settings.resolved_tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
