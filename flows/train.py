@@ -79,6 +79,9 @@ def _publish(report: TrainingReport, settings) -> None:
     reg = report.registration
     links = registry.links(settings.resolved_tracking_uri(), registry.experiment_of(client(settings), report.run_id),
                            report.run_id, reg.model_name, reg.model_version)
+    if "runs" in links:  # a tracking server's page: the experiment's runs table, not MLflow's GenAI overview
+        create_link_artifact(key="mlflow-runs", link=links["runs"], link_text="MLflow runs table",
+                             description="The experiment's runs: this training and the ones to compare it with")
     create_link_artifact(key="mlflow-run", link=links["run"], link_text=f"MLflow run {report.run_id}",
                          description="The parent MLflow run of this training (folds are its children)")
     if "model_version" not in links:  # --no-register

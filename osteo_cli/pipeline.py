@@ -122,6 +122,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """synth + refresh + localiser training + refresh (model boxes) + train on the embedded defaults; with --pacs,
     the screening loop against a PACS of its own (osteo_cli/demo_pacs.py)."""
     from osteo_cli.roi import train_roi
+    from osteo_mlflow.client import client
+    from osteo_mlflow.registry import experiment_of, runs_table
 
     if args.pacs:
         from osteo_cli.demo_pacs import cmd_demo_pacs
@@ -149,6 +151,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     name = result.registration.model_name
     where = {
         "ui": f"{Path(sys.executable).parent / 'osteo'} ui   (Prefect and MLflow UIs on this machine)",
+        # the runs table on the page `osteo ui` serves (its default port), never MLflow's GenAI landing
+        "runs": runs_table("http://127.0.0.1:5000", experiment_of(client(get_settings()), result.run_id)),
         "model_uri": f"models:/{name}@champion",
         "lineage": f"osteo lineage model {name}@champion",
         "serve": f"{Path(sys.executable).parent / 'osteo'} serve   (the screening page on http://127.0.0.1:8000/)",
@@ -156,7 +160,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     payload: dict[str, Any] = {"refresh": report.to_dict(), "roi": roi.to_dict(), **result.to_dict(),
                                "timings": timings, "where": where}
     human = "\n".join([report.summary(), "", roi.summary(), "", result.summary(), "",
-                       f"look at the runs:    {where['ui']}",
+                       f"look at the runs:    {where['ui']}, then {where['runs']}",
                        f"load the model:      mlflow.pyfunc.load_model('{where['model_uri']}')",
                        f"trace it:            {where['lineage']}",
                        f"screen with it:      {where['serve']}"])

@@ -124,6 +124,8 @@ def _stop(procs: dict[str, subprocess.Popen]) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from osteo_mlflow.registry import experiment_runs_table
+
     _check_port(args.prefect_port, "--prefect-port")
     _check_port(args.mlflow_port, "--mlflow-port")
     if args.prefect_port == args.mlflow_port:
@@ -148,8 +150,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         api = f"{urls['prefect']}/api"
         hint = ("" if api == LOCAL_PREFECT_URL else  # other commands look for a server on the default port only
                 f"\n(osteo commands show their runs here with OSTEO_PREFECT_LOCAL_URL={api})")
-        emit(args, {"ok": True, **urls}, f"Prefect UI  {urls['prefect']}\nMLflow UI   {urls['mlflow']}\n"
-                                         f"(Ctrl-C stops both){hint}")
+        # where an ML engineer works: the classifier's runs table (MLflow's own landing is its GenAI home)
+        runs = experiment_runs_table(urls["mlflow"], get_settings().mlflow_experiment)
+        emit(args, {"ok": True, **urls, **({"mlflow_runs": runs} if runs else {})},
+             f"Prefect UI  {urls['prefect']}\nMLflow UI   {runs or urls['mlflow']}\n(Ctrl-C stops both){hint}")
         sys.stdout.flush()
         while all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)
