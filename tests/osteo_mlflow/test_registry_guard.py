@@ -102,22 +102,24 @@ def test_an_ordinary_user_cannot_move_or_delete_champion(promoted):
 def test_the_links_osteo_prints_open_on_the_runs_table(promoted):
     """Chromium (Debian's, driven by Playwright) signed in as the engineer: the runs-table link of a training, a bare
     experiment link (osteo's page makes model training the view a new browser lands on), and the version page."""
-    from playwright.sync_api import expect, sync_playwright
+    from mlflow import MlflowClient
+    from playwright.sync_api import HttpCredentials, expect, sync_playwright
 
-    from osteo_mlflow.registry import links
+    from osteo_mlflow.registry import experiment_runs_table, links
 
     server, run_id = promoted["server"], promoted["run_id"]
     with as_user(ENGINEER, ENGINEER_PASSWORD):
-        from mlflow import MlflowClient
-
         experiment = MlflowClient(server.url).get_run(run_id).info.experiment_id
-    printed = links(server.url, experiment, run_id, "osteo-classifier", "1")
-    assert printed["runs"].startswith(f"{server.url}/#/experiments/{experiment}/runs")
+        # what `osteo ui` prints: the classifier experiment's runs table, nothing before a training
+        ui_link = experiment_runs_table(server.url, promoted["settings"].mlflow_experiment)
+        assert experiment_runs_table(server.url, "never-trained") is None
+    printed = links(server.url, experiment, run_id, "osteo-classifier", "1")  # the training's Prefect artifacts
+    assert printed["runs"] == ui_link and printed["runs"].startswith(f"{server.url}/#/experiments/{experiment}/runs")
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it (make system-packages)"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
         try:
-            credentials = {"username": ENGINEER, "password": ENGINEER_PASSWORD}
+            credentials: HttpCredentials = {"username": ENGINEER, "password": ENGINEER_PASSWORD}
             page = browser.new_context(http_credentials=credentials).new_page()  # a browser new to MLflow
             for url in (f"{server.url}/#/experiments/{experiment}", printed["runs"]):
                 page.goto(url)
