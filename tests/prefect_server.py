@@ -52,8 +52,13 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
-def server_env(home: Path, port: int) -> dict[str, str]:
+def server_env(home: Path, port: int, auth_string: str | None = None) -> dict[str, str]:
+    """The server's and its clients' environment; with `auth_string`, production's basic authentication: the
+    server takes only requests that carry it (PREFECT_SERVER_API_AUTH_STRING), the clients send it
+    (PREFECT_API_AUTH_STRING)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "OSTEO_"))}
+    if auth_string is not None:
+        env.update({"PREFECT_SERVER_API_AUTH_STRING": auth_string, "PREFECT_API_AUTH_STRING": auth_string})
     env.update({
         "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -64,13 +69,14 @@ def server_env(home: Path, port: int) -> dict[str, str]:
 
 
 @contextmanager
-def start_prefect_server(home: Path, timeout: float = 150):
-    """`prefect server start` on a free 127.0.0.1 port; yields its API URL, or None if it did not start."""
+def start_prefect_server(home: Path, timeout: float = 150, auth_string: str | None = None):
+    """`prefect server start` on a free 127.0.0.1 port (with `auth_string`: basic authentication, server_env);
+    yields its API URL, or None if it did not start."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = home / "server.log"
     proc = subprocess.Popen([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=server_env(home, port), cwd=home, start_new_session=True,
+                            env=server_env(home, port, auth_string), cwd=home, start_new_session=True,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     api = f"http://127.0.0.1:{port}/api"
     try:

@@ -3,6 +3,7 @@ deployment on a throw-away Prefect server with a process worker (slow)."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import os
 import subprocess
@@ -249,8 +250,13 @@ def test_refresh_flow_refuses_while_locked(tmp_path, prefect_harness):
 
 @pytest.mark.slow
 def test_deploy_and_run_nightly_refresh_on_a_local_server(tmp_path):
-    """prefect server + process work pool + `prefect deploy` of deployment.yaml + a worker: a run completes."""
+    """prefect server + process work pool + `prefect deploy` of deployment.yaml + a worker: a run completes. The
+    server runs as production does, with its basic authentication string (docs/production.md): a client without
+    it, or with another, is refused (401); the deploy, the worker and its flow run carry it and work."""
     import asyncio
+    import secrets
+    import urllib.error
+    import urllib.request
 
     from osteo.synth import generate_cohort
 
@@ -261,11 +267,17 @@ def test_deploy_and_run_nightly_refresh_on_a_local_server(tmp_path):
     logs.mkdir()
     prefect = str(VENV_BIN / "prefect")
 
-    with start_prefect_server(tmp_path / "prefect") as api:
+    auth = f"osteo:{secrets.token_urlsafe(18)}"
+    with start_prefect_server(tmp_path / "prefect", auth_string=auth) as api:
         # our own server failing to start is a failure, never a skip
         assert api is not None, ("the Prefect server did not start: "
                                  + (tmp_path / "prefect" / "server.log").read_text()[-2000:])
-        env = server_env(tmp_path / "prefect", int(api.rsplit(":", 1)[1].split("/")[0])) | {
+        for header in ({}, {"Authorization": "Basic " + base64.b64encode(b"osteo:not-the-string").decode()}):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(urllib.request.Request(f"{api}/flows/filter", data=b"{}", headers={
+                    "Content-Type": "application/json", **header}), timeout=30)
+            assert refused.value.code == 401
+        env = server_env(tmp_path / "prefect", int(api.rsplit(":", 1)[1].split("/")[0]), auth) | {
             # the worker passes its environment to the flow runs: every store of the run goes into tmp_path
             "OSTEO_VAR_DIR": str(home / "var"), "OSTEO_DATA_DIR": str(home / "data"),
             "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
@@ -292,14 +304,14 @@ def test_deploy_and_run_nightly_refresh_on_a_local_server(tmp_path):
                                   stdout=(logs / "worker.log").open("w"), stderr=subprocess.STDOUT)
         try:
             from prefect.client.orchestration import get_client
-            from prefect.settings import PREFECT_API_URL, temporary_settings
+            from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
             async def read():
                 async with get_client() as client:
                     flow_run = await client.read_flow_run(run_id)
                     return flow_run, await client.read_deployment(flow_run.deployment_id)
 
-            with temporary_settings({PREFECT_API_URL: api}):
+            with temporary_settings({PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: auth}):
                 def finished():
                     fr = asyncio.run(read())[0]
                     return fr if fr.state is not None and fr.state.is_final() else None
