@@ -46,13 +46,17 @@ def run(dicom_dir: Path, scratch: Path, repeats: int) -> list[dict]:
 
 def _timed_pull(orthanc, transport: str, home: Path) -> float:
     """Seconds of one pull into a fresh inbox and database (its schema made before the clock starts)."""
-    from osteo.pacs.pull import pull_from_settings
+    from osteo.pacs.pull import pull_from_target
+    from osteo.pacs.target import pacs_target
     from osteo.settings import session_factory, settings_from
 
     with isolated_home(home), settings_from({**orthanc.env(transport), "OSTEO_PACS_LOOKBACK_DAYS": "20000"}) as s:
         sessions = session_factory(s, create=True)
+        target = pacs_target(s)
+        if target is None:
+            raise RuntimeError(f"the Orthanc fixture's settings name no PACS ({transport})")
         t0 = time.perf_counter()
-        counts = pull_from_settings(s, sessions, into=str(home / "inbox"))
+        counts = pull_from_target(s, target, sessions, into=str(home / "inbox"))
         seconds = time.perf_counter() - t0
     assert counts.already_retrieved == 0 and counts.retrieved > 0, counts
     return seconds

@@ -16,14 +16,13 @@ it separately.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,21 @@ THREADS = 2
 MODEL_URI = "models:/osteo-bench-classifier@champion"
 VERSION = ("osteo-bench-classifier", "1")
 CROP = {"size": SIZE, "margin": 0.15, "min_confidence": 0.5}
-SIZES = {"quick": dict(requests=30, rounds=2, clients=10, seconds=3.0, max_requests=2_000),
-         "full": dict(requests=200, rounds=8, clients=50, seconds=20.0, max_requests=100_000)}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """A mode's figures: latency requests and rounds, then the load test's clients, duration and request cap."""
+
+    requests: int
+    rounds: int
+    clients: int
+    seconds: float
+    max_requests: int
+
+
+SIZES = {"quick": Sizes(requests=30, rounds=2, clients=10, seconds=3.0, max_requests=2_000),
+         "full": Sizes(requests=200, rounds=8, clients=50, seconds=20.0, max_requests=100_000)}
 GOAL = target("ratio", "<=", 0.65)  # issue 28: raised from 0.75 (ONNX Runtime alone is 0.57x)
 
 
@@ -165,98 +177,6 @@ def plain_torch(checkpoint: Path, crop):
     return call
 
 
-def breakdown(checkpoint: Path, onnx: Path, data: bytes, home: Path, n: int, rounds: int = 5) -> dict[str, float]:
-    """ms of each part of one API predict, called in this process as the app and the client call them:
-    the lowest of `rounds` medians."""
-    import httpx
-    from starlette.requests import Request
-
-    from osteo_model.gradcam import heatmap_png
-    from osteo_service.form_parser import read_form
-    from osteo_service.image_decoding import decode_upload
-    from osteo_service.limits import Limits
-    from osteo_service.models import ModelCache
-    from osteo_service.schemas import predict_out
-    from osteo_service.screening import screen
-
-    served = ModelCache(registry(checkpoint, onnx), MODEL_URI, "", every_s=3600.0).current()
-    limits = Limits(max_pixels=settings_for(home).serve_max_pixels)
-
-    def encode() -> httpx.Request:
-        req = httpx.Request("POST", "http://127.0.0.1/api/v1/predict", files=_files(data), data={"cropped": "true"})
-        req.read()
-        return req
-
-    req = encode()
-    body = req.content
-    headers = [(k.lower().encode(), v.encode()) for k, v in req.headers.items()]
-
-    async def parse():
-        sent = False
-
-        async def receive():
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        scope = {"type": "http", "method": "POST", "path": "/api/v1/predict", "headers": headers,
-                 "query_string": b""}
-        return await read_form(Request(scope, receive), 64 << 20)
-
-    loop = asyncio.new_event_loop()
-    try:
-        form = loop.run_until_complete(parse())
-        decoded = decode_upload(form.files["image"], limits)
-        result = screen(decoded, served, cropped=True)
-        x = served.classifier.preprocess([result.crop])
-        heat = heatmap_png(result.heatmap)  # what the API returns
-        answer = predict_out(served, decoded, result, heat).model_dump_json()
-        parts = {  # in the order of a request; "ORT run alone" is part of "screen"
-            "client: multipart encode": encode,
-            "multipart parse": lambda: loop.run_until_complete(parse()),
-            "decode (sniff, PNG, SHA-256)": lambda: decode_upload(form.files["image"], limits),
-            "screen: crop resize + preprocess + ORT": lambda: screen(decoded, served, cropped=True),
-            "ORT run alone (logit + heat map)": lambda: served.classifier.session.run(None, {"image": x}),
-            "heat map PNG (grey map, as the API returns it)": lambda: heatmap_png(result.heatmap),
-            "response JSON (pydantic, base64)": lambda: predict_out(served, decoded, result, heat).model_dump_json(),
-            "client: JSON decode": lambda: json.loads(answer),
-        }
-        for fn in parts.values():
-            for _ in range(3):
-                fn()
-        medians: dict[str, list[float]] = {name: [] for name in parts}
-        for _ in range(rounds):  # a burst of another job hits one round: the least disturbed median counts
-            for name, fn in parts.items():
-                medians[name].append(percentile(_ms(fn, max(3, n // rounds)), 50))
-                if "ORT" in name:
-                    pause()
-        out = {name: min(v) for name, v in medians.items()}
-        out["audit row (SQLite; off here)"] = _audit_ms(home, served, decoded, result, n)
-        return {k: round(v, 2) for k, v in out.items()} | {"response KiB": round(len(answer) / 1024, 1)}
-    finally:
-        loop.close()
-
-
-def _audit_ms(home: Path, served, decoded, result, n: int) -> float:
-    """One prediction_audit row written as the app writes it (serve_audit's default is on)."""
-    from db.models import PredictionAudit
-    from osteo.settings import session_factory
-
-    audit = session_factory(settings_for(home / "audit-home"), create=True)
-
-    def write():
-        with audit() as session, session.begin():
-            session.add(PredictionAudit(
-                channel="api", model_name=served.name, model_version=served.version, localiser=None,
-                input_sha256=decoded.sha256, input_kind=decoded.kind, box=None, box_source=result.box_source,
-                side=None, probability=result.probability, label=result.label, threshold=result.threshold))
-
-    write()
-    return percentile(_ms(write, max(5, n // 2)), 50)
-
-
 def latencies(checkpoint: Path, onnx: Path, data: bytes, home: Path, n: int, rounds: int) -> dict[str, list[float]]:
     """ms per call of: the plain PyTorch forward, OnnxClassifier.predict in process, POST /api/v1/predict
     through uvicorn (1 worker; httpx sync, sequential, one keep-alive connection) and GET /api/v1/health
@@ -284,24 +204,15 @@ def latencies(checkpoint: Path, onnx: Path, data: bytes, home: Path, n: int, rou
                 times[key] += _ms(fn, per)
                 pause()
     return times
-def breakdown_process(checkpoint: Path, onnx: Path, png: Path, home: Path, n: int) -> dict[str, float]:
-    """`breakdown` in a fresh process, as the server is: no torch ops run before it (the baseline, the
-    export), whose OpenMP threads could take a core from what is timed."""
-    proc = subprocess.run([sys.executable, "-m", "bench.service", "--breakdown", "--checkpoint", str(checkpoint),
-                           "--onnx", str(onnx), "--png", str(png), "--home", str(home), "--calls", str(n)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the breakdown failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 # ------------------------------------------------------------------ the stage
 def run(scratch: Path, mode: str = "quick", log=lambda msg: None) -> tuple[list[dict], dict[str, Any]]:
     """The stage's rows and its detail (breakdown, load figures)."""
     import torch
 
+    from bench.service_breakdown import breakdown_process
+
     sizes = SIZES[mode]
-    n, rounds = sizes["requests"], sizes["rounds"]
+    n, rounds = sizes.requests, sizes.rounds
     folder = Path(scratch) / "service"
     folder.mkdir(parents=True, exist_ok=True)
     old_threads = torch.get_num_threads()
@@ -315,7 +226,7 @@ def run(scratch: Path, mode: str = "quick", log=lambda msg: None) -> tuple[list[
         parts = breakdown_process(checkpoint, onnx, png, folder, n)
         log(f"[bench] service: parts (ms) {parts}")
         with server(folder, workers=2, threads=max(1, (os.cpu_count() or 1) // 2)) as url:
-            load = load_test(url, png, sizes["clients"], sizes["seconds"], max_requests=sizes["max_requests"])
+            load = load_test(url, png, sizes.clients, sizes.seconds, max_requests=sizes.max_requests)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -347,7 +258,7 @@ def run(scratch: Path, mode: str = "quick", log=lambda msg: None) -> tuple[list[
             note="the same server and client, no upload and no model: ratio = its share of the API predict p50"),
     ]
     base_rps = 1000.0 / p["plain"][0]
-    load_row = row(f"API load ({sizes['clients']} clients x {sizes['seconds']:g} s, 2 workers)", stage="service",
+    load_row = row(f"API load ({sizes.clients} clients x {sizes.seconds:g} s, 2 workers)", stage="service",
                    ours=load["rps"], baseline=base_rps, unit="requests/s",
                    work=f"{load['requests']} requests ({load['ok']} ok, {load['errors']} errors), "
                         f"p50 {load['p50_ms']:.0f} ms, p95 {load['p95_ms']:.0f} ms",
@@ -367,21 +278,10 @@ def run(scratch: Path, mode: str = "quick", log=lambda msg: None) -> tuple[list[
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m bench.service", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.service", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--breakdown", action="store_true", help=argparse.SUPPRESS)  # the breakdown child process
-    for name in ("--checkpoint", "--onnx", "--png", "--home"):
-        p.add_argument(name, help=argparse.SUPPRESS)
-    p.add_argument("--calls", type=int, default=30, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.breakdown:
-        import torch
-
-        torch.set_num_threads(THREADS)
-        print(json.dumps(breakdown(Path(args.checkpoint), Path(args.onnx), Path(args.png).read_bytes(),
-                                   Path(args.home), args.calls)))
-        return 0
     with tempfile.TemporaryDirectory(prefix="osteo-bench-service-") as tmp:
         rows, detail = run(Path(tmp), "quick" if args.quick else "full",
                            log=lambda msg: print(msg, file=sys.stderr, flush=True))

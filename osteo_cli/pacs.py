@@ -19,11 +19,12 @@ from osteo_cli.output import emit
 def cmd_pull(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from osteo.pacs.pull import date_window, pull_from_settings
+    from osteo.pacs.pull import date_window, pull_from_target
     from osteo.pacs.target import PacsUnavailable, pacs_target
 
     settings = get_settings()
-    if pacs_target(settings) is None:
+    target = pacs_target(settings)
+    if target is None:
         raise UserError("no_pacs", "no PACS is configured: set OSTEO_PACS_DICOMWEB_URL (DICOMweb), or "
                         "OSTEO_PACS_HOST, OSTEO_PACS_PORT and OSTEO_PACS_AET (DIMSE); docs/production.md")
     date_window(args.since, args.until, settings.pacs_lookback_days)  # bad dates refused before any work
@@ -32,8 +33,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
     with tqdm(desc="pulling", unit=" files", file=sys.stderr, leave=False,
               disable=args.json or not sys.stderr.isatty()) as bar:
         try:
-            counts = pull_from_settings(settings, sessions, into=args.into, since=args.since, until=args.until,
-                                        after_write=None if bar.disable else (lambda _path: bar.update()))
+            counts = pull_from_target(settings, target, sessions, into=args.into, since=args.since, until=args.until,
+                                      after_write=None if bar.disable else (lambda _path: bar.update()))
         except PacsUnavailable as exc:
             raise UserError("pacs_unavailable", f"{exc}; nothing was half-written: run the pull again when it "
                             "answers") from None

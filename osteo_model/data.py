@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 from pathlib import Path
 
 import numpy as np
@@ -132,31 +132,31 @@ class PngDataset(Dataset):
         if cache == "auto":
             side = 256 if self.augment else self.image_size
             cache = len(self.paths) * side * side <= CACHE_LIMIT_BYTES
-        self._cache: list | np.ndarray | None = None
+        self._arrays: np.ndarray | None = None  # the cache without augmentation: resized uint8, one row an image
+        self._images: list[Image.Image] | None = None  # with augmentation: full resolution, resized after it
         if cache:
             self._fill_cache()
 
-    def _load(self, i: int):
-        img = to_pil_gray(self.paths[i])
-        if self.augment:
-            return img  # full resolution: augmentation before resize
-        return resize_uint8(img, self.image_size)
+    def _load(self, i: int) -> np.ndarray:
+        return resize_uint8(to_pil_gray(self.paths[i]), self.image_size)
 
     def _fill_cache(self) -> None:
-        items = [self._load(i) for i in range(len(self.paths))]
-        if not self.augment:
-            shape = (len(items), self.image_size, self.image_size)
-            self._cache = np.stack(items) if items else np.zeros(shape, np.uint8)
+        if self.augment:
+            self._images = [to_pil_gray(p) for p in self.paths]
         else:
-            self._cache = items
+            items = [self._load(i) for i in range(len(self.paths))]
+            shape = (len(items), self.image_size, self.image_size)
+            self._arrays = np.stack(items) if items else np.zeros(shape, np.uint8)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        item = self._cache[i] if self._cache is not None else self._load(i)
-        if self.augment:
-            item = resize_uint8(self._augmenter(item), self.image_size)
+        if self._augmenter is not None:  # full resolution: augmentation before resize
+            img = self._images[i] if self._images is not None else to_pil_gray(self.paths[i])
+            item = resize_uint8(self._augmenter(img), self.image_size)
+        else:
+            item = self._arrays[i] if self._arrays is not None else self._load(i)
         return normalize_uint8(item), torch.tensor(self.labels[i])
 
     @classmethod
@@ -237,13 +237,16 @@ def make_loader(
         labels = getattr(dataset, "labels", None)
         if imbalance in ("sampler", "undersample") and labels is None:
             raise ValueError(f"imbalance={imbalance!r} needs dataset.labels")
-        if imbalance == "sampler":
+        if imbalance == "sampler" and labels is not None:
             w = class_balanced_weights(labels)
-            sampler = WeightedRandomSampler(w, num_samples=len(w), replacement=True, generator=g)
-        elif imbalance == "undersample":
+            # torch annotates weights as Sequence[float]; it takes them through torch.as_tensor, a Tensor included
+            sampler = WeightedRandomSampler(w, num_samples=len(w), replacement=True, generator=g)  # pyright: ignore[reportArgumentType]
+        elif imbalance == "undersample" and labels is not None:
             sampler = UndersampleSampler(labels, generator=g)
-        else:
+        elif isinstance(dataset, Sized):  # every dataset of ours has a length; RandomSampler needs it
             sampler = RandomSampler(dataset, generator=g)
+        else:
+            raise TypeError(f"a training loader shuffles a dataset with a length, not {type(dataset).__name__}")
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     return DataLoader(

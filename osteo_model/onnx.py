@@ -32,6 +32,7 @@ from torch import nn
 from osteo_common.files import atomic_write_bytes
 from osteo_model.data import normalize_uint8, resize_uint8, to_pil_gray
 from osteo_model.gradcam import _arch_of, _EvalMode, cam_from_weights, split_model
+from osteo_model.heads import final_linear
 
 # avgpool -> (flatten, dropout) -> fc; densenet (ReLU before its pool) and vgg (max-pool and an
 # MLP head) need a real backward pass for Grad-CAM, so they stay on PyTorch
@@ -63,7 +64,7 @@ class _WithActivations(nn.Module):
     def forward(self, x):
         features, head = split_model(self.model)
         a = features(x)
-        return head(a), a, cam_from_weights(a, _channel_weights(self.model.fc.weight, a), x.shape[-2:])
+        return head(a), a, cam_from_weights(a, _channel_weights(final_linear(self.model).weight, a), x.shape[-2:])
 
 
 def _channel_weights(fc_weight: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -93,8 +94,10 @@ def export_onnx(model: nn.Module, image_size: int, path: str | os.PathLike) -> P
     with _EvalMode(model), torch.no_grad(), warnings.catch_warnings():
         # the TorchScript exporter on purpose: the dynamo one needs onnxscript
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
+        # f is annotated str | PathLike, but the TorchScript exporter writes to a file-like object too
+        # (torch.serialization._open_file_like in its onnx_proto_utils)
         torch.onnx.export(
-            _WithActivations(model).eval(), (dummy,), buf, dynamo=False, opset_version=OPSET,
+            _WithActivations(model).eval(), (dummy,), buf, dynamo=False,  # pyright: ignore[reportArgumentType] opset_version=OPSET,
             input_names=[INPUT], output_names=[LOGIT, ACTIVATIONS, HEATMAP],
             dynamic_axes={name: {0: "batch"} for name in (INPUT, LOGIT, ACTIVATIONS, HEATMAP)},
         )
@@ -105,7 +108,7 @@ def export_onnx(model: nn.Module, image_size: int, path: str | os.PathLike) -> P
 
 def head_weight(model: nn.Module) -> np.ndarray:
     """fc.weight as a float32 vector (C,)."""
-    return model.fc.weight.detach().float().cpu().numpy().reshape(-1)
+    return final_linear(model).weight.detach().float().cpu().numpy().reshape(-1)
 
 
 def cam_from_activations(a: np.ndarray, weight: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -164,6 +167,14 @@ class OnnxClassifier:
     def preprocess(self, images) -> np.ndarray:
         return np.stack([preprocess_numpy(im, self.image_size) for im in images])
 
+    def _run(self, names: list[str], x: np.ndarray) -> list[np.ndarray]:
+        """The graph's outputs by name (ONNX Runtime types them as any value; ours are all dense tensors)."""
+        out = self.session.run(names, {INPUT: x})
+        arrays = [o for o in out if isinstance(o, np.ndarray)]
+        if len(arrays) != len(names):
+            raise TypeError(f"the ONNX graph's outputs {names} are not all dense tensors")
+        return arrays
+
     def predict(self, images, *, heatmaps: bool = True) -> list[dict]:
         from osteo_model.predict import _is_single
 
@@ -172,13 +183,14 @@ class OnnxClassifier:
         out: list[dict] = []
         for start in range(0, len(images), self.batch_size):
             x = self.preprocess(images[start : start + self.batch_size])
+            heat: np.ndarray | list[None]
             if heatmaps and self.in_graph_heatmap:
-                logit, heat = self.session.run([LOGIT, HEATMAP], {INPUT: x})
+                logit, heat = self._run([LOGIT, HEATMAP], x)
             elif heatmaps:
-                logit, a = self.session.run([LOGIT, ACTIVATIONS], {INPUT: x})
+                logit, a = self._run([LOGIT, ACTIVATIONS], x)
                 heat = cam_from_activations(a, self.weight, x.shape[-2:])
             else:
-                (logit,) = self.session.run([LOGIT], {INPUT: x})
+                (logit,) = self._run([LOGIT], x)
                 heat = [None] * len(x)
             for p, h in zip(_sigmoid(logit.reshape(-1)).tolist(), heat):
                 out.append({"probability": float(p), "label": int(p >= self.threshold), "heatmap": h})

@@ -159,7 +159,7 @@ def text_bank(height: int) -> tuple[torch.Tensor, ...]:
     font = ImageFont.load_default(size=max(6, height))
     out = []
     for i, text in enumerate(TEXTS):
-        x0, y0, x1, y1 = font.getbbox(text)
+        x0, y0, x1, y1 = (int(v) for v in font.getbbox(text))  # whole pixels (typed float: fonts of any kind)
         pad = 2 if i < 2 else 0  # the lone L and R are lead markers: drawn in a frame
         img = Image.new("L", (x1 - x0 + 2 * pad + 1, y1 - y0 + 2 * pad + 1), 0)
         draw = ImageDraw.Draw(img)
@@ -216,8 +216,8 @@ def randomise(x: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator, streng
     the zoom, shift, grey-level and texture draws (1: training; > 1: the calibration's heavier
     shift); each view draws its own share of it in [LIGHTEST, 1], so that some views stay close to
     the films (a small set must still be learned in a few hundred steps) and some are far off."""
-    strength = strength * _uniform(gen, LIGHTEST, 1.0, len(x))
-    sx, sy, shift, mirror = _geometry(boxes, gen, strength, crop_neg, mirror_neg)
+    shares = strength * _uniform(gen, LIGHTEST, 1.0, len(x))  # each view's strength
+    sx, sy, shift, mirror = _geometry(boxes, gen, shares, crop_neg, mirror_neg)
     x = warp(x, sx, sy, shift, torch.zeros(len(x), dtype=torch.bool))
     moved = warp_boxes(boxes, sx, sy, shift, torch.zeros(len(x), dtype=torch.bool))
     vis = visible_share(moved)
@@ -225,7 +225,7 @@ def randomise(x: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator, streng
     target = torch.where(mirror, 0.0, target)
     x = torch.where(mirror.view(-1, 1, 1, 1), x.flip(-1), x)
     boxes = moved.clamp(0, 1)
-    x = photometric(x, boxes.where((target == 1)[:, None], torch.tensor([1.0, 1.0, 0.0, 0.0])), gen, strength)
+    x = photometric(x, boxes.where((target == 1)[:, None], torch.tensor([1.0, 1.0, 0.0, 0.0])), gen, shares)
     return x, boxes, target
 
 
@@ -243,7 +243,7 @@ def synthetic_negatives(n: int, size: int, gen: torch.Generator) -> torch.Tensor
     """Views [n, 1, size, size] with no hip: smooth noise, white noise, blobs on a gradient, text
     pages, blanks (the grey levels and the rest of :func:`photometric` still to come)."""
     kind = torch.randint(0, 5, (n,), generator=gen)
-    coarse = torch.exp(_uniform(gen, math.log(3), math.log(40), 1)).round().int().item()
+    coarse = int(torch.exp(_uniform(gen, math.log(3), math.log(40), 1)).round().int().item())
     smooth = F.interpolate(torch.rand(n, 1, coarse, coarse, generator=gen), size=(size, size), mode="bicubic",
                            align_corners=False)
     white = torch.rand(n, 1, size, size, generator=gen)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from osteo_model.roi import RoiConfig, build_localiser
+from osteo_model.roi import Localiser, RoiConfig, build_localiser
 
 ROI_FORMAT = "osteo-roi/2"
 OLD_FORMATS = ("osteo-roi/1",)  # no presence head, no calibration
@@ -122,15 +122,18 @@ def _lr_lambda(epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
     return f
 
 
-def _tensors(x: np.ndarray, boxes: np.ndarray | None, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    xt = torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(-1, 1, size, size)
-    if boxes is None:
-        return xt, None
-    return xt, torch.as_tensor(np.asarray(boxes, dtype=np.float32)).reshape(-1, 4) / size
+def _views(x: np.ndarray, size: int) -> torch.Tensor:
+    """Views [N, S, S] as the model's input [N, 1, S, S] float32."""
+    return torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(-1, 1, size, size)
+
+
+def _boxes(boxes: np.ndarray, size: int) -> torch.Tensor:
+    """Boxes [N, 4] in view pixels, normalised to the view."""
+    return torch.as_tensor(np.asarray(boxes, dtype=np.float32)).reshape(-1, 4) / size
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, x: torch.Tensor, boxes: torch.Tensor, negatives: torch.Tensor | None, device,
+def _evaluate(model: Localiser, x: torch.Tensor, boxes: torch.Tensor, negatives: torch.Tensor | None, device,
               batch_size: int) -> dict:
     """Validation: box loss and mean IoU on the clean hip views; with negatives, the mean presence
     probability of the hip views and of the negatives."""
@@ -146,8 +149,8 @@ def _evaluate(model: nn.Module, x: torch.Tensor, boxes: torch.Tensor, negatives:
     pred = torch.cat(preds).numpy()
     out = {"val_loss": loss / len(x), "val_mean_iou": float(box_iou(pred, boxes.numpy()).mean())}
     if present and negatives is not None and len(negatives):
-        neg = [torch.sigmoid(model.forward_parts(negatives[i:i + batch_size].to(device))[2]).cpu()
-               for i in range(0, len(negatives), batch_size)]
+        neg = [torch.sigmoid(logit).cpu() for i in range(0, len(negatives), batch_size)
+               if (logit := model.forward_parts(negatives[i:i + batch_size].to(device))[2]) is not None]
         out.update(val_presence_hip=float(torch.cat(present).mean()),
                    val_presence_negative=float(torch.cat(neg).mean()))
     return out
@@ -158,7 +161,7 @@ def _negatives(pool: torch.Tensor | None, n: int, size: int, gen: torch.Generato
     from osteo_model.roi_augment import photometric, randomise, synthetic_negatives
 
     k = n // 2 if pool is not None and len(pool) else 0
-    parts = [pool[torch.randint(0, len(pool), (k,), generator=gen)]] if k else []
+    parts = [pool[torch.randint(0, len(pool), (k,), generator=gen)]] if pool is not None and k else []
     made = synthetic_negatives(n - k, size, gen)
     if augment:
         if k:
@@ -167,7 +170,7 @@ def _negatives(pool: torch.Tensor | None, n: int, size: int, gen: torch.Generato
     return torch.cat(parts + [made])
 
 
-def _step_loss(model: nn.Module, xb: torch.Tensor, bb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _step_loss(model: Localiser, xb: torch.Tensor, bb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Box loss on the views that show the neck, presence BCE on every view with a target."""
     box, _, presence = model.forward_parts(xb)
     pos, known = target == 1, target >= 0
@@ -197,11 +200,14 @@ def train_localiser(train_x: np.ndarray, train_boxes: np.ndarray, val_x: np.ndar
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     model = build_localiser(config).to(device)
-    x, boxes = _tensors(train_x, train_boxes, size)
-    pool = _tensors(negatives, None, size)[0] if negatives is not None and len(negatives) else None
-    has_val = val_x is not None and len(val_x) > 0
-    vx, vb = _tensors(val_x, val_boxes, size) if has_val else (None, None)
-    vneg = _tensors(val_negatives, None, size)[0] if val_negatives is not None and len(val_negatives) else None
+    x, boxes = _views(train_x, size), _boxes(train_boxes, size)
+    pool = _views(negatives, size) if negatives is not None and len(negatives) else None
+    val = None  # the validation views and boxes
+    if val_x is not None and len(val_x) > 0:
+        if val_boxes is None:
+            raise ValueError("validation views need their boxes (val_boxes)")
+        val = _views(val_x, size), _boxes(val_boxes, size)
+    vneg = _views(val_negatives, size) if val_negatives is not None and len(val_negatives) else None
     steps = math.ceil(len(x) / config.batch_size)
     n_neg = round(config.neg_share * config.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -232,8 +238,8 @@ def train_localiser(train_x: np.ndarray, train_boxes: np.ndarray, val_x: np.ndar
             sched.step()
             total += loss.item() * len(idx)
         rec = {"epoch": epoch, "train_loss": total / len(x), "lr": lr}
-        if has_val:
-            rec.update(_evaluate(model, vx, vb, vneg, device, config.batch_size))
+        if val is not None:
+            rec.update(_evaluate(model, *val, vneg, device, config.batch_size))
             if rec["val_mean_iou"] > best_iou:
                 best_iou = rec["val_mean_iou"]
                 best_state = copy.deepcopy(model.state_dict())
@@ -255,7 +261,7 @@ def _peak_mass(heat: torch.Tensor) -> torch.Tensor:
 
 
 def _run(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    if hasattr(model, "forward_parts"):
+    if isinstance(model, Localiser):
         box, heat, presence = model.forward_parts(x)
         return box.float().clamp(0, 1), heat, presence
     return model(x).float(), None, None
@@ -280,7 +286,7 @@ def predict_scores(model: nn.Module, views: np.ndarray, *, device="cpu", batch_s
     device = torch.device(device)
     views = np.asarray(views, dtype=np.float32)
     size = views.shape[-1]
-    x, _ = _tensors(views, None, size)
+    x = _views(views, size)
     model = model.to(device).eval()
     k = len(TTA) if tta else 0
     params = torch.tensor(TTA, dtype=torch.float32)

@@ -127,9 +127,9 @@ def assign_splits(
         patient_fold = {}
 
     train_idx = orig.index[is_train]
-    fold[train_idx] = [
+    fold[train_idx] = np.array([
         patient_fold.get(str(p), FOLD_ALWAYS_TRAIN) for p in patient[is_train]
-    ]
+    ], dtype=int)
 
     out["split"] = SPLIT_UNUSED
     out["fold"] = FOLD_NONE

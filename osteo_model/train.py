@@ -294,7 +294,7 @@ def fit(
             best_probs, best_labels = probs, labels
         if on_epoch is not None:
             on_epoch(epoch, dict(rec))
-    if best is None:
+    if best is None or best_state is None:  # both are set by the first epoch
         raise ValueError("config.epochs must be >= 1")
     if accel.channels_last:
         model.to(memory_format=torch.contiguous_format)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydicom
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import keyword_dict
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
@@ -55,10 +55,10 @@ WANTED = REQUIRED + (
     "SeriesDescription",  # free text, for the scope keywords only: never stored
     "StudyDescription",
 )
-WANTED_TAGS = tuple((kw, BaseTag(tag_for_keyword(kw))) for kw in WANTED)
+WANTED_TAGS = tuple((kw, BaseTag(keyword_dict[kw])) for kw in WANTED)
 # the synthetic marks (osteo/etl/synthetic.py), read raw and decoded here so that no value can fail a file:
 # Manufacturer, and the private creator slots (0009,0010-001F) with the flag element of each one's block
-MANUFACTURER = BaseTag(tag_for_keyword("Manufacturer"))
+MANUFACTURER = BaseTag(keyword_dict["Manufacturer"])
 _CREATOR_SLOTS = tuple(range(synthetic.PRIVATE_BLOCK, synthetic.PRIVATE_BLOCK + 16))
 CREATORS = tuple(BaseTag((synthetic.PRIVATE_GROUP << 16) | slot) for slot in _CREATOR_SLOTS)
 FLAGS = tuple(BaseTag((synthetic.PRIVATE_GROUP << 16) | (slot << 8) | synthetic.ELEMENT_FLAG)
@@ -129,7 +129,7 @@ def _from_dataset(ds: pydicom.Dataset) -> Header:
         if elem is not None:
             values[keyword] = (convert_raw_data_element(elem, encoding=charset, ds=ds)
                                if isinstance(elem, RawDataElement) else elem).value
-    marks = {tag: elem.value for tag in MARKS if (elem := raw.get(tag)) is not None}
+    marks: dict[int, Any] = {tag: elem.value for tag in MARKS if (elem := raw.get(tag)) is not None}
     return Header(values, getattr(ds, "file_meta", None), is_synthetic(marks))
 
 

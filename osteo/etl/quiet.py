@@ -21,6 +21,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 _lock = threading.Lock()
 _depth = 0
@@ -57,6 +58,14 @@ def _filter_loggers() -> None:
     _seen_loggers = len(loggers)
 
 
+def _filters() -> list[Any]:
+    """warnings.filters, which is a list (typeshed types it Sequence; this module edits it as filterwarnings does)."""
+    filters = warnings.filters
+    if not isinstance(filters, list):
+        raise TypeError(f"warnings.filters is a {type(filters).__name__}, not a list")
+    return filters
+
+
 @contextmanager
 def quiet_reads() -> Iterator[None]:
     """pydicom's reading_validation_mode IGNORE, its warnings ignored and its log records dropped
@@ -69,7 +78,7 @@ def quiet_reads() -> Iterator[None]:
             _saved = config.settings.reading_validation_mode
             config.settings.reading_validation_mode = config.IGNORE
             _filter_loggers()
-            warnings.filters.insert(0, _WARNINGS)
+            _filters().insert(0, _WARNINGS)
             warnings._filters_mutated()  # type: ignore[attr-defined]  # what filterwarnings() calls
         _depth += 1
     try:
@@ -82,7 +91,7 @@ def quiet_reads() -> Iterator[None]:
                     config.settings.reading_validation_mode = _saved
                 # a catch_warnings() of another thread may have swapped the list in the meantime
                 while _WARNINGS in warnings.filters:
-                    warnings.filters.remove(_WARNINGS)
+                    _filters().remove(_WARNINGS)
                 warnings._filters_mutated()  # type: ignore[attr-defined]
 
 

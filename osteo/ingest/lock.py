@@ -199,7 +199,7 @@ def advisory_lock(url: str) -> Iterator[DatabaseLock]:
             # within about 2 minutes instead of the kernel's default of over 2 hours
             for setting, value in (("idle", 60), ("interval", 10), ("count", 6)):
                 conn.execute(text(f"SET tcp_keepalives_{setting} = {value}"))
-            schema = conn.execute(text("SELECT current_schema()")).scalar()
+            schema = conn.execute(text("SELECT current_schema()")).scalar_one()
             key = advisory_key(schema)
             parts = {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF}
             where = f"PostgreSQL advisory lock {key} (schema {schema})"
@@ -256,7 +256,7 @@ def _ensure_lock_row(engine, name: str) -> None:
     from db.models import RefreshLock
 
     try:
-        RefreshLock.__table__.create(engine, checkfirst=True)
+        RefreshLock.metadata.tables[RefreshLock.__tablename__].create(engine, checkfirst=True)
     except DBAPIError:  # another worker created it at the same moment
         if not inspect(engine).has_table(RefreshLock.__tablename__):
             raise

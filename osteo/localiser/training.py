@@ -171,7 +171,7 @@ def collect_dataset(factory: sessionmaker[Session], out_dir: Path, *, test_year:
         import io
 
         buf = io.BytesIO()
-        np.savez_compressed(buf, **packed)
+        np.savez_compressed(buf, allow_pickle=True, **packed)  # numpy's default, named so no array is read as it
         atomic_write_bytes(path, buf.getvalue())
     return RoiDataset(path=str(path), digest=digest, input_size=input_size, test_year=test_year,
                       n_train=len(packed["train_x"]), n_val=len(packed["val_x"]), n_test=len(packed["test_x"]),

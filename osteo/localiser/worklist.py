@@ -118,11 +118,10 @@ def write_worklist(factory: sessionmaker[Session], settings: Settings, out_dir: 
             unrenderable[res["error"]] = unrenderable.get(res["error"], 0) + 1
             continue
         written += 1
-        boxes = proposals.get(im.sop_instance_uid)
-        if not boxes:
+        proposal = proposals.get(im.sop_instance_uid)
+        if not proposal:
             continue
-        if not isinstance(boxes[0], (tuple, list)):
-            boxes = [boxes]
+        boxes = [proposal] if isinstance(proposal, tuple) else proposal  # one box (a tuple), or a list of them
         png_size = (res["width"], res["height"])
         text = voc_xml(f"{im.sop_instance_uid}.png", png_size,
                        [scale_box(b, (im.columns, im.rows), png_size) for b in boxes])

@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from io import BytesIO
+from typing import Any
 
 import requests
 
@@ -24,7 +25,7 @@ ORIGINAL = (("application/dicom", "*"),)  # the stored transfer syntax
 PAGE = 1000  # results asked for per QIDO request
 
 
-def _value(record: dict, tag: str, default=""):
+def _value(record: dict, tag: str, default: Any = "") -> Any:
     values = record.get(tag, {}).get("Value") or [default]
     return values[0]
 

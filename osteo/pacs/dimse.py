@@ -23,10 +23,10 @@ GET_CHUNK = 50  # SOP Instance UIDs per C-GET
 
 
 def storage_classes() -> list[str]:
-    from pynetdicom import sop_class as sc
+    from pydicom import uid
 
-    return [sc.ComputedRadiographyImageStorage, sc.DigitalXRayImageStorageForPresentation,
-            sc.DigitalXRayImageStorageForProcessing]
+    return [uid.ComputedRadiographyImageStorage, uid.DigitalXRayImageStorageForPresentation,
+            uid.DigitalXRayImageStorageForProcessing]
 
 
 def transfer_syntaxes() -> list[list[str]]:
@@ -44,8 +44,14 @@ class DimseTransport:
 
     def __init__(self, target: PacsTarget):
         from pynetdicom import AE, build_role, evt
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as Find
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as Get
+
+        # pynetdicom.sop_class makes these names at import time (globals()), where a type checker cannot see them
+        from pynetdicom.sop_class import (
+            StudyRootQueryRetrieveInformationModelFind as Find,  # pyright: ignore[reportAttributeAccessIssue]
+        )
+        from pynetdicom.sop_class import (
+            StudyRootQueryRetrieveInformationModelGet as Get,  # pyright: ignore[reportAttributeAccessIssue]
+        )
 
         self.target, self._store, self._error = target, None, None
         ae = AE(ae_title=target.calling_aet)

@@ -84,12 +84,19 @@ def open_transport(target: PacsTarget) -> AbstractContextManager:
 
 
 def pull_from_settings(settings, sessions, *, into: str | None = None, since: dt.date | str | None = None,
-                       until: dt.date | str | None = None, after_write: Callable[[Path], None] | None = None
+                       until: dt.date | str | None = None, after_write: Callable[[Path], object] | None = None
                        ) -> PullCounts | None:
     """The pull with the settings' PACS, scope and inbox; None when no PACS is configured."""
     target = pacs_target(settings)
     if target is None:
         return None
+    return pull_from_target(settings, target, sessions, into=into, since=since, until=until, after_write=after_write)
+
+
+def pull_from_target(settings, target: PacsTarget, sessions, *, into: str | None = None,
+                     since: dt.date | str | None = None, until: dt.date | str | None = None,
+                     after_write: Callable[[Path], object] | None = None) -> PullCounts:
+    """The pull from `target` (pacs_target(settings), checked by the caller) with the settings' scope and inbox."""
     since, until = date_window(since, until, settings.pacs_lookback_days)
     inbox = Path(into or settings.pacs_inbox)
     with open_transport(target) as transport:
@@ -98,7 +105,7 @@ def pull_from_settings(settings, sessions, *, into: str | None = None, since: dt
 
 
 def pull(transport, sessions, inbox: Path, since: dt.date, until: dt.date, rules, *, pacs: str = "",
-         after_write: Callable[[Path], None] | None = None) -> PullCounts:
+         after_write: Callable[[Path], object] | None = None) -> PullCounts:
     """Find, filter, retrieve and record (module doc); `after_write(path)` is called after each file (tests
     stop a pull there)."""
     inbox.mkdir(parents=True, exist_ok=True)

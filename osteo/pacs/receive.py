@@ -55,8 +55,8 @@ class Receiver:
         ae = AE(ae_title=self.aet)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
         ae.require_calling_aet = list(self.allowed)  # any other caller: association rejected
-        for cx in StoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        for syntax in (cx.abstract_syntax for cx in StoragePresentationContexts if cx.abstract_syntax is not None):
+            ae.add_supported_context(syntax, ALL_TRANSFER_SYNTAXES)
         self.inbox.mkdir(parents=True, exist_ok=True)
         self._server = ae.start_server(self.address, block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
         return self

@@ -84,8 +84,8 @@ class ExportError(InputError):
 def _read_source(src: str | PathLike[str] | bytes | bytearray | memoryview | BinaryIO) -> bytes:
     if isinstance(src, (bytes, bytearray, memoryview)):
         return bytes(src)
-    if hasattr(src, "read"):
-        return src.read()  # type: ignore[union-attr]
+    if not isinstance(src, (str, PathLike)):  # a binary file object
+        return src.read()
     try:
         size = Path(src).stat().st_size
         if size > MAX_FILE_BYTES:  # refused unread: no radiograph is this large
