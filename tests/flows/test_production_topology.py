@@ -2,14 +2,17 @@
 
 - a Prefect server whose database is the local PostgreSQL (a fresh database, dropped after);
 - the process work pool of deployment.yaml, `prefect deploy --all`, and a process worker;
-- an MLflow tracking server on PostgreSQL (another fresh database) with a local artifact root;
+- an MLflow tracking server on PostgreSQL (another fresh database) with a local artifact root, guarded as
+  production guards it: MLflow's basic-auth app, the workers as `osteo-promoter` (tests/mlflow_server.py);
+- the Prefect server with its basic authentication string, which the worker and the Dask workers carry;
 - the data database on PostgreSQL (a third fresh database);
 - a 2-worker Dask LocalCluster (worker processes) that runs the export batches and the training folds.
 
 The nightly deployment is triggered through the server with a small synthetic cohort and a one-epoch,
 two-fold training; then each server is asked what happened: Prefect (every flow run COMPLETED, stored
 in its PostgreSQL database), MLflow (the registered version and its alias), the data database (pairs,
-exports, the training run naming that version). Everything is started and stopped here, under tmp_path.
+exports, the training run naming that version), and an ordinary MLflow user may read the registry but not move
+`champion`. Everything is started and stopped here, under tmp_path.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from osteo.settings import REPO_ROOT
+from tests.mlflow_server import ADMIN, PROMOTER, GuardedServer, as_user, start_guarded_mlflow
 from tests.prefect_server import (
     VENV_BIN,
     free_port,
@@ -65,42 +69,37 @@ def fresh_databases(*roles: str):
         admin.close()
 
 
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "OSTEO_", "MLFLOW_"))}
-
-
-def _spawn_servers(stack: ExitStack, tmp: Path, dbs: dict[str, str]):
+def _spawn_servers(stack: ExitStack, tmp: Path, dbs: dict[str, str], auth: str):
     """The Prefect and MLflow servers, started side by side (each migrates a new PostgreSQL database);
-    returns their URLs and a function that waits until both answer."""
-    prefect_port, mlflow_port = free_port(), free_port()
-    prefect_env = server_env(tmp / "prefect-server", prefect_port) | {
+    returns the Prefect API's URL, the MLflow server and a function that waits until both answer."""
+    prefect_port = free_port()
+    prefect_env = server_env(tmp / "prefect-server", prefect_port, auth) | {
         "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{PG}/{dbs['prefect']}"}
     (tmp / "prefect-server").mkdir()
-    logs = {"prefect": tmp / "logs" / "prefect-server.log", "mlflow": tmp / "logs" / "mlflow-server.log"}
+    log = tmp / "logs" / "prefect-server.log"
     prefect = spawn([VENV_BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
-                    prefect_env, logs["prefect"], cwd=tmp / "prefect-server")
-    mlflow = spawn([VENV_BIN / "mlflow", "server", "--backend-store-uri", f"postgresql+psycopg://{PG}/{dbs['mlflow']}",
-                    "--default-artifact-root", tmp / "mlflow-artifacts", "--host", "127.0.0.1",
-                    "--port", str(mlflow_port), "--workers", "1"],
-                   _clean_env() | {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}, logs["mlflow"], cwd=tmp)
-    stack.callback(stop_all, [prefect, mlflow])
-    api, mlflow_url = f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}"
+                    prefect_env, log, cwd=tmp / "prefect-server")
+    stack.callback(stop_all, [prefect])
+    mlflow = stack.enter_context(start_guarded_mlflow(tmp / "mlflow", f"postgresql+psycopg://{PG}/{dbs['mlflow']}",
+                                                      wait=False))
+    api = f"http://127.0.0.1:{prefect_port}/api"
 
     def wait() -> None:
-        wait_healthy(prefect, f"{api}/health", logs["prefect"], 240, "the Prefect server on PostgreSQL")
-        wait_healthy(mlflow, f"{mlflow_url}/health", logs["mlflow"], 240, "the MLflow server on PostgreSQL")
+        wait_healthy(prefect, f"{api}/health", log, 240, "the Prefect server on PostgreSQL")
+        mlflow.ready()
 
-    return api, mlflow_url, wait
+    return api, mlflow, wait
 
 
-def _flow_env(tmp: Path, api: str, mlflow_url: str, data_db: str) -> dict[str, str]:
+def _flow_env(tmp: Path, api: str, auth: str, mlflow: GuardedServer, data_db: str) -> dict[str, str]:
     """What /etc/osteo/osteo.env holds in docs/production.md, pointed at this test's servers."""
     port = int(api.rsplit(":", 1)[1].split("/")[0])
-    return server_env(tmp / "worker-prefect-home", port) | {
+    return server_env(tmp / "worker-prefect-home", port, auth) | {
         "OSTEO_PRODUCTION": "true", "OSTEO_PSEUDONYM_KEY": secrets.token_hex(32),
         "OSTEO_DATABASE_URL": f"postgresql+psycopg://{PG}/{data_db}",
         "OSTEO_VAR_DIR": str(tmp / "srv" / "var"), "OSTEO_DATA_DIR": str(tmp / "srv" / "data"),
-        "MLFLOW_TRACKING_URI": mlflow_url, "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_TRACKING_URI": mlflow.url, "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_TRACKING_USERNAME": PROMOTER, "MLFLOW_TRACKING_PASSWORD": mlflow.promoter_password,
         "OSTEO_WORKERS": "1",  # parallelism from Dask; its worker processes may not start a process pool
     }
 
@@ -112,29 +111,29 @@ def _prefect(env: dict[str, str], *args: str, timeout: float = 300) -> str:
     return r.stdout
 
 
-def _flow_runs(api: str) -> list[tuple[str, str]]:
+def _flow_runs(api: str, auth: str) -> list[tuple[str, str]]:
     """(flow name, state type) of every flow run the server holds."""
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     async def read():
         async with get_client() as client:
             return [((await client.read_flow(fr.flow_id)).name, fr.state.type.value if fr.state else "NONE")
                     for fr in await client.read_flow_runs()]
 
-    with temporary_settings({PREFECT_API_URL: api}):
+    with temporary_settings({PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: auth}):
         return asyncio.run(read())
 
 
-def _flow_run_state(api: str, run_id: str):
+def _flow_run_state(api: str, auth: str, run_id: str):
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     async def read():
         async with get_client() as client:
             return (await client.read_flow_run(run_id)).state
 
-    with temporary_settings({PREFECT_API_URL: api}):
+    with temporary_settings({PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: auth}):
         return asyncio.run(read())
 
 
@@ -159,10 +158,11 @@ def test_nightly_deployment_on_the_production_topology(tmp_path):
     cohort = tmp_path / "cohort"
     with ExitStack() as stack:
         dbs = stack.enter_context(fresh_databases("prefect", "mlflow", "data"))
-        api, mlflow_url, servers_answer = _spawn_servers(stack, tmp_path, dbs)
+        auth = f"osteo:{secrets.token_urlsafe(18)}"
+        api, mlflow, servers_answer = _spawn_servers(stack, tmp_path, dbs, auth)
         generate_cohort(cohort, patients=PATIENTS, seed=1, workers=1)  # while the servers start
         servers_answer()
-        env = _flow_env(tmp_path, api, mlflow_url, dbs["data"])
+        env = _flow_env(tmp_path, api, auth, mlflow, dbs["data"])
         # Dask workers: processes with the worker's environment (they run export batches and folds)
         cluster = stack.enter_context(LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
@@ -181,7 +181,7 @@ def test_nightly_deployment_on_the_production_topology(tmp_path):
                        worker_log, cwd=REPO_ROOT)
         stack.callback(stop, worker)
         with Client(cluster) as dask_client, get_task_stream(dask_client) as stream:
-            state = wait_until(lambda: (s := _flow_run_state(api, run_id)) is not None and s.is_final() and s,
+            state = wait_until(lambda: (s := _flow_run_state(api, auth, run_id)) is not None and s.is_final() and s,
                                RUN_TIMEOUT_S, "the nightly flow run", interval=2.0)
         on_dask = {t["key"].split("-")[0] for t in stream.data}
         assert state.is_completed(), f"{state}\n{worker_log.read_text()[-6000:]}"
@@ -189,21 +189,30 @@ def test_nightly_deployment_on_the_production_topology(tmp_path):
 
         # Prefect: the night and its three subflows completed (the screening a no-op: no champion before this
         # night's training; no PACS configured, so the pull is nothing), stored in the server's PostgreSQL database
-        runs = _flow_runs(api)
+        runs = _flow_runs(api, auth)
         assert sorted(runs) == [("nightly", "COMPLETED"), ("nightly-refresh", "COMPLETED"), ("screen", "COMPLETED"),
                                 ("train", "COMPLETED")]
         assert _scalar(f"postgresql+psycopg://{PG}/{dbs['prefect']}", "SELECT count(*) FROM flow_run") == 4
         # the export batches and the folds ran on the Dask workers
         assert {"export_batch", "train_fold"} <= on_dask, on_dask
 
-        # MLflow: one registered version with its alias, in the tracking server's PostgreSQL database
+        # MLflow: one registered version with its alias (set by the workers as osteo-promoter), in the tracking
+        # server's PostgreSQL database; an ordinary user reads it and may not move champion
         from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+        from mlflow.server import get_app_client
 
-        client = MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url)
-        versions = client.search_model_versions("name='osteo-classifier'")
-        assert len(versions) == 1, versions
-        version = client.get_model_version("osteo-classifier", versions[0].version)
-        assert {"champion", "challenger"} & set(version.aliases), version.aliases
+        with as_user(ADMIN, mlflow.admin_password):
+            get_app_client("basic-auth", tracking_uri=mlflow.url).create_user("lin", "an-ordinary-password-1")
+        with as_user("lin", "an-ordinary-password-1"):
+            client = MlflowClient(tracking_uri=mlflow.url, registry_uri=mlflow.url)
+            versions = client.search_model_versions("name='osteo-classifier'")
+            assert len(versions) == 1, versions
+            version = client.get_model_version("osteo-classifier", versions[0].version)
+            assert {"champion", "challenger"} & set(version.aliases), version.aliases
+            with pytest.raises(MlflowException) as refused:
+                client.set_registered_model_alias("osteo-classifier", "champion", version.version)
+            assert refused.value.error_code == "PERMISSION_DENIED"
         assert _scalar(f"postgresql+psycopg://{PG}/{dbs['mlflow']}",
                        "SELECT count(*) FROM model_versions WHERE name = 'osteo-classifier'") == 1
 
