@@ -125,7 +125,7 @@ def isolated_home(home: Path):
     """Every store of the settings (database, data, MLflow, Prefect) inside `home`, restored after."""
     from osteo.settings import settings_from
 
-    env = {
+    env: dict[str, str | None] = {
         "OSTEO_VAR_DIR": str(home / "var"),
         "OSTEO_DATA_DIR": str(home / "data"),
         "OSTEO_DATABASE_URL": f"sqlite:///{home / 'var' / 'osteo.sqlite'}",

@@ -96,7 +96,8 @@ def infer_row(pngs: list[str], n: int, device: torch.device) -> dict[str, Any]:
     tf = T.Compose([T.Grayscale(1), T.Resize((224, 224)), T.ToTensor(), T.Normalize([0.449], [0.226])])
 
     def plain():
-        loader = torch.utils.data.DataLoader([tf(pil_loader(p)) for p in paths], batch_size=64)
+        # a list is a map-style dataset (__getitem__, __len__), which DataLoader's Dataset annotation leaves out
+        loader = torch.utils.data.DataLoader([tf(pil_loader(p)) for p in paths], batch_size=64)  # pyright: ignore[reportArgumentType]
         with torch.no_grad():
             out = [torch.sigmoid(model(x.to(device))).cpu() for x in loader]
         return torch.cat(out)

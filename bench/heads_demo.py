@@ -56,7 +56,7 @@ def find_inputs(factory, data_dir: Path, checkpoint: str | None, manifest: str |
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.heads_demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.heads_demo", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--checkpoint", help="a trained fold's .pth (default: the newest training run's)")
     p.add_argument("--db", help="SQLAlchemy URL (default: the settings' database)")
     p.add_argument("--manifest", help="the snapshot manifest CSV (default: the checkpoint's training run's)")

@@ -26,7 +26,8 @@ def run(png: str, repeats: int, size: int = 224) -> list[dict]:
 
     def plain():
         with torch.no_grad():
-            x = tf(Image.open(io.BytesIO(data))).unsqueeze(0)
+            # Compose's return type is inferred as its input's; ToTensor in it makes a tensor
+            x = tf(Image.open(io.BytesIO(data))).unsqueeze(0)  # pyright: ignore[reportAttributeAccessIssue]
             return torch.sigmoid(model(x)).item()
 
     calls = {

@@ -65,8 +65,8 @@ def _tables(img: pd.DataFrame, exm: pd.DataFrame, iso_dates: bool):
     sd = img["study_date"].dt.date
     ed = exm["exam_date"].dt.date
     # db.models.day_number: days since 1970-01-01 (raw inserts skip the ORM's default)
-    s_day = img["study_date"].values.astype("datetime64[D]").astype(np.int64).tolist()
-    e_day = exm["exam_date"].values.astype("datetime64[D]").astype(np.int64).tolist()
+    s_day = img["study_date"].to_numpy().astype("datetime64[D]").astype(np.int64).tolist()
+    e_day = exm["exam_date"].to_numpy().astype("datetime64[D]").astype(np.int64).tolist()
     if iso_dates:
         sd, ed = sd.astype(str), ed.astype(str)
     images = list(zip(

@@ -91,14 +91,14 @@ def _baselines(data, checkpoint: str) -> tuple[dict[str, float], float]:
 
 def _locate_vs_render(factory, locator, settings) -> dict[str, Any]:
     """Locating every paired image (one process) against only rendering each (the plain baseline)."""
-    from sqlalchemy import select
+    from sqlalchemy import delete, select
 
     from db.models import Annotation, DicomImage, Pair, SourceFile
     from osteo.etl.imaging import load_dicom, prepare_display
     from osteo.localiser.locate import locate_missing
 
     with factory() as session:
-        session.execute(Annotation.__table__.delete())  # every paired image unboxed: all of them are located
+        session.execute(delete(Annotation))  # every paired image unboxed: all of them are located
         session.commit()
         paths = list(session.scalars(select(SourceFile.path)
                                      .join(DicomImage, DicomImage.source_file_id == SourceFile.id)

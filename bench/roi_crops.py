@@ -47,6 +47,8 @@ def compare(settings) -> dict[str, Any]:
     rows = [r for r in rows if r[0].study_date.year == settings.test_year]
     labels, human_png, model_crops, ious, conf = [], [], [], [], []
     for img, dicom, ann, png, label in rows:
+        if png is None:
+            raise RuntimeError(f"export of image {img.id} is 'exported' with no file")
         display = prepare_display(load_dicom(dicom)[0]).display_u8()
         found = {f.side: f for f in locate_display(display, img.laterality, img.row_direction, locator)}
         f = found["L"]
@@ -80,7 +82,7 @@ def compare(settings) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     from osteo.settings import get_settings

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from osteo_model.roi import RoiConfig
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--cohort", type=Path, required=True)
     ap.add_argument("--heads", default="heatmap,regress")
     ap.add_argument("--set", action="append", default=[], help="RoiConfig override key=value (JSON value)")

@@ -147,7 +147,7 @@ async def hammer(url: str, data: bytes, clients: int, seconds: float, max_reques
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.service_load", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.service_load", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--url")
     p.add_argument("--png")
     p.add_argument("--clients", type=int, default=50)

@@ -13,7 +13,7 @@ from bench.common import row
 def run(scratch: Path, n: int = 12) -> list[dict[str, Any]]:
     import numpy as np
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
 
     from osteo.synth.film import render_film
 
@@ -31,7 +31,7 @@ def run(scratch: Path, n: int = 12) -> list[dict[str, Any]]:
         ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SOPInstanceUID = generate_uid()
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR image
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage  # CR image
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = *frac.shape, 16, 12, 11
         ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, "MONOCHROME2", 0

@@ -146,12 +146,13 @@ def main() -> int:
     cv = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=0)
     report["n_learn"] = int(len(y_arr))
     report["positive_rate"] = round(float(y_arr.mean()), 3)
-    p_mean = cross_val_predict(LogisticRegression(), Xm, y_arr, groups=g_arr, cv=cv, method="predict_proba")[:, 1]
+    p_mean = np.asarray(cross_val_predict(LogisticRegression(), Xm, y_arr, groups=g_arr, cv=cv,
+                                          method="predict_proba"))[:, 1]
     lr_in = LogisticRegression().fit(Xm, y_arr).predict_proba(Xm)[:, 1]
     report["auc_mean_intensity_lr_oof"] = round(float(roc_auc_score(y_arr, p_mean)), 3)
     report["auc_mean_intensity_lr_insample"] = round(float(roc_auc_score(y_arr, lr_in)), 3)
-    p_tex = cross_val_predict(HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05), Xt, y_arr,
-                              groups=g_arr, cv=cv, method="predict_proba")[:, 1]
+    p_tex = np.asarray(cross_val_predict(HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05), Xt, y_arr,
+                                         groups=g_arr, cv=cv, method="predict_proba"))[:, 1]
     report["auc_texture_gb_oof"] = round(float(roc_auc_score(y_arr, p_tex)), 3)
 
     if args.cnn:

@@ -13,7 +13,7 @@ from sqlalchemy import Boolean, DateTime, Identity, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.models import SHA256, Base, _now
-from db.values import ROLES, SESSION_KINDS, one_of
+from db.values import Role, SessionKind, one_of
 
 NAME = 128  # a person's or a token's name; never a patient's
 
@@ -22,7 +22,7 @@ class Account(Base):
     """A person who signs in with a password (OSTEO_AUTH_MODE=users): one role each."""
 
     __tablename__ = "account"
-    __table_args__ = (one_of("account", "role", ROLES),)
+    __table_args__ = (one_of("account", "role", Role),)
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME), unique=True)
@@ -37,7 +37,7 @@ class ApiToken(Base):
     """A machine's bearer token for the API: one role, optionally an expiry, revocable, its last use kept."""
 
     __tablename__ = "api_token"
-    __table_args__ = (one_of("api_token", "role", ROLES),)
+    __table_args__ = (one_of("api_token", "role", Role),)
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME), unique=True)  # kept after revocation: the audit names it
@@ -54,7 +54,7 @@ class AuthSession(Base):
     account or a new password ends the row, so a copied cookie stops working at once."""
 
     __tablename__ = "auth_session"
-    __table_args__ = (one_of("auth_session", "kind", SESSION_KINDS),)
+    __table_args__ = (one_of("auth_session", "kind", SessionKind),)
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     id_sha256: Mapped[str] = mapped_column(String(SHA256), unique=True)

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from db.values import AUDIT_BOX_SOURCES, BOX_SOURCES, EXPORT_STATUSES, QUARANTINE_STAGES, SOURCE_STATUSES, one_of
+from db.values import AuditBoxSource, BoxSource, ExportStatus, QuarantineStage, SourceStatus, one_of
 
 SHA256 = 64
 UID = 64  # DICOM UIDs are at most 64 characters
@@ -62,7 +62,7 @@ class SourceFile(Base):
 
     __tablename__ = "source_file"
     __table_args__ = (UniqueConstraint("path", "sha256", name="uq_source_file_path_sha"),
-                      one_of("source_file", "status", SOURCE_STATUSES))
+                      one_of("source_file", "status", SourceStatus))
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # dicom | dexa | annotation
@@ -73,7 +73,7 @@ class SourceFile(Base):
     # mtime match its last row without opening it (`osteo refresh --rehash` reads every file again)
     mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
     first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
-    status: Mapped[str] = mapped_column(String(16), default="ingested")  # SOURCE_STATUSES
+    status: Mapped[str] = mapped_column(String(16), default=SourceStatus.INGESTED)  # a SourceStatus
 
 
 class Patient(Base):
@@ -159,7 +159,7 @@ class Annotation(Base):
     __tablename__ = "annotation"
     __table_args__ = (UniqueConstraint("sop_instance_uid", "side", "source", "model_version",
                                        name="uq_annotation_box"),
-                      one_of("annotation", "source", BOX_SOURCES))
+                      one_of("annotation", "source", BoxSource))
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     sop_instance_uid: Mapped[str] = mapped_column(String(UID), index=True)
@@ -205,7 +205,7 @@ class Export(Base):
 
     __tablename__ = "export"
     __table_args__ = (UniqueConstraint("image_id", "recipe_digest", name="uq_export_image_recipe"),
-                      one_of("export", "status", EXPORT_STATUSES))
+                      one_of("export", "status", ExportStatus))
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("dicom_image.id"), index=True)
@@ -238,7 +238,7 @@ class Quarantine(Base):
     __tablename__ = "quarantine"
     __table_args__ = (
         UniqueConstraint("stage", "source_sha256", "source_row", "reason", name="uq_quarantine_entry"),
-        one_of("quarantine", "stage", QUARANTINE_STAGES),
+        one_of("quarantine", "stage", QuarantineStage),
     )
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
@@ -364,7 +364,7 @@ class PredictionAudit(Base):
     answered, the SHA-256 of the uploaded bytes (not the bytes, not the file name), the box and the result."""
 
     __tablename__ = "prediction_audit"
-    __table_args__ = (one_of("prediction_audit", "box_source", AUDIT_BOX_SOURCES),)
+    __table_args__ = (one_of("prediction_audit", "box_source", AuditBoxSource),)
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, index=True)

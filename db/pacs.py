@@ -15,13 +15,13 @@ from sqlalchemy import DateTime, Identity, String, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from db.models import PATH, UID, Base, _now
-from db.values import PACS_TRANSPORTS, one_of
+from db.values import PacsTransport, one_of
 from osteo_common.chunks import chunks
 
 
 class PacsInstance(Base):
     __tablename__ = "pacs_instance"
-    __table_args__ = (one_of("pacs_instance", "transport", PACS_TRANSPORTS),)
+    __table_args__ = (one_of("pacs_instance", "transport", PacsTransport),)
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
     sop_instance_uid: Mapped[str] = mapped_column(String(UID), unique=True)

@@ -18,6 +18,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Quarantine, SourceFile
+from db.values import QuarantineStage, SourceStatus
 from osteo_common.chunks import chunks
 
 # Session.info key: the (stage, sha256, row, reason) entries met since the last settle()
@@ -28,7 +29,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def quarantine(session: Session, *, stage: str, path: str, sha256: str, reason: str,
+def quarantine(session: Session, *, stage: QuarantineStage, path: str, sha256: str, reason: str,
                detail: str = "", row: int = 0, context: str | None = None) -> bool:
     """Record bad input once; True when the entry is new or had been resolved (active again)."""
     reason = reason[:64]
@@ -49,7 +50,7 @@ def quarantine(session: Session, *, stage: str, path: str, sha256: str, reason: 
     return True
 
 
-def active_contexts(session: Session, stage: str,
+def active_contexts(session: Session, stage: QuarantineStage,
                     sha256s: Iterable[str] | None = None) -> dict[str, set[str | None]]:
     """sha256 -> the contexts its active entries of this stage were judged under (absent: none active);
     every input of the stage when `sha256s` is None (the active entries are few)."""
@@ -64,7 +65,7 @@ def active_contexts(session: Session, stage: str,
     return found
 
 
-def active_paths(session: Session, stage: str, paths: list[str]) -> set[str]:
+def active_paths(session: Session, stage: QuarantineStage, paths: list[str]) -> set[str]:
     """The paths among these with an active entry of this stage (under any content)."""
     found: set[str] = set()
     for chunk in chunks(sorted(set(paths))):
@@ -84,12 +85,12 @@ def judge_again(contexts: set[str | None] | None, context: str, *, kind: str, ro
     """Whether a known file is judged again by the stage of `kind`: a file recorded by another stage
     (a DICOM read as a bad CSV from swapped folders) or quarantined with no active entry at this stage
     is never "already known" here; else retry_due."""
-    if not contexts and (row_kind != kind or row_status == "quarantined"):
+    if not contexts and (row_kind != kind or row_status == SourceStatus.QUARANTINED):
         return True
     return retry_due(contexts, context, always=always)
 
 
-INGEST_STAGES = ("ingest_dicom", "ingest_dexa", "ingest_annotation")
+INGEST_STAGES = (QuarantineStage.INGEST_DICOM, QuarantineStage.INGEST_DEXA, QuarantineStage.INGEST_ANNOTATION)
 
 
 def _resolve_active(session: Session, stages: tuple[str, ...], files: Iterable[tuple[str, str]], *,
@@ -109,20 +110,20 @@ def _resolve_active(session: Session, stages: tuple[str, ...], files: Iterable[t
     return resolved
 
 
-def supersede(session: Session, *, stage: str, files: Iterable[tuple[str, str]]) -> int:
+def supersede(session: Session, *, stage: QuarantineStage, files: Iterable[tuple[str, str]]) -> int:
     """The (path, sha256) files read now at this stage: the active entries of their paths' other contents
     (a fixed, replaced or restored file) are resolved; returns how many."""
     return _resolve_active(session, (stage,), files, same_content=False)
 
 
-def resolve_elsewhere(session: Session, *, stage: str, files: Iterable[tuple[str, str]]) -> int:
+def resolve_elsewhere(session: Session, *, stage: QuarantineStage, files: Iterable[tuple[str, str]]) -> int:
     """Files this stage now owns (taken in, or its own bad input): their paths' entries at the other
     ingest stages, of any content (a DICOM once read as a bad CSV, a CSV read as a DICOM then fixed in
     place), are resolved, so a file still bad is listed once, by the stage that reads it."""
     return _resolve_active(session, tuple(s for s in INGEST_STAGES if s != stage), files, same_content=None)
 
 
-def resolve_known_elsewhere(session: Session, *, stage: str, kind: str, paths: Iterable[str]) -> int:
+def resolve_known_elsewhere(session: Session, *, stage: QuarantineStage, kind: str, paths: Iterable[str]) -> int:
     """The files a stage skipped as known: those it owns (recorded as its `kind`) lose their entries
     at the other ingest stages (met there when the folders were swapped)."""
     others = tuple(s for s in INGEST_STAGES if s != stage)
@@ -137,7 +138,7 @@ def resolve_known_elsewhere(session: Session, *, stage: str, kind: str, paths: I
     return resolve_elsewhere(session, stage=stage, files=ours)
 
 
-def resolve_vanished(session: Session, *, stage: str, paths: Iterable[str]) -> int:
+def resolve_vanished(session: Session, *, stage: QuarantineStage, paths: Iterable[str]) -> int:
     """Active ingest entries for files deleted from the folders these paths are in, whichever stage
     made them (a file met in swapped folders, then moved, is gone all the same); a folder that is gone
     or empty says nothing: an unmounted share is not a deletion."""
@@ -155,14 +156,14 @@ def resolve_vanished(session: Session, *, stage: str, paths: Iterable[str]) -> i
     return len(gone)
 
 
-def tidy(session: Session, *, stage: str, read: list[tuple[str, str]], ours: list[tuple[str, str]]) -> int:
+def tidy(session: Session, *, stage: QuarantineStage, read: list[tuple[str, str]], ours: list[tuple[str, str]]) -> int:
     """After a stage read these files (`ours`: those now recorded as its own, good or bad; a stage never
     takes another stage's good file): supersede and resolve_elsewhere; returns how many entries were
     resolved (resolve_vanished is called once with every path met)."""
     return supersede(session, stage=stage, files=read) + resolve_elsewhere(session, stage=stage, files=ours)
 
 
-def settle(session: Session, *, stage: str, sha256s: Iterable[str], context: str) -> int:
+def settle(session: Session, *, stage: QuarantineStage, sha256s: Iterable[str], context: str) -> int:
     """After judging these inputs: resolve their active entries not met again, stamp the context on
     the others; returns how many were resolved."""
     seen = session.info.pop(SEEN, set())
@@ -181,7 +182,7 @@ def settle(session: Session, *, stage: str, sha256s: Iterable[str], context: str
     return resolved
 
 
-def resolve(session: Session, *, stage: str, sha256s: Iterable[str]) -> int:
+def resolve(session: Session, *, stage: QuarantineStage, sha256s: Iterable[str]) -> int:
     """These inputs passed the stage (images exported at last): their active entries there are resolved."""
     resolved = 0
     for chunk in chunks(sorted(set(sha256s))):

@@ -14,14 +14,7 @@ from sqlalchemy import JSON, DateTime, Float, ForeignKey, Identity, Index, Integ
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.models import UID, Base, DicomImage, _now
-from db.values import (
-    BOX_SOURCES,
-    PUSH_KINDS,
-    PUSH_STATUSES,
-    PUSH_TRANSPORTS,
-    SCREENING_STATUSES,
-    one_of,
-)
+from db.values import BoxSource, PushKind, PushStatus, PushTransport, ScreeningStatus, one_of
 
 MODEL_NAME, MODEL_VERSION = 128, 32  # as training_run's
 
@@ -35,9 +28,9 @@ class ScreeningResult(Base):
     __table_args__ = (
         UniqueConstraint("image_id", "model_name", "model_version", name="uq_screening_result_version"),
         Index("ix_screening_result_version", "model_name", "model_version"),
-        one_of("screening_result", "status", SCREENING_STATUSES),
-        one_of("screening_result", "box_source_l", BOX_SOURCES),
-        one_of("screening_result", "box_source_r", BOX_SOURCES),
+        one_of("screening_result", "status", ScreeningStatus),
+        one_of("screening_result", "box_source_l", BoxSource),
+        one_of("screening_result", "box_source_r", BoxSource),
     )
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
@@ -46,7 +39,7 @@ class ScreeningResult(Base):
     model_version: Mapped[str] = mapped_column(String(MODEL_VERSION))
     localiser_name: Mapped[str | None] = mapped_column(String(MODEL_NAME))  # None: no localiser registered
     localiser_version: Mapped[str | None] = mapped_column(String(MODEL_VERSION))
-    status: Mapped[str] = mapped_column(String(32))  # SCREENING_STATUSES
+    status: Mapped[str] = mapped_column(String(32))  # a ScreeningStatus
     # per side (L, R): the box in the image's pixels [x0, y0, x1, y1], who placed it (human | model), the
     # localiser's confidence, the side's probability; None where the image shows no such side or it was not scored
     box_l: Mapped[list | None] = mapped_column(JSON)
@@ -74,9 +67,9 @@ class ScreeningPush(Base):
     __tablename__ = "screening_push"
     __table_args__ = (
         UniqueConstraint("result_id", "kind", name="uq_screening_push_kind"),
-        one_of("screening_push", "kind", PUSH_KINDS),
-        one_of("screening_push", "transport", PUSH_TRANSPORTS),
-        one_of("screening_push", "status", PUSH_STATUSES),
+        one_of("screening_push", "kind", PushKind),
+        one_of("screening_push", "transport", PushTransport),
+        one_of("screening_push", "status", PushStatus),
     )
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)

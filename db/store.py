@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Annotation, DexaExam, DicomImage, OutOfScope, Patient, SourceFile
 from db.quarantine import quarantine  # recorded in db/quarantine.py; osteo.ingest.refresh imports it from here
+from db.values import QuarantineStage, SourceStatus
 from osteo_common.chunks import chunks
 
 BOX = ("box_xmin", "box_ymin", "box_xmax", "box_ymax")
@@ -67,7 +68,8 @@ def record_stamps(session: Session, rows: Iterable[tuple[int, int, int | None]])
 
 
 def get_or_create_source(session: Session, *, kind: str, path: str, sha256: str, size: int,
-                         status: str = "ingested", mtime_ns: int | None = None) -> tuple[SourceFile, bool]:
+                         status: SourceStatus = SourceStatus.INGESTED,
+                         mtime_ns: int | None = None) -> tuple[SourceFile, bool]:
     """The (path, sha256) row, created when new; a known one gets the stamp it was read with now."""
     sf = session.scalar(select(SourceFile).where(SourceFile.path == path, SourceFile.sha256 == sha256))
     if sf is not None:
@@ -129,7 +131,7 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
     new_sources: list[dict[str, Any]] = []
     status_of: dict[tuple[str, str], str] = {}  # every file judged now -> its status
 
-    def source(r: dict[str, Any], status: str) -> None:
+    def source(r: dict[str, Any], status: SourceStatus) -> None:
         k = (r["path"], r["sha256"])
         if k not in retried and k not in status_of:
             new_sources.append({"kind": "dicom", "path": r["path"], "sha256": r["sha256"], "size_bytes": r["size"],
@@ -163,12 +165,12 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
         counts["retried"] += k in retried
         if "error" in r:
             reason, detail = r["error"]
-            source(r, "quarantined")
-            counts["quarantined"] += quarantine(session, stage="ingest_dicom", path=path, sha256=sha,
+            source(r, SourceStatus.QUARANTINED)
+            counts["quarantined"] += quarantine(session, stage=QuarantineStage.INGEST_DICOM, path=path, sha256=sha,
                                                 reason=reason, detail=detail)
             continue
         if "out_of_scope" in r:  # not a hip radiograph: recorded with its reason, never an image
-            source(r, "out_of_scope")
+            source(r, SourceStatus.OUT_OF_SCOPE)
             if sha in out_shas:
                 counts["duplicate_copies"] += 1  # the same file again under another path
                 continue
@@ -178,7 +180,7 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
             continue
         rec = dict(r["record"])
         uid = rec["sop_instance_uid"]
-        source(r, "ingested")
+        source(r, SourceStatus.INGESTED)
         if uid in sha_of_uid:
             if sha_of_uid[uid] == sha:
                 if os.path.lexists(path_of_uid[uid]):
@@ -187,9 +189,9 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
                     moved.append((uid, k))
                     path_of_uid[uid] = path
                 continue
-            status_of[k] = "quarantined"
+            status_of[k] = SourceStatus.QUARANTINED
             counts["quarantined"] += quarantine(
-                session, stage="ingest_dicom", path=path, sha256=sha, reason="sop_uid_conflict",
+                session, stage=QuarantineStage.INGEST_DICOM, path=path, sha256=sha, reason="sop_uid_conflict",
                 detail=CHANGED_IN_PLACE if path_of_uid.get(uid) == path else SAME_UID_ELSEWHERE)
             continue
         rec["patient_id"] = patients[rec.pop("patient_key")]
@@ -207,8 +209,8 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
     # a file recorded by another stage becomes a DICOM's, unless it is that stage's good file (swapped folders)
     judged_again = [{"id": row.id, "kind": "dicom", "status": status_of[k], "size_bytes": by_key[k]["size"],
                      "mtime_ns": by_key[k].get("mtime_ns")} for k, row in retried.items()
-                    if k in status_of and (row.kind == "dicom" or row.status == "quarantined"
-                                           or status_of[k] != "quarantined")]
+                    if k in status_of and (row.kind == "dicom" or row.status == SourceStatus.QUARANTINED
+                                           or status_of[k] != SourceStatus.QUARANTINED)]
     if judged_again:
         session.execute(update(SourceFile), judged_again)
     for uid, k in moved:
@@ -236,7 +238,7 @@ def store_dexa_rows(session: Session, sf: SourceFile, rows: list[dict[str, Any]]
                     errors: list[tuple[int, str, str]]) -> Counter:
     counts: Counter = Counter(rows=len(rows) + len(errors))
     for row_no, reason, detail in errors:
-        counts["quarantined"] += quarantine(session, stage="ingest_dexa", path=sf.path, sha256=sf.sha256,
+        counts["quarantined"] += quarantine(session, stage=QuarantineStage.INGEST_DEXA, path=sf.path, sha256=sf.sha256,
                                             row=row_no, reason=reason, detail=detail)
     patients = patients_by_key(session, (r["patient_key"] for r in rows))
     for r in rows:
@@ -257,7 +259,7 @@ def store_dexa_rows(session: Session, sf: SourceFile, rows: list[dict[str, Any]]
                 counts["carried_rows" if carried else "duplicate_rows"] += 1
             else:
                 counts["quarantined"] += quarantine(
-                    session, stage="ingest_dexa", path=sf.path, sha256=sf.sha256, row=r["source_row"],
+                    session, stage=QuarantineStage.INGEST_DEXA, path=sf.path, sha256=sf.sha256, row=r["source_row"],
                     reason="conflicting_exam",
                     detail="an exam of this patient on the same day and side is already recorded with other "
                            "values (the row's source_row locates it)")

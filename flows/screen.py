@@ -33,9 +33,10 @@ def screen_flow(rescreen: bool = False, push: str | None = None) -> ScreenReport
     futures = [screen_batch.submit(champion, b) for b in batches]
     counts = reduce(add, _results(futures, [len(b) for b in batches]), ScreenCounts())
     pushed = push_or_warn(champion, push or settings.screen_push)
-    report = ScreenReport(champion.to_dict(), counts, already, rescreen, pushed)
+    card = champion.to_dict()
+    report = ScreenReport(card, counts, already, rescreen, pushed)
     create_table_artifact(key="screening-counts", table=report.table(),
-                          description=f"What {report.champion['model']} screened and pushed this run")
+                          description=f"What {card['model']} screened and pushed this run")
     return report
 
 

@@ -51,7 +51,7 @@ def cmd_users(args: argparse.Namespace) -> int:
         return 0
     if args.users_command == "add":
         password = _password(args)
-        _in_db(lambda s: accounts.add_user(s, name, args.role, password) and None)
+        _in_db(lambda s: accounts.add_user(s, args.name, args.role, password) and None)
         emit(args, {"ok": True, "user": name, "role": args.role}, f"user {name} added with the role {args.role}")
     elif args.users_command == "disable":
         ended = _in_db(accounts.disable_user, name)

@@ -18,10 +18,11 @@ def check_trainable() -> None:
     from sqlalchemy import func, select
 
     from db.models import Export
+    from db.values import ExportStatus
     from osteo.settings import session_factory
 
     with session_factory(get_settings(), create=True)() as session:
-        exported = session.scalar(select(func.count(Export.id)).where(Export.status == "exported"))
+        exported = session.scalar(select(func.count(Export.id)).where(Export.status == ExportStatus.EXPORTED))
     if not exported:
         raise UserError("nothing_exported", "no exported images to train on yet: run `osteo refresh --dicom DIR "
                         "--dexa DIR --annotations DIR` (or `osteo demo`) first")

@@ -39,12 +39,12 @@ def should_promote(challenger: dict, champion: dict | None, *, min_test_images: 
     cleared the bar becomes champion whatever its size, and the decision says when its test set was small.
     """
     n = challenger.get("n")
-    small = n is not None and n < min_test_images
+    small = f"test set of {int(n)} images" if n is not None and n < min_test_images else ""  # "": not small
     if champion is None:  # served until one beats it on enough images
-        return True, "no champion yet" + (f" (its test set of {int(n)} images is under the {min_test_images} "
+        return True, "no champion yet" + (f" (its {small} is under the {min_test_images} "
                                           "a later challenger needs to replace it)" if small else "")
     if small:
-        return False, (f"test set of {int(n)} images is under the {min_test_images} a promotion needs "
+        return False, (f"{small} is under the {min_test_images} a promotion needs "
                        "(OSTEO_MIN_TEST_IMAGES): registered as challenger only")
     if champion.get("error"):
         return False, f"the champion could not be scored on this test set ({champion['error']}): no promotion"

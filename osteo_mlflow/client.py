@@ -11,6 +11,7 @@ from typing import Any
 import mlflow
 import mlflow.exceptions
 from mlflow.entities import Metric
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from osteo import __version__
@@ -109,3 +110,12 @@ def alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
         return str(c.get_model_version_by_alias(name, alias).version)
     except mlflow.exceptions.MlflowException:
         return None
+
+
+def model_version(c: MlflowClient, name: str, alias: str | None, version: str | None) -> ModelVersion:
+    """The version a parsed reference names (osteo.lineage.parse_model_ref: NAME@ALIAS or NAME/VERSION)."""
+    if alias:
+        return c.get_model_version_by_alias(name, alias)
+    if not version:
+        raise ValueError(f"{name}: a model reference names an alias or a version")
+    return c.get_model_version(name, version)

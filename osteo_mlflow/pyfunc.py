@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel
 
 LABEL_NAMES = {0: "not osteoporosis", 1: "osteoporosis", -1: "refused"}
 

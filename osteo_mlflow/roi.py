@@ -23,7 +23,16 @@ from osteo.localiser.training import RoiDataset, RoiEvaluation, evaluate, train_
 from osteo.settings import REPO_ROOT, Settings
 from osteo.training.results import Registration
 from osteo_common.files import sha256_file
-from osteo_mlflow.client import alias_version, clean_params, code_tags, experiment_id, log_epoch, log_metrics, set_alias
+from osteo_mlflow.client import (
+    alias_version,
+    clean_params,
+    code_tags,
+    experiment_id,
+    log_epoch,
+    log_metrics,
+    model_version,
+    set_alias,
+)
 from osteo_mlflow.quiet import quiet_mlflow
 from osteo_mlflow.registry import MODEL_PACKAGES, requirements
 
@@ -119,7 +128,7 @@ def load_locator(settings: Settings, uri: str | None = None) -> FileLocator:
     ref = uri or f"models:/{settings.roi_model}@champion"
     name, alias, version = parse_model_ref(ref.removeprefix("models:/"))
     c = MlflowClient(settings.resolved_tracking_uri(), settings.resolved_tracking_uri())
-    mv = c.get_model_version_by_alias(name, alias) if alias else c.get_model_version(name, version)
+    mv = model_version(c, name, alias, version)
     model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
     locator = model.unwrap_python_model().locator
     locator.name, locator.version = name, str(mv.version)

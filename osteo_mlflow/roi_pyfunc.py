@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel
 
 
 def locate_bytes(data: bytes, locator) -> tuple[list, dict]:

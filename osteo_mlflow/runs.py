@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.data
 import mlflow.exceptions
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
@@ -62,7 +62,7 @@ def log_snapshot_input(run_id: str, snapshot: SnapshotInfo) -> None:
     manifest = snap.load_manifest(snapshot.manifest_path)
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-    dataset = mlflow.data.from_pandas(
+    dataset = from_pandas(
         manifest[["member_id", "sha256", "label", "laterality", "study_year", "split", "fold", "box_source"]],
         source=snapshot.manifest_path, targets="label", name=f"snapshot-{snapshot.digest[:12]}",
         digest=snapshot.digest[:36])

@@ -8,7 +8,9 @@ arrive. Refusals (osteo_service.limits.UploadError): too_large (413), not_a_form
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import FormParserError
@@ -16,6 +18,9 @@ from python_multipart.multipart import MultipartParser, QuerystringParser, parse
 from starlette.requests import Request
 
 from osteo_service.limits import UploadError
+
+if TYPE_CHECKING:  # python_multipart defines its callback types for the checker only
+    from python_multipart.multipart import MultipartCallbacks, QuerystringCallbacks
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,11 @@ class _Collector:
         self._buf = {key: io.BytesIO() for key in ("header", "header_value", "name", "value")}
         self._disposition, self._name, self._is_file = b"", "", False
 
-    def _into(self, key: str):
-        return lambda data, start, end: self._buf[key].write(data[start:end])
+    def _into(self, key: str) -> Callable[[bytes, int, int], None]:
+        def write(data: bytes, start: int, end: int) -> None:
+            self._buf[key].write(data[start:end])
+
+        return write
 
     def _take(self, key: str) -> bytes:
         value, self._buf[key] = self._buf[key].getvalue(), io.BytesIO()
@@ -83,12 +91,12 @@ class _Collector:
     def _end(self) -> None:
         self.ended = True
 
-    def multipart(self) -> dict:
+    def multipart(self) -> MultipartCallbacks:
         return {"on_header_field": self._into("header"), "on_header_value": self._into("header_value"),
                 "on_header_end": self._header_end, "on_headers_finished": self._headers_finished,
                 "on_part_data": self._into("value"), "on_part_end": self._part_end, "on_end": self._end}
 
-    def querystring(self) -> dict:
+    def querystring(self) -> QuerystringCallbacks:
         return {"on_field_start": self._count, "on_field_name": self._into("name"),
                 "on_field_data": self._into("value"), "on_field_end": self._field_end}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,7 +160,7 @@ def heat_overlay_png(screening: Screening) -> bytes:
     return png_bytes(overlay(screening.crop, screening.heatmap))
 
 
-def preview(display: np.ndarray, boxes: list[tuple[tuple[int, int, int, int], str]] = ()) -> tuple[bytes, float]:
+def preview(display: np.ndarray, boxes: Sequence[tuple[tuple[int, int, int, int], str]] = ()) -> tuple[bytes, float]:
     """The whole image at most PREVIEW_SIDE pixels a side, with boxes drawn; (PNG, scale image->preview)."""
     rows, cols = display.shape
     scale = min(1.0, PREVIEW_SIDE / max(rows, cols))

@@ -19,20 +19,21 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import PurePath
 
-from sqlalchemy import Select, String, and_, func, literal, or_, select, union_all, update
+from sqlalchemy import CompoundSelect, Select, String, and_, func, literal, or_, select, union_all, update
 from sqlalchemy.orm import Session, aliased
 
 from db.models import Annotation, DicomImage, OutOfScope, Pair, SourceFile
 from db.store import BOX, store_annotation
+from db.values import BoxSource, SourceStatus
 from osteo.etl.annotations import VocBox, parse_voc, to_pixel_box
 from osteo.etl.errors import InputError
 from osteo_common.chunks import chunks
 from osteo_model.roi import side_of_box
 
-HUMAN, MODEL = "human", "model"  # annotation.source
+HUMAN, MODEL = BoxSource.HUMAN, BoxSource.MODEL  # annotation.source
 
-WAITING = "waiting"  # source_file.status of a VOC file whose image is not known yet
-OUT_OF_SCOPE = "out_of_scope"  # ... of a VOC file drawn for an image recorded as out of scope
+WAITING = SourceStatus.WAITING  # source_file.status of a VOC file whose image is not known yet
+OUT_OF_SCOPE = SourceStatus.OUT_OF_SCOPE  # ... of a VOC file drawn for an image recorded as out of scope
 
 
 def judge_box_file(session: Session, sf: SourceFile, new: bool, data: bytes,
@@ -43,7 +44,7 @@ def judge_box_file(session: Session, sf: SourceFile, new: bool, data: bytes,
     if new:  # the file's older content, still waiting, is replaced by this one
         session.execute(update(SourceFile).where(
             SourceFile.kind == "annotation", SourceFile.path == sf.path, SourceFile.id != sf.id,
-            SourceFile.status == WAITING).values(status="superseded"))
+            SourceFile.status == WAITING).values(status=SourceStatus.SUPERSEDED))
     voc = parse_voc(data, PurePath(sf.path).name, mapping)
     rows = match_box(session, voc)
     if rows is None and voc.sop_instance_uid and session.scalar(
@@ -53,7 +54,7 @@ def judge_box_file(session: Session, sf: SourceFile, new: bool, data: bytes,
     if rows is None:
         sf.status = WAITING
         return Counter(waiting=1)
-    sf.status = "ingested"
+    sf.status = SourceStatus.INGESTED
     counts: Counter = Counter()
     for row in rows:
         counts.update(store_annotation(session, sf, row))
@@ -89,7 +90,7 @@ def image_at_path(session: Session, path: str) -> DicomImage | None:
                            .where(SourceFile.sha256.in_(shas)).order_by(DicomImage.id.desc())).first()
 
 
-def image_sides() -> Select:
+def image_sides() -> CompoundSelect:
     """(image_id, side) of every femur an image shows: its laterality, or both sides of an AP pelvis."""
     def side(s: str) -> Select:
         return select(DicomImage.id.label("image_id"), literal(s, String(1)).label("side")).where(

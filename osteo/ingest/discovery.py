@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from db.quarantine import active_contexts, active_paths, judge_again
 from db.store import SourceRow, latest_sources
+from db.values import QuarantineStage
 from osteo.errors import UserError
 from osteo_common.chunks import batches  # noqa: F401 - the streamed batches of the walk
 from osteo_common.files import sha256_bytes, trusted_mtime_ns
@@ -118,7 +119,7 @@ def discover(root: Path | str | None, suffixes: tuple[str, ...] | None = None) -
     return list(walk(root, suffixes))
 
 
-def unchanged_files(session: Session, paths: list[str], stage: str, context: str, *, kind: str,
+def unchanged_files(session: Session, paths: list[str], stage: QuarantineStage, context: str, *, kind: str,
                     retry_quarantined: bool = False, keep: Callable[[SourceRow], bool] | None = None,
                     threads: int = 0) -> set[str]:
     """The paths whose size and st_mtime_ns match their latest source_file row: a rerun does not open

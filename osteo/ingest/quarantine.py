@@ -20,10 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Quarantine
+from db.values import QuarantineStage
 from osteo.settings import Settings
 from osteo.version import code_version
 
-STAGES = ("ingest_dicom", "ingest_dexa", "ingest_annotation", "locate", "export")  # every stage that quarantines
+STAGES = tuple(QuarantineStage)  # every stage that quarantines
 
 
 def _digest(value: Any) -> str:
@@ -37,7 +38,7 @@ def mapping_digest(mapping: dict[str, str] | None) -> str | None:
 
 def stage_config(stage: str, settings: Settings | None) -> dict[str, Any]:
     """The settings a stage's rules read when they reject an input."""
-    if stage == "ingest_dexa" and settings is not None:  # a T-score derived from BMD is range-checked
+    if stage == QuarantineStage.INGEST_DEXA and settings is not None:  # a T-score derived from BMD is range-checked
         return {"bmd_young_mean": settings.bmd_young_mean, "bmd_young_sd": settings.bmd_young_sd}
     return {}
 
@@ -103,7 +104,8 @@ def quarantined_files(factory: sessionmaker[Session]) -> list[dict[str, str]]:
     return [{"path": path, "stage": stage, "reason": reason} for path, stage, reason in rows]
 
 
-CSV_COLUMNS = ("path", "stage", "row", "line", "reason", "detail", "first_seen", "last_seen", "resolved_at")
+CSV_COLUMNS: tuple[str, ...] = ("path", "stage", "row", "line", "reason", "detail", "first_seen", "last_seen",
+                                 "resolved_at")
 
 
 def quarantine_csv(entries: list[QuarantineEntry]) -> str:

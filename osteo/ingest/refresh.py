@@ -27,6 +27,7 @@ from db.quarantine import (
     tidy,
 )
 from db.store import get_or_create_source, quarantine, source_files, store_dexa_rows, store_dicom_results
+from db.values import QuarantineStage, SourceStatus
 from osteo.errors import UserError
 from osteo.etl import dicom_headers
 from osteo.etl.dexa import parse_dexa_file
@@ -45,6 +46,7 @@ from osteo.version import code_version, utcnow
 from osteo_common.files import fsync_dirs
 
 OTHER_INPUTS = (".csv", ".tsv", ".txt", ".xls", ".xlsx", ".xml")  # a DEXA export or a box file, not a DICOM
+DICOM, DEXA, BOXES = QuarantineStage.INGEST_DICOM, QuarantineStage.INGEST_DEXA, QuarantineStage.INGEST_ANNOTATION
 
 
 def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *, workers: int = 1,
@@ -55,33 +57,33 @@ def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *
     A file whose size and mtime match its last row is not opened (`rehash`: every file is read).
     A quarantined file is judged again under other scope rules or code, or when `retry_quarantined`.
     `io_threads`: the threads that stat the batch (discovery.io_threads; 0: chosen by the file system)."""
-    context = judging_context("ingest_dicom", config={"scope": asdict(scope)})
+    context = judging_context(DICOM, config={"scope": asdict(scope)})
     skip: set[str] = set()
     if not rehash:
         with factory() as session:
-            skip = unchanged_files(session, paths, "ingest_dicom", context, kind="dicom",
+            skip = unchanged_files(session, paths, DICOM, context, kind="dicom",
                                    retry_quarantined=retry_quarantined, threads=io_threads)
     results = dicom_headers.read_headers([p for p in paths if p not in skip], key, workers=workers, scope=scope)
     if not results:  # an unchanged batch: a file deleted beside it resolves its entries
         with factory() as session, session.begin():
-            gone = resolve_vanished(session, stage="ingest_dicom", paths=paths)
-            gone += resolve_known_elsewhere(session, stage="ingest_dicom", kind="dicom", paths=skip)
+            gone = resolve_vanished(session, stage=DICOM, paths=paths)
+            gone += resolve_known_elsewhere(session, stage=DICOM, kind="dicom", paths=skip)
         return StageCounts(files=len(skip), already_known=len(skip), unchanged=len(skip), resolved=gone)
     files = [(r["path"], r["sha256"]) for r in results]
     with factory() as session, session.begin():
         known = source_files(session, files)
-        active = active_contexts(session, "ingest_dicom", [sha for _, sha in known])
+        active = active_contexts(session, DICOM, [sha for _, sha in known])
         retry = {k for k, row in known.items() if judge_again(active.get(k[1]), context, kind="dicom",
                                                               row_kind=row.kind, row_status=row.status,
                                                               always=retry_quarantined)}
         counts = store_dicom_results(session, results, retry)
         # only what was judged now settles: a known file skipped keeps its entries as they are
         judged = [sha for path, sha in files if (path, sha) not in known or (path, sha) in retry]
-        counts["resolved"] += settle(session, stage="ingest_dicom", sha256s=judged, context=context)
+        counts["resolved"] += settle(session, stage=DICOM, sha256s=judged, context=context)
         ours = [k for k, row in source_files(session, files).items() if row.kind == "dicom"]
-        counts["resolved"] += tidy(session, stage="ingest_dicom", read=[k for k in files if k[1]], ours=ours)
-        counts["resolved"] += resolve_vanished(session, stage="ingest_dicom", paths=paths)
-        counts["resolved"] += resolve_known_elsewhere(session, stage="ingest_dicom", kind="dicom", paths=skip)
+        counts["resolved"] += tidy(session, stage=DICOM, read=[k for k in files if k[1]], ours=ours)
+        counts["resolved"] += resolve_vanished(session, stage=DICOM, paths=paths)
+        counts["resolved"] += resolve_known_elsewhere(session, stage=DICOM, kind="dicom", paths=skip)
         counts["wrong_folder"] += sum(r.get("error", ("",))[0] == "not_dicom" and Path(r["path"]).suffix.lower()
                                       in OTHER_INPUTS for r in results)
         counts.update(files=len(skip), already_known=len(skip), unchanged=len(skip))
@@ -97,11 +99,11 @@ def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, se
     when `retry_quarantined`; its entries that no longer apply are resolved (kept for the auditors)."""
     counts: Counter = Counter()
     problems: list[Problem] = []
-    context = judging_context("ingest_dexa", settings, mapping)
+    context = judging_context(DEXA, settings, mapping)
     skip: set[str] = set()
     if not rehash:
         with factory() as session:
-            skip = unchanged_files(session, paths, "ingest_dexa", context, kind="dexa",
+            skip = unchanged_files(session, paths, DEXA, context, kind="dexa",
                                    retry_quarantined=retry_quarantined)
     counts.update(files=len(skip), already_known=len(skip), unchanged=len(skip))
     for path in (p for p in paths if p not in skip):
@@ -110,11 +112,11 @@ def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, se
             sf, new = get_or_create_source(session, kind="dexa", path=path, sha256=sha, size=len(data),
                                            mtime_ns=mtime)
             counts["files"] += 1
-            if not new and not judge_again(active_contexts(session, "ingest_dexa", [sha]).get(sha), context,
+            if not new and not judge_again(active_contexts(session, DEXA, [sha]).get(sha), context,
                                            kind="dexa", row_kind=sf.kind, row_status=sf.status,
                                            always=retry_quarantined):
                 counts["already_known"] += 1
-                counts["resolved"] += tidy(session, stage="ingest_dexa", read=[(path, sha)],
+                counts["resolved"] += tidy(session, stage=DEXA, read=[(path, sha)],
                                            ours=[(path, sha)] if sf.kind == "dexa" else [])
                 continue
             counts["retried"] += not new
@@ -122,24 +124,24 @@ def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, se
                 parsed = parse_dexa_file(path, data, key, bmd_young_mean=settings.bmd_young_mean,
                                          bmd_young_sd=settings.bmd_young_sd, mapping=mapping)
             except InputError as exc:
-                if sf.kind == "dexa" or sf.status == "quarantined":  # another stage's good file keeps its row
-                    sf.kind, sf.status = "dexa", "quarantined"
-                counts["quarantined"] += quarantine(session, stage="ingest_dexa", path=path, sha256=sha,
+                if sf.kind == "dexa" or sf.status == SourceStatus.QUARANTINED:  # another stage's good file keeps it
+                    sf.kind, sf.status = "dexa", SourceStatus.QUARANTINED
+                counts["quarantined"] += quarantine(session, stage=DEXA, path=path, sha256=sha,
                                                     reason=exc.reason, detail=exc.detail, context=context)
                 counts["wrong_folder"] += data[128:132] == b"DICM"
-                problems.append(Problem(path=path, stage="ingest_dexa", reason=exc.reason))
+                problems.append(Problem(path=path, stage=DEXA, reason=exc.reason))
             else:
-                sf.kind, sf.status = "dexa", "ingested"
+                sf.kind, sf.status = "dexa", SourceStatus.INGESTED
                 done = set() if new else set(session.scalars(select(DexaExam.source_row)
                                                              .where(DexaExam.source_file_id == sf.id)))
                 counts.update(store_dexa_rows(session, sf, [r for r in parsed.rows if r["source_row"] not in done],
                                               [e for e in parsed.errors if e[0] not in done]))
-            counts["resolved"] += settle(session, stage="ingest_dexa", sha256s=[sha], context=context)
-            counts["resolved"] += tidy(session, stage="ingest_dexa", read=[(path, sha)],
+            counts["resolved"] += settle(session, stage=DEXA, sha256s=[sha], context=context)
+            counts["resolved"] += tidy(session, stage=DEXA, read=[(path, sha)],
                                        ours=[(path, sha)] if sf.kind == "dexa" else [])
     with factory() as session, session.begin():  # a file deleted from the folder
-        counts["resolved"] += resolve_vanished(session, stage="ingest_dexa", paths=paths)
-        counts["resolved"] += resolve_known_elsewhere(session, stage="ingest_dexa", kind="dexa", paths=skip)
+        counts["resolved"] += resolve_vanished(session, stage=DEXA, paths=paths)
+        counts["resolved"] += resolve_known_elsewhere(session, stage=DEXA, kind="dexa", paths=skip)
     return StageCounts.from_counter(counts, added="exams", problems=tuple(problems))
 
 
@@ -151,14 +153,14 @@ def ingest_annotations(factory: sessionmaker[Session], paths: list[str], *,
     A file whose image is not known yet waits and is read again by every refresh (osteo/ingest/boxes.py);
     `mapping` (an annotation map) names the images of files named otherwise."""
     counts: Counter = Counter()
-    context = judging_context("ingest_annotation", mapping=dict(mapping) if mapping else None)  # a new map: again
+    context = judging_context(BOXES, mapping=dict(mapping) if mapping else None)  # a new map: again
     with factory() as session, session.begin():
         # a file waiting for its image is read again whatever its stamp (osteo/ingest/boxes.py)
-        skip = set() if rehash else unchanged_files(session, paths, "ingest_annotation", context, kind="annotation",
+        skip = set() if rehash else unchanged_files(session, paths, BOXES, context, kind="annotation",
                                                     retry_quarantined=retry_quarantined,
                                                     keep=lambda row: row.status != WAITING)
         counts.update(files=len(skip), already_known=len(skip), unchanged=len(skip))
-        active = active_contexts(session, "ingest_annotation")
+        active = active_contexts(session, BOXES)
         for path in (p for p in paths if p not in skip):
             data, sha, mtime = file_bytes(path)
             sf, new = get_or_create_source(session, kind="annotation", path=path, sha256=sha, size=len(data),
@@ -169,24 +171,24 @@ def ingest_annotations(factory: sessionmaker[Session], paths: list[str], *,
                                                            row_kind=sf.kind, row_status=sf.status,
                                                            always=retry_quarantined):
                 counts["already_known"] += 1
-                counts["resolved"] += tidy(session, stage="ingest_annotation", read=[(path, sha)],
+                counts["resolved"] += tidy(session, stage=BOXES, read=[(path, sha)],
                                            ours=[(path, sha)] if sf.kind == "annotation" else [])
                 continue
             counts["retried"] += not new and not waiting
-            theirs = sf.kind != "annotation" and sf.status != "quarantined"  # another stage's good file
+            theirs = sf.kind != "annotation" and sf.status != SourceStatus.QUARANTINED  # another stage's good file
             try:
                 counts.update(judge_box_file(session, sf, new, data, mapping))
                 sf.kind = "annotation"
             except InputError as exc:
                 if not theirs:
-                    sf.kind, sf.status = "annotation", "quarantined"
-                counts["quarantined"] += quarantine(session, stage="ingest_annotation", path=path, sha256=sha,
+                    sf.kind, sf.status = "annotation", SourceStatus.QUARANTINED
+                counts["quarantined"] += quarantine(session, stage=BOXES, path=path, sha256=sha,
                                                     reason=exc.reason, detail=exc.detail, context=context)
-            counts["resolved"] += settle(session, stage="ingest_annotation", sha256s=[sha], context=context)
-            counts["resolved"] += tidy(session, stage="ingest_annotation", read=[(path, sha)],
+            counts["resolved"] += settle(session, stage=BOXES, sha256s=[sha], context=context)
+            counts["resolved"] += tidy(session, stage=BOXES, read=[(path, sha)],
                                        ours=[(path, sha)] if sf.kind == "annotation" else [])
-        counts["resolved"] += resolve_vanished(session, stage="ingest_annotation", paths=paths)
-        counts["resolved"] += resolve_known_elsewhere(session, stage="ingest_annotation", kind="annotation",
+        counts["resolved"] += resolve_vanished(session, stage=BOXES, paths=paths)
+        counts["resolved"] += resolve_known_elsewhere(session, stage=BOXES, kind="annotation",
                                                       paths=skip)
     return StageCounts.from_counter(counts, added="annotations", updated="annotations_updated")
 
@@ -332,8 +334,8 @@ def _record_exports(session: Session, results: list[dict[str, Any]], by_id: dict
         job = by_id[r["job"]]
         if "error" in r:
             reason, detail = r["error"]
-            counts["quarantined"] += quarantine(session, stage="export", path=job["path"], sha256=job["sha256"],
-                                                reason=reason, detail=detail)
+            counts["quarantined"] += quarantine(session, stage=QuarantineStage.EXPORT, path=job["path"],
+                                                sha256=job["sha256"], reason=reason, detail=detail)
             continue
         res = r["result"]
         session.add(Export(
@@ -348,7 +350,7 @@ def _record_exports(session: Session, results: list[dict[str, Any]], by_id: dict
         if res.get("exclusion"):
             reasons[res["exclusion"]] += 1
     # an image quarantined by an earlier export that reads now leaves the active quarantine
-    counts["resolved"] = resolve(session, stage="export",
+    counts["resolved"] = resolve(session, stage=QuarantineStage.EXPORT,
                                  sha256s=[by_id[r["job"]]["sha256"] for r in results if "error" not in r])
     session.flush()
 

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Annotation, DexaExam, DicomImage, Export, OutOfScope, Pair, Quarantine, RefreshRun
+from db.values import ExportStatus
 from osteo.ingest.boxes import HUMAN, awaiting_box, waiting_files
 from osteo.ingest.report import FOLDERS, EmptyFolder, ThisRun, Totals
 from osteo.settings import ROI_MIN_CONFIDENCE
@@ -31,7 +32,7 @@ def summarise(factory: sessionmaker[Session], min_confidence: float = ROI_MIN_CO
         exported = 0
         excluded: Counter = Counter()
         for status, exclusion, count in session.execute(latest):
-            if status == "exported":
+            if status == ExportStatus.EXPORTED:
                 exported += count
             else:
                 excluded[exclusion or "other"] += count
@@ -46,7 +47,7 @@ def summarise(factory: sessionmaker[Session], min_confidence: float = ROI_MIN_CO
             model_boxes=n(select(func.count(Annotation.id)).where(Annotation.source != HUMAN)),
             exported_from_model_boxes=n(select(func.count(Export.id))
                                         .join(Annotation, Annotation.id == Export.annotation_id)
-                                        .where(Export.status == "exported", Annotation.source != HUMAN)),
+                                        .where(Export.status == ExportStatus.EXPORTED, Annotation.source != HUMAN)),
             pairs=pairs, positives=positives, negatives=pairs - positives, exported=exported,
             excluded=sum(excluded.values()), quarantined=sum(quarantined.values()),
             waiting={"no_dexa": images - pairs, "no_annotation": no_annotation,

@@ -23,9 +23,12 @@ def openlineage_event(lin: dict[str, Any]) -> Any:
     import osteo
 
     producer = f"https://pypi.org/project/osteo/{osteo.__version__}"
+    # a facet's `_producer` is an attrs field, whose __init__ argument attrs names `producer` (no underscore);
+    # pyright's attrs support keeps the underscore, hence the two ignores below
 
     def version(sha: str) -> dict[str, Any]:
-        return {"version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=sha, producer=producer)}
+        return {"version": dataset_version_dataset.DatasetVersionDatasetFacet(
+            datasetVersion=sha, producer=producer)}  # pyright: ignore[reportCallIssue]
 
     m, tr, snap = lin["model"], lin["training_run"], lin["snapshot"]
     inputs = [InputDataset(namespace="file", name=s["path"], facets=version(s["sha256"]))
@@ -42,7 +45,8 @@ def openlineage_event(lin: dict[str, Any]) -> Any:
         run=Run(runId=str(uuid.UUID(hex=tr["mlflow_run_id"]))),
         job=Job(namespace=OPENLINEAGE_NAMESPACE, name="train",
                 facets={"jobType": job_type_job.JobTypeJobFacet(processingType="BATCH", integration="OSTEO",
-                                                                jobType="TRAINING", producer=producer)}),
+                                                                jobType="TRAINING",
+                                                                producer=producer)}),  # pyright: ignore[reportCallIssue]
         inputs=inputs, outputs=outputs,
     )
 

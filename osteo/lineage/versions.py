@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import SourceFile
+from db.values import SourceStatus
 from osteo_common.chunks import chunks
 
 
@@ -28,7 +29,8 @@ def versions_at(session: Session, files: Iterable[SourceFile | None],
     held: dict[tuple[str, str], SourceFile] = {}
     for chunk in chunks(sorted({sf.path for sf in late.values()})):
         for sf in session.scalars(select(SourceFile).where(SourceFile.path.in_(chunk), SourceFile.first_seen <= as_of,
-                                                           SourceFile.status == "ingested").order_by(SourceFile.id)):
+                                                           SourceFile.status == SourceStatus.INGESTED)
+                                  .order_by(SourceFile.id)):
             held[(sf.path, sf.kind)] = sf  # ascending ids: the newest stays
     # none recorded by then (a clock set back): the row's own version is all there is to name
     return {i: held.get((sf.path, sf.kind), sf) for i, sf in late.items()}

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from db.models import Annotation, DicomImage, Pair, SourceFile
 from db.store import quarantine
+from db.values import QuarantineStage
 from osteo.etl.annotations import CLASS_NAME
 from osteo.etl.dicom_headers import row_direction
 from osteo.etl.pool import shared_pool
@@ -58,6 +59,7 @@ class FileLocator:
     name: str = "file"
     version: str = "0"
     min_confidence: float = ROI_MIN_CONFIDENCE  # the one the localiser was trained and calibrated for
+    trained_on: str | None = None  # the registered version's tag (synthetic | real | mixed), set where it is loaded
 
     @classmethod
     def load(cls, path: str | Path, name: str = "file", version: str = "0") -> FileLocator:
@@ -247,8 +249,8 @@ def locate_missing(factory: sessionmaker[Session], locator: Locator, *, workers:
     with factory() as session, session.begin():
         for r in rendered:
             if "error" in r:
-                counts["quarantined"] += quarantine(session, stage="locate", path=r["path"], sha256=r["sha256"],
-                                                    reason=r["error"][0], detail=r["error"][1])
+                counts["quarantined"] += quarantine(session, stage=QuarantineStage.LOCATE, path=r["path"],
+                                                    sha256=r["sha256"], reason=r["error"][0], detail=r["error"][1])
         if good:
             boxes, confidence = locator.predict(np.concatenate([r["inputs"] for r in good]))
             at = 0

@@ -50,18 +50,19 @@ def capture_pixels(display: np.ndarray, result: ReportInput, heat: np.ndarray | 
     if scale < 1.0:
         img = img.resize((max(1, round(cols * scale)), max(1, round(rows * scale))), Image.Resampling.LANCZOS)
     draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default(size=max(12, img.size[0] // 60))
+    size = max(12, img.size[0] // 60)  # the font's
+    font = ImageFont.load_default(size=size)
     for s in result.sides:
         colour = RED if result.flagged(s) else GREEN
         draw.rectangle([v * scale for v in s.box], outline=colour, width=max(2, img.size[0] // 300))
-        draw.text((s.box[0] * scale, max(0, s.box[1] * scale - font.size - 4)), f"{s.side} p={s.probability:.2f}",
+        draw.text((s.box[0] * scale, max(0, s.box[1] * scale - size - 4)), f"{s.side} p={s.probability:.2f}",
                   fill=colour, font=font)
     lines = [f"{result.model_name} {result.model_version}: threshold {result.threshold:.2f}",
              f"NOTICE: {NOTICE}"]
-    band = (font.size + 6) * len(lines) + 6
+    band = (size + 6) * len(lines) + 6
     draw.rectangle([0, img.size[1] - band, img.size[0], img.size[1]], fill=(0, 0, 0))
     for i, line in enumerate(lines):
-        draw.text((6, img.size[1] - band + 4 + i * (font.size + 6)), line, fill=(255, 255, 255), font=font)
+        draw.text((6, img.size[1] - band + 4 + i * (size + 6)), line, fill=(255, 255, 255), font=font)
     return np.asarray(img)
 
 
@@ -74,9 +75,10 @@ def write_sc(source: Dataset, result: ReportInput, display: np.ndarray, heat: np
         ref_dataset=source, pixel_array=capture_pixels(display, result, heat, margin), photometric_interpretation="RGB",
         bits_allocated=8, coordinate_system="PATIENT", series_instance_uid=series, series_number=SERIES_NUMBER["SC"],
         sop_instance_uid=sop, instance_number=1, manufacturer=MANUFACTURER,
-        patient_orientation=tuple(orientation) if len(orientation) == 2 else ("L", "F"),  # the source's view
+        # the source's view
+        patient_orientation=(orientation[0], orientation[1]) if len(orientation) == 2 else ("L", "F"),
         series_description=f"osteo screening {result.model_name} {result.model_version}"[:64])
     laterality = str(source.get("ImageLaterality") or "")
-    sc.Laterality = laterality if laterality in ("L", "R") else None  # 2C: empty for a pelvis (both sides)
+    sc.add_new("Laterality", "CS", laterality if laterality in ("L", "R") else None)  # 2C: empty for a pelvis
     sc.BurnedInAnnotation = "YES"  # the notice, the model and the probabilities are in the pixels
     return sc

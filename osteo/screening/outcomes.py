@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import DexaExam, DicomImage
 from db.screening import ScreeningResult
+from db.values import ScreeningStatus
 
 PSI_WARNING = 0.25  # above it the screened population has moved away from what the model was validated on
 PSI_MIN_IMAGES = 20  # a week with fewer images is reported, never warned about (its PSI is mostly noise)
@@ -115,11 +116,11 @@ def link_results(session: Session, name: str, version: str, window_days: int) ->
                                   DexaExam.exam_day >= DicomImage.study_day,
                                   DexaExam.exam_day < DicomImage.study_day + window_days))
         .where(ScreeningResult.model_name == name, ScreeningResult.model_version == version,
-               ScreeningResult.status == "screened")
+               ScreeningResult.status == ScreeningStatus.SCREENED)
         .order_by(ScreeningResult.id, DexaExam.exam_day, DexaExam.id)).all()
     first: dict[int, Linked] = {}
     for rid, label, p, date, day, exam, exam_day, t in rows:
-        if rid not in first:  # the nearest exam after the film (then the lowest id)
+        if rid not in first and p is not None:  # the nearest exam after the film (then the lowest id); screened: p set
             first[rid] = Linked(rid, label == 1, float(p), date, exam, exam_day - day if exam else None, t)
     return list(first.values())
 
@@ -142,7 +143,7 @@ def screening_outcomes(factory: sessionmaker[Session], name: str, version: str, 
     with factory() as session:
         linked = link_results(session, name, version, window_days)
     dexa = [r for r in linked if r.exam_id is not None]
-    sick = [r for r in dexa if r.t_score <= osteoporosis_t]
+    sick = [r for r in dexa if r.t_score is not None and r.t_score <= osteoporosis_t]
     tp = sum(r.flagged for r in sick)
     fp = sum(r.flagged for r in dexa) - tp
     fn, tn = len(sick) - tp, len(dexa) - len(sick) - fp

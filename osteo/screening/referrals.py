@@ -7,13 +7,16 @@ recorded, at list time, and printed, never stored."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from db.models import DicomImage, SourceFile
 from db.screening import ScreeningResult
+from db.values import ScreeningStatus
 
 COLUMNS = ("study_instance_uid", "accession_number", "study_date", "side", "probability", "flagged", "model",
            "model_version", "screened_at")
@@ -50,7 +53,7 @@ def accession_of(path: str) -> str | None:
 
 def newest_results(session: Session, positive: bool, since: dt.date | None):
     """(result, study UID, study date, path) of each image's newest screened result, newest films first."""
-    newest = (select(func.max(ScreeningResult.id)).where(ScreeningResult.status == "screened")
+    newest = (select(func.max(ScreeningResult.id)).where(ScreeningResult.status == ScreeningStatus.SCREENED)
               .group_by(ScreeningResult.image_id))
     query = (select(ScreeningResult, DicomImage.study_instance_uid, DicomImage.study_date, SourceFile.path)
              .join(DicomImage, DicomImage.id == ScreeningResult.image_id)
@@ -64,9 +67,10 @@ def newest_results(session: Session, positive: bool, since: dt.date | None):
     return session.execute(query).all()
 
 
-def list_referrals(factory: sessionmaker[Session], *, positive: bool = False,
+def list_referrals(factory: Callable[[], AbstractContextManager[Session]], *, positive: bool = False,
                    since: dt.date | None = None) -> list[Referral]:
     with factory() as session:
         rows = newest_results(session, positive, since)
     return [Referral(uid, accession_of(path), date, r.side, float(r.probability), r.label == 1, r.model_name,
-                     r.model_version, r.screened_at) for r, uid, date, path in rows]
+                     r.model_version, r.screened_at) for r, uid, date, path in rows
+            if r.side is not None and r.probability is not None]  # a screened result has both

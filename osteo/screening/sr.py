@@ -70,9 +70,9 @@ def object_uids(source: Dataset, result: ReportInput, kind: str) -> tuple[str, s
 def algorithm(result: ReportInput) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(
         name=result.model_name, version=result.model_version, family=codes.cid7162.ArtificialIntelligence,
-        # highdicom 0.28 writes each key of `parameters` as one Algorithm Parameters text: name and value in the key
-        parameters=dict.fromkeys([f"intended use: {NOTICE}", f"operating threshold: {result.threshold:.4f}",
-                                  f"localiser: {result.localiser or 'none'}"], ""))
+        # each string is one Algorithm Parameters text, name and value in it
+        parameters=[f"intended use: {NOTICE}", f"operating threshold: {result.threshold:.4f}",
+                    f"localiser: {result.localiser or 'none'}"])
 
 
 def side_group(source: Dataset, result: ReportInput,
@@ -124,12 +124,15 @@ def read_sr(ds: Dataset) -> dict[str, dict]:
     """side -> {probability, threshold, flagged, model, version, parameters}: the values an SR written here holds
     (the round trip's check, and what a reader of the PACS gets)."""
     sr = ds if isinstance(ds, hd.sr.Comprehensive3DSR) else hd.sr.Comprehensive3DSR.from_dataset(ds)
+    if not isinstance(sr.content, hd.sr.MeasurementReport):
+        raise ValueError("the SR holds no measurement report")
     out: dict[str, dict] = {}
     for group in sr.content.get_planar_roi_measurement_groups():
         side = next(k for k, v in LATERALITY.items() if group.finding_sites[0].laterality == v)
         values = {m.name.meaning: float(m.value) for m in group.get_measurements()}
         out[side] = {"probability": values[PROBABILITY.meaning], "threshold": values[THRESHOLD.meaning],
-                     "flagged": any(q.name.value == FLAGGED.value and q.value.value == codes.SCT.Present.value
+                     "flagged": any(q.name.value == FLAGGED.value and isinstance(q.value, hd.sr.CodedConcept)
+                                    and q.value.value == codes.SCT.Present.value
                                     for q in group.get_qualitative_evaluations()),
                      "model": texts(group[0], "111001")[0], "version": texts(group[0], "111003")[0],
                      "parameters": texts(group[0], "111002")}

@@ -81,6 +81,8 @@ def run_fold(manifest: pd.DataFrame, fold: int, config, out_dir: Path, *, device
     checkpoint = save_checkpoint(out_dir / f"fold-{fold}.pth", model, config,
                                  {"fold": fold, "best_epoch": fit.best_epoch, "threshold": config.threshold})
     M.plot_loss_curves(fit.history, out_dir / f"fold-{fold}" / "loss_curves.png", title=f"fold {fold}")
+    if fit.val_probs is None or fit.val_labels is None:  # fit() validates whenever it has a validation loader
+        raise ValueError(f"fold {fold} has no validation images")
     val_metrics = M.compute_metrics(fit.val_labels, fit.val_probs, config.threshold)
     result = FoldResult(
         fold=fold, arch=config.arch, checkpoint=str(checkpoint), best_epoch=fit.best_epoch,

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Annotation, AugmentedCopy, DicomImage, Export, Pair, Patient, Snapshot, SnapshotMember
+from db.values import ExportStatus
 from osteo.etl.synthetic import trained_on
 from osteo_common.files import atomic_write_text
 from osteo_model.frames import named_rows
@@ -56,7 +57,7 @@ def current_exports(session: Session, box_source: str = "human") -> pd.DataFrame
     if box_source not in BOX_SOURCES:
         raise ValueError(f"box_source must be one of {BOX_SOURCES}, got {box_source!r}")
     allowed = select(Export.image_id, Export.side, func.max(Export.id).label("export_id")).where(
-        Export.status == "exported")
+        Export.status == ExportStatus.EXPORTED)
     if box_source == "human":
         allowed = allowed.join(Annotation, Annotation.id == Export.annotation_id).where(Annotation.source == "human")
     newest = allowed.group_by(Export.image_id, Export.side).subquery()
@@ -113,7 +114,7 @@ def take_snapshot(factory: sessionmaker[Session], out_dir: Path, *, test_year: i
         snapshot_id = snap.id
     counts = manifest.groupby("split")["label"].agg(["count", "sum"])
     def count(split: str, what: str) -> int:
-        return int(counts.loc[split, what]) if split in counts.index else 0
+        return int(counts[what].get(split, 0))
 
     return SnapshotInfo(snapshot_id=snapshot_id, digest=digest, manifest_path=str(path), n_members=len(manifest),
                         n_train=count("train", "count"), n_test=count("test", "count"),

@@ -35,6 +35,12 @@ class Access:
     settings: Settings = field(repr=False)
     oidc: Any = None  # Authlib's client (oidc mode)
 
+    def sessions(self) -> Sessions:
+        """The database's session factory, which every mode but none has."""
+        if self.db is None:
+            raise RuntimeError(f"access mode {self.mode} keeps no database")
+        return self.db
+
     @property
     def cookie(self) -> str:
         # __Host-: the browser keeps it only when Secure, for this host and path / (no sub-domain can set it)
@@ -94,5 +100,5 @@ async def identify(request: Request, access: Access) -> Principal | None:
 
 
 def _in_db(access: Access, fn: Callable[..., Any], *args: Any) -> Any:
-    with access.db() as session, session.begin():
+    with access.sessions()() as session, session.begin():
         return fn(session, *args)

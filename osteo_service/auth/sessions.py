@@ -8,8 +8,9 @@ import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from db.access import AuthSession
@@ -46,13 +47,13 @@ def end_session(session: Session, cookie: str | None) -> bool:
         return False
     result = session.execute(update(AuthSession).where(AuthSession.id_sha256 == _digest(cookie),
                                                        AuthSession.ended_at.is_(None)).values(ended_at=utcnow()))
-    return bool(result.rowcount)
+    return bool(cast(CursorResult, result).rowcount)  # an UPDATE's result has a row count
 
 
 def end_sessions_of(session: Session, name: str) -> int:
     result = session.execute(update(AuthSession).where(AuthSession.user_name == name, AuthSession.ended_at.is_(None))
                              .values(ended_at=utcnow()))
-    return result.rowcount or 0
+    return cast(CursorResult, result).rowcount or 0
 
 
 def principal_of_session(session: Session, cookie: str | None, timeouts: Timeouts) -> Principal | None:

@@ -43,12 +43,13 @@ class PredictionsOut(BaseModel):
 async def audit_predictions(state: State, who: AuditRole, last: Annotated[int, Query(ge=1, le=1000)] = 50,
                             user: Annotated[str | None, Query(max_length=136)] = None) -> PredictionsOut:
     """The newest answers (and who asked), optionally of one user or token:NAME."""
-    if state.audit is None:
+    audit = state.audit
+    if audit is None:
         raise UploadError(503, "no_audit", "the service keeps no audit rows (OSTEO_SERVE_AUDIT is off)")
     from osteo.lineage import predictions
 
     def read():
-        with state.audit() as session:
+        with audit() as session:
             return predictions(session, last, user=user)
 
     rows = await run_in_threadpool(read)

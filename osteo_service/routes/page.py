@@ -36,7 +36,7 @@ def render(request: Request, state: ServiceState, template: str, context: dict[s
     asked = request.query_params.get("lang")
     lang = i18n.pick_lang(asked, request.cookies.get(LANG_COOKIE))
     token = request.cookies.get(security.CSRF_COOKIE)
-    if not security.valid_token(state.secret, token, token):
+    if token is None or not security.valid_token(state.secret, token, token):
         token = security.new_token(state.secret)
     model = state.served()
     t = i18n.translator(lang)

@@ -89,7 +89,7 @@ def _rotate(session, old: str | None, who: Principal) -> str:
 
 
 def _in_db(state: ServiceState, fn, *args):
-    with state.access.db() as session, session.begin():
+    with state.access.sessions()() as session, session.begin():
         return fn(session, *args)
 
 

@@ -4,6 +4,7 @@ code writes only values of the sets, and the migration reports rows outside them
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from sqlalchemy import insert, inspect, text
@@ -61,3 +62,24 @@ def test_rows_outside_the_sets_are_reported_and_nothing_is_changed(database_url)
     assert schema_state(engine).current == head()
     assert [c["name"] for c in inspect(engine).get_check_constraints("source_file")] == ["ck_source_file_status"]
     engine.dispose()
+
+
+def test_each_enum_is_the_migrated_databases_set(database_url):
+    """Each StrEnum of db/values.py holds exactly the values its column's CHECK constraint allows, as the
+    migrations (0003 to head) make it on this database: the code can write no value the database refuses, and
+    the database allows none the code does not know."""
+    from db import make_engine
+    from db.migrate import upgrade
+    from db.values import CLOSED_COLUMNS
+
+    engine = make_engine(database_url)
+    upgrade(engine, backup=False)
+    inspector = inspect(engine)
+    found = {}  # every ck_<table>_<column> of the database: its quoted values
+    for table in inspector.get_table_names():
+        for check in inspector.get_check_constraints(table):
+            column = (check["name"] or "").removeprefix(f"ck_{table}_")
+            if column != check["name"]:
+                found[table, column] = set(re.findall(r"'([^']*)'", check["sqltext"]))
+    engine.dispose()
+    assert found == {key: {member.value for member in enum} for key, enum in CLOSED_COLUMNS.items()}
