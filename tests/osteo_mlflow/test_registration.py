@@ -44,12 +44,12 @@ def _snapshot(s, manifest: pd.DataFrame, name: str, synthetic_images: int = 0):
 
 
 @contextmanager
-def _toy_store(home: Path, **env: str):
+def _toy_store(home: Path):
     """A store of its own and a toy resnet18 checkpoint on 8 crops; yields (settings, client, crops, probs, register)
-    where register(manifest, name, digest) registers the checkpoint through register_best (`env`: more settings).
-    The crops' labels are declared from the toy weights' ranking, lowest four 0 and highest four 1 (a perfect ranker
-    on paper, so that a version clears the champion gate on its merits; tests/osteo_mlflow/test_champion.py tests the
-    gate itself), and crops 1..4 are the two lowest and two highest: a perfect ranking on them too."""
+    where register(manifest, name, digest) registers the checkpoint through register_best. The crops' labels are
+    declared from the toy weights' ranking, lowest four 0 and highest four 1 (a perfect ranker on paper, so that a
+    version clears the champion gate on its merits; tests/osteo_mlflow/test_champion.py tests the gate itself), and
+    crops 1..4 are the two lowest and two highest: a perfect ranking on them too."""
     import torch
 
     import osteo.training.snapshot
@@ -63,7 +63,7 @@ def _toy_store(home: Path, **env: str):
     from osteo_model.subgroups import bootstrap_auc_ci
     from tests.helpers import isolated_settings
 
-    with isolated_settings(home, OSTEO_MIN_TEST_IMAGES=str(MIN_TEST), **env) as s, pytest.MonkeyPatch.context() as mp:
+    with isolated_settings(home, OSTEO_MIN_TEST_IMAGES=str(MIN_TEST)) as s, pytest.MonkeyPatch.context() as mp:
         # the database side is not ours here
         mp.setattr(osteo.training.snapshot, "record_training_run", lambda *a, **k: None)
         factory = session_factory(s, create=True)

@@ -2,10 +2,11 @@
 (tests/mlflow_server.py: MLflow's basic-auth app with osteo's page, everyone READ, the promoter MANAGE on the
 registered models).
 
-osteo's own promotion (register_best of a toy model, as in test_registration.py) runs as the promoter through osteo's
-settings and moves `champion`; an ordinary MLflow user reads the registry but is refused (403) when moving or
-deleting the alias, through MLflow's client and through osteo's; nobody signed in is refused (401). Then Chromium
-opens the links osteo prints: the runs table, never MLflow's GenAI overview."""
+osteo's promotion (its client from its settings, set_alias as register_best calls it) runs as the promoter and
+moves `champion` (the whole register_best as the promoter: tests/flows/test_production_topology.py); an ordinary
+MLflow user reads the registry but is refused (403) when moving or deleting the alias, through MLflow's client and
+through osteo's; nobody signed in is refused (401). Then Chromium opens the links osteo prints: the runs table,
+never MLflow's GenAI overview."""
 
 from __future__ import annotations
 
@@ -25,21 +26,30 @@ CHROMIUM = "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def promoted(tmp_path_factory):
-    """The server, an ordinary engineer's account, and version 1 registered and promoted by osteo as the promoter."""
+    """The server, an ordinary engineer's account, and a training run whose version osteo registers and promotes as
+    the promoter, through osteo's settings and osteo's client (register_best itself runs as the promoter in
+    tests/flows/test_production_topology.py, where the night trains; here no model is trained)."""
     from mlflow.server import get_app_client
 
-    from tests.osteo_mlflow.test_registration import _toy_store
+    from osteo_mlflow.client import client, experiment_id, set_alias
+    from tests.helpers import isolated_settings
 
     root = tmp_path_factory.mktemp("guarded")
-    with start_guarded_mlflow(root / "mlflow", wait=False) as server, as_user(None, None), _toy_store(
+    with start_guarded_mlflow(root / "mlflow") as server, as_user(None, None), isolated_settings(
             root / "home", MLFLOW_TRACKING_URI=server.url, MLFLOW_TRACKING_USERNAME=PROMOTER,
-            MLFLOW_TRACKING_PASSWORD=server.promoter_password) as toy:  # the toy model is made while the server starts
-        server.ready()
+            MLFLOW_TRACKING_PASSWORD=server.promoter_password) as settings:
         with as_user(ADMIN, server.admin_password):
             get_app_client("basic-auth", tracking_uri=server.url).create_user(ENGINEER, ENGINEER_PASSWORD)
-        manifest = toy["crops"].assign(split=["test"] * 4 + ["train"] * 4, fold=[-1] * 4 + [0, 1, 0, 1])
-        registration, run_id = toy["register"](manifest, "a", "digest-1")
-        yield {"server": server, "registration": registration, "run_id": run_id, "settings": toy["settings"]}
+        c = client(settings)
+        run = c.create_run(experiment_id(c, settings), run_name="toy-training", tags={"preset": "demo"})
+        c.log_param(run.info.run_id, "arch", "resnet18")
+        c.log_metric(run.info.run_id, "test_auc", 0.9)
+        c.set_terminated(run.info.run_id)
+        version = c.create_model_version(settings.registered_model, f"{run.info.artifact_uri}/model",
+                                         run_id=run.info.run_id)
+        set_alias(c, settings.registered_model, "challenger", version.version)
+        set_alias(c, settings.registered_model, "champion", version.version)  # as register_best promotes
+        yield {"server": server, "version": str(version.version), "run_id": run.info.run_id, "settings": settings}
 
 
 def _alias_request(url: str, user: str | None, password: str | None, method: str = "POST") -> int:
@@ -59,8 +69,8 @@ def _alias_request(url: str, user: str | None, password: str | None, method: str
 def test_osteo_promotes_as_the_promoter_and_never_shows_its_password(promoted):
     from mlflow import MlflowClient
 
-    server, registration, settings = promoted["server"], promoted["registration"], promoted["settings"]
-    assert registration.model_version == "1" and registration.champion, registration
+    server, settings = promoted["server"], promoted["settings"]
+    assert promoted["version"] == "1"
     with as_user(ENGINEER, ENGINEER_PASSWORD):  # everyone reads the registry
         c = MlflowClient(server.url, server.url)
         assert c.get_model_version_by_alias("osteo-classifier", "champion").version == "1"
