@@ -261,6 +261,13 @@ def runs_table(base_url: str, experiment_id: str) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
+def experiment_runs_table(base_url: str, experiment: str) -> str | None:
+    """The runs table of the experiment named `experiment` on the MLflow server at `base_url`; None when the server
+    holds no such experiment yet (nothing trained)."""
+    found = MlflowClient(base_url, base_url).get_experiment_by_name(experiment)
+    return runs_table(base_url, found.experiment_id) if found is not None else None
+
+
 def resolve_model_version(client: Any, ref: str) -> dict[str, Any]:
     """The registry's view of a model version (the one place that talks to MLflow)."""
     name, alias, version = parse_model_ref(ref)
