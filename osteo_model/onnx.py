@@ -97,7 +97,8 @@ def export_onnx(model: nn.Module, image_size: int, path: str | os.PathLike) -> P
         # f is annotated str | PathLike, but the TorchScript exporter writes to a file-like object too
         # (torch.serialization._open_file_like in its onnx_proto_utils)
         torch.onnx.export(
-            _WithActivations(model).eval(), (dummy,), buf, dynamo=False,  # pyright: ignore[reportArgumentType] opset_version=OPSET,
+            _WithActivations(model).eval(), (dummy,), buf,  # pyright: ignore[reportArgumentType]
+            dynamo=False, opset_version=OPSET,
             input_names=[INPUT], output_names=[LOGIT, ACTIVATIONS, HEATMAP],
             dynamic_axes={name: {0: "batch"} for name in (INPUT, LOGIT, ACTIVATIONS, HEATMAP)},
         )

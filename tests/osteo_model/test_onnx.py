@@ -166,3 +166,15 @@ def test_export_is_atomic(tmp_path, monkeypatch):
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     with pytest.raises(ValueError, match="channels"):  # the head must match the graph
         OnnxClassifier(path, np.zeros(7, np.float32), 64)
+
+
+def test_the_export_carries_its_pinned_opset(tmp_path):
+    """The graph says the opset we pinned (a model registered today must load in tomorrow's runtime the same
+    way), not whatever the installed torch defaults to."""
+    import onnx
+
+    from osteo_model.onnx import OPSET
+
+    path = export_onnx(_model("resnet18", 64), 64, tmp_path / "m.onnx")
+    opsets = {o.domain: o.version for o in onnx.load(str(path)).opset_import}
+    assert opsets.get("", opsets.get("ai.onnx")) == OPSET
