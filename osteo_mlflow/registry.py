@@ -224,7 +224,7 @@ def score_version(name: str, version: str, test: pd.DataFrame) -> dict[str, Any]
 
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     predictor = model.unwrap_python_model().predictor
-    results = predictor.predict(test["path"].map(lambda p: Path(p).read_bytes()).tolist(), heatmaps=False)
+    results = predictor.predict([Path(p).read_bytes() for p in test["path"].astype(str)], heatmaps=False)
     probs = [float(r["probability"]) for r in results]
     if not all(math.isfinite(p) for p in probs):
         return {"error": f"version {version} gave no probability for {sum(not math.isfinite(p) for p in probs)} "

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from osteo.lineage import parse_model_ref
 from osteo.settings import Settings
-from osteo_mlflow.client import use_credentials
+from osteo_mlflow.client import model_version, use_credentials
 from osteo_mlflow.roi import NOT_REGISTERED
 
 
@@ -49,7 +49,7 @@ def resolve_version(c: MlflowClient, uri: str) -> tuple[str, str] | None:
     nothing is registered under it. An unreachable registry raises (the service keeps what it has)."""
     name, alias, version = parse_model_ref(uri.removeprefix("models:/"))
     try:
-        mv = c.get_model_version_by_alias(name, alias) if alias else c.get_model_version(name, version)
+        mv = model_version(c, name, alias, version)
     except MlflowException as exc:
         if exc.error_code in NOT_REGISTERED:
             return None

@@ -104,7 +104,8 @@ def place_boxes(dm: DisplayMap, job: ImageJob, model: ScreeningModel) -> list[Si
         display = dm.display_u8()
         for f in locate_display(display, job.laterality, job.row_direction, model.locator, model.min_confidence):
             if f.side in missing:
-                found[f.side] = SideScore(f.side, tuple(int(v) for v in f.box), MODEL, float(f.confidence))
+                found[f.side] = SideScore(f.side, (int(f.box[0]), int(f.box[1]), int(f.box[2]), int(f.box[3])), MODEL,
+                                          float(f.confidence))
     return [found[s] for s in sides_of(job.laterality) if s in found]
 
 
@@ -193,10 +194,10 @@ def result_values(j: Judged, model: ScreeningModel) -> dict:
         suffix = s.side.lower()
         values.update({f"box_{suffix}": list(s.box), f"box_source_{suffix}": s.source,
                        f"confidence_{suffix}": s.confidence, f"probability_{suffix}": s.probability})
-    scored = [s for s in j.sides if s.probability is not None]
+    scored = [(p, s) for s in j.sides if (p := s.probability) is not None]
     if scored:
-        best = max(scored, key=lambda s: s.probability)
-        values.update(side=best.side, probability=best.probability, label=int(best.probability >= model.threshold))
+        p, best = max(scored, key=lambda ps: ps[0])  # the first side of the highest probability
+        values.update(side=best.side, probability=p, label=int(p >= model.threshold))
     return values
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
@@ -146,7 +147,7 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
     sop_class = DX_FOR_PRESENTATION if p["modality"] == "DX" else CR_IMAGE
     ds = Dataset()
     fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = sop_class
+    fm.MediaStorageSOPClassUID = UID(sop_class)
     fm.MediaStorageSOPInstanceUID = spec["sop_uid"]
     fm.TransferSyntaxUID = ExplicitVRLittleEndian
     fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID

@@ -51,7 +51,9 @@ def _oriented(rng, shape, period: float, theta: float, sharp: float = 16.0) -> n
     fr = np.sqrt(fx * fx + fy * fy) + np.float32(1e-6)
     radial = np.exp(-0.5 * ((np.log(fr) + np.float32(np.log(period))) / np.float32(0.3)) ** 2)
     ang = np.abs(np.cos(np.arctan2(fy, fx) - np.float32(theta + np.pi / 2))) ** sharp if sharp > 0 else 1.0
-    g = sp_fft.irfft2(sp_fft.rfft2(rng.standard_normal(shape, dtype=np.float32)) * (radial * ang), s=shape)
+    # np.asarray: scipy.fft is typed as returning its dispatchables; it returns the arrays, not copied here
+    spectrum = np.asarray(sp_fft.rfft2(rng.standard_normal(shape, dtype=np.float32)))
+    g = np.asarray(sp_fft.irfft2(spectrum * (radial * ang), s=shape))
     return ((g - g.mean()) / (g.std() + 1e-9)).astype(np.float32)
 
 
@@ -154,8 +156,8 @@ def line_integrals(rng, cam: Camera, anat: Anatomy, kv: float) -> np.ndarray:
     mu = np.zeros((cam.rows, cam.cols), dtype=np.float32)
     mw, mf = MU_WATER * kv, MU_FAT * kv
     # soft tissue with a little texture (fascial planes, muscle bundles)
-    tex = 1.0 + 0.015 * ndimage.zoom(rng.standard_normal((cam.rows // 8 + 2, cam.cols // 8 + 2)).astype(np.float32),
-                                     8, order=1)[:cam.rows, :cam.cols]
+    tex = 1.0 + 0.015 * np.asarray(ndimage.zoom(rng.standard_normal((cam.rows // 8 + 2, cam.cols // 8 + 2))
+                                                .astype(np.float32), 8, order=1))[:cam.rows, :cam.cols]
     mu += smooth_path(cam, anat.soft) * np.float32(mf)
     mu += smooth_path(cam, anat.muscle) * (mw - mf) * tex
     for g in anat.gas:
@@ -237,9 +239,9 @@ def wide_blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
     f = int(max(1, min(8, sigma_px // 4)))
     if f == 1:
         return ndimage.gaussian_filter(img, sigma_px, mode="nearest")
-    small = ndimage.zoom(img, 1 / f, order=1)
-    small = ndimage.gaussian_filter(small, sigma_px / f, mode="nearest")
-    out = ndimage.zoom(small, (img.shape[0] / small.shape[0], img.shape[1] / small.shape[1]), order=1)
+    small = np.asarray(ndimage.zoom(img, 1 / f, order=1))  # np.asarray: the arrays scipy returns, typed loosely
+    small = np.asarray(ndimage.gaussian_filter(small, sigma_px / f, mode="nearest"))
+    out = np.asarray(ndimage.zoom(small, (img.shape[0] / small.shape[0], img.shape[1] / small.shape[1]), order=1))
     return out[: img.shape[0], : img.shape[1]]
 
 

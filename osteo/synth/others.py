@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
 from osteo.synth.dicomio import CR_IMAGE, DX_FOR_PRESENTATION, VIEW_AP_CODE, code_item, mark_synthetic, uid_for
 from osteo.synth.tables import write_voc
@@ -74,8 +74,8 @@ def _write(path: Path, kind: tuple, spec: dict[str, Any], sop: str, study_uid: s
     name, modality, body_part, study_desc, series_desc, _ = kind
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = SOP_CLASS[modality]
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.file_meta.MediaStorageSOPClassUID = UID(SOP_CLASS[modality])
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta.ImplementationVersionName = "OSTEO_SYNTH_1"

@@ -12,7 +12,7 @@ VIEWER_TEXT = ("AP", "SUPINE", "PELVIS AP", "HIP AP", "STANDING", "PORTABLE", "W
 
 def _text_mask(text: str, height_px: int) -> np.ndarray:
     font = ImageFont.load_default(size=max(6, int(height_px)))
-    box = font.getbbox(text)
+    box = tuple(int(v) for v in font.getbbox(text))  # whole pixels (typed float: fonts of any kind)
     w, h = box[2] - box[0] + 4, box[3] - box[1] + 4
     img = Image.new("L", (max(w, 1), max(h, 1)), 0)
     ImageDraw.Draw(img).text((2 - box[0], 2 - box[1]), text, fill=255, font=font)

@@ -385,7 +385,7 @@ def truth_rows(plan: Plan, window: int = PAIR_WINDOW_DAYS) -> list[dict]:
             "laterality": im.laterality,
             "study_date": im.date.isoformat(),
             "bmd": f"{p.bmd_at(im.date):.4f}",
-            "t_score": "" if t is None else (e.t if e.t.strip() else f"{t:.4f}"),
+            "t_score": "" if t is None or e is None else (e.t if e.t.strip() else f"{t:.4f}"),
             "expected_pair": int(pair),
             "expected_label": "" if t is None else int(t <= OSTEO_T),
             "expected_exclusion": im.exclusion,

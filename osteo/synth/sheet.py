@@ -67,7 +67,7 @@ def make_sheet(out: Path, seed: int = 0, boxes: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("out", type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--boxes", action="store_true", help="draw the true femoral-neck boxes")

@@ -7,11 +7,15 @@ import datetime as dt
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 import numpy as np
 
 from osteo.synth.plan import Exam, Plan
+
+if TYPE_CHECKING:  # the checker's narrowing type only (typing has it from Python 3.13)
+    from typing_extensions import TypeIs
 
 
 def roc_date(d: dt.date) -> str:
@@ -132,11 +136,15 @@ VOC_OBJECT = """\t<object>
 Box = tuple[int, int, int, int]
 
 
+def _one_box(boxes: Box | Sequence[Box]) -> TypeIs[Box]:
+    """Four numbers (one box) rather than a list of boxes."""
+    return len(boxes) == 4 and not isinstance(boxes[0], (tuple, list))
+
+
 def write_voc(path: Path, sop: str, width: int, height: int, boxes: Box | Sequence[Box]) -> None:
     """A LabelImg VOC file with one `femoral_neck` object per box (one box, or a list: an AP pelvis has two)."""
-    if len(boxes) == 4 and not isinstance(boxes[0], (tuple, list)):
-        boxes = [boxes]  # type: ignore[list-item]
-    objects = "".join(VOC_OBJECT.format(x0=b[0], y0=b[1], x1=b[2], y1=b[3]) for b in boxes)
+    objects = "".join(VOC_OBJECT.format(x0=b[0], y0=b[1], x1=b[2], y1=b[3])
+                      for b in ([boxes] if _one_box(boxes) else boxes))
     path.write_text(VOC_HEAD.format(sop=escape(sop), w=width, h=height) + objects + "</annotation>\n",
                     encoding="utf-8")
 
