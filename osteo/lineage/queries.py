@@ -7,15 +7,14 @@ in as the registry's dict, see osteo_mlflow.registry.resolve_model_version).
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from db.models import (
     Annotation,
@@ -36,9 +35,7 @@ from osteo.lineage.records import (
     UnknownImage,
     UnknownModel,
     UnknownPatient,
-    UnknownSnapshot,
     box_dict,
-    box_model,
     iso,
     quarantine_dict,
     refresh_dict,
@@ -47,13 +44,12 @@ from osteo.lineage.records import (
     source_dict,
 )
 from osteo.lineage.screening import image_screening, version_screening
-from osteo.lineage.versions import versions_at
+from osteo.lineage.snapshot import TALLIES as _TALLIES
+from osteo.lineage.snapshot import snapshot_lineage
 from osteo_common.chunks import chunks
 
 CSV_COLUMNS = ["kind", "path", "sha256", "size_bytes", "first_seen", "status", "n_members", "splits", "box_source",
                "box_model", "side"]
-# the per-member counts a source file row carries (CSV: 'k=n;...'): split, box source, localiser version, crop side
-_TALLIES = {"splits": "splits", "box_sources": "box_source", "box_models": "box_model", "sides": "side"}
 PSEUDONYM = re.compile(r"^P[0-9a-f]{24}$")  # osteo.etl.pseudonym.pseudonymise
 
 
@@ -74,98 +70,6 @@ def training_run_for(session: Session, *, run_id: str | None = None, name: str |
 
 
 # ---------------------------------------------------------------- snapshot and model lineage
-
-
-def snapshot_lineage(session: Session, snapshot_id: int, as_of: dt.datetime | None = None) -> dict[str, Any]:
-    """Every member of a snapshot with its whole chain back to source files, and those files once each:
-    each file as its path held it at `as_of` (a model's training, osteo/lineage/versions.py), else as now."""
-    snap = session.get(Snapshot, snapshot_id)
-    if snap is None:
-        raise UnknownSnapshot(f"no snapshot with id {snapshot_id}")
-    dicom_sf, dexa_sf, ann_sf = aliased(SourceFile), aliased(SourceFile), aliased(SourceFile)
-    rows = session.execute(
-        select(SnapshotMember, Export, DicomImage, Patient.patient_key, Pair, DexaExam, Annotation,
-               dicom_sf, dexa_sf, ann_sf)
-        .join(Export, Export.id == SnapshotMember.export_id)
-        .join(DicomImage, DicomImage.id == Export.image_id)
-        .join(Patient, Patient.id == DicomImage.patient_id)
-        .join(Pair, Pair.id == SnapshotMember.pair_id)
-        .join(DexaExam, DexaExam.id == Pair.dexa_exam_id)
-        .join(Annotation, Annotation.id == Export.annotation_id)
-        .join(dicom_sf, dicom_sf.id == DicomImage.source_file_id)
-        .join(dexa_sf, dexa_sf.id == DexaExam.source_file_id)
-        .outerjoin(ann_sf, ann_sf.id == Annotation.source_file_id)  # a model box has no VOC file
-        .where(SnapshotMember.snapshot_id == snapshot_id)
-        .order_by(SnapshotMember.split, SnapshotMember.fold, SnapshotMember.export_id)
-    ).all()
-    export_ids = [r[1].id for r in rows]
-    copies: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for chunk in chunks(export_ids):
-        for c in session.scalars(select(AugmentedCopy).where(AugmentedCopy.export_id.in_(chunk))
-                                 .order_by(AugmentedCopy.id)):
-            copies[c.export_id].append({"id": c.id, "seed": c.seed, "params": c.params, "path": c.path,
-                                        "sha256": c.sha256, "created": iso(c.created_at)})
-
-    sources: dict[int, dict[str, Any]] = {}
-    used_by: dict[int, dict[str, Counter]] = defaultdict(lambda: {k: Counter() for k in _TALLIES})
-    members: list[dict[str, Any]] = []
-    held = versions_at(session, (sf for r in rows for sf in r[7:]), as_of)
-    for m, ex, img, key, pair, exam, ann, sf_img, sf_dexa, sf_ann in rows:
-        sf_img, sf_dexa = held.get(sf_img.id, sf_img), held.get(sf_dexa.id, sf_dexa)
-        sf_ann = held.get(sf_ann.id, sf_ann) if sf_ann is not None else None  # a model box has no VOC file
-        origin = box_model(ann)
-        for sf in (sf_img, sf_dexa, sf_ann):
-            if sf is None:
-                continue
-            sources.setdefault(sf.id, source_dict(sf))
-            tally = used_by[sf.id]
-            tally["splits"][m.split] += 1
-            tally["box_sources"][ann.source] += 1
-            tally["sides"][ex.side] += 1
-            if origin:
-                tally["box_models"][origin] += 1
-        members.append({
-            "member_id": m.id, "split": m.split, "fold": m.fold, "label": m.label, "patient_key": key,
-            "side": ex.side, "box_source": ann.source, "box_model": origin,
-            "image": {"sop_instance_uid": img.sop_instance_uid, "study_date": iso(img.study_date),
-                      "laterality": img.laterality, "source_file": sf_img.path, "source_sha256": sf_img.sha256},
-            "export": {"id": ex.id, "side": ex.side, "path": ex.path, "sha256": ex.sha256,
-                       "recipe_digest": ex.recipe_digest, "transform": ex.transform},
-            "augmented_copies": copies.get(ex.id, []),
-            "pair": {"id": pair.id, "rule_version": pair.rule_version, "window_days": pair.window_days,
-                     "gap_days": pair.gap_days, "t_score": pair.t_score, "label": pair.label,
-                     "label3": pair.label3},
-            "dexa_exam": {"id": exam.id, "exam_date": iso(exam.exam_date), "side": exam.side,
-                          "t_score": exam.t_score, "t_score_derived": exam.t_score_derived,
-                          "source_file": sf_dexa.path, "source_sha256": sf_dexa.sha256,
-                          "source_row": exam.source_row},
-            "annotation": box_dict(ann) | {"source_file": sf_ann.path if sf_ann else None,
-                                           "source_sha256": sf_ann.sha256 if sf_ann else None},
-        })
-    for sf_id, src in sources.items():
-        src["n_members"] = sum(used_by[sf_id]["splits"].values())
-        src.update({k: dict(sorted(v.items())) for k, v in used_by[sf_id].items()})
-    by_split: dict[str, Any] = {}
-    for m in members:
-        s = by_split.setdefault(m["split"], {"n": 0, "positives": 0, "folds": Counter()})
-        s["n"] += 1
-        s["positives"] += int(m["label"])
-        s["folds"][str(m["fold"])] += 1
-    for s in by_split.values():
-        s["folds"] = dict(sorted(s["folds"].items()))
-    source_list = sorted(sources.values(), key=lambda s: (s["kind"], s["path"], s["sha256"]))
-    boxes = Counter(m["box_model"] or "human" for m in members)  # crops per box origin
-    return {
-        "snapshot": snapshot_dict(snap),
-        "splits": by_split,
-        "box_sources": dict(sorted(boxes.items(), key=lambda kv: (kv[0] != "human", kv[0]))),
-        "members": members,
-        "source_files": source_list,
-        "counts": {"members": len(members), "source_files": len(source_list),
-                   "augmented_copies": sum(len(v) for v in copies.values()),
-                   "human_boxes": boxes["human"], "model_boxes": len(members) - boxes["human"],
-                   **{f"{k}_files": v for k, v in Counter(s["kind"] for s in source_list).items()}},
-    }
 
 
 def model_lineage(session: Session, version: dict[str, Any]) -> dict[str, Any]:
