@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from sqlalchemy import insert, select, tuple_, update
@@ -126,70 +127,91 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
     counts: Counter = Counter(files=len(results))
     session.flush()  # whatever the caller's session holds goes first: the inserts below are Core
     known = source_files(session, [(r["path"], r["sha256"]) for r in results])
-    retried = {k: known.pop(k) for k in retry if k in known}
-    by_key = {(r["path"], r["sha256"]): r for r in results}
-    new_sources: list[dict[str, Any]] = []
-    status_of: dict[tuple[str, str], str] = {}  # every file judged now -> its status
+    batch = _DicomBatch(retried={k: known.pop(k) for k in retry if k in known})
+    _judge_dicom_results(session, results, known, batch, counts)
+    _write_dicom_batch(session, batch, {(r["path"], r["sha256"]): r for r in results})
+    session.flush()
+    return counts
 
-    def source(r: dict[str, Any], status: SourceStatus) -> None:
+
+@dataclass
+class _DicomBatch:
+    """What judging a batch of header results decided, for the bulk writes (store_dicom_results)."""
+
+    retried: dict[tuple[str, str], SourceRow]  # known files judged again: they keep their row
+    new_sources: list[dict[str, Any]] = field(default_factory=list)
+    status_of: dict[tuple[str, str], str] = field(default_factory=dict)  # every file judged now -> its status
+    images: list[tuple[tuple[str, str], dict[str, Any]]] = field(default_factory=list)
+    out_rows: list[tuple[tuple[str, str], dict[str, Any]]] = field(default_factory=list)
+    stamps: list[tuple[int, int, int | None]] = field(default_factory=list)
+    moved: list[tuple[str, tuple[str, str]]] = field(default_factory=list)  # SOP UID -> the (path, sha256) now
+
+    def source(self, r: dict[str, Any], status: SourceStatus) -> None:
         k = (r["path"], r["sha256"])
-        if k not in retried and k not in status_of:
-            new_sources.append({"kind": "dicom", "path": r["path"], "sha256": r["sha256"], "size_bytes": r["size"],
-                                "mtime_ns": r.get("mtime_ns"), "status": status})
-        status_of[k] = status
+        if k not in self.retried and k not in self.status_of:
+            self.new_sources.append({"kind": "dicom", "path": r["path"], "sha256": r["sha256"],
+                                     "size_bytes": r["size"], "mtime_ns": r.get("mtime_ns"), "status": status})
+        self.status_of[k] = status
 
-    uids = [r["record"]["sop_instance_uid"] for r in results if "record" in r]
-    sha_of_uid: dict[str, str] = {}  # SOP Instance UID -> sha256 of the file that brought it
-    path_of_uid: dict[str, str] = {}  # ... and its path
+
+def _images_of_uids(session: Session, uids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """SOP Instance UID -> sha256 of the file that brought its image, and -> that file's path."""
+    sha_of_uid: dict[str, str] = {}
+    path_of_uid: dict[str, str] = {}
     for chunk in chunks(uids):
         for uid, sha, path in session.execute(
                 select(DicomImage.sop_instance_uid, SourceFile.sha256, SourceFile.path)
                 .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
                 .where(DicomImage.sop_instance_uid.in_(chunk))):
             sha_of_uid[uid], path_of_uid[uid] = sha, path
+    return sha_of_uid, path_of_uid
+
+
+def _judge_dicom_results(session: Session, results: list[dict[str, Any]], known: dict[tuple[str, str], SourceRow],
+                         batch: _DicomBatch, counts: Counter) -> None:
+    """Each result's fate (a stamp, quarantined, out of scope, a duplicate, moved, or a new image) into `batch`;
+    the quarantine entries are written here."""
+    sha_of_uid, path_of_uid = _images_of_uids(session, [r["record"]["sop_instance_uid"] for r in results
+                                                        if "record" in r])
     out_shas = _out_of_scope_shas(session, [r["sha256"] for r in results if "out_of_scope" in r])
     good = [r for r in results if "record" in r and (r["path"], r["sha256"]) not in known]
     patients = patient_ids(session, {r["record"]["patient_key"]: r["record"]["sex"] for r in good})
-    images: list[tuple[tuple[str, str], dict[str, Any]]] = []
-    out_rows: list[tuple[tuple[str, str], dict[str, Any]]] = []
-    stamps: list[tuple[int, int, int | None]] = []
-    moved: list[tuple[str, tuple[str, str]]] = []  # SOP Instance UID -> the (path, sha256) it moved to
     for r in results:
         path, sha = k = r["path"], r["sha256"]
         if k in known:
             counts["already_known"] += 1
             row = known[k]
             if r.get("mtime_ns") is not None and (row.mtime_ns, row.size_bytes) != (r["mtime_ns"], r["size"]):
-                stamps.append((row.id, r["size"], r["mtime_ns"]))
+                batch.stamps.append((row.id, r["size"], r["mtime_ns"]))
             continue
-        counts["retried"] += k in retried
+        counts["retried"] += k in batch.retried
         if "error" in r:
             reason, detail = r["error"]
-            source(r, SourceStatus.QUARANTINED)
+            batch.source(r, SourceStatus.QUARANTINED)
             counts["quarantined"] += quarantine(session, stage=QuarantineStage.INGEST_DICOM, path=path, sha256=sha,
                                                 reason=reason, detail=detail)
             continue
         if "out_of_scope" in r:  # not a hip radiograph: recorded with its reason, never an image
-            source(r, SourceStatus.OUT_OF_SCOPE)
+            batch.source(r, SourceStatus.OUT_OF_SCOPE)
             if sha in out_shas:
                 counts["duplicate_copies"] += 1  # the same file again under another path
                 continue
-            out_rows.append((k, dict(r["out_of_scope"])))
+            batch.out_rows.append((k, dict(r["out_of_scope"])))
             out_shas.add(sha)
             counts["out_of_scope"] += 1
             continue
         rec = dict(r["record"])
         uid = rec["sop_instance_uid"]
-        source(r, SourceStatus.INGESTED)
+        batch.source(r, SourceStatus.INGESTED)
         if uid in sha_of_uid:
             if sha_of_uid[uid] == sha:
                 if os.path.lexists(path_of_uid[uid]):
                     counts["duplicate_copies"] += 1  # the same file again under another path
                 else:  # the same file moved: the image is traced to where it is now (lineage verify)
-                    moved.append((uid, k))
+                    batch.moved.append((uid, k))
                     path_of_uid[uid] = path
                 continue
-            status_of[k] = SourceStatus.QUARANTINED
+            batch.status_of[k] = SourceStatus.QUARANTINED
             counts["quarantined"] += quarantine(
                 session, stage=QuarantineStage.INGEST_DICOM, path=path, sha256=sha, reason="sop_uid_conflict",
                 detail=CHANGED_IN_PLACE if path_of_uid.get(uid) == path else SAME_UID_ELSEWHERE)
@@ -197,31 +219,35 @@ def store_dicom_results(session: Session, results: list[dict[str, Any]],
         rec["patient_id"] = patients[rec.pop("patient_key")]
         rec.pop("sex", None)
         rec["synthetic"] = bool(rec.get("synthetic", False))  # every row the same keys (one executemany)
-        images.append((k, rec))
+        batch.images.append((k, rec))
         sha_of_uid[uid], path_of_uid[uid] = sha, path
         counts["images"] += 1
-    for row in new_sources:  # a status changed after the row was planned (a conflict) is the final one
+
+
+def _write_dicom_batch(session: Session, batch: _DicomBatch, by_key: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """The batch's bulk writes: new source files, files judged again, moved images, images, out-of-scope rows,
+    stamps."""
+    status_of = batch.status_of
+    for row in batch.new_sources:  # a status changed after the row was planned (a conflict) is the final one
         row["status"] = status_of[(row["path"], row["sha256"])]
-    ids = {k: row.id for k, row in retried.items()}
-    if new_sources:
+    ids = {k: row.id for k, row in batch.retried.items()}
+    if batch.new_sources:
         ids.update(((p, s), i) for i, p, s in session.execute(
-            insert(SourceFile).returning(SourceFile.id, SourceFile.path, SourceFile.sha256), new_sources))
+            insert(SourceFile).returning(SourceFile.id, SourceFile.path, SourceFile.sha256), batch.new_sources))
     # a file recorded by another stage becomes a DICOM's, unless it is that stage's good file (swapped folders)
     judged_again = [{"id": row.id, "kind": "dicom", "status": status_of[k], "size_bytes": by_key[k]["size"],
-                     "mtime_ns": by_key[k].get("mtime_ns")} for k, row in retried.items()
+                     "mtime_ns": by_key[k].get("mtime_ns")} for k, row in batch.retried.items()
                     if k in status_of and (row.kind == "dicom" or row.status == SourceStatus.QUARANTINED
                                            or status_of[k] != SourceStatus.QUARANTINED)]
     if judged_again:
         session.execute(update(SourceFile), judged_again)
-    for uid, k in moved:
+    for uid, k in batch.moved:
         session.execute(update(DicomImage).where(DicomImage.sop_instance_uid == uid).values(source_file_id=ids[k]))
-    if images:  # study_day: its column default, from each row's study_date (db/models.py)
-        session.execute(insert(DicomImage), [{**rec, "source_file_id": ids[k]} for k, rec in images])
-    if out_rows:
-        session.execute(insert(OutOfScope), [{**rec, "source_file_id": ids[k]} for k, rec in out_rows])
-    record_stamps(session, stamps)
-    session.flush()
-    return counts
+    if batch.images:  # study_day: its column default, from each row's study_date (db/models.py)
+        session.execute(insert(DicomImage), [{**rec, "source_file_id": ids[k]} for k, rec in batch.images])
+    if batch.out_rows:
+        session.execute(insert(OutOfScope), [{**rec, "source_file_id": ids[k]} for k, rec in batch.out_rows])
+    record_stamps(session, batch.stamps)
 
 
 def _out_of_scope_shas(session: Session, shas: list[str]) -> set[str]:
