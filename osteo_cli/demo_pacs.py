@@ -77,18 +77,19 @@ def run_night(args: argparse.Namespace, cohort: Path, rows: list[dict], clock) -
 
 
 def champion_or_train(args: argparse.Namespace, cohort: Path) -> tuple[str, str, dict[str, Any]]:
-    """The champion classifier when one is registered; else trained as `osteo demo` trains it (the localiser,
-    the refresh that boxes what nobody boxed, the classifier), and the version it registered, champion or not."""
+    """The champion classifier when one is registered (OSTEO_SCREEN_MODEL), else the challenger (the newest
+    version, which the gate did not promote: an earlier demo's); with neither, trained as `osteo demo` trains it
+    (the localiser, the refresh that boxes what nobody boxed, the classifier), and the version it registered."""
     from osteo_cli.pipeline import refresh
     from osteo_cli.roi import train_roi
     from osteo_cli.train import train
-    from osteo_mlflow.screening import find_champion
+    from osteo_mlflow.serving import registry_client, resolve_version
 
     settings = get_settings()
-    champion = find_champion(settings)
-    if champion is not None:
-        return champion.name, champion.version, {**champion.to_dict(), "trained_now": False,
-                                                 "screen_model": settings.screen_model}
+    for uri in (settings.screen_model, f"models:/{settings.registered_model}@challenger"):
+        found = resolve_version(registry_client(settings), uri)
+        if found is not None:
+            return found[0], found[1], {"model": "/".join(found), "trained_now": False, "screen_model": uri}
     train_roi(seed=args.seed)
     refresh(str(settings.pacs_inbox), str(cohort / "dexa"), str(cohort / "annotations"))
     args.heads, args.clinical = True, args.clinical or "age,sex"
