@@ -19,7 +19,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from osteo.synth import generate_cohort
 
     out = Path(args.out)
-    summary = generate_cohort(out, patients=args.patients, seed=args.seed)
+    summary = generate_cohort(out, patients=args.patients, seed=args.seed, screening=args.screening)
     emit(args, {"out": str(out), **summary}, f"synthetic cohort in {out}: " + fmt_counts(
         {k: v for k, v in summary.items() if isinstance(v, int | float)}))
     return 0
@@ -109,12 +109,13 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def demo_cohort(args: argparse.Namespace) -> Path:
-    """The demo's synthetic hospital (`<data>/demo-cohort`), written the first time."""
+    """The demo's synthetic hospital (`<data>/demo-cohort`), written the first time; by `osteo demo --pacs`
+    with a screening population (a cohort `osteo demo` wrote first is used as it is)."""
     from osteo.synth import generate_cohort
 
     cohort = Path(get_settings().data_dir) / "demo-cohort"
     if not (cohort / "truth.csv").exists():
-        generate_cohort(cohort, patients=args.patients, seed=args.seed)
+        generate_cohort(cohort, patients=args.patients, seed=args.seed, screening=bool(getattr(args, "pacs", False)))
     return cohort
 
 
@@ -173,6 +174,9 @@ def register(add) -> None:
     p.add_argument("--out", required=True, help="folder to write the cohort into")
     p.add_argument("--patients", type=int, default=200, help="number of patients, at least 6 (default: 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--screening", action="store_true",
+                   help="with a screening population: patients with no DEXA before their films, some of whom get one "
+                   "later (truth.csv's followup_* columns; docs/synthetic.md)")
 
     p = add("refresh", cmd_refresh, "the nightly refresh: ingest, pair, label, quality-check, export PNGs")
     p.add_argument("--dicom", help="folder of DICOM files, searched recursively (default: the inbox that `osteo pacs "

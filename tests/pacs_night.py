@@ -33,7 +33,7 @@ def hospital_size() -> int:
 def make_hospital(root: Path, patients: int) -> PacsCohort:
     from osteo.synth import generate_cohort
 
-    generate_cohort(root, patients=patients, seed=SEED, workers=2)
+    generate_cohort(root, patients=patients, seed=SEED, workers=2, screening=True)
     with (root / "truth.csv").open(newline="") as fh:
         return PacsCohort(root, list(csv.DictReader(fh)))
 

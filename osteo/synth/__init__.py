@@ -80,12 +80,13 @@ def generate_cohort(
     *,
     workers: int | None = None,
     window_days: int = PAIR_WINDOW_DAYS,
+    screening: bool = False,
 ) -> dict[str, Any]:
     """Write a synthetic cohort under ``out`` (its dicom/, dexa/, annotations/ and truth.csv are
     replaced) and return a summary of counts. Deterministic for a given ``seed`` and
-    ``patients`` (independent of ``workers``)."""
+    ``patients`` (independent of ``workers``). ``screening``: with a screening population (make_plan)."""
     out = Path(out)
-    plan = make_plan(int(patients), int(seed))
+    plan = make_plan(int(patients), int(seed), screening=screening)
     out.mkdir(parents=True, exist_ok=True)
     for sub in ("dicom", "dexa", "annotations"):
         if (out / sub).exists():

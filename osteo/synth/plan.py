@@ -167,7 +167,10 @@ def pair_image(date: dt.date, exams: list[Exam], window: int = PAIR_WINDOW_DAYS)
     return best
 
 
-def make_plan(n_patients: int, seed: int) -> Plan:
+def make_plan(n_patients: int, seed: int, *, screening: bool = False) -> Plan:
+    """screening: give the cohort a screening population (osteo/synth/screening.py). Off by default: it takes
+    a fifth of the patients' DEXA exams before their films away, so the demo's training set would shrink and
+    its measured figures (docs/training.md) would no longer be the demo's; `osteo demo --pacs` asks for it."""
     if n_patients < 6:
         raise UserError("too_few_patients", f"--patients {n_patients} is too few: the cohort needs at least 6 "
                         "patients for its edge cases")
@@ -187,7 +190,8 @@ def make_plan(n_patients: int, seed: int) -> Plan:
         p.has_dexa = bool(rng.random() >= 0.08)
     # the screening population, drawn from a stream of its own (the rest of the cohort is drawn as before it)
     srng = np.random.default_rng(np.random.SeedSequence([seed, 20240602]))
-    choose_screening(patients, srng)
+    if screening:
+        choose_screening(patients, srng)
 
     # ---- images and studies
     images: list[Image] = []
@@ -331,8 +335,8 @@ def make_plan(n_patients: int, seed: int) -> Plan:
             add(p, _rand_day(rng, lo_day, hi_day))
 
     # ---- the screening population: its exams drawn above dropped (the others' draws stay), one after the last film
-    screening = {p.patient_id for p in patients if p.screening}
-    exams[:] = [e for e in exams if e.patient_id not in screening]
+    chosen = {p.patient_id for p in patients if p.screening}
+    exams[:] = [e for e in exams if e.patient_id not in chosen]
     for p in (p for p in patients if p.screening):
         taken[p.idx].clear()
         if (day := follow_up_day(p.screening, max(im.date for im in by_patient[p.idx]), srng)) is not None:

@@ -20,7 +20,7 @@ WINDOW = 183
 
 
 def _plan_and_exams(tmp_path, patients: int, seed: int):
-    plan = make_plan(patients, seed)
+    plan = make_plan(patients, seed, screening=True)
     write_dexa(plan, tmp_path / "dexa", np.random.default_rng(np.random.SeedSequence([seed, 11])))
     exams, *_ = read_dexa(tmp_path / "dexa")
     by_pid: dict[str, set] = {}
@@ -79,3 +79,15 @@ def test_a_small_hospital_has_every_group(tmp_path):
     assert sorted(p.screening for p in plan.patients if p.screening) == ["dexa_after_window", "dexa_in_window",
                                                                           "no_dexa"]
     assert {r["screening"] for r in rows} == {"", "dexa_in_window", "dexa_after_window", "no_dexa"}
+
+
+def test_without_the_flag_the_cohort_has_no_screening_population():
+    """Off by default (the demo's training set and its measured figures stay as they were): no patient is in it,
+    and every DEXA exam the flag takes away is there."""
+    plain, screened = make_plan(40, 4), make_plan(40, 4, screening=True)
+    assert not any(p.screening for p in plain.patients)
+    chosen = {p.patient_id for p in screened.patients if p.screening}
+    assert chosen and [im.date for im in plain.images] == [im.date for im in screened.images]
+    kept = [(e.patient_id, e.date) for e in plain.exams if e.patient_id not in chosen]
+    assert kept == [(e.patient_id, e.date) for e in screened.exams if e.patient_id not in chosen]
+    assert any(e.patient_id in chosen for e in plain.exams)

@@ -37,6 +37,7 @@ def test_the_demo_runs_the_loop_against_its_own_pacs_and_again_finds_nothing_new
     with (home / "data" / "demo-cohort" / "truth.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     in_scope = [r for r in rows if r["expected_scope"] == "in_scope"]
+    assert {r["screening"] for r in rows} > {""}  # the demo's hospital has its screening population
 
     assert first["pacs"]["loaded_now"] == len(rows) and first["pull"]["retrieved"] == len(in_scope)
     assert first["pull"]["out_of_scope"] == 3  # the chest, the knee, the radiograph of no known body part
