@@ -63,9 +63,10 @@ def _check_report(report: dict, mode: str) -> None:
     assert sum(report["summary"][s] for s in ("PASS", "MISS", "INFO", "SKIP")) == len(rows)
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 def test_quick_bench_produces_every_row(tmp_path):
-    """`osteo bench --quick` through the real CLI, every stage, as CI runs it (ratios not asserted)."""
+    """`osteo bench --quick` through the real CLI, every stage (ratios not asserted). Not in make test (4-5 minutes,
+    and the suite must stay under 35): `pytest -m bench tests/bench`."""
     report = _run_bench("--quick", tmp_path, timeout=2400)
     _check_report(report, "quick")
     table = (tmp_path / "results" / "bench.md").read_text()
