@@ -168,9 +168,6 @@ def pair_image(date: dt.date, exams: list[Exam], window: int = PAIR_WINDOW_DAYS)
 
 
 def make_plan(n_patients: int, seed: int, *, screening: bool = False) -> Plan:
-    """screening: give the cohort a screening population (osteo/synth/screening.py). Off by default: it takes
-    a fifth of the patients' DEXA exams before their films away, so the demo's training set would shrink and
-    its measured figures (docs/training.md) would no longer be the demo's; `osteo demo --pacs` asks for it."""
     if n_patients < 6:
         raise UserError("too_few_patients", f"--patients {n_patients} is too few: the cohort needs at least 6 "
                         "patients for its edge cases")
@@ -188,7 +185,7 @@ def make_plan(n_patients: int, seed: int, *, screening: bool = False) -> Plan:
     # ~8% have no DEXA at all (never the first 5: they carry the edge cases)
     for p in patients[5:]:
         p.has_dexa = bool(rng.random() >= 0.08)
-    # the screening population, drawn from a stream of its own (the rest of the cohort is drawn as before it)
+    # a screening population when asked (off by default: docs/synthetic.md), from a stream of its own
     srng = np.random.default_rng(np.random.SeedSequence([seed, 20240602]))
     if screening:
         choose_screening(patients, srng)
