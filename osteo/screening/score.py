@@ -155,16 +155,11 @@ def with_probabilities(judged: list[Judged], scores: list[float]) -> list[Judged
     return out
 
 
-def score_judged(judged: list[Judged], model: ScreeningModel) -> list[Judged]:
-    """Every crop of the batch in one classifier call; each side gets its probability."""
-    return with_probabilities(judged, probabilities(model, [c for j in judged for c in j.crops]))
-
-
 def judge_and_score(jobs: list[ImageJob], model: ScreeningModel, metal_threshold: float,
                     blur_threshold: float) -> list[Judged]:
-    """score_judged over every job judged, with the reading overlapped: a thread judges the images in order while
+    """Every job judged and its crops scored, with the reading overlapped: a thread judges the images in order while
     this one scores each full batch of crops (the classifier's batch size) as soon as it is there. The batches are
-    the ones score_judged makes, so the probabilities are the same."""
+    the ones one classifier call over all the crops would make, so the probabilities are the same."""
     batch = int(model.classifier.batch_size)
     judged: list[Judged] = []
     scores: list[float] = []

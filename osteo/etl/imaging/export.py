@@ -134,17 +134,20 @@ def box_quality(dm: Any, box: Any) -> dict[str, float]:
 def neck_crop(display: np.ndarray, box: Any, side: str, *, size: int = 256, margin: float = 0.15) -> np.ndarray:
     """The femoral-neck crop of a whole display image (uint8), exactly as export_roi writes it
     (the classifier's pyfunc and the service crop with this)."""
-    rows, cols = display.shape
-    crop = crop_rect(_clip_box(box, rows, cols), margin, rows, cols)
-    return np.asarray(neck_image(display[crop[1]:crop[3], crop[0]:crop[2]], side == "R", size))
+    return np.asarray(neck_image(display[_neck_window(box, display.shape, margin)], side == "R", size))
 
 
 def neck_crop_of(dm: Any, box: Any, side: str, *, size: int = 256, margin: float = 0.15) -> np.ndarray:
     """neck_crop of a DisplayMap, mapping only the crop's pixels to grey levels (as export_roi does): the same
     array as neck_crop(dm.display_u8(), ...) without mapping the whole image."""
-    rows, cols = dm.shape
+    return np.asarray(neck_image(dm.display_u8(_neck_window(box, dm.shape, margin)), side == "R", size))
+
+
+def _neck_window(box: Any, shape: tuple[int, ...], margin: float) -> tuple[slice, slice]:
+    """The rows and columns of a box's crop: clipped to the image, widened by the margin."""
+    rows, cols = shape[0], shape[1]
     x0, y0, x1, y1 = crop_rect(_clip_box(box, rows, cols), margin, rows, cols)
-    return np.asarray(neck_image(dm.display_u8((slice(y0, y1), slice(x0, x1))), side == "R", size))
+    return slice(y0, y1), slice(x0, x1)
 
 
 @quiet_reads()  # the values read after parsing are converted (and warned about) here
