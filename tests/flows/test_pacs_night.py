@@ -1,21 +1,26 @@
 """The loop end to end against a real PACS (Orthanc) on a synthetic hospital (tests/pacs_night.py: pull -> refresh ->
 screen -> push, as the nightly runs them): night 1 pulls every in-scope study and only those, screens every
 in-scope image, and leaves in each screened study one SR and one SC per screened film, found there by QIDO-RS and
-accepted by dciodvfy; night 2 pulls, screens and pushes nothing; a night stopped during its pull or its push, run
-again, leaves the site and the PACS as one clean night does; and `osteo screen outcomes`' figures equal what the
-hospital's truth gives, exactly.
+accepted by dciodvfy; night 2 pulls, screens and pushes nothing; a night killed (SIGKILL, tests/pacs_kill.py) during
+its pull or its push, run again, leaves the site and the PACS as one clean night does; and `osteo screen outcomes`'
+figures equal what the hospital's truth gives, exactly.
 
 A small hospital in `make test`; the issue's 300 patients with OSTEO_TEST_PACS_PATIENTS=300 (docs/production.md)."""
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from osteo.settings import REPO_ROOT
 from tests.orthanc import start_orthanc
 from tests.pacs_night import (
     hospital_size,
@@ -27,10 +32,6 @@ from tests.pacs_night import (
     site_state,
 )
 from tests.screening_support import onnx_classifier, screening_model
-
-
-class Killed(Exception):
-    """What the injected fault raises: the night stops there, as under a kill."""
 
 
 @pytest.fixture(scope="module")
@@ -147,50 +148,56 @@ def test_night_two_pulls_screens_and_pushes_nothing(clean):
     assert clean["after_second"] == clean["state"]
 
 
-def test_a_night_stopped_during_its_pull_then_run_again_equals_one_clean_night(hospital, clean):
+def killed_night(step: str, home: Path, hospital, orthanc, at: int) -> subprocess.CompletedProcess:
+    """A night in a process of its own that SIGKILLs itself at the `at`-th pulled file or push (tests/pacs_kill.py)."""
     root, cohort, model = hospital
-    written: list[Path] = []
+    spec = {"home": str(home), "cohort": str(cohort.root), "model_dir": str(root), "threshold": model.threshold,
+            "env": orthanc.env("dicomweb"), "at": at}
+    return subprocess.run([sys.executable, "-m", "tests.pacs_kill", step, json.dumps(spec)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600)
 
-    def kill_after_three(path: Path) -> None:
-        written.append(path)
-        if len(written) == 3:
-            raise Killed
 
+def temporaries(inbox: Path) -> list[Path]:
+    return sorted(inbox.rglob(".*.tmp"))
+
+
+def test_a_night_killed_during_its_pull_then_run_again_equals_one_clean_night(hospital, clean):
+    """kill -9 while the fourth file is half written (three whole before it, none recorded yet): the next night
+    fetches again what was not recorded, the half-written temporary is never ingested, and once it is stale (an
+    hour: a writer may still be at work on a younger one) the pull's sweep removes it; the site and the PACS are
+    then as after one clean night."""
+    from osteo.pacs.inbox import sweep_stale_temporaries
+
+    root, cohort, model = hospital
+    home = root / "pull-killed"
     with start_orthanc(root / "pull-killed-pacs") as orthanc:
         orthanc.load(cohort.files())
-        with pytest.raises(Killed):
-            run_night(root / "pull-killed", cohort, model, orthanc, after_write=kill_after_three)
-        again = run_night(root / "pull-killed", cohort, model, orthanc)
-        state = site_state(root / "pull-killed", orthanc)
-    assert (again.pull.retrieved, again.pull.already_retrieved) == (len(cohort.in_scope()) - 3, 3)
+        died = killed_night("pull", home, hospital, orthanc, at=4)
+        assert died.returncode == -signal.SIGKILL, died.stderr[-3000:]
+        inbox = home / "data" / "inbox"
+        left = temporaries(inbox)
+        assert len(left) == 1 and len([p for p in inbox.rglob("*.dcm") if not p.name.startswith(".")]) == 3
+        assert site_state(home, orthanc)["pulled"] == []  # killed before its first record: nothing is known
+        again = run_night(home, cohort, model, orthanc)
+        assert temporaries(inbox) == left  # young: left for its writer, and the refresh skipped it
+        assert sweep_stale_temporaries(inbox, now=time.time() + 3601) == 1
+        state = site_state(home, orthanc)
+    assert (again.pull.retrieved, again.pull.already_retrieved) == (len(cohort.in_scope()), 0)
     assert state == clean["state"]
 
 
-def test_a_night_stopped_during_its_push_then_run_again_equals_one_clean_night(hospital, clean, monkeypatch):
-    """Stopped after the PACS took the second film's SR and SC and before the site recorded them (the worst
+def test_a_night_killed_during_its_push_then_run_again_equals_one_clean_night(hospital, clean):
+    """kill -9 after the PACS took the second film's SR and SC and before the site recorded them (the worst
     place): the next run sends them again under the same UIDs, and the PACS holds each once."""
-    import osteo.screening.push as push
-
     root, cohort, model = hospital
-    sent: list[int] = []
-    real_send = push.send_objects
-
-    def send_then_die(target, datasets):
-        answers = real_send(target, datasets)
-        sent.append(len(datasets))
-        if len(sent) == 2:
-            raise Killed
-        return answers
-
+    home = root / "push-killed"
     with start_orthanc(root / "push-killed-pacs") as orthanc:
         orthanc.load(cohort.files())
-        monkeypatch.setattr(push, "send_objects", send_then_die)
-        with pytest.raises(Killed):
-            run_night(root / "push-killed", cohort, model, orthanc)
-        monkeypatch.setattr(push, "send_objects", real_send)
+        died = killed_night("push", home, hospital, orthanc, at=2)
+        assert died.returncode == -signal.SIGKILL, died.stderr[-3000:]
         assert len(pacs_objects(orthanc)) == 4  # two films' SR and SC in the PACS, one of them unrecorded
-        again = run_night(root / "push-killed", cohort, model, orthanc)
-        state = site_state(root / "push-killed", orthanc)
+        again = run_night(home, cohort, model, orthanc)
+        state = site_state(home, orthanc)
     assert again.images == 0 and again.push.sr == clean["first"].screened - 1
     assert state == clean["state"]
 
