@@ -103,7 +103,7 @@ def split_images(images: list[dict[str, Any]], test_year: int, seed: int) -> lis
     return [part(im) for im in images]
 
 
-def _views_of(job: dict[str, Any]) -> dict[str, Any]:
+def image_views(job: dict[str, Any]) -> dict[str, Any]:
     """Worker: the boxed views of one image and its away-from-the-neck negatives (small arrays
     travel back, never the image)."""
     from osteo.etl.imaging import ExportError, load_dicom, prepare_display
@@ -129,10 +129,18 @@ def collect_dataset(factory: sessionmaker[Session], out_dir: Path, *, test_year:
                     seed: int = 0, workers: int = 1) -> RoiDataset:
     """Every human box as a view, split by patient, with negative views of each part (osteo.localiser.negatives);
     written once per content digest."""
-    from osteo.localiser.negatives import NEG_VERSION, nonhip_renderer
-
     with factory() as session:
         images = _boxed_images(session)
+    return build_dataset(images, out_dir, test_year=test_year, input_size=input_size, seed=seed, workers=workers)
+
+
+def build_dataset(images: list[dict[str, Any]], out_dir: Path, *, test_year: int, input_size: int, seed: int = 0,
+                  workers: int = 1) -> RoiDataset:
+    """:func:`collect_dataset` from the boxed images themselves (dicts as ``_boxed_images`` gives: path,
+    sha256, patient, year, laterality, row_direction, mm, boxes, synthetic), without a database
+    (bench/roi_unseen.py builds them from a cohort's truth.csv)."""
+    from osteo.localiser.negatives import NEG_VERSION, nonhip_renderer
+
     parts = split_images(images, test_year, seed)
     images = [{**im, "part": p} for im, p in zip(images, parts, strict=True) if p != "unused"]
     nonhip = nonhip_renderer() is not None
@@ -141,9 +149,9 @@ def collect_dataset(factory: sessionmaker[Session], out_dir: Path, *, test_year:
     digest = hashlib.sha256(ident.encode()).hexdigest()
     jobs = [{k: v for k, v in im.items() if k != "part"} | {"size": input_size, "seed": seed} for im in images]
     if workers > 1 and len(jobs) >= 8:
-        done = list(shared_pool(workers).map(_views_of, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+        done = list(shared_pool(workers).map(image_views, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
     else:
-        done = [_views_of(j) for j in jobs]
+        done = [image_views(j) for j in jobs]
     arrays: dict[str, list] = {}
     for im, res in zip(images, done, strict=True):
         part = im["part"]
