@@ -37,6 +37,8 @@ import shutil
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,6 +47,7 @@ import numpy as np
 from osteo.synth.dicomio import render_and_write, uid_for
 from osteo.synth.others import KINDS, write_others
 from osteo.synth.plan import PAIR_WINDOW_DAYS, make_plan, truth_rows
+from osteo.synth.records import Image, Plan
 from osteo.synth.tables import write_bad_voc, write_dexa, write_voc
 
 __all__ = ["generate_cohort", "TRUTH_COLUMNS"]
@@ -72,21 +75,8 @@ def _workers(requested: int | None) -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def generate_cohort(
-    out: Path,
-    patients: int = 200,
-    seed: int = 0,
-    progress: Callable[[int, int], None] | None = None,
-    *,
-    workers: int | None = None,
-    window_days: int = PAIR_WINDOW_DAYS,
-    screening: bool = False,
-) -> dict[str, Any]:
-    """Write a synthetic cohort under ``out`` (its dicom/, dexa/, annotations/ and truth.csv are
-    replaced) and return a summary of counts. Deterministic for a given ``seed`` and
-    ``patients`` (independent of ``workers``). ``screening``: with a screening population (make_plan)."""
-    out = Path(out)
-    plan = make_plan(int(patients), int(seed), screening=screening)
+def make_folders(out: Path) -> tuple[Path, Path]:
+    """Replace the cohort's dicom/, dexa/ and annotations/ folders; return the new dicom/ and annotations/."""
     out.mkdir(parents=True, exist_ok=True)
     for sub in ("dicom", "dexa", "annotations"):
         if (out / sub).exists():
@@ -94,8 +84,11 @@ def generate_cohort(
     dicom_dir, ann_dir = out / "dicom", out / "annotations"
     dicom_dir.mkdir()
     ann_dir.mkdir()
+    return dicom_dir, ann_dir
 
-    # ---- per-image specs
+
+def film_specs(plan: Plan, seed: int, dicom_dir: Path) -> list[dict[str, Any]]:
+    """One render spec per film of the plan, in the plan's order (render_and_write's input)."""
     specs: list[dict[str, Any]] = []
     study_uid = {s: uid_for(seed, "study", s) for s in plan.studies}
     for im in plan.images:
@@ -124,10 +117,13 @@ def generate_cohort(
             "implant": im.implant,
             "exclusion": im.exclusion,
         })
+    return specs
 
-    # ---- junk DICOM specs (not in truth): missing PatientID, missing dates, truncated
-    n_st = len(plan.studies)
-    junk_specs = []
+
+def junk_specs(specs: list[dict[str, Any]], seed: int, dicom_dir: Path, n_st: int) -> list[dict[str, Any]]:
+    """Junk DICOM specs (not in truth), copies of the first films: one missing PatientID, one missing its dates;
+    in the studies after the plan's `n_st`."""
+    junk = []
     for k, drop in enumerate((("PatientID",), ("StudyDate", "SeriesDate", "ContentDate", "AcquisitionDate"))):
         base = dict(specs[k % len(specs)])
         base.update({
@@ -142,36 +138,35 @@ def generate_cohort(
             "implant": None,
             "drop_tags": drop,
         })
-        junk_specs.append(base)
+        junk.append(base)
+    return junk
 
-    total = len(specs) + len(junk_specs) + len(KINDS)
-    results: list[dict[str, Any] | None] = [None] * len(specs)
-    done = 0
-    nw = _workers(workers)
-    if nw == 1:
-        it = map(render_and_write, specs + junk_specs)
-        for res in it:
+
+def render_films(films: list[dict[str, Any]], junk: list[dict[str, Any]], workers: int,
+                 progress: Callable[[int, int], None] | None, total: int) -> list[dict[str, Any]]:
+    """Render and write every film and junk file (in this process or a pool); return the films' results in the
+    plan's order. `progress` hears each file done, counted out of `total`."""
+    results: list[dict[str, Any] | None] = [None] * len(films)
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    with pool if pool is not None else nullcontext():
+        done_files = (pool.map(render_and_write, films + junk, chunksize=4) if pool is not None
+                      else map(render_and_write, films + junk))
+        for done, res in enumerate(done_files, start=1):
             if res["idx"] is not None:
                 results[res["idx"]] = res
-            done += 1
             if progress:
                 progress(done, total)
-    else:
-        with ProcessPoolExecutor(max_workers=nw) as ex:
-            for res in ex.map(render_and_write, specs + junk_specs, chunksize=4):
-                if res["idx"] is not None:
-                    results[res["idx"]] = res
-                done += 1
-                if progress:
-                    progress(done, total)
     if any(r is None for r in results):  # every film spec comes back once from render_and_write
         raise RuntimeError("a film of the plan was not rendered")
-    rendered = cast(list[dict[str, Any]], results)
+    return cast(list[dict[str, Any]], results)
 
+
+def write_junk_files(dicom_dir: Path, junk: list[dict[str, Any]], seed: int, n_st: int) -> int:
+    """Beside the junk DICOMs: a truncated DICOM, a README and a Thumbs.db. Returns how many junk files there are."""
     # truncated DICOM: a copy of the first junk file cut inside the header
     trunc = dicom_dir / f"S{n_st + 3:05d}" / "IM0001.dcm"
     trunc.parent.mkdir(parents=True, exist_ok=True)
-    raw = Path(junk_specs[0]["path"]).read_bytes()
+    raw = Path(junk[0]["path"]).read_bytes()
     cut = raw.find(b"\x08\x00\x18\x00UI")  # inside the SOPInstanceUID value of the dataset
     trunc.write_bytes(raw[: (cut + 20) if cut > 132 else 420])
     (dicom_dir / "README.txt").write_text(
@@ -179,61 +174,86 @@ def generate_cohort(
         encoding="utf-8",
     )
     (dicom_dir / "Thumbs.db").write_bytes(bytes(np.random.default_rng(seed).integers(0, 256, 512, dtype=np.uint8)))
-    junk_files = len(junk_specs) + 3
+    return len(junk) + 3
 
-    # ---- annotations
+
+def write_annotations(plan: Plan, rendered: list[dict[str, Any]], specs: list[dict[str, Any]],
+                      ann_dir: Path) -> tuple[int, int]:
+    """The VOC file of each annotated film (one object per side, left to right on the image) and the malformed
+    ones. Returns (annotated, malformed_xml)."""
     annotated = 0
     malformed_xml = 0
     for im, res, spec in zip(plan.images, rendered, specs):
-        if im.annotated:  # one object per side, left to right on the image
+        if im.annotated:
             boxes = sorted(res["boxes"].values())
             write_voc(ann_dir / f"{spec['sop_uid']}.xml", spec["sop_uid"], res["cols"], res["rows"], boxes)
             annotated += 1
         elif im.malformed_xml:
             write_bad_voc(ann_dir / f"{spec['sop_uid']}.xml", spec["sop_uid"])
             malformed_xml += 1
+    return annotated, malformed_xml
 
-    # ---- DEXA
-    dexa = write_dexa(plan, out / "dexa", np.random.default_rng(np.random.SeedSequence([int(seed), 11])))
 
-    # ---- truth; then the files that are not hip radiographs, from their own generator
-    rows = truth_rows(plan, window_days)
-    hips = [i for i, im in enumerate(plan.images) if im.view == "hip"]  # hosts of the files out of scope
-    others = write_others(out, [specs[i] for i in hips], [rows[i] for i in hips], int(seed), n_st + 4)
+def write_other_files(out: Path, plan: Plan, specs: list[dict[str, Any]], rows: list[dict[str, Any]], seed: int,
+                      first_study: int) -> list[dict[str, Any]]:
+    """The files that are not hip radiographs (others.py, hosted by hip views); their truth rows, no crops."""
+    hips = [i for i, im in enumerate(plan.images) if im.view == "hip"]
+    others = write_others(out, [specs[i] for i in hips], [rows[i] for i in hips], int(seed), first_study)
     for r in others:
         r["crops"] = 0
-    for _ in others:
-        done += 1
-        if progress:
-            progress(done, total)
+    return others
+
+
+def truth_row(out: Path, row: dict[str, Any], res: dict[str, Any], spec: dict[str, Any], im: Image) -> dict[str, Any]:
+    """truth.csv's row of one film: the plan's truth with what rendering it decided."""
+    row = dict(row)
+    row.pop("idx")
+    row.update({
+        "expected_scope": "in_scope",
+        "sop_instance_uid": spec["sop_uid"],
+        "file": Path(spec["path"]).relative_to(out).as_posix(),
+        "study_instance_uid": spec["study_uid"],
+        "modality": res["modality"],
+        "photometric": res["photometric"],
+        "bits_stored": res["bits"],
+        "transfer_syntax": res["transfer_syntax"],
+        "rotation_deg": f"{im.rotation:.2f}",
+        "orientation": res["orientation"],
+        "boxes": _boxes_json(res["boxes"]),
+        "true_boxes": _boxes_json(res["true_boxes"]),
+    })
+    if im.view == "hip":
+        b = res["boxes"][im.laterality]
+        row.update({"box_xmin": b[0], "box_ymin": b[1], "box_xmax": b[2], "box_ymax": b[3]})
+    return row
+
+
+def write_truth(out: Path, plan: Plan, rows: list[dict[str, Any]], rendered: list[dict[str, Any]],
+                specs: list[dict[str, Any]], others: list[dict[str, Any]]) -> None:
+    """truth.csv: the films' rows in the plan's order, then the other files' rows."""
     with open(out / "truth.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=TRUTH_COLUMNS, lineterminator="\n")
         w.writeheader()
         for row, res, spec, im in zip(rows, rendered, specs, plan.images):
-            row = dict(row)
-            row.pop("idx")
-            row.update({
-                "expected_scope": "in_scope",
-                "sop_instance_uid": spec["sop_uid"],
-                "file": Path(spec["path"]).relative_to(out).as_posix(),
-                "study_instance_uid": spec["study_uid"],
-                "modality": res["modality"],
-                "photometric": res["photometric"],
-                "bits_stored": res["bits"],
-                "transfer_syntax": res["transfer_syntax"],
-                "rotation_deg": f"{im.rotation:.2f}",
-                "orientation": res["orientation"],
-                "boxes": _boxes_json(res["boxes"]),
-                "true_boxes": _boxes_json(res["true_boxes"]),
-            })
-            if im.view == "hip":
-                b = res["boxes"][im.laterality]
-                row.update({"box_xmin": b[0], "box_ymin": b[1], "box_xmax": b[2], "box_ymax": b[3]})
-            w.writerow(row)
+            w.writerow(truth_row(out, row, res, spec, im))
         w.writerows(others)
 
-    paired = sum(r["expected_pair"] for r in rows)
-    positives = sum(1 for r in rows if r["expected_label"] == 1)
+
+@dataclass(frozen=True)
+class Written:
+    """What generate_cohort wrote beside the films, for its summary."""
+
+    junk_files: int
+    annotated: int
+    malformed_xml: int
+    dexa: dict[str, Any]
+    others: list[dict[str, Any]]
+
+
+def summarize_cohort(out: Path, seed: int, plan: Plan, rows: list[dict[str, Any]], rendered: list[dict[str, Any]],
+                     written: Written) -> dict[str, Any]:
+    """generate_cohort's summary of counts."""
+    others = written.others
     ts_counts: dict[str, int] = {}
     for r in rendered:
         ts_counts[r["transfer_syntax"]] = ts_counts.get(r["transfer_syntax"], 0) + 1
@@ -243,23 +263,23 @@ def generate_cohort(
         "patients": len(plan.patients),
         "studies": len(plan.studies),
         "images": len(plan.images),
-        "junk_files": junk_files,
-        "annotated": annotated + len(others),
-        "malformed_xml": malformed_xml,
-        **dexa,
+        "junk_files": written.junk_files,
+        "annotated": written.annotated + len(others),
+        "malformed_xml": written.malformed_xml,
+        **written.dexa,
         "exams_valid": sum(1 for e in plan.exams if e.valid),
-        "paired": paired,
-        "positives": positives,
+        "paired": sum(r["expected_pair"] for r in rows),
+        "positives": sum(1 for r in rows if r["expected_label"] == 1),
         "excluded_metal": sum(1 for im in plan.images if im.exclusion == "metal"),
         "excluded_blur": sum(1 for im in plan.images if im.exclusion == "blur"),
         "expected_export": sum(r["expected_export"] for r in rows),
         "pelvis": sum(1 for im in plan.images if im.view == "pelvis"),
         "expected_crops": sum(r["crops"] for r in rows),
-        # left-side crops of the test year's exports (a pelvis gives its L crop)
         "screening_patients": sum(1 for p in plan.patients if p.screening),
         "screening_films": sum(1 for im in plan.images if plan.patients[im.patient].screening),
         "films_with_followup": sum(r["followup_days"] != "" for r in rows),
         "followup_confirmed": sum(r["followup_confirmed"] == 1 for r in rows),
+        # left-side crops of the test year's exports (a pelvis gives its L crop)
         "test_images": sum(1 for r in rows if r["expected_export"] and r["laterality"] in ("L", "B")
                            and r["study_date"].startswith("2022")),
         "transfer_syntaxes": ts_counts,
@@ -268,3 +288,38 @@ def generate_cohort(
         "out_of_scope_by_reason": dict(sorted(Counter(r["expected_scope"] for r in others
                                                       if r["expected_scope"] != "unknown_body_part").items())),
     }
+
+
+def generate_cohort(
+    out: Path,
+    patients: int = 200,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    workers: int | None = None,
+    window_days: int = PAIR_WINDOW_DAYS,
+    screening: bool = False,
+) -> dict[str, Any]:
+    """Write a synthetic cohort under ``out`` (its dicom/, dexa/, annotations/ and truth.csv are
+    replaced) and return a summary of counts. Deterministic for a given ``seed`` and
+    ``patients`` (independent of ``workers``). ``screening``: with a screening population (make_plan)."""
+    out = Path(out)
+    plan = make_plan(int(patients), int(seed), screening=screening)
+    dicom_dir, ann_dir = make_folders(out)
+    n_st = len(plan.studies)
+    specs = film_specs(plan, seed, dicom_dir)
+    junk = junk_specs(specs, seed, dicom_dir, n_st)
+    total = len(specs) + len(junk) + len(KINDS)
+    rendered = render_films(specs, junk, _workers(workers), progress, total)
+    junk_files = write_junk_files(dicom_dir, junk, seed, n_st)
+    annotated, malformed_xml = write_annotations(plan, rendered, specs, ann_dir)
+    dexa = write_dexa(plan, out / "dexa", np.random.default_rng(np.random.SeedSequence([int(seed), 11])))
+    # the truth; then the files that are not hip radiographs, from their own generator
+    rows = truth_rows(plan, window_days)
+    others = write_other_files(out, plan, specs, rows, seed, n_st + 4)
+    if progress:
+        for k in range(len(others)):
+            progress(len(specs) + len(junk) + k + 1, total)
+    write_truth(out, plan, rows, rendered, specs, others)
+    return summarize_cohort(out, seed, plan, rows, rendered,
+                            Written(junk_files, annotated, malformed_xml, dexa, others))
