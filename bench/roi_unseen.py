@@ -175,6 +175,8 @@ def run(args: argparse.Namespace) -> dict:
         result.update(train_seconds=round(ev.seconds, 1), build_and_train_seconds=round(time.perf_counter() - t0, 1),
                       views=sizes, in_cohort_test={k: round(v, 4) for k, v in ev.metrics.items()})
     locator = FileLocator.load(checkpoint)
+    if args.refine is not None:  # the second look of a saved localiser, tried without training again
+        locator.model.refine = args.refine
     result["checkpoint"] = checkpoint
     unseen = score_views(locator.model, locator.input_size, cohort_images(args.test_cohort, annotated_only=False),
                          args.workers, locator.min_confidence)
@@ -203,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-cohort", type=Path)
     ap.add_argument("--test-cohort", type=Path, required=True)
     ap.add_argument("--checkpoint", type=Path, help="score this localiser instead of training one")
+    ap.add_argument("--refine", type=float, help="score with this second-look share (RoiConfig.refine)")
     ap.add_argument("--set", action="append", default=[], help="RoiConfig override key=value (JSON value)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/roi-unseen"), help="the dataset and checkpoint")
     ap.add_argument("--nonhip", type=int, default=20, help="other films (and film crops) located without a header")

@@ -50,6 +50,7 @@ class RoiConfig:
     augment: bool = True  # random shift/scale/contrast of the view and its box, new draws every epoch
     min_confidence: float = 0.8  # below: "unsure" (a person checks the proposal)
     neg_share: float = 0.5  # negative views per hip view in a training batch (presence head)
+    refine: float = 0.0  # > 0: predict again zoomed so the first box spans this share of the view
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -199,11 +200,12 @@ class Localiser(nn.Module):
     (training keeps the raw values so that a coordinate outside still gets a gradient).
     ``presence=False``: a checkpoint from before the presence head (osteo-roi/1)."""
 
-    def __init__(self, head: str = "heatmap", width: int = 16, presence: bool = True):
+    def __init__(self, head: str = "heatmap", width: int = 16, presence: bool = True, refine: float = 0.0):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}")
         self.head = head
+        self.refine = refine  # the second look's box share (osteo_model.roi_train.refine_boxes); 0: none
         self.has_presence = presence
         w = width
         self.backbone = nn.Sequential(
@@ -256,4 +258,4 @@ class Localiser(nn.Module):
 
 
 def build_localiser(config: RoiConfig, presence: bool = True) -> Localiser:
-    return Localiser(config.head, config.width, presence)
+    return Localiser(config.head, config.width, presence, config.refine)
