@@ -143,17 +143,19 @@ def _window(frac: np.ndarray, p: dict[str, Any], rng: np.random.Generator) -> tu
     return center, width
 
 
-def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], rng) -> Dataset:
-    sop_class = DX_FOR_PRESENTATION if p["modality"] == "DX" else CR_IMAGE
-    ds = Dataset()
+def file_meta(sop_class: str, spec: dict[str, Any]) -> FileMetaDataset:
+    """The file meta information of one film (written explicit VR little endian; compressed later)."""
     fm = FileMetaDataset()
     fm.MediaStorageSOPClassUID = UID(sop_class)
     fm.MediaStorageSOPInstanceUID = spec["sop_uid"]
     fm.TransferSyntaxUID = ExplicitVRLittleEndian
     fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     fm.ImplementationVersionName = "OSTEO_SYNTH_1"
-    ds.file_meta = fm
+    return fm
 
+
+def write_study_tags(ds: Dataset, spec: dict[str, Any], p: dict[str, Any], sop_class: str, pelvis: bool) -> None:
+    """The instance, its dates and times, the acquisition's equipment and the study's descriptions."""
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.SOPClassUID = sop_class
@@ -174,8 +176,11 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
     ds.InstitutionName = "Taichung General Hospital"
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = p["description"]
-    pelvis = spec.get("view", "hip") == "pelvis"
     ds.SeriesDescription = "PELVIS AP" if pelvis else f"HIP {'LT' if spec['laterality'] == 'L' else 'RT'} AP"
+
+
+def write_patient_tags(ds: Dataset, spec: dict[str, Any]) -> None:
+    """The patient's name, ID, birth date, sex and age on the study day."""
     ds.PatientName = spec["patient_name"]
     ds.PatientID = spec["patient_id"]
     ds.PatientBirthDate = _da(spec["birth"])
@@ -183,6 +188,10 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
     date, birth = spec["date"], spec["birth"]
     age = date.year - birth.year - ((date.month, date.day) < (birth.month, birth.day))
     ds.PatientAge = f"{age:03d}Y"
+
+
+def write_view_tags(ds: Dataset, spec: dict[str, Any], p: dict[str, Any], pelvis: bool) -> None:
+    """Body part and view, the study's and series' identity, orientation, laterality and pixel spacing."""
     ds.BodyPartExamined = "PELVIS" if pelvis else "HIP"
     ds.ViewPosition = "AP"
     ds.StudyInstanceUID = spec["study_uid"]
@@ -195,18 +204,25 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
     ds.BurnedInAnnotation = "YES" if p.get("burned_in_text") else "NO"
     ds.LossyImageCompression = "00"
     ds.PixelSpacing = [p["spacing"], p["spacing"]]
-    if p["modality"] == "DX":
-        ds.ImagerPixelSpacing = [p["spacing"], p["spacing"]]
-        ds.DetectorType = "SCINTILLATOR"
-        ds.PixelIntensityRelationship = "LOG"
-        ds.PixelIntensityRelationshipSign = 1 if p["photometric"] == "MONOCHROME1" else -1
-        # DX Image: the presentation LUT undoes MONOCHROME1's inversion; DX Anatomy Imaged and DX
-        # Positioning: the coded anatomy and view; Acquisition Context: none recorded (Type 2, empty)
-        ds.PresentationLUTShape = "INVERSE" if p["photometric"] == "MONOCHROME1" else "IDENTITY"
-        ds.AnatomicRegionSequence = [code_item(*ANATOMY_CODES["pelvis" if pelvis else "hip"])]
-        ds.ViewCodeSequence = [code_item(*VIEW_AP_CODE)]
-        ds.PositionerType = ""
-        ds.AcquisitionContextSequence = []
+
+
+def write_dx_tags(ds: Dataset, p: dict[str, Any], pelvis: bool) -> None:
+    """What a DX For Presentation image carries beyond a CR."""
+    ds.ImagerPixelSpacing = [p["spacing"], p["spacing"]]
+    ds.DetectorType = "SCINTILLATOR"
+    ds.PixelIntensityRelationship = "LOG"
+    ds.PixelIntensityRelationshipSign = 1 if p["photometric"] == "MONOCHROME1" else -1
+    # DX Image: the presentation LUT undoes MONOCHROME1's inversion; DX Anatomy Imaged and DX
+    # Positioning: the coded anatomy and view; Acquisition Context: none recorded (Type 2, empty)
+    ds.PresentationLUTShape = "INVERSE" if p["photometric"] == "MONOCHROME1" else "IDENTITY"
+    ds.AnatomicRegionSequence = [code_item(*ANATOMY_CODES["pelvis" if pelvis else "hip"])]
+    ds.ViewCodeSequence = [code_item(*VIEW_AP_CODE)]
+    ds.PositionerType = ""
+    ds.AcquisitionContextSequence = []
+
+
+def write_pixel_tags(ds: Dataset, stored: np.ndarray, spec: dict[str, Any], p: dict[str, Any]) -> None:
+    """The image pixel module, the rescale and the VOI window (when drawn), and the pixel data."""
     rows, cols = stored.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = p["photometric"]
@@ -226,6 +242,20 @@ def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], r
         ds.WindowWidth = f"{w:.10g}"
         ds.VOILUTFunction = "LINEAR"
     ds.PixelData = stored.astype("<u2").tobytes()
+
+
+def build_dataset(spec: dict[str, Any], stored: np.ndarray, p: dict[str, Any], rng) -> Dataset:
+    """The film's dataset from its spec, stored pixels and acquisition parameters (`rng` is not drawn from)."""
+    sop_class = DX_FOR_PRESENTATION if p["modality"] == "DX" else CR_IMAGE
+    pelvis = spec.get("view", "hip") == "pelvis"
+    ds = Dataset()
+    ds.file_meta = file_meta(sop_class, spec)
+    write_study_tags(ds, spec, p, sop_class, pelvis)
+    write_patient_tags(ds, spec)
+    write_view_tags(ds, spec, p, pelvis)
+    if p["modality"] == "DX":
+        write_dx_tags(ds, p, pelvis)
+    write_pixel_tags(ds, stored, spec, p)
     return ds
 
 
