@@ -51,6 +51,7 @@ class RoiConfig:
     min_confidence: float = 0.8  # below: "unsure" (a person checks the proposal)
     neg_share: float = 0.5  # negative views per hip view in a training batch (presence head)
     refine: float = 0.0  # > 0: predict again zoomed so the first box spans this share of the view
+    zoom_in: float = 0.0  # share of training hip views zoomed in about the neck (the second look's views)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:

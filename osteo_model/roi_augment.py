@@ -40,6 +40,7 @@ SHIFT = 0.3  # half-views
 CROP_NEG = 0.1  # share of hip views zoomed in away from the neck (negatives)
 MIRROR_NEG = 0.05  # share of hip views mirrored (negatives: the wrong side's orientation)
 VISIBLE_POS, VISIBLE_NEG = 0.8, 0.2
+ZOOM_IN_SHARE, ZOOM_IN_OFFSET = 0.3, 0.08  # the second look: the box's share of the view, centre error
 TEXTS = ("L", "R", "AP", "PA", "PELVIS", "HIP", "AP PELVIS", "STANDING", "SUPINE", "PORTABLE", "12/03/2021",
          "2019-07-14", "14:32:07", "kVp 75", "mAs 22", "CR", "DX", "1:1", "ID 0042317", "ACC 88213", "5 cm",
          "W 4095 L 2048", "Im: 1/1", "Se: 2", "R  AP", "L  AP", "LEFT", "RIGHT", "ER", "DR", "MARKER")
@@ -83,7 +84,8 @@ def visible_share(boxes: torch.Tensor) -> torch.Tensor:
     return inside / area
 
 
-def _geometry(boxes: torch.Tensor, gen: torch.Generator, strength: torch.Tensor, crop_neg: float, mirror_neg: float):
+def _geometry(boxes: torch.Tensor, gen: torch.Generator, strength: torch.Tensor, crop_neg: float, mirror_neg: float,
+              zoom_in: float = 0.0):
     n = len(boxes)
     zoom = torch.exp(_uniform(gen, math.log(ZOOM[0]), math.log(ZOOM[1]), n) * strength)
     aspect = torch.exp(_uniform(gen, -ASPECT, ASPECT, n) * strength)
@@ -99,8 +101,22 @@ def _geometry(boxes: torch.Tensor, gen: torch.Generator, strength: torch.Tensor,
     best = cand[vis.argmin(0), torch.arange(n)]
     sx, sy = torch.where(crop, z, sx), torch.where(crop, z, sy)
     shift = torch.where(crop[:, None], best, shift)
+    if zoom_in > 0:
+        sx, sy, shift = _zoom_in(boxes, gen, _chance(gen, zoom_in, n) & ~crop, sx, sy, shift)
     mirror = _chance(gen, mirror_neg, n)
     return sx, sy, shift, mirror
+
+
+def _zoom_in(boxes: torch.Tensor, gen: torch.Generator, chosen: torch.Tensor, sx, sy, shift):
+    """The second look's views (osteo_model.roi_train.refine_boxes) on the ``chosen`` views: zoomed
+    about the neck so that the box's larger side spans ZOOM_IN_SHARE of the view (x 0.7-1.4), its
+    centre off the view's centre by up to ZOOM_IN_OFFSET (the first look's error)."""
+    n = len(boxes)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    side = (boxes[:, 2:] - boxes[:, :2]).amax(1).clamp(min=1e-3)
+    z = (ZOOM_IN_SHARE * torch.exp(_uniform(gen, math.log(0.7), math.log(1.4), n)) / side).clamp(1.0, 3.0)
+    aim = z[:, None] * (1 - 2 * centre) + 2 * _uniform(gen, -ZOOM_IN_OFFSET, ZOOM_IN_OFFSET, n, 2)
+    return torch.where(chosen, z, sx), torch.where(chosen, z, sy), torch.where(chosen[:, None], aim, shift)
 
 
 # ---------------------------------------------------------------- grey levels and texture
@@ -209,7 +225,7 @@ def collimate(x: torch.Tensor, boxes: torch.Tensor | None, gen: torch.Generator,
 
 # ---------------------------------------------------------------- the whole recipe
 def randomise(x: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator, strength: float = 1.0, *,
-              crop_neg: float = CROP_NEG, mirror_neg: float = MIRROR_NEG
+              crop_neg: float = CROP_NEG, mirror_neg: float = MIRROR_NEG, zoom_in: float = 0.0
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hip views [N, 1, S, S] and their normalised boxes [N, 4] -> (randomised views, boxes clamped to
     the view, presence targets [N]: 1 hip, 0 no neck in view, -1 ambiguous). ``strength`` scales
@@ -217,7 +233,7 @@ def randomise(x: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator, streng
     shift); each view draws its own share of it in [LIGHTEST, 1], so that some views stay close to
     the films (a small set must still be learned in a few hundred steps) and some are far off."""
     shares = strength * _uniform(gen, LIGHTEST, 1.0, len(x))  # each view's strength
-    sx, sy, shift, mirror = _geometry(boxes, gen, shares, crop_neg, mirror_neg)
+    sx, sy, shift, mirror = _geometry(boxes, gen, shares, crop_neg, mirror_neg, zoom_in)
     x = warp(x, sx, sy, shift, torch.zeros(len(x), dtype=torch.bool))
     moved = warp_boxes(boxes, sx, sy, shift, torch.zeros(len(x), dtype=torch.bool))
     vis = visible_share(moved)

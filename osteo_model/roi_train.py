@@ -228,7 +228,7 @@ def train_localiser(train_x: np.ndarray, train_boxes: np.ndarray, val_x: np.ndar
                 continue
             xb, bb, target = x[idx], boxes[idx], torch.ones(len(idx))
             if config.augment:
-                xb, bb, target = randomise(xb, bb, gen)
+                xb, bb, target = randomise(xb, bb, gen, zoom_in=config.zoom_in)
             if n_neg:
                 xb = torch.cat([xb, _negatives(pool, n_neg, size, gen, config.augment)])
                 bb, target = torch.cat([bb, torch.zeros(n_neg, 4)]), torch.cat([target, torch.zeros(n_neg)])

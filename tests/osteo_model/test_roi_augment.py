@@ -82,3 +82,22 @@ def test_text_is_burned_in_and_negatives_hold_no_hip():
     assert not torch.equal(burn_text(x, torch.Generator().manual_seed(0), p=1.0), x)
     neg = synthetic_negatives(10, S, torch.Generator().manual_seed(0))
     assert neg.shape == (10, 1, S, S) and 0 <= neg.min() and neg.max() <= 1
+
+
+def test_zoom_in_views_magnify_the_neck_about_its_centre_and_keep_it_whole():
+    from osteo_model.roi_augment import ZOOM_IN_OFFSET, ZOOM_IN_SHARE
+
+    x = torch.full((32, 1, S, S), 0.2)
+    x[:, :, 28:34, 12:20] = 0.9  # a small neck off the view's centre: 8 px of 64
+    b = torch.tensor([[12 / S, 28 / S, 20 / S, 34 / S]]).repeat(32, 1)
+    plain = randomise(x, b, torch.Generator().manual_seed(5), crop_neg=0.0, mirror_neg=0.0)
+    out, boxes, target = randomise(x, b, torch.Generator().manual_seed(5), crop_neg=0.0, mirror_neg=0.0, zoom_in=1.0)
+    side = (boxes[:, 2:] - boxes[:, :2]).amax(1)
+    assert torch.all(target == 1)  # the neck stays in view: these are hip views, not crops
+    assert torch.all(side >= ZOOM_IN_SHARE * 0.7 - 1e-4) and torch.all(side <= 3 * 8 / S + 1e-4)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    assert torch.all((centre - 0.5).abs() <= ZOOM_IN_OFFSET + 1e-4)
+    assert (plain[1][:, 2:] - plain[1][:, :2]).amax(1).max() < side.min()  # the plain recipe never zooms so far
+    # off (the default), the recipe draws exactly as before
+    again = randomise(x, b, torch.Generator().manual_seed(5), crop_neg=0.0, mirror_neg=0.0, zoom_in=0.0)
+    assert torch.equal(again[0], plain[0])
