@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -71,23 +72,42 @@ def find_registered(c: MlflowClient, name: str, digest: str) -> str | None:
     return str(versions[0]) if versions else None
 
 
-def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Session], best: FoldResult,
-                  evaluation: Evaluation, snapshot: SnapshotInfo, parent_run_id: str, *, digest: str = "",
-                  target_recall: float | None = None, folds: int | None = None) -> Registration:
-    """Log the pyfunc + checkpoint (with its operating threshold), register it as challenger with a model card;
-    champion only if the gate says so: above chance and its baseline on its test year (clears_the_bar), then
-    better than the champion on the images both can be judged on. The same configuration on the same snapshot (`digest`,
-    osteo.training.folds.training_digest) registers nothing new: the existing version is reported."""
+@dataclass(frozen=True)
+class LoggedModel:
+    """The model version log_model_version registered, with what its tags need."""
+
+    version: str
+    checkpoint_sha: str
+    onnx: bool  # ONNX artifacts logged beside the checkpoint
+    localiser: dict[str, str]  # the localiser's artifacts in the model (empty: none)
+
+
+@dataclass(frozen=True)
+class ChampionDecision:
+    """The gate's answer for a new version: promote it or not, why, and the champion it was judged against."""
+
+    promote: bool
+    why: str
+    champion_version: str | None
+    champion_test_auc: float | None
+
+
+def report_existing(c: MlflowClient, name: str, existing: str, parent_run_id: str) -> Registration:
+    """The registration of a version already there (the same configuration on the same snapshot)."""
+    champion = alias_version(c, name, "champion")
+    why = f"already registered as version {existing}: the same configuration on the same snapshot"
+    c.set_tag(parent_run_id, "champion_decision", why)
+    return Registration(model_name=name, model_version=existing, champion=champion == existing,
+                        champion_version=champion, decision=why, already_registered=True,
+                        trained_on=(c.get_model_version(name, existing).tags or {}).get("trained_on"))
+
+
+def log_model_version(c: MlflowClient, settings: Settings, best: FoldResult, evaluation: Evaluation,
+                      snapshot: SnapshotInfo, parent_run_id: str, test: pd.DataFrame, *, digest: str,
+                      target_recall: float | None) -> LoggedModel:
+    """Log the checkpoint, the validation probabilities and the pyfunc on the parent run and register the
+    pyfunc under the settings' model name."""
     name = settings.registered_model
-    existing = find_registered(c, name, digest) if digest else None
-    if existing is not None:
-        champion = alias_version(c, name, "champion")
-        why = f"already registered as version {existing}: the same configuration on the same snapshot"
-        c.set_tag(parent_run_id, "champion_decision", why)
-        return Registration(model_name=name, model_version=existing, champion=champion == existing,
-                            champion_version=champion, decision=why, already_registered=True,
-                            trained_on=(c.get_model_version(name, existing).tags or {}).get("trained_on"))
-    test = snap.load_manifest(snapshot.manifest_path).query("split == 'test'")
     thr = float(evaluation.threshold)
     checkpoint = best.checkpoint  # the fold's own file (lineage hashes it); the threshold goes in model_config
     example = pd.DataFrame({"image": [Path(test["path"].iloc[0]).read_bytes()]})
@@ -114,10 +134,17 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
                       "snapshot_digest": snapshot.digest, "trained_on": snapshot.trained_on,
                       "synthetic_images": snapshot.synthetic_images},
         )
-    version = str(info.registered_model_version)
-    checkpoint_sha = sha256_file(checkpoint)
+    return LoggedModel(version=str(info.registered_model_version), checkpoint_sha=sha256_file(checkpoint),
+                       onnx=bool(onnx), localiser=localiser)
+
+
+def tag_model_version(c: MlflowClient, name: str, logged: LoggedModel, evaluation: Evaluation,
+                      snapshot: SnapshotInfo, parent_run_id: str, *, digest: str,
+                      target_recall: float | None) -> None:
+    """The version's tags: its snapshot and training, its test-year figures, its run and code, its localiser."""
     m, half = evaluation.metrics, evaluation.metrics_at_half
-    for key, value in {"snapshot_digest": snapshot.digest, "training_digest": digest, "threshold": thr,
+    for key, value in {"snapshot_digest": snapshot.digest, "training_digest": digest,
+                       "threshold": float(evaluation.threshold),
                        "target_recall": target_recall, "test_year": snapshot.params.get("test_year"),
                        "n_test": evaluation.n_test, "test_auc": m.get("roc_auc"),
                        "test_auc_ci_lo": evaluation.auc_ci[0], "test_auc_ci_hi": evaluation.auc_ci[1],
@@ -126,22 +153,22 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
                        "test_positives": evaluation.test_positives,
                        "test_negatives": evaluation.n_test - evaluation.test_positives,
                        "test_at_0.5_recall": half.get("recall_1"), "test_at_0.5_specificity": half.get("specificity"),
-                       "run_id": parent_run_id, "checkpoint_sha256": checkpoint_sha, "onnx": str(bool(onnx)).lower(),
+                       "run_id": parent_run_id, "checkpoint_sha256": logged.checkpoint_sha,
+                       "onnx": str(logged.onnx).lower(),
                        "trained_on": snapshot.trained_on, "synthetic_images": snapshot.synthetic_images,
                        **code_tags()}.items():
         if value is not None:
-            c.set_model_version_tag(name, version, key, str(value))
-    if localiser:
-        info_json = json.loads(Path(localiser["localiser_info"]).read_text())
-        c.set_model_version_tag(name, version, "localiser", f"{info_json['name']}/{info_json['version']}")
-    preset = c.get_run(parent_run_id).data.tags.get("preset", "")
-    c.update_model_version(name, version, description=model_card(
-        arch=best.arch, preset=preset, folds=folds or 0, snapshot_digest=snapshot.digest, n_train=snapshot.n_train,
-        n_test=evaluation.n_test, test_positives=evaluation.test_positives,
-        test_year=snapshot.params.get("test_year", "the test year"), threshold=thr, target_recall=target_recall,
-        at_threshold=m, at_half=half, trained_on=snapshot.trained_on, synthetic_images=snapshot.synthetic_images,
-        n_images=snapshot.n_members))
-    set_alias(c, name, "challenger", version)
+            c.set_model_version_tag(name, logged.version, key, str(value))
+    if logged.localiser:
+        info_json = json.loads(Path(logged.localiser["localiser_info"]).read_text())
+        c.set_model_version_tag(name, logged.version, "localiser", f"{info_json['name']}/{info_json['version']}")
+
+
+def decide_champion(c: MlflowClient, settings: Settings, name: str, version: str, evaluation: Evaluation,
+                    test: pd.DataFrame) -> ChampionDecision:
+    """The gate: above chance and its baseline on its test year (clears_the_bar), then better than the champion
+    on the images both can be judged on."""
+    m = evaluation.metrics
     champion_version = alias_version(c, name, "champion")
     challenger_metrics, champion_metrics = {**m, "n": evaluation.n_test}, None
     refused = clears_the_bar(m.get("roc_auc"), evaluation.auc_ci, evaluation.baseline_auc)  # first or not
@@ -153,15 +180,45 @@ def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Ses
     if challenger_metrics.get("n_champion_trained_on"):
         why += (f" (on the {challenger_metrics['n']} test images the champion did not train on; it trained on "
                 f"{challenger_metrics['n_champion_trained_on']})")
-    if promote:
+    return ChampionDecision(promote, why, champion_version, (champion_metrics or {}).get("roc_auc"))
+
+
+def register_best(c: MlflowClient, settings: Settings, factory: sessionmaker[Session], best: FoldResult,
+                  evaluation: Evaluation, snapshot: SnapshotInfo, parent_run_id: str, *, digest: str = "",
+                  target_recall: float | None = None, folds: int | None = None) -> Registration:
+    """Log the pyfunc + checkpoint (with its operating threshold), register it as challenger with a model card;
+    champion only if the gate says so: above chance and its baseline on its test year (clears_the_bar), then
+    better than the champion on the images both can be judged on. The same configuration on the same snapshot (`digest`,
+    osteo.training.folds.training_digest) registers nothing new: the existing version is reported."""
+    name = settings.registered_model
+    existing = find_registered(c, name, digest) if digest else None
+    if existing is not None:
+        return report_existing(c, name, existing, parent_run_id)
+    test = snap.load_manifest(snapshot.manifest_path).query("split == 'test'")
+    logged = log_model_version(c, settings, best, evaluation, snapshot, parent_run_id, test, digest=digest,
+                               target_recall=target_recall)
+    version = logged.version
+    tag_model_version(c, name, logged, evaluation, snapshot, parent_run_id, digest=digest, target_recall=target_recall)
+    m, half = evaluation.metrics, evaluation.metrics_at_half
+    preset = c.get_run(parent_run_id).data.tags.get("preset", "")
+    c.update_model_version(name, version, description=model_card(
+        arch=best.arch, preset=preset, folds=folds or 0, snapshot_digest=snapshot.digest, n_train=snapshot.n_train,
+        n_test=evaluation.n_test, test_positives=evaluation.test_positives,
+        test_year=snapshot.params.get("test_year", "the test year"), threshold=float(evaluation.threshold),
+        target_recall=target_recall, at_threshold=m, at_half=half, trained_on=snapshot.trained_on,
+        synthetic_images=snapshot.synthetic_images, n_images=snapshot.n_members))
+    set_alias(c, name, "challenger", version)
+    decision = decide_champion(c, settings, name, version, evaluation, test)
+    if decision.promote:
         set_alias(c, name, "champion", version)
-    c.set_tag(parent_run_id, "champion_decision", why)
+    c.set_tag(parent_run_id, "champion_decision", decision.why)
     snap.record_training_run(factory, snapshot_id=snapshot.snapshot_id, run_id=parent_run_id, arch=best.arch,
                              preset=preset, model_name=name, model_version=version,
-                             test_auc=m.get("roc_auc"), checkpoint_sha256=checkpoint_sha)
-    return Registration(model_name=name, model_version=version, champion=promote,
-                        champion_version=version if promote else champion_version, decision=why,
-                        champion_test_auc=(champion_metrics or {}).get("roc_auc"), trained_on=snapshot.trained_on)
+                             test_auc=m.get("roc_auc"), checkpoint_sha256=logged.checkpoint_sha)
+    return Registration(model_name=name, model_version=version, champion=decision.promote,
+                        champion_version=version if decision.promote else decision.champion_version,
+                        decision=decision.why, champion_test_auc=decision.champion_test_auc,
+                        trained_on=snapshot.trained_on)
 
 
 def champion_training_images(settings: Settings, c: MlflowClient, name: str, version: str) -> set[int]:
