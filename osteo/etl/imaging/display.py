@@ -134,18 +134,9 @@ def _percentile_window(m: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, di
     return np.clip((m - lo) / (hi - lo), 0.0, 1.0), info
 
 
-@quiet_reads()  # the service and the bench call it on a dataset of their own
-def prepare_display(ds: Dataset) -> DisplayMap:
-    """Decode the first frame and build its unit/display look-up tables."""
-    _check_pixel_module(ds)
-    arr = _decode_first_frame(ds)
-    ba, bs = int(ds.BitsAllocated), int(ds.BitsStored)
-    signed = int(ds.PixelRepresentation) == 1
-    codes = _as_codes(arr, ba, signed)
-    n = 1 << (8 * codes.dtype.itemsize)
-
-    # Stored value of the codes 0 .. 2**BitsStored-1 (sign extended); codes that differ only in
-    # the unused bits above BitsStored map to the same value, so the tables are tiled up to n.
+def modality_values(ds: Dataset, bs: int, signed: bool) -> np.ndarray:
+    """The modality value of each stored value 0 .. 2**BitsStored-1 (sign extended), float64; ExportError for
+    a modality LUT or rescale that cannot be applied or gives non-finite values."""
     stored = np.arange(1 << bs, dtype=np.int64)
     if signed:
         stored = np.where(stored >= (1 << (bs - 1)), stored - (1 << bs), stored)
@@ -157,44 +148,72 @@ def prepare_display(ds: Dataset) -> DisplayMap:
         raise ExportError("invalid_modality_lut", f"{type(exc).__name__}: {exc}") from exc
     if m.shape != stored.shape or not np.isfinite(m).all():
         raise ExportError("invalid_modality_lut", "modality transform gives non-finite values")
+    return m
 
-    m_lo, m_hi = float(m.min()), float(m.max())
-    unit = (m - m_lo) / (m_hi - m_lo) if m_hi > m_lo else np.zeros_like(m)
-    pi = str(ds.PhotometricInterpretation).strip().upper()
 
+def _file_window(ds: Dataset, m: np.ndarray) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The file's VOI window applied to the modality values; (None, what was ignored) for an unusable one."""
+    try:
+        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    except (TypeError, ValueError, IndexError):
+        center = width = float("nan")
+    function = str(ds.get("VOILUTFunction", "") or "LINEAR").strip().upper()
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        function = "LINEAR"
+    valid = math.isfinite(center) and math.isfinite(width) and width >= (1.0 if function == "LINEAR" else 1e-9)
+    if valid:
+        return _window(m, center, width, function), {"source": "window", "center": center, "width": width,
+                                                     "function": function}
+    return None, {"ignored_window": [str(ds.WindowCenter), str(ds.WindowWidth)]}
+
+
+def voi_display(ds: Dataset, m: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Display values in [0, 1] of the modality values and how they were chosen: the file's VOI LUT, else its
+    window, else robust percentiles of the frame."""
     window: dict[str, Any] | None = None
     display: np.ndarray | None = None
     voi_seq = ds.get("VOILUTSequence")
     if voi_seq:
         display, window = _voi_lut_sequence(m, voi_seq[0])
     elif "WindowCenter" in ds and "WindowWidth" in ds:
-        try:
-            center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
-        except (TypeError, ValueError, IndexError):
-            center = width = float("nan")
-        function = str(ds.get("VOILUTFunction", "") or "LINEAR").strip().upper()
-        if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
-            function = "LINEAR"
-        valid = math.isfinite(center) and math.isfinite(width) and width >= (1.0 if function == "LINEAR" else 1e-9)
-        if valid:
-            display = _window(m, center, width, function)
-            window = {"source": "window", "center": center, "width": width, "function": function}
-        else:
-            window = {"ignored_window": [str(ds.WindowCenter), str(ds.WindowWidth)]}
+        display, window = _file_window(ds, m)
     if display is None:
         display, pinfo = _percentile_window(m, codes)
         window = {**pinfo, **(window or {})}
     assert window is not None
+    return display, window
 
-    if pi == "MONOCHROME1":
-        unit = 1.0 - unit
-        display = 1.0 - display
+
+def code_tables(unit: np.ndarray, display: np.ndarray, n: int, bs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The unit, display and 8-bit display tables indexed by code: float32 and uint8, tiled up to the `n`
+    codes of the container (codes that differ only above BitsStored are one value)."""
     unit32 = unit.astype(np.float32)
     display32 = display.astype(np.float32)
     u8 = np.rint(display32 * np.float32(255.0)).astype(np.uint8)
     reps = n >> bs
     if reps > 1:
         unit32, display32, u8 = np.tile(unit32, reps), np.tile(display32, reps), np.tile(u8, reps)
+    return unit32, display32, u8
+
+
+@quiet_reads()  # the service and the bench call it on a dataset of their own
+def prepare_display(ds: Dataset) -> DisplayMap:
+    """Decode the first frame and build its unit/display look-up tables."""
+    _check_pixel_module(ds)
+    arr = _decode_first_frame(ds)
+    ba, bs = int(ds.BitsAllocated), int(ds.BitsStored)
+    signed = int(ds.PixelRepresentation) == 1
+    codes = _as_codes(arr, ba, signed)
+    n = 1 << (8 * codes.dtype.itemsize)
+    m = modality_values(ds, bs, signed)
+    m_lo, m_hi = float(m.min()), float(m.max())
+    unit = (m - m_lo) / (m_hi - m_lo) if m_hi > m_lo else np.zeros_like(m)
+    pi = str(ds.PhotometricInterpretation).strip().upper()
+    display, window = voi_display(ds, m, codes)
+    if pi == "MONOCHROME1":
+        unit = 1.0 - unit
+        display = 1.0 - display
+    unit32, display32, u8 = code_tables(unit, display, n, bs)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     info = {
         "rows": int(ds.Rows),

@@ -150,6 +150,34 @@ def _neck_window(box: Any, shape: tuple[int, ...], margin: float) -> tuple[slice
     return slice(y0, y1), slice(x0, x1)
 
 
+def roi_transform(dm: Any, box: Any, clipped: tuple[int, int, int, int], crop: tuple[int, int, int, int], side: str,
+                  *, size: int, margin: float, metal_threshold: float, blur_threshold: float) -> dict[str, Any]:
+    """The export's transform record (its digest keys the export): the box as asked and as clipped, the crop,
+    the flip and resize, the grey-level mapping, the quality rule and the library versions."""
+    return {
+        "op": "export_roi",
+        "box": list(clipped),
+        "box_requested": [float(v) for v in box],
+        "crop": list(crop),
+        "margin": float(margin),
+        "size": size,
+        "flip_horizontal": side == "R",
+        "laterality": side,
+        "frame_index": dm.frame_index,
+        "photometric": dm.photometric,
+        "window": dm.window,
+        "resample": "lanczos",
+        "png": {"mode": "L", "bits": 8, "compress_level": PNG_COMPRESS_LEVEL},
+        "quality": {
+            "metal_level": METAL_LEVEL,
+            "metal_threshold": float(metal_threshold),
+            "blur_threshold": float(blur_threshold),
+            "blur": "std(4-neighbour laplacian(display*255)) on the box",
+        },
+        "versions": _versions(),
+    }
+
+
 @quiet_reads()  # the values read after parsing are converted (and warned about) here
 def export_roi(
     dicom_path: Any,
@@ -183,31 +211,9 @@ def export_roi(
     region = (slice(y0, y1), slice(x0, x1))
     quality = measure_quality(dm.unit(region), dm.display(region))
     exclusion = exclusion_of(quality, metal_threshold, blur_threshold)
-
     crop = crop_rect((x0, y0, x1, y1), margin, rows, cols)
-    flip = side == "R"
-    transform = {
-        "op": "export_roi",
-        "box": [x0, y0, x1, y1],
-        "box_requested": [float(v) for v in box],
-        "crop": list(crop),
-        "margin": float(margin),
-        "size": size,
-        "flip_horizontal": flip,
-        "laterality": side,
-        "frame_index": dm.frame_index,
-        "photometric": dm.photometric,
-        "window": dm.window,
-        "resample": "lanczos",
-        "png": {"mode": "L", "bits": 8, "compress_level": PNG_COMPRESS_LEVEL},
-        "quality": {
-            "metal_level": METAL_LEVEL,
-            "metal_threshold": float(metal_threshold),
-            "blur_threshold": float(blur_threshold),
-            "blur": "std(4-neighbour laplacian(display*255)) on the box",
-        },
-        "versions": _versions(),
-    }
+    transform = roi_transform(dm, box, (x0, y0, x1, y1), crop, side, size=size, margin=margin,
+                              metal_threshold=metal_threshold, blur_threshold=blur_threshold)
     result: dict[str, Any] = {
         "status": "excluded" if exclusion else "exported",
         "exclusion": exclusion,
@@ -225,7 +231,7 @@ def export_roi(
     if exclusion:
         return result
 
-    img = neck_image(dm.display_u8((slice(crop[1], crop[3]), slice(crop[0], crop[2]))), flip, size)
+    img = neck_image(dm.display_u8((slice(crop[1], crop[3]), slice(crop[0], crop[2]))), side == "R", size)
     png = _png_bytes(img)
     atomic_write_bytes(out_png, png)
     result["path"] = str(out_png)
