@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from osteo.errors import UserError
 from osteo.training.clinical import clinical_matrix, clinical_table, parse_clinical
 from osteo_common.files import atomic_write_text
+
+if TYPE_CHECKING:  # osteo_model.heads imports torch: only when the heads run
+    from osteo_model.heads import RegressionResult, ThreeClassResult
 
 FIT_ON = ("train", "validation")
 
@@ -104,24 +108,9 @@ def _num(v: float) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def heads_report(factory: sessionmaker[Session], manifest: pd.DataFrame | str | os.PathLike,
-                 checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
-                 clinical: tuple[str, ...] | str | None = ("age", "sex"), *, device=None,
-                 n_components: int = 0, batch_size: int = 32, seed: int = 0,
-                 fit_on: str = "train") -> HeadsReport:
-    """Fit the three heads on the training images of ``manifest`` through ``checkpoint``'s frozen
-    backbone, score them on its test split, and write predictions (CSV), metrics (JSON), the BMD / T
-    scatter plot and the 3-class confusion matrix (PNG) under ``out_dir``.
-
-    ``fit_on`` "train": every training image; "validation": only the checkpoint's own validation fold
-    (images its weights never trained on: fewer, but the image logits are as sharp as on the test year)."""
-    from osteo_model.heads import bmd_head, embed_with_logits, fusion_auc, image_features, three_class_head
-    from osteo_model.predict import load_checkpoint
-
-    clinical = parse_clinical(clinical)
-    if fit_on not in FIT_ON:
-        raise ValueError(f"fit_on must be one of {FIT_ON}, got {fit_on!r}")
-    model, config, extra = load_checkpoint(checkpoint)
+def heads_rows(factory: sessionmaker[Session], manifest: pd.DataFrame | str | os.PathLike,
+               checkpoint: str | os.PathLike, extra: dict, fit_on: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fit, test): the images the heads are fitted on and scored on, each with its clinical and DEXA row."""
     frame = _frame(manifest)
     frame = frame[frame["split"].isin(["train", "test"])]
     if fit_on == "validation":
@@ -135,6 +124,26 @@ def heads_report(factory: sessionmaker[Session], manifest: pd.DataFrame | str | 
     if fit.empty or test.empty or fit["label"].nunique() < 2:
         raise UserError("heads_no_data", "the heads need training images of both labels and test images "
                         f"with their DEXA rows (found {len(fit)} training, {len(test)} test)")
+    return fit, test
+
+
+@dataclass(frozen=True)
+class FittedHeads:
+    """The three heads scored on the test images: flat metrics, the test rows with every prediction, and
+    what the written files need."""
+
+    metrics: dict[str, float]
+    test: pd.DataFrame
+    bmd: RegressionResult
+    tscore: RegressionResult
+    three: ThreeClassResult
+
+
+def fit_heads(model, config, fit: pd.DataFrame, test: pd.DataFrame, clinical: tuple[str, ...], *, device,
+              n_components: int, batch_size: int, seed: int, fit_on: str) -> FittedHeads:
+    """Embed both sets through the frozen backbone, fit the fusion (with clinical variables), BMD, T-score and
+    3-class heads on `fit` and score them on `test`."""
+    from osteo_model.heads import bmd_head, embed_with_logits, fusion_auc, image_features, three_class_head
 
     fit_emb = embed_with_logits(model, fit["path"].tolist(), config.image_size, device, batch_size)
     test_emb = embed_with_logits(model, test["path"].tolist(), config.image_size, device, batch_size)
@@ -157,21 +166,52 @@ def heads_report(factory: sessionmaker[Session], manifest: pd.DataFrame | str | 
                 "tscore_pearson_r": tsc.pearson_r, "tscore_mae": tsc.mae,
                 "class3_accuracy": three.accuracy, "class3_macro_f1": three.macro_f1}
     test = test.assign(neck_bmd_pred=bmd.predictions, t_score_pred=tsc.predictions, label3_pred=three.predictions)
+    return FittedHeads(metrics=metrics, test=test, bmd=bmd, tscore=tsc, three=three)
 
+
+def write_heads(heads: FittedHeads, out_dir: str | os.PathLike, clinical: tuple[str, ...], *, n_components: int,
+                fit_on: str) -> HeadsReport:
+    """Write the predictions (CSV), metrics (JSON), the BMD / T scatter plot and the 3-class confusion matrix
+    (PNG) under `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "heads_predictions.csv"
     cols = ["member_id", "label", "p_image", "p_fused", "neck_bmd", "neck_bmd_pred", "t_score", "t_score_pred",
             "label3", "label3_pred"]
-    atomic_write_text(csv_path, test[cols].to_csv(index=False, float_format="%.5g"))
+    atomic_write_text(csv_path, heads.test[cols].to_csv(index=False, float_format="%.5g"))
     json_path = out / "heads_metrics.json"
-    payload = {"clinical": list(clinical), "metrics": {k: _num(v) for k, v in metrics.items()},
-               "confusion3": three.confusion, "labels3": ["normal", "osteopenia", "osteoporosis"],
-               "ridge_alpha": {"bmd": bmd.alpha, "tscore": tsc.alpha}, "image_pca_components": n_components,
+    payload = {"clinical": list(clinical), "metrics": {k: _num(v) for k, v in heads.metrics.items()},
+               "confusion3": heads.three.confusion, "labels3": ["normal", "osteopenia", "osteoporosis"],
+               "ridge_alpha": {"bmd": heads.bmd.alpha, "tscore": heads.tscore.alpha},
+               "image_pca_components": n_components,
                "fit_on": fit_on}
     atomic_write_text(json_path, json.dumps(payload, indent=2, sort_keys=True))
-    scatter = plot_bmd_scatter(test, out / "heads_bmd_scatter.png", bmd.pearson_r, tsc.pearson_r)
+    three = heads.three
+    scatter = plot_bmd_scatter(heads.test, out / "heads_bmd_scatter.png", heads.bmd.pearson_r, heads.tscore.pearson_r)
     cm_png = plot_confusion3(three.confusion, out / "heads_confusion3.png", three.accuracy, three.macro_f1)
-    return HeadsReport(metrics=metrics, clinical=clinical, confusion3=three.confusion,
+    return HeadsReport(metrics=heads.metrics, clinical=clinical, confusion3=three.confusion,
                        predictions_csv=str(csv_path), metrics_json=str(json_path),
                        bmd_scatter_png=str(scatter), confusion3_png=str(cm_png))
+
+
+def heads_report(factory: sessionmaker[Session], manifest: pd.DataFrame | str | os.PathLike,
+                 checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
+                 clinical: tuple[str, ...] | str | None = ("age", "sex"), *, device=None,
+                 n_components: int = 0, batch_size: int = 32, seed: int = 0,
+                 fit_on: str = "train") -> HeadsReport:
+    """Fit the three heads on the training images of ``manifest`` through ``checkpoint``'s frozen
+    backbone, score them on its test split, and write predictions (CSV), metrics (JSON), the BMD / T
+    scatter plot and the 3-class confusion matrix (PNG) under ``out_dir``.
+
+    ``fit_on`` "train": every training image; "validation": only the checkpoint's own validation fold
+    (images its weights never trained on: fewer, but the image logits are as sharp as on the test year)."""
+    from osteo_model.predict import load_checkpoint
+
+    clinical = parse_clinical(clinical)
+    if fit_on not in FIT_ON:
+        raise ValueError(f"fit_on must be one of {FIT_ON}, got {fit_on!r}")
+    model, config, extra = load_checkpoint(checkpoint)
+    fit, test = heads_rows(factory, manifest, checkpoint, extra, fit_on)
+    heads = fit_heads(model, config, fit, test, clinical, device=device, n_components=n_components,
+                      batch_size=batch_size, seed=seed, fit_on=fit_on)
+    return write_heads(heads, out_dir, clinical, n_components=n_components, fit_on=fit_on)
