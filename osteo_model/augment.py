@@ -76,6 +76,34 @@ def _sha256_file(path: Path) -> str | None:
         return None
 
 
+COPY_COLUMNS = ("source_member_id", "copy_index", "seed", "params", "augment_version", "path", "sha256", "written")
+
+
+def write_copy(src_img: Image.Image, rec: dict, member_id: int, out: Path, *, seed: int, copy_index: int) -> dict:
+    """Copy `copy_index` of the source row `rec` (member `member_id`, its image `src_img`): drawn with its own
+    seed, written unless the file is there with the same bytes; returns the copy's row (see materialize_copies)."""
+    s = copy_seed(seed, member_id, copy_index)
+    params = draw_params(np.random.default_rng(s))
+    data = encode_png(apply_params(src_img, params))
+    digest = sha256_bytes(data)
+    path = out / f"{member_id}_aug{copy_index}.png"
+    written = _sha256_file(path) != digest
+    if written:
+        atomic_write_bytes(path, data)
+    row = {k: v for k, v in rec.items() if k not in ("member_id", "source_member_id")}
+    row.update(
+        source_member_id=member_id,
+        copy_index=copy_index,
+        seed=s,
+        params=params,
+        augment_version=AUGMENT_VERSION,
+        path=str(path),
+        sha256=digest,
+        written=written,
+    )
+    return row
+
+
 def materialize_copies(
     train_df: pd.DataFrame,
     out_dir: str | os.PathLike,
@@ -108,41 +136,11 @@ def materialize_copies(
         with Image.open(rec["path"]) as src:
             src_img = src.convert("L")
             src_img.load()
-        for c in range(copies):
-            s = copy_seed(seed, member_id, c)
-            params = draw_params(np.random.default_rng(s))
-            data = encode_png(apply_params(src_img, params))
-            digest = sha256_bytes(data)
-            path = out / f"{member_id}_aug{c}.png"
-            written = _sha256_file(path) != digest
-            if written:
-                atomic_write_bytes(path, data)
-            row = {k: v for k, v in rec.items() if k not in ("member_id", "source_member_id")}
-            row.update(
-                source_member_id=member_id,
-                copy_index=c,
-                seed=s,
-                params=params,
-                augment_version=AUGMENT_VERSION,
-                path=str(path),
-                sha256=digest,
-                written=written,
-            )
-            rows.append(row)
+        rows.extend(write_copy(src_img, rec, member_id, out, seed=seed, copy_index=c) for c in range(copies))
         if progress is not None:
             progress(i, total)
     cols = [c for c in train_df.columns if c not in ("member_id", "source_member_id")]
-    cols += [
-        "source_member_id",
-        "copy_index",
-        "seed",
-        "params",
-        "augment_version",
-        "path",
-        "sha256",
-        "written",
-    ]
-    cols = list(dict.fromkeys(cols))
+    cols = list(dict.fromkeys([*cols, *COPY_COLUMNS]))
     return pd.DataFrame(rows, columns=cols)
 
 
