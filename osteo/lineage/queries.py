@@ -124,12 +124,8 @@ def _runs_by_snapshot(session: Session, snapshot_ids: Iterable[int]) -> dict[int
     return out
 
 
-def patient_lineage(session: Session, key: str, *, from_patient_id: bool = False) -> dict[str, Any]:
-    """Every image, DEXA exam and snapshot of a pseudonymised patient, and every model trained or tested on them.
-
-    `from_patient_id`: `key` was computed from a raw ID (the error then says so, and never echoes it).
-    """
-    key = key.strip()
+def find_patient(session: Session, key: str, *, from_patient_id: bool = False) -> Patient:
+    """The patient of a pseudonym; UnknownPatient that never echoes a raw ID."""
     patient = session.scalar(select(Patient).where(Patient.patient_key == key))
     if patient is None:
         if from_patient_id:
@@ -140,6 +136,11 @@ def patient_lineage(session: Session, key: str, *, from_patient_id: bool = False
                                  "for a raw patient ID use --patient-id")
         raise UnknownPatient(f"no patient with key {key!r} (keys are pseudonyms such as P0123abcd...; "
                              "raw patient IDs are never stored)")
+    return patient
+
+
+def _patient_images(session: Session, patient: Patient) -> list[dict[str, Any]]:
+    """The patient's images, oldest first, each with its source file, boxes, pair and exports."""
     images = []
     for img, sf, pair in session.execute(
         select(DicomImage, SourceFile, Pair)
@@ -161,13 +162,23 @@ def patient_lineage(session: Session, key: str, *, from_patient_id: bool = False
             "exports": [{"id": e.id, "side": e.side, "status": e.status, "exclusion": e.exclusion, "path": e.path,
                          "sha256": e.sha256} | _used_box(by_id.get(e.annotation_id), e) for e in exports],
         })
-    exams = [{"id": e.id, "exam_date": iso(e.exam_date), "side": e.side, "t_score": e.t_score,
-              "t_score_derived": e.t_score_derived, "neck_bmd": e.neck_bmd, "age_at_exam": e.age_at_exam,
-              "source_file": sf.path, "source_sha256": sf.sha256, "source_row": e.source_row}
-             for e, sf in session.execute(select(DexaExam, SourceFile)
-                                          .join(SourceFile, SourceFile.id == DexaExam.source_file_id)
-                                          .where(DexaExam.patient_id == patient.id)
-                                          .order_by(DexaExam.exam_date, DexaExam.id))]
+    return images
+
+
+def _patient_exams(session: Session, patient: Patient) -> list[dict[str, Any]]:
+    """The patient's DEXA exams, oldest first, each with the file and row it came from."""
+    return [{"id": e.id, "exam_date": iso(e.exam_date), "side": e.side, "t_score": e.t_score,
+             "t_score_derived": e.t_score_derived, "neck_bmd": e.neck_bmd, "age_at_exam": e.age_at_exam,
+             "source_file": sf.path, "source_sha256": sf.sha256, "source_row": e.source_row}
+            for e, sf in session.execute(select(DexaExam, SourceFile)
+                                         .join(SourceFile, SourceFile.id == DexaExam.source_file_id)
+                                         .where(DexaExam.patient_id == patient.id)
+                                         .order_by(DexaExam.exam_date, DexaExam.id))]
+
+
+def _patient_snapshots(session: Session, patient: Patient) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(snapshots, model versions): each snapshot holding the patient's crops, with their splits and the
+    training runs on it; each of those runs, with whether it trained or tested on the patient."""
     membership: dict[int, dict[str, Any]] = {}
     for m, snap, img, side in session.execute(
         select(SnapshotMember, Snapshot, DicomImage, Export.side)
@@ -189,6 +200,18 @@ def patient_lineage(session: Session, key: str, *, from_patient_id: bool = False
         for r in entry["training_runs"]:
             models.append(r | {"snapshot_digest": entry["digest"], "used_as": splits,
                                "trained_on": "train" in splits, "tested_on": "test" in splits})
+    return snapshots, models
+
+
+def patient_lineage(session: Session, key: str, *, from_patient_id: bool = False) -> dict[str, Any]:
+    """Every image, DEXA exam and snapshot of a pseudonymised patient, and every model trained or tested on them.
+
+    `from_patient_id`: `key` was computed from a raw ID (the error then says so, and never echoes it).
+    """
+    patient = find_patient(session, key.strip(), from_patient_id=from_patient_id)
+    images = _patient_images(session, patient)
+    exams = _patient_exams(session, patient)
+    snapshots, models = _patient_snapshots(session, patient)
     return {"patient": {"patient_key": patient.patient_key, "sex": patient.sex, "created": iso(patient.created_at)},
             "images": images, "dexa_exams": exams, "snapshots": snapshots, "model_versions": models,
             "counts": {"images": len(images), "dexa_exams": len(exams), "snapshots": len(snapshots),
@@ -208,6 +231,54 @@ def _used_box(box: dict[str, Any] | None, export: Export) -> dict[str, Any]:
     """Which box an export used: its id, source and localiser version."""
     return {"annotation_id": export.annotation_id, "box_source": box and box["source"],
             "box_model": box and box["box_model"]}
+
+
+def _image_pair(session: Session, img: DicomImage) -> dict[str, Any] | None:
+    """The image's pair and its DEXA exam with the file and row it came from; None when unpaired."""
+    pair = session.scalar(select(Pair).where(Pair.image_id == img.id))
+    if pair is None:
+        return None
+    exam = session.get_one(DexaExam, pair.dexa_exam_id)
+    exam_sf = session.get_one(SourceFile, exam.source_file_id)
+    return {"id": pair.id, "rule_version": pair.rule_version, "window_days": pair.window_days,
+            "gap_days": pair.gap_days, "t_score": pair.t_score, "label": pair.label, "label3": pair.label3,
+            "dexa_exam": {"id": exam.id, "exam_date": iso(exam.exam_date), "side": exam.side,
+                          "source_file": source_dict(exam_sf), "source_row": exam.source_row}}
+
+
+def _image_exports(session: Session, img: DicomImage,
+                   by_id: dict[int, dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """(exports, export id -> the crop's side): each export of the image with the box it used and its
+    augmented copies."""
+    exports = []
+    export_ids: dict[int, str] = {}
+    for e in session.scalars(select(Export).where(Export.image_id == img.id).order_by(Export.id)):
+        export_ids[e.id] = e.side
+        copies = session.scalars(select(AugmentedCopy).where(AugmentedCopy.export_id == e.id)
+                                 .order_by(AugmentedCopy.id)).all()
+        exports.append({"id": e.id, "side": e.side, **_used_box(by_id.get(e.annotation_id), e),
+                        "status": e.status, "exclusion": e.exclusion, "path": e.path,
+                        "sha256": e.sha256, "recipe_digest": e.recipe_digest, "transform": e.transform,
+                        "metal_fraction": e.metal_fraction, "blur_score": e.blur_score,
+                        "created": iso(e.created_at),
+                        "augmented_copies": [{"seed": c.seed, "params": c.params, "path": c.path,
+                                              "sha256": c.sha256} for c in copies]})
+    return exports, export_ids
+
+
+def _export_snapshots(session: Session, export_ids: dict[int, str]) -> list[dict[str, Any]]:
+    """Each snapshot membership of the exports, with the training runs on that snapshot."""
+    if not export_ids:
+        return []
+    rows = session.execute(select(SnapshotMember, Snapshot)
+                           .join(Snapshot, Snapshot.id == SnapshotMember.snapshot_id)
+                           .where(SnapshotMember.export_id.in_(list(export_ids)))
+                           .order_by(Snapshot.id, SnapshotMember.export_id)).all()
+    runs = _runs_by_snapshot(session, (s.id for _, s in rows))
+    return [{"digest": s.digest, "created": iso(s.created_at), "export_id": m.export_id,
+             "side": export_ids[m.export_id], "split": m.split, "fold": m.fold, "label": m.label,
+             "training_runs": runs.get(s.id, [])}
+            for m, s in rows]
 
 
 def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
@@ -233,46 +304,15 @@ def image_lineage(session: Session, sop_uid: str) -> dict[str, Any]:
         "body_part", "laterality", "n_rows", "n_columns", "bits_stored", "photometric", "pixel_spacing_mm",
         "transfer_syntax", "synthetic", "ingested_at")}
     boxes = _boxes_of(session, uid)
-    by_id = {b["id"]: b for b in boxes}
-    pair = session.scalar(select(Pair).where(Pair.image_id == img.id))
-    pair_out = None
-    if pair is not None:
-        exam = session.get_one(DexaExam, pair.dexa_exam_id)
-        exam_sf = session.get_one(SourceFile, exam.source_file_id)
-        pair_out = {"id": pair.id, "rule_version": pair.rule_version, "window_days": pair.window_days,
-                    "gap_days": pair.gap_days, "t_score": pair.t_score, "label": pair.label, "label3": pair.label3,
-                    "dexa_exam": {"id": exam.id, "exam_date": iso(exam.exam_date), "side": exam.side,
-                                  "source_file": source_dict(exam_sf), "source_row": exam.source_row}}
-    exports = []
-    export_ids: dict[int, str] = {}  # export id -> the crop's side
-    for e in session.scalars(select(Export).where(Export.image_id == img.id).order_by(Export.id)):
-        export_ids[e.id] = e.side
-        copies = session.scalars(select(AugmentedCopy).where(AugmentedCopy.export_id == e.id)
-                                 .order_by(AugmentedCopy.id)).all()
-        exports.append({"id": e.id, "side": e.side, **_used_box(by_id.get(e.annotation_id), e),
-                        "status": e.status, "exclusion": e.exclusion, "path": e.path,
-                        "sha256": e.sha256, "recipe_digest": e.recipe_digest, "transform": e.transform,
-                        "metal_fraction": e.metal_fraction, "blur_score": e.blur_score,
-                        "created": iso(e.created_at),
-                        "augmented_copies": [{"seed": c.seed, "params": c.params, "path": c.path,
-                                              "sha256": c.sha256} for c in copies]})
-    snapshots = []
-    if export_ids:
-        rows = session.execute(select(SnapshotMember, Snapshot)
-                               .join(Snapshot, Snapshot.id == SnapshotMember.snapshot_id)
-                               .where(SnapshotMember.export_id.in_(list(export_ids)))
-                               .order_by(Snapshot.id, SnapshotMember.export_id)).all()
-        runs = _runs_by_snapshot(session, (s.id for _, s in rows))
-        snapshots = [{"digest": s.digest, "created": iso(s.created_at), "export_id": m.export_id,
-                      "side": export_ids[m.export_id], "split": m.split, "fold": m.fold, "label": m.label,
-                      "training_runs": runs.get(s.id, [])}
-                     for m, s in rows]
+    pair = _image_pair(session, img)
+    exports, export_ids = _image_exports(session, img, {b["id"]: b for b in boxes})
+    snapshots = _export_snapshots(session, export_ids)
     return {
         "image": header | {"patient_key": key},
         "source_file": source_dict(sf),
         "other_versions_of_path": [source_dict(s) for s in same_path],
         "boxes": boxes,
-        "pair": pair_out,
+        "pair": pair,
         "exports": exports,
         "snapshots": snapshots,
         "model_versions": [r | {"snapshot_digest": s["digest"], "split": s["split"]}
