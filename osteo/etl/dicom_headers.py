@@ -154,31 +154,28 @@ def _int(ds: Header, keyword: str, default: int | None = None) -> int:
     return int(number)
 
 
-def _record(ds: Header, key: bytes) -> dict[str, Any]:
-    """The validated record of a hip image; InputError naming the first invalid value."""
+def _uids(ds: Header) -> tuple[dict[str, str], str]:
+    """The instance's UIDs (UIDS) and its transfer syntax (implicit VR little endian when the file meta names
+    none); a SOPClassUID, when there, must be a UID too."""
     uids = {kw: _uid(ds.get(kw), kw) for kw in UIDS}
     if ds.get("SOPClassUID") not in (None, ""):
         _uid(ds.SOPClassUID, "SOPClassUID")
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    tsyntax = _uid(tsyntax, "TransferSyntaxUID") if tsyntax else "1.2.840.10008.1.2"
-    patient_id = str(ds.PatientID)
-    if not patient_id.strip("\0 "):
-        raise InputError("missing_tag:PatientID", "required tag PatientID is absent or empty")
+    return uids, _uid(tsyntax, "TransferSyntaxUID") if tsyntax else "1.2.840.10008.1.2"
+
+
+def _laterality(ds: Header) -> str:
+    """L, R or B (both hips: an AP pelvis, one crop per side); InputError for any other."""
     laterality = code_text(ds.get("ImageLaterality") or ds.get("Laterality"))
     if laterality and laterality not in LATERALITIES:
         raise _bad("ImageLaterality", "L, R, B or U")
-    if laterality not in ("L", "R", "B"):  # B: both hips, an AP pelvis (one crop per side)
+    if laterality not in ("L", "R", "B"):
         raise InputError("missing_tag:ImageLaterality", f"image laterality is {laterality or 'absent'}")
-    try:
-        study_date = parse_da(ds.StudyDate)
-    except ValueError:
-        raise _bad("StudyDate", f"{DATE_RULE}, written YYYYMMDD") from None
-    sex = code_text(ds.get("PatientSex"))
-    if sex and sex not in SEXES:
-        raise _bad("PatientSex", "M, F or O")
-    photometric = code_text(ds.PhotometricInterpretation)
-    if photometric not in PHOTOMETRICS:
-        raise _bad("PhotometricInterpretation", "a DICOM photometric interpretation")
+    return laterality
+
+
+def _image_size(ds: Header) -> tuple[int, int, int]:
+    """(rows, columns, bits stored) of an image whose declared size is sane, read from the header only."""
     rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
     frames, samples = _int(ds, "NumberOfFrames", 1), _int(ds, "SamplesPerPixel", 1)
     bits_stored, bits_allocated = _int(ds, "BitsStored"), _int(ds, "BitsAllocated", 16)
@@ -191,6 +188,11 @@ def _record(ds: Header, key: bytes) -> dict[str, Any]:
     size = image_size_problem(rows, cols, frames, samples, bits_allocated)  # from the header: no pixel is read
     if size:
         raise InputError("image_too_large", f"declared image: {size}")
+    return rows, cols, bits_stored
+
+
+def _pixel_spacing_mm(ds: Header) -> float | None:
+    """The row spacing in mm (PixelSpacing, else ImagerPixelSpacing); None when neither is there."""
     spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
     spacing_mm = None
     if spacing:
@@ -200,6 +202,28 @@ def _record(ds: Header, key: bytes) -> dict[str, Any]:
             spacing_mm = math.nan
         if not finite_in(spacing_mm, *PIXEL_SPACING_RANGE):
             raise _bad("PixelSpacing", f"a finite spacing of {PIXEL_SPACING_RANGE[0]} to {PIXEL_SPACING_RANGE[1]} mm")
+    return spacing_mm
+
+
+def _record(ds: Header, key: bytes) -> dict[str, Any]:
+    """The validated record of a hip image; InputError naming the first invalid value."""
+    uids, tsyntax = _uids(ds)
+    patient_id = str(ds.PatientID)
+    if not patient_id.strip("\0 "):
+        raise InputError("missing_tag:PatientID", "required tag PatientID is absent or empty")
+    laterality = _laterality(ds)
+    try:
+        study_date = parse_da(ds.StudyDate)
+    except ValueError:
+        raise _bad("StudyDate", f"{DATE_RULE}, written YYYYMMDD") from None
+    sex = code_text(ds.get("PatientSex"))
+    if sex and sex not in SEXES:
+        raise _bad("PatientSex", "M, F or O")
+    photometric = code_text(ds.PhotometricInterpretation)
+    if photometric not in PHOTOMETRICS:
+        raise _bad("PhotometricInterpretation", "a DICOM photometric interpretation")
+    rows, cols, bits_stored = _image_size(ds)
+    spacing_mm = _pixel_spacing_mm(ds)
     body_part = code_text(ds.get("BodyPartExamined"))
     return {
         "sop_instance_uid": uids["SOPInstanceUID"],
