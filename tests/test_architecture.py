@@ -199,6 +199,40 @@ def test_no_module_over_400_lines():
     assert not big, big
 
 
+# the product's packages (bench/ is a tool); a migration is one readable script on purpose
+PRODUCT = {"osteo", "osteo_model", "osteo_mlflow", "osteo_service", "osteo_cli", "osteo_common", "db", "flows",
+           "tasks"}
+MIGRATIONS = Path("db/migrations/versions")
+# over 60 lines still, left while the localiser's accuracy work edits it (issue 24): split it there, then drop it here
+PENDING = {"osteo_model/roi_train.py:train_localiser"}
+
+
+def long_functions(files: dict[str, str], limit: int = 60) -> dict[str, int]:
+    """Every function (methods and nested ones included) over `limit` lines, def line to last line."""
+    long = {}
+    for rel, source in sorted(files.items()):
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = (node.end_lineno or node.lineno) - node.lineno + 1
+                if n > limit:
+                    long[f"{rel}:{node.name}"] = n
+    return long
+
+
+def test_a_long_function_is_caught():
+    body = "".join(f"    x{i} = {i}\n" for i in range(60))
+    assert long_functions({"osteo/x.py": f"def f():\n{body}"}) == {"osteo/x.py:f": 61}
+    assert long_functions({"osteo/x.py": f"def f():\n{body[body.index(chr(10)) + 1:]}"}) == {}
+
+
+def test_no_function_over_60_lines():
+    """Split by job (verbs, collaborators passed in) what grows past 60 lines; the migrations are exempt."""
+    files = {rel: src for rel, src in project_modules().items()
+             if Path(rel).parts[0] in PRODUCT and not Path(rel).is_relative_to(MIGRATIONS)}
+    long = {name: n for name, n in long_functions(files).items() if name not in PENDING}
+    assert not long, "\n".join(f"{n:4d} {name}" for name, n in sorted(long.items(), key=lambda kv: -kv[1]))
+
+
 def test_every_flow_body_reads_as_its_dag():
     """A flow body is its DAG, one line a step: at most 40 lines (docstring excluded)."""
     long = {}
@@ -207,7 +241,7 @@ def test_every_flow_body_reads_as_its_dag():
             if isinstance(node, ast.FunctionDef) and any(
                     "flow" in ast.unparse(d).split("(")[0] for d in node.decorator_list):
                 body = node.body[1:] if ast.get_docstring(node) else node.body
-                n = body[-1].end_lineno - body[0].lineno + 1
+                n = (body[-1].end_lineno or body[-1].lineno) - body[0].lineno + 1
                 if n > 40:
                     long[f"{path.name}:{node.name}"] = n
     assert not long, long
