@@ -95,6 +95,7 @@ def run(dicom_dir: str, dexa_dir: str, ann_dir: str, tmp: Path, n_files: int, re
     from flows.probe import noop_flow as noop
     from flows.refresh import refresh_flow
     from flows.runner import in_process_runs
+    from osteo.ingest.options import RefreshOptions
 
     with in_process_runs():
         t_start, _ = timed(noop)  # the first flow call starts the ephemeral server (or finds the local one)
@@ -112,8 +113,8 @@ def run(dicom_dir: str, dexa_dir: str, ann_dir: str, tmp: Path, n_files: int, re
             _create_mlflow_store()
             cpu0 = _server_cpu_s()
             with in_process_runs():  # as `osteo refresh` calls it
-                t, flow_counts = timed(lambda: refresh_flow(dicom_dir=dicom_dir, dexa_dir=dexa_dir,
-                                                            annotations_dir=ann_dir))
+                options = RefreshOptions(dicom_dir=dicom_dir, dexa_dir=dexa_dir, annotations_dir=ann_dir)
+                t, flow_counts = timed(lambda: refresh_flow(options=options))
             cpu1 = _server_cpu_s()
             flow_times.append(t)
             if cpu0 is not None and cpu1 is not None:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from flows.runner import SettingsTaskRunner
 from osteo.ingest.discovery import batches, discover, walk
 from osteo.ingest.lock import assert_still_held, refresh_lock
+from osteo.ingest.options import RefreshOptions
 from osteo.ingest.quarantine import quarantined_files
 from osteo.ingest.refresh import fail_refresh_run, quarantine_table
 from osteo.ingest.report import ExportCounts, RefreshReport, StageCounts, ThisRun
@@ -37,31 +38,26 @@ from tasks.roi import locate_boxes
 # export batches are submitted: one thread here (each batch has its own process pool), separate
 # Dask workers when OSTEO_DASK_ADDRESS is set (flows/runner.py)
 @flow(name="nightly-refresh", log_prints=False, task_runner=SettingsTaskRunner(threads=1))
-def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = None,
-                 column_map_file: str | None = None, retry_quarantined: bool = False,
-                 annotation_map_file: str | None = None, rehash: bool = False) -> RefreshReport:
-    """rehash: read and hash every file again (by default a file whose size and mtime match its last
-    read is not opened)."""
+def refresh_flow(options: RefreshOptions) -> RefreshReport:
+    """The folders and choices of this refresh, one typed object (Prefect validates it: an unknown or
+    wrongly typed field is refused before the run starts)."""
     settings = get_settings()
     # one refresh at a time on this database and export folder, across worker machines (a database
     # lock on PostgreSQL and Oracle); a second is refused at once
     with refresh_lock(settings) as held:
         sweep_partial_files(Path(settings.data_dir) / "export")  # half-written PNGs of a killed run
-        refresh_id = start_refresh_run({"dicom_dir": dicom_dir, "dexa_dir": dexa_dir,
-                                        "annotations_dir": annotations_dir, "column_map_file": column_map_file,
-                                        "annotation_map_file": annotation_map_file,
-                                        "retry_quarantined": retry_quarantined, "rehash": rehash})
+        refresh_id = start_refresh_run(options.inputs())
         still_held = partial(assert_still_held, held)  # a lost database lock stops the run before its next write
         try:
-            dicoms = walk(dicom_dir, threads=settings.io_threads)  # streamed (_ingest_dicoms); folders checked now
-            csvs = discover(dexa_dir)  # every file: one we cannot read is quarantined, never ignored
-            xmls = discover(annotations_dir, (".xml",)) if annotations_dir else []
-            dicom, n_dicoms = _ingest_dicoms(dicoms, settings.ingest_batch_size, still_held, retry_quarantined, rehash)
+            dicoms = walk(options.dicom_dir, threads=settings.io_threads)  # streamed; folders checked now
+            csvs = discover(options.dexa_dir)  # every file: one we cannot read is quarantined, never ignored
+            xmls = discover(options.annotations_dir, (".xml",)) if options.annotations_dir else []
+            dicom, n_dicoms = _ingest_dicoms(dicoms, settings.ingest_batch_size, still_held, options)
             still_held()
-            dexa = ingest_dexa_files(csvs, column_map_file, retry_quarantined, rehash)  # quarantined: judged again
+            dexa = ingest_dexa_files(csvs, options)  # through the column map; quarantined: judged again
             still_held()
             # quarantined box files judged again too; the map names their images: hip_0012.xml -> UID
-            boxes = ingest_annotation_files(xmls, retry_quarantined, annotation_map_file, rehash)
+            boxes = ingest_annotation_files(xmls, options)
             still_held()
             pairing = pair_and_label()  # sql/pair_xray_dexa.sql
             still_held()
@@ -79,8 +75,8 @@ def refresh_flow(dicom_dir: str, dexa_dir: str, annotations_dir: str | None = No
     return report
 
 
-def _ingest_dicoms(paths: Iterator[str], batch_size: int, still_held: Callable[[], None], retry_quarantined: bool,
-                   rehash: bool) -> tuple[StageCounts, int]:
+def _ingest_dicoms(paths: Iterator[str], batch_size: int, still_held: Callable[[], None],
+                   options: RefreshOptions) -> tuple[StageCounts, int]:
     """The DICOM ingest, one task run a batch, each batch handed over as the walk finds it. Discovery
     is a plain generator here in the flow, not a task: a task's result would be the whole list, and a
     million-file tree would be in memory before the first file is read. DICOM files often carry no
@@ -89,7 +85,7 @@ def _ingest_dicoms(paths: Iterator[str], batch_size: int, still_held: Callable[[
     with _files_bar("ingest") as bar:
         for b in batches(paths, batch_size):
             still_held()
-            dicom = dicom + ingest_dicom_batch(b, retry_quarantined, rehash)
+            dicom = dicom + ingest_dicom_batch(b, options)
             walked += len(b)
             bar.update(len(b))
             bar.set_postfix(unchanged=dicom.unchanged, read=dicom.files - dicom.unchanged, refresh=False)

@@ -11,10 +11,10 @@ from prefect.futures import wait
 from flows.runner import SettingsTaskRunner
 from osteo.settings import get_settings
 from osteo.training.folds import pick_best, training_digest
+from osteo.training.params import TrainParams
 from osteo.training.results import Registration, TrainingReport
 from osteo_mlflow import registry, runs
 from osteo_mlflow.client import client
-from osteo_model.config import get_preset
 from tasks.train import (
     augment_training_set,
     check_training_inputs,
@@ -28,29 +28,28 @@ from tasks.train import (
     train_fold,
 )
 
+DEFAULTS = TrainParams()  # the demo preset as it is (frozen: one shared default)
+
 
 # one fold at a time here (torch uses every core); one fold per Dask worker when OSTEO_DASK_ADDRESS is set
 @flow(name="train", task_runner=SettingsTaskRunner(threads=1))
-def train_flow(preset: str = "demo", arch: str | None = None, folds: int | None = None, epochs: int | None = None,
-               test_year: int | None = None, select_by: str | None = None, pretrained_weights: str | None = None,
-               augment: str | None = None, seed: int = 0, box_source: str = "human", register_version: bool = True,
-               target_recall: float | None = None, heads: bool = False, clinical: list[str] | None = None,
-               device: str = "auto", amp: str = "auto", channels_last: str = "auto") -> TrainingReport:
+def train_flow(params: TrainParams = DEFAULTS) -> TrainingReport:
+    """What to train, one typed object (Prefect validates it: an unknown or wrongly typed field is refused
+    before the run starts)."""
     settings = get_settings()
-    config = get_preset(preset, **{k: v for k, v in dict(
-        arch=arch, folds=folds, epochs=epochs, select_by=select_by, pretrained_weights=pretrained_weights,
-        augment=augment, seed=seed).items() if v is not None}, device=device, amp=amp, channels_last=channels_last)
-    year = test_year or settings.test_year
-    target = settings.target_recall if target_recall is None else target_recall
+    config = params.config()
+    year = params.test_year or settings.test_year
+    target = settings.target_recall if params.target_recall is None else params.target_recall
     # a training that cannot finish is refused in one line before anything trains
-    check_training_inputs(config.to_dict(), year, box_source)
+    check_training_inputs(config.to_dict(), year, params.box_source)
     # the dataset snapshot: exported, labelled, not excluded, from whose boxes; split by patient, digest recorded
-    snap = take_snapshot(year, config.folds, seed, box_source)
+    snap = take_snapshot(year, config.folds, params.seed, params.box_source)
     digest = training_digest(snap.digest, config.to_dict())
     run_dir = str(Path(settings.data_dir) / "training" / digest[:16])
     # the seed's augmentation: one recorded copy per training image ('online': new draws each epoch instead)
-    copies = augment_training_set(snap.manifest_path, seed, config.copies) if config.augment == "offline" else None
-    parent = start_training_run(snap, config.to_dict(), run_dir, preset)
+    copies = (augment_training_set(snap.manifest_path, config.seed, config.copies) if config.augment == "offline"
+              else None)
+    parent = start_training_run(snap, config.to_dict(), run_dir, params.preset)
     # any error from here on marks the parent run and its open fold runs FAILED
     with runs.failing_marks_runs(client(settings), parent, run_dir):
         # one task per fold (separate workers can take them); finished folds are not retrained
@@ -62,10 +61,10 @@ def train_flow(preset: str = "demo", arch: str | None = None, folds: int | None 
         point = choose_operating_point(results, target, parent)
         evaluation = evaluate_test_year(best, snap.manifest_path, run_dir, parent, point.threshold)
         # subgroups and calibration; the BMD, 3-class and clinical-fusion heads when asked
-        extras = report_test_year_extras(best, evaluation, snap.manifest_path, run_dir, parent, heads,
-                                         tuple(clinical or ()))
-        registration = (register_model(best, evaluation, snap, parent, digest, target, config.folds) if register_version
-                        else Registration.not_registered(settings.registered_model))
+        extras = report_test_year_extras(best, evaluation, snap.manifest_path, run_dir, parent, params.heads,
+                                         params.clinical)
+        registration = (register_model(best, evaluation, snap, parent, digest, target, config.folds)
+                        if params.register_version else Registration.not_registered(settings.registered_model))
         finish_training_run(parent)
     report = TrainingReport(parent, snap, results, best.fold, evaluation, registration, point, extras)
     _publish(report, settings)

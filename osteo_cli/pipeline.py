@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from osteo.errors import UserError
+from osteo.ingest.options import RefreshOptions
 from osteo.runtime import configure_environment
 from osteo.settings import get_settings, session_factory
 from osteo_cli.output import emit, fmt_counts
@@ -53,24 +54,31 @@ def refresh(dicom: str, dexa: str, annotations: str | None, column_map: str | No
     check_refresh_inputs(dicom, dexa, annotations, column_map, annotation_map)
     from osteo.ingest.lock import hold_refresh_lock
 
+    options = RefreshOptions(dicom_dir=_absolute(dicom), dexa_dir=_absolute(dexa),
+                             annotations_dir=_absolute_or_none(annotations),
+                             column_map_file=_absolute_or_none(column_map),
+                             annotation_map_file=_absolute_or_none(annotation_map),
+                             retry_quarantined=retry_quarantined, rehash=rehash)
     # the lock taken before Prefect starts: a refresh already running is refused in one line
     with hold_refresh_lock(get_settings()):
-        return run_refresh_flow(dicom, dexa, annotations, column_map, retry_quarantined, annotation_map, rehash)
+        return run_refresh_flow(options)
 
 
-def run_refresh_flow(dicom: str, dexa: str, annotations: str | None, column_map: str | None,
-                     retry_quarantined: bool, annotation_map: str | None, rehash: bool):
+def _absolute(path: str) -> str:
+    return str(Path(path).resolve())  # the run's row and the source files name a path, whatever the working folder
+
+
+def _absolute_or_none(path: str | None) -> str | None:
+    return _absolute(path) if path else None
+
+
+def run_refresh_flow(options: RefreshOptions):
     configure_environment(get_settings())
     from flows.refresh import refresh_flow
     from flows.runner import in_process_runs
 
     with in_process_runs():  # no heartbeat thread to join (~1 s a run) on an ephemeral server
-        return refresh_flow(dicom_dir=str(Path(dicom).resolve()), dexa_dir=str(Path(dexa).resolve()),
-                            annotations_dir=str(Path(annotations).resolve()) if annotations else None,
-                            column_map_file=str(Path(column_map).resolve()) if column_map else None,
-                            retry_quarantined=retry_quarantined,
-                            annotation_map_file=str(Path(annotation_map).resolve()) if annotation_map else None,
-                            rehash=rehash)
+        return refresh_flow(options=options)
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:

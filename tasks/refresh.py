@@ -7,6 +7,7 @@ from prefect import task
 from osteo.etl.annotations import load_annotation_map
 from osteo.etl.dexa import load_mapping
 from osteo.ingest import refresh
+from osteo.ingest.options import RefreshOptions
 from osteo.ingest.report import ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun
 from osteo.settings import get_settings, session_factory
 from tasks.policy import RETRY
@@ -27,26 +28,26 @@ def start_refresh_run(inputs: dict[str, str | bool | None]) -> int:
 
 
 @task(name="ingest-dicom-headers", **RETRY)
-def ingest_dicom_batch(paths: list[str], retry_quarantined: bool = False, rehash: bool = False) -> StageCounts:
+def ingest_dicom_batch(paths: list[str], options: RefreshOptions) -> StageCounts:
     s = get_settings()
     return refresh.ingest_dicom(session_factory(s), paths, s.resolved_pseudonym_key(), workers=s.workers,
-                                scope=s.scope_rules(), retry_quarantined=retry_quarantined, rehash=rehash,
-                                io_threads=s.io_threads)
+                                scope=s.scope_rules(), retry_quarantined=options.retry_quarantined,
+                                rehash=options.rehash, io_threads=s.io_threads)
 
 
 @task(name="ingest-dexa", **RETRY)
-def ingest_dexa_files(paths: list[str], mapping_file: str | None = None,
-                      retry_quarantined: bool = False, rehash: bool = False) -> StageCounts:
+def ingest_dexa_files(paths: list[str], options: RefreshOptions) -> StageCounts:
     s = get_settings()
-    return refresh.ingest_dexa(session_factory(s), paths, s.resolved_pseudonym_key(), s, load_mapping(mapping_file),
-                               retry_quarantined=retry_quarantined, rehash=rehash)
+    return refresh.ingest_dexa(session_factory(s), paths, s.resolved_pseudonym_key(), s,
+                               load_mapping(options.column_map_file), retry_quarantined=options.retry_quarantined,
+                               rehash=options.rehash)
 
 
 @task(name="ingest-annotations", **RETRY)
-def ingest_annotation_files(paths: list[str], retry_quarantined: bool = False,
-                            map_file: str | None = None, rehash: bool = False) -> StageCounts:
-    return refresh.ingest_annotations(session_factory(get_settings()), paths, retry_quarantined=retry_quarantined,
-                                      mapping=load_annotation_map(map_file), rehash=rehash)
+def ingest_annotation_files(paths: list[str], options: RefreshOptions) -> StageCounts:
+    return refresh.ingest_annotations(session_factory(get_settings()), paths,
+                                      retry_quarantined=options.retry_quarantined,
+                                      mapping=load_annotation_map(options.annotation_map_file), rehash=options.rehash)
 
 
 @task(name="pair-and-label", **RETRY)

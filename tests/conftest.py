@@ -81,16 +81,19 @@ def demo_run(tmp_path_factory, prefect_harness):
         from flows.refresh import refresh_flow
         from flows.roi import train_roi_flow
         from flows.train import train_flow
+        from osteo.ingest.options import RefreshOptions
         from osteo.synth import generate_cohort
+        from osteo.training.params import TrainParams
 
         cohort = home / "cohort"
         generate_cohort(cohort, patients=DEMO_PATIENTS, seed=0)
-        folders = {"dicom_dir": str(cohort / "dicom"), "dexa_dir": str(cohort / "dexa"),
-                   "annotations_dir": str(cohort / "annotations")}
-        first = refresh_flow(**folders)
+        folders = RefreshOptions(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
+                                 annotations_dir=str(cohort / "annotations"))
+        first = refresh_flow(options=folders)
         roi = train_roi_flow(epochs=ROI_EPOCHS)
-        report = refresh_flow(**folders)
-        result = train_flow(preset="demo", heads=True, clinical=["age", "sex"])  # as `osteo demo` trains
+        report = refresh_flow(options=folders)
+        # as `osteo demo` trains
+        result = train_flow(params=TrainParams(preset="demo", heads=True, clinical=("age", "sex")))
         # the JSON view, as `osteo demo --json` prints it
         yield {"home": home, "cohort": cohort, "first_refresh": first.to_dict(), "refresh": report.to_dict(),
                "roi": roi.to_dict(), "train": result.to_dict(), "settings": settings}
@@ -118,10 +121,12 @@ def audit_run(tmp_path_factory, prefect_harness):
     with isolated_settings(home) as settings:
         from flows.refresh import refresh_flow
         from flows.train import train_flow
+        from osteo.ingest.options import RefreshOptions
+        from osteo.training.params import TrainParams
 
-        report = refresh_flow(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
-                              annotations_dir=str(cohort / "annotations"))
-        result = train_flow(preset="demo", epochs=1, folds=2, augment="offline")
+        report = refresh_flow(options=RefreshOptions(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
+                                                     annotations_dir=str(cohort / "annotations")))
+        result = train_flow(params=TrainParams(preset="demo", epochs=1, folds=2, augment="offline"))
         name = settings.registered_model
     written = sorted(k for k, v in checkout_stores().items() if before.get(k) != v)
     # the version this training registered: a one-epoch model need not clear the champion gate (issue 23)

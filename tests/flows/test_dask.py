@@ -42,27 +42,28 @@ def test_flows_use_the_settings_runner():
 def test_refresh_on_a_dask_cluster_matches_the_default_runner(tmp_path, prefect_harness):
     from distributed import Client, LocalCluster, get_task_stream
 
+    from osteo.ingest.options import RefreshOptions
     from osteo.synth import generate_cohort
     from tests.helpers import isolated_settings, tree_digest
 
     cohort = tmp_path / "cohort"
     generate_cohort(cohort, patients=20, seed=1, workers=1)
-    kwargs = dict(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
-                  annotations_dir=str(cohort / "annotations"))
+    options = RefreshOptions(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
+                             annotations_dir=str(cohort / "annotations"))
     common = {"OSTEO_PSEUDONYM_KEY": "dask-test-key-0123456789abcdef", "OSTEO_WORKERS": "1",
               "OSTEO_EXPORT_BATCH_SIZE": "4"}  # several export batches, so the workers share them
 
     with isolated_settings(tmp_path / "threads", **common):
         from flows.refresh import refresh_flow
 
-        default = refresh_flow(**kwargs)
+        default = refresh_flow(options=options)
         default_pngs = tree_digest(tmp_path / "threads" / "data" / "export")
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         with Client(cluster) as client:
             with isolated_settings(tmp_path / "dask", OSTEO_DASK_ADDRESS=cluster.scheduler_address, **common):
                 with get_task_stream(client) as stream:
-                    on_dask = refresh_flow(**kwargs)
+                    on_dask = refresh_flow(options=options)
             # every export batch ran as a task on the cluster's workers
             n_batches = -(-on_dask.totals.exported // 4)
             assert len(stream.data) >= n_batches, "the export batches did not run on Dask"

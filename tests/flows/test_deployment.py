@@ -236,12 +236,13 @@ def test_refresh_flow_refuses_while_locked(tmp_path, prefect_harness):
 
     with isolated_settings(tmp_path) as settings:
         from flows.refresh import refresh_flow
+        from osteo.ingest.options import RefreshOptions
 
         (tmp_path / "in").mkdir()
         with refresh_lock(settings):
             with pytest.raises(RefreshAlreadyRunning):
-                refresh_flow(dicom_dir=str(tmp_path / "in"), dexa_dir=str(tmp_path / "in"))
-        report = refresh_flow(dicom_dir=str(tmp_path / "in"), dexa_dir=str(tmp_path / "in"))
+                refresh_flow(options=RefreshOptions(dicom_dir=str(tmp_path / "in"), dexa_dir=str(tmp_path / "in")))
+        report = refresh_flow(options=RefreshOptions(dicom_dir=str(tmp_path / "in"), dexa_dir=str(tmp_path / "in")))
         assert report.this_run.files_seen == 0
 
 

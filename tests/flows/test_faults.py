@@ -47,9 +47,10 @@ def refresh_env(home: Path, url: str | None = None):
 
 def run_flow(cohort: Path):
     from flows.refresh import refresh_flow
+    from osteo.ingest.options import RefreshOptions
 
-    return refresh_flow(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
-                        annotations_dir=str(cohort / "annotations"))
+    return refresh_flow(options=RefreshOptions(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
+                                               annotations_dir=str(cohort / "annotations")))
 
 
 def leftovers(home: Path) -> list[str]:

@@ -29,12 +29,13 @@ def refreshed(cohort, tmp_path_factory, prefect_harness):
     home = tmp_path_factory.mktemp("home")
     with isolated_settings(home):
         from flows.refresh import refresh_flow
+        from osteo.ingest.options import RefreshOptions
 
-        kwargs = dict(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
-                      annotations_dir=str(cohort / "annotations"))
-        first = refresh_flow(**kwargs)
+        options = RefreshOptions(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
+                                 annotations_dir=str(cohort / "annotations"))
+        first = refresh_flow(options=options)
         pngs_after_first = _tree_digest(home / "data" / "export")
-        second = refresh_flow(**kwargs)
+        second = refresh_flow(options=options)
         pngs_after_second = _tree_digest(home / "data" / "export")
         from osteo.settings import get_settings, session_factory
 

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from osteo.training.params import TrainParams
+
 # the demo run (synth, refresh, 3-fold training) is set up by the first test: give it time on 2 cores
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -116,7 +118,7 @@ def test_a_worse_challenger_does_not_take_the_champion(demo_run):
     from flows.train import train_flow
 
     client, s = _client()
-    weak = train_flow(preset="demo", epochs=1, folds=2).to_dict()
+    weak = train_flow(params=TrainParams(preset="demo", epochs=1, folds=2)).to_dict()
     assert weak["model_version"] == "2"
     assert str(client.get_model_version_by_alias(s.registered_model, "challenger").version) == "2"
     champion = str(client.get_model_version_by_alias(s.registered_model, "champion").version)
@@ -197,7 +199,7 @@ def test_the_same_training_again_registers_nothing_new(demo_run):
 
     client, s = _client()
     before = len(client.search_model_versions(f"name = '{s.registered_model}'"))
-    again = train_flow(preset="demo").to_dict()  # every fold resumes from its files
+    again = train_flow(params=TrainParams(preset="demo")).to_dict()  # every fold resumes from its files
     assert again["already_registered"] and again["model_version"] == "1", again
     assert "already registered as version 1" in again["decision"]
     assert len(client.search_model_versions(f"name = '{s.registered_model}'")) == before
@@ -212,9 +214,9 @@ def test_an_unusable_test_year_is_refused_before_any_run(demo_run):
     exp = client.get_experiment_by_name(s.mlflow_experiment).experiment_id
     runs_before = len(client.search_runs([exp]))
     with pytest.raises(UserError, match="test year 2030 has 0 left-femur images"):
-        train_flow(preset="demo", epochs=1, folds=2, test_year=2030)
+        train_flow(params=TrainParams(preset="demo", epochs=1, folds=2, test_year=2030))
     with pytest.raises(UserError, match="nosuch.pth: no such file"):
-        train_flow(preset="demo", epochs=1, folds=2, pretrained_weights="nosuch.pth")
+        train_flow(params=TrainParams(preset="demo", epochs=1, folds=2, pretrained_weights="nosuch.pth"))
     assert len(client.search_runs([exp])) == runs_before
 
 
@@ -229,7 +231,7 @@ def test_a_training_that_fails_marks_its_runs_failed(demo_run, monkeypatch):
     client, s = _client()
     exp = client.get_experiment_by_name(s.mlflow_experiment).experiment_id
     with pytest.raises(RuntimeError, match="injected fault"):
-        train_flow(preset="demo", epochs=1, folds=2, seed=17, register_version=False)
+        train_flow(params=TrainParams(preset="demo", epochs=1, folds=2, seed=17, register_version=False))
     (parent,) = client.search_runs([exp], "params.seed = '17' and attributes.status = 'FAILED'")
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert children and {c.info.status for c in children} == {"FAILED"}

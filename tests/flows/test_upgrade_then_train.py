@@ -29,6 +29,7 @@ def verify_old_model(settings) -> dict:
 def test_an_old_release_site_upgrades_then_trains(tmp_path, prefect_harness, capsys):
     from db import make_engine
     from flows.train import train_flow
+    from osteo.training.params import TrainParams
     from osteo_cli.main import main
     from tests.helpers import isolated_settings
 
@@ -54,7 +55,7 @@ def test_an_old_release_site_upgrades_then_trains(tmp_path, prefect_harness, cap
         old = verify_old_model(settings)
         assert old["ok"] and old["checked"] > 40 and not old["missing"] and not old["changed"], old
 
-        trained = train_flow(preset="demo", epochs=1, folds=2)
+        trained = train_flow(params=TrainParams(preset="demo", epochs=1, folds=2))
         ref = f"osteo-after-upgrade/{trained.registration.model_version}"
         assert main(["lineage", "verify", ref, "--json"]) == 0
         new = json.loads(capsys.readouterr().out)
