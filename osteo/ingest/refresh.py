@@ -9,6 +9,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Annotation, DexaExam, DicomImage, Export, RefreshRun, SourceFile
 from db.pairing import sync_pairs
-from db.quarantine import (
-    active_contexts,
-    judge_again,
-    resolve,
-    resolve_known_elsewhere,
-    resolve_vanished,
-    settle,
-    tidy,
-)
-from db.store import get_or_create_source, quarantine, source_files, store_dexa_rows, store_dicom_results
+from db.quarantine import active_contexts, judge_again, resolve, settle, tidy
+from db.store import quarantine, source_files, store_dexa_rows, store_dicom_results
 from db.values import QuarantineStage, SourceStatus
 from osteo.errors import UserError
 from osteo.etl import dicom_headers
@@ -35,11 +28,12 @@ from osteo.etl.errors import InputError
 from osteo.etl.imaging import ALGORITHM_VERSION
 from osteo.etl.pool import shared_pool
 from osteo.etl.scope import ScopeRules
-from osteo.ingest.boxes import HUMAN, WAITING, judge_box_file, winning_boxes
+from osteo.ingest.boxes import HUMAN, judge_box_file, winning_boxes
 from osteo.ingest.discovery import batches, check_folder, discover, file_bytes, unchanged_files, walk  # noqa: F401 - the refresh's names
 from osteo.ingest.lock import failure_reason
 from osteo.ingest.quarantine import judging_context
-from osteo.ingest.report import ExportCounts, PairCounts, Problem, RefreshReport, StageCounts, ThisRun
+from osteo.ingest.report import ExportCounts, PairCounts, RefreshReport, StageCounts, ThisRun
+from osteo.ingest.stage import Stage, ingest_files, resolve_gone, skip_counts, skipped
 from osteo.ingest.totals import empty_folders, quarantine_table, summarise  # noqa: F401 - the refresh's names
 from osteo.settings import ROI_MIN_CONFIDENCE, Settings
 from osteo.version import code_version, utcnow
@@ -56,37 +50,33 @@ def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *
     are not hip radiographs (`scope`, the settings' Settings.scope_rules()) are recorded out of scope.
     A file whose size and mtime match its last row is not opened (`rehash`: every file is read).
     A quarantined file is judged again under other scope rules or code, or when `retry_quarantined`.
-    `io_threads`: the threads that stat the batch (discovery.io_threads; 0: chosen by the file system)."""
-    context = judging_context(DICOM, config={"scope": asdict(scope)})
-    skip: set[str] = set()
-    if not rehash:
-        with factory() as session:
-            skip = unchanged_files(session, paths, DICOM, context, kind="dicom",
-                                   retry_quarantined=retry_quarantined, threads=io_threads)
+    `io_threads`: the threads that stat the batch (discovery.io_threads; 0: chosen by the file system).
+    The skeleton is osteo/ingest/stage.py's; the files of a batch are read and judged together (db/store.py)."""
+    stage = Stage(DICOM, "dicom", judging_context(DICOM, config={"scope": asdict(scope)}))
+    with factory() as session:
+        skip = skipped(session, paths, stage, retry_quarantined=retry_quarantined, rehash=rehash, threads=io_threads)
     results = dicom_headers.read_headers([p for p in paths if p not in skip], key, workers=workers, scope=scope)
     if not results:  # an unchanged batch: a file deleted beside it resolves its entries
         with factory() as session, session.begin():
-            gone = resolve_vanished(session, stage=DICOM, paths=paths)
-            gone += resolve_known_elsewhere(session, stage=DICOM, kind="dicom", paths=skip)
+            gone = resolve_gone(session, stage, paths, skip)
         return StageCounts(files=len(skip), already_known=len(skip), unchanged=len(skip), resolved=gone)
     files = [(r["path"], r["sha256"]) for r in results]
     with factory() as session, session.begin():
         known = source_files(session, files)
         active = active_contexts(session, DICOM, [sha for _, sha in known])
-        retry = {k for k, row in known.items() if judge_again(active.get(k[1]), context, kind="dicom",
+        retry = {k for k, row in known.items() if judge_again(active.get(k[1]), stage.context, kind="dicom",
                                                               row_kind=row.kind, row_status=row.status,
                                                               always=retry_quarantined)}
         counts = store_dicom_results(session, results, retry)
         # only what was judged now settles: a known file skipped keeps its entries as they are
         judged = [sha for path, sha in files if (path, sha) not in known or (path, sha) in retry]
-        counts["resolved"] += settle(session, stage=DICOM, sha256s=judged, context=context)
+        counts["resolved"] += settle(session, stage=DICOM, sha256s=judged, context=stage.context)
         ours = [k for k, row in source_files(session, files).items() if row.kind == "dicom"]
         counts["resolved"] += tidy(session, stage=DICOM, read=[k for k in files if k[1]], ours=ours)
-        counts["resolved"] += resolve_vanished(session, stage=DICOM, paths=paths)
-        counts["resolved"] += resolve_known_elsewhere(session, stage=DICOM, kind="dicom", paths=skip)
+        counts["resolved"] += resolve_gone(session, stage, paths, skip)
         counts["wrong_folder"] += sum(r.get("error", ("",))[0] == "not_dicom" and Path(r["path"]).suffix.lower()
                                       in OTHER_INPUTS for r in results)
-        counts.update(files=len(skip), already_known=len(skip), unchanged=len(skip))
+        counts.update(skip_counts(skip))
         return StageCounts.from_counter(counts, added="images")
 
 
@@ -97,52 +87,26 @@ def ingest_dexa(factory: sessionmaker[Session], paths: list[str], key: bytes, se
     opened (as ingest_dicom; `rehash`: all are read). A known file is judged again when it has
     active quarantine entries judged under another context (column map, settings, code version) or
     when `retry_quarantined`; its entries that no longer apply are resolved (kept for the auditors)."""
-    counts: Counter = Counter()
-    problems: list[Problem] = []
-    context = judging_context(DEXA, settings, mapping)
-    skip: set[str] = set()
-    if not rehash:
-        with factory() as session:
-            skip = unchanged_files(session, paths, DEXA, context, kind="dexa",
-                                   retry_quarantined=retry_quarantined)
-    counts.update(files=len(skip), already_known=len(skip), unchanged=len(skip))
-    for path in (p for p in paths if p not in skip):
-        data, sha, mtime = file_bytes(path)
-        with factory() as session, session.begin():
-            sf, new = get_or_create_source(session, kind="dexa", path=path, sha256=sha, size=len(data),
-                                           mtime_ns=mtime)
-            counts["files"] += 1
-            if not new and not judge_again(active_contexts(session, DEXA, [sha]).get(sha), context,
-                                           kind="dexa", row_kind=sf.kind, row_status=sf.status,
-                                           always=retry_quarantined):
-                counts["already_known"] += 1
-                counts["resolved"] += tidy(session, stage=DEXA, read=[(path, sha)],
-                                           ours=[(path, sha)] if sf.kind == "dexa" else [])
-                continue
-            counts["retried"] += not new
-            try:
-                parsed = parse_dexa_file(path, data, key, bmd_young_mean=settings.bmd_young_mean,
-                                         bmd_young_sd=settings.bmd_young_sd, mapping=mapping)
-            except InputError as exc:
-                if sf.kind == "dexa" or sf.status == SourceStatus.QUARANTINED:  # another stage's good file keeps it
-                    sf.kind, sf.status = "dexa", SourceStatus.QUARANTINED
-                counts["quarantined"] += quarantine(session, stage=DEXA, path=path, sha256=sha,
-                                                    reason=exc.reason, detail=exc.detail, context=context)
-                counts["wrong_folder"] += data[128:132] == b"DICM"
-                problems.append(Problem(path=path, stage=DEXA, reason=exc.reason))
-            else:
-                sf.kind, sf.status = "dexa", SourceStatus.INGESTED
-                done = set() if new else set(session.scalars(select(DexaExam.source_row)
-                                                             .where(DexaExam.source_file_id == sf.id)))
-                counts.update(store_dexa_rows(session, sf, [r for r in parsed.rows if r["source_row"] not in done],
-                                              [e for e in parsed.errors if e[0] not in done]))
-            counts["resolved"] += settle(session, stage=DEXA, sha256s=[sha], context=context)
-            counts["resolved"] += tidy(session, stage=DEXA, read=[(path, sha)],
-                                       ours=[(path, sha)] if sf.kind == "dexa" else [])
-    with factory() as session, session.begin():  # a file deleted from the folder
-        counts["resolved"] += resolve_vanished(session, stage=DEXA, paths=paths)
-        counts["resolved"] += resolve_known_elsewhere(session, stage=DEXA, kind="dexa", paths=skip)
+    stage = Stage(DEXA, "dexa", judging_context(DEXA, settings, mapping))
+    take_in = partial(_take_in_dexa, key=key, settings=settings, mapping=mapping)
+    counts, problems = ingest_files(factory, paths, stage, take_in, retry_quarantined=retry_quarantined,
+                                    rehash=rehash, looks_foreign=_looks_like_dicom)
     return StageCounts.from_counter(counts, added="exams", problems=tuple(problems))
+
+
+def _take_in_dexa(session: Session, sf: SourceFile, new: bool, data: bytes, *, key: bytes, settings: Settings,
+                  mapping: dict[str, str] | None) -> Counter:
+    """One DEXA export's rows stored (a row already stored from this file is not stored twice)."""
+    parsed = parse_dexa_file(sf.path, data, key, bmd_young_mean=settings.bmd_young_mean,
+                             bmd_young_sd=settings.bmd_young_sd, mapping=mapping)
+    sf.kind, sf.status = "dexa", SourceStatus.INGESTED
+    done = set() if new else set(session.scalars(select(DexaExam.source_row).where(DexaExam.source_file_id == sf.id)))
+    return store_dexa_rows(session, sf, [r for r in parsed.rows if r["source_row"] not in done],
+                           [e for e in parsed.errors if e[0] not in done])
+
+
+def _looks_like_dicom(data: bytes) -> bool:
+    return data[128:132] == b"DICM"  # a DICOM in the DEXA folder: swapped folders
 
 
 def ingest_annotations(factory: sessionmaker[Session], paths: list[str], *,
@@ -151,46 +115,19 @@ def ingest_annotations(factory: sessionmaker[Session], paths: list[str], *,
     """A box file unchanged by size and mtime is not opened (`rehash`: all are read). A quarantined box
     file is judged again under new code or when `retry_quarantined` (see ingest_dexa).
     A file whose image is not known yet waits and is read again by every refresh (osteo/ingest/boxes.py);
-    `mapping` (an annotation map) names the images of files named otherwise."""
-    counts: Counter = Counter()
-    context = judging_context(BOXES, mapping=dict(mapping) if mapping else None)  # a new map: again
-    with factory() as session, session.begin():
-        # a file waiting for its image is read again whatever its stamp (osteo/ingest/boxes.py)
-        skip = set() if rehash else unchanged_files(session, paths, BOXES, context, kind="annotation",
-                                                    retry_quarantined=retry_quarantined,
-                                                    keep=lambda row: row.status != WAITING)
-        counts.update(files=len(skip), already_known=len(skip), unchanged=len(skip))
-        active = active_contexts(session, BOXES)
-        for path in (p for p in paths if p not in skip):
-            data, sha, mtime = file_bytes(path)
-            sf, new = get_or_create_source(session, kind="annotation", path=path, sha256=sha, size=len(data),
-                                           mtime_ns=mtime)
-            counts["files"] += 1
-            waiting = sf.status == WAITING
-            if not new and not waiting and not judge_again(active.get(sha), context, kind="annotation",
-                                                           row_kind=sf.kind, row_status=sf.status,
-                                                           always=retry_quarantined):
-                counts["already_known"] += 1
-                counts["resolved"] += tidy(session, stage=BOXES, read=[(path, sha)],
-                                           ours=[(path, sha)] if sf.kind == "annotation" else [])
-                continue
-            counts["retried"] += not new and not waiting
-            theirs = sf.kind != "annotation" and sf.status != SourceStatus.QUARANTINED  # another stage's good file
-            try:
-                counts.update(judge_box_file(session, sf, new, data, mapping))
-                sf.kind = "annotation"
-            except InputError as exc:
-                if not theirs:
-                    sf.kind, sf.status = "annotation", SourceStatus.QUARANTINED
-                counts["quarantined"] += quarantine(session, stage=BOXES, path=path, sha256=sha,
-                                                    reason=exc.reason, detail=exc.detail, context=context)
-            counts["resolved"] += settle(session, stage=BOXES, sha256s=[sha], context=context)
-            counts["resolved"] += tidy(session, stage=BOXES, read=[(path, sha)],
-                                       ours=[(path, sha)] if sf.kind == "annotation" else [])
-        counts["resolved"] += resolve_vanished(session, stage=BOXES, paths=paths)
-        counts["resolved"] += resolve_known_elsewhere(session, stage=BOXES, kind="annotation",
-                                                      paths=skip)
+    `mapping` (an annotation map) names the images of files named otherwise. One transaction for the folder."""
+    # a new map: judged again; a file waiting for its image is read again whatever its stamp
+    stage = Stage(BOXES, "annotation", judging_context(BOXES, mapping=dict(mapping) if mapping else None), waits=True)
+    counts, _problems = ingest_files(factory, paths, stage, partial(_take_in_boxes, mapping=mapping),
+                                     retry_quarantined=retry_quarantined, rehash=rehash, one_transaction=True)
     return StageCounts.from_counter(counts, added="annotations", updated="annotations_updated")
+
+
+def _take_in_boxes(session: Session, sf: SourceFile, new: bool, data: bytes, *,
+                   mapping: Mapping[str, str] | None) -> Counter:
+    counts = judge_box_file(session, sf, new, data, mapping)  # stored, or left waiting for its image
+    sf.kind = "annotation"
+    return counts
 
 
 # --- export -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from db import make_session_factory
 from db.models import DicomImage, Quarantine, SourceFile, day_number
 from osteo.errors import UserError
 from osteo.etl import dicom_headers
-from osteo.ingest import refresh
+from osteo.ingest import refresh, stage
 from osteo.ingest.report import ExportCounts, PairCounts, StageCounts, ThisRun
 from osteo.settings import Settings
 from tests.dicom_factory import make_dicom
@@ -33,7 +33,7 @@ def factory(engine):
 def reads(monkeypatch) -> list[str]:
     """Every file whose bytes the ingest reads: DICOM (read_one, one per file) and DEXA/VOC (file_bytes)."""
     seen: list[str] = []
-    real_one, real_bytes = dicom_headers.read_one, refresh.file_bytes
+    real_one, real_bytes = dicom_headers.read_one, stage.file_bytes
 
     def read_one(path, *args, **kwargs):
         seen.append(path)
@@ -44,7 +44,7 @@ def reads(monkeypatch) -> list[str]:
         return real_bytes(path)
 
     monkeypatch.setattr(dicom_headers, "read_one", read_one)
-    monkeypatch.setattr(refresh, "file_bytes", file_bytes)
+    monkeypatch.setattr(stage, "file_bytes", file_bytes)  # the ingests' shared skeleton reads DEXA and VOC files
     return seen
 
 
