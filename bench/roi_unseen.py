@@ -59,7 +59,7 @@ def cohort_images(cohort: Path, annotated_only: bool) -> list[dict[str, Any]]:
     return images
 
 
-def train_demo_localiser(cohort: Path, config, work: Path, workers: int) -> tuple[str, Any, dict]:
+def train_demo_localiser(cohort: Path, config, work: Path, workers: int, on_epoch=None) -> tuple[str, Any, dict]:
     """(checkpoint, RoiEvaluation, dataset sizes) of the demo's training on ``cohort``."""
     from osteo.localiser.training import build_dataset, train_and_evaluate
     from osteo.settings import get_settings
@@ -68,7 +68,7 @@ def train_demo_localiser(cohort: Path, config, work: Path, workers: int) -> tupl
               for im in cohort_images(cohort, annotated_only=True)]
     data = build_dataset(images, work / "roi", test_year=get_settings().test_year, input_size=config.input_size,
                          seed=config.seed, workers=workers)
-    checkpoint, evaluation = train_and_evaluate(data, config, work / "run")
+    checkpoint, evaluation = train_and_evaluate(data, config, work / "run", on_epoch=on_epoch)
     return checkpoint, evaluation, {"train": data.n_train, "val": data.n_val, "test": data.n_test}
 
 
@@ -171,7 +171,9 @@ def run(args: argparse.Namespace) -> dict:
         checkpoint = str(args.checkpoint)
     else:
         t0 = time.perf_counter()
-        checkpoint, ev, sizes = train_demo_localiser(args.train_cohort, config, args.work, args.workers)
+        log = (lambda e, r: print(f"epoch {e}: loss {r['train_loss']:.3f} val IoU {r['val_mean_iou']:.3f}"
+                                  f" {r['seconds']:.0f} s", file=sys.stderr, flush=True)) if args.verbose else None
+        checkpoint, ev, sizes = train_demo_localiser(args.train_cohort, config, args.work, args.workers, log)
         result.update(train_seconds=round(ev.seconds, 1), build_and_train_seconds=round(time.perf_counter() - t0, 1),
                       views=sizes, in_cohort_test={k: round(v, 4) for k, v in ev.metrics.items()})
     locator = FileLocator.load(checkpoint)
@@ -212,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2, help="processes rendering the films")
     ap.add_argument("--dump", help="write every unseen view's box, prediction and IoU (worst first) here")
+    ap.add_argument("--verbose", action="store_true", help="one line per epoch on stderr")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if not args.checkpoint and not args.train_cohort:
