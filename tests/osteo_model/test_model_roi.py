@@ -240,3 +240,26 @@ def test_training_is_deterministic_on_cpu():
     assert [r["train_loss"] for r in runs[0][1]] == [r["train_loss"] for r in runs[1][1]]
     for (k, a), b in zip(runs[0][0].state_dict().items(), runs[1][0].state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_the_second_look_maps_its_zoomed_box_back_onto_the_view():
+    from torch import nn
+
+    from osteo_model.roi_train import refine_boxes
+
+    class Bright(nn.Module):  # "predicts" the bounding box of the bright pixels, normalised
+        def forward(self, x):
+            out = []
+            for v in x[:, 0]:
+                ys, xs = torch.nonzero(v > 0.5, as_tuple=True)
+                n = v.shape[-1]
+                out.append(torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float() / n)
+            return torch.stack(out)
+
+    x = torch.zeros(2, 1, 64, 64)
+    x[0, 0, 10:18, 40:52] = 1.0
+    x[1, 0, 30:36, 6:12] = 1.0
+    truth = torch.tensor([[40, 10, 52, 18], [6, 30, 12, 36]]) / 64.0
+    rough = truth + torch.tensor([[0.03, -0.02, 0.05, 0.01], [-0.02, 0.02, 0.0, 0.04]])  # a first look, off
+    again = refine_boxes(Bright(), x, rough, share=0.4)
+    assert torch.allclose(again, truth, atol=1.5 / 64)  # zoomed ~3x: the edges within a pixel or so
