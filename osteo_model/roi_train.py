@@ -194,8 +194,6 @@ def train_localiser(train_x: np.ndarray, train_boxes: np.ndarray, val_x: np.ndar
     epoch (also passed to ``on_epoch(epoch, record)``, 1-based): epoch, train_loss, val_loss,
     val_mean_iou, val_presence_hip and val_presence_negative (with ``val_negatives``), lr, seconds.
     """
-    from osteo_model.roi_augment import randomise
-
     device = torch.device(device)
     size = config.input_size
     torch.manual_seed(config.seed)
@@ -210,7 +208,6 @@ def train_localiser(train_x: np.ndarray, train_boxes: np.ndarray, val_x: np.ndar
         val = _views(val_x, size), _boxes(val_boxes, size)
     vneg = _views(val_negatives, size) if val_negatives is not None and len(val_negatives) else None
     steps = math.ceil(len(x) / config.batch_size)
-    n_neg = round(config.neg_share * config.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config.epochs, steps))
 
@@ -218,26 +215,8 @@ def train_localiser(train_x: np.ndarray, train_boxes: np.ndarray, val_x: np.ndar
     best_state, best_iou = None, -math.inf
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
         lr = opt.param_groups[0]["lr"]
-        order = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for i in range(steps):
-            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-            if len(idx) < 2 and len(x) > 1:  # a batch of one says little to BatchNorm; skip it
-                continue
-            xb, bb, target = x[idx], boxes[idx], torch.ones(len(idx))
-            if config.augment:
-                xb, bb, target = randomise(xb, bb, gen, zoom_in=config.zoom_in)
-            if n_neg:
-                xb = torch.cat([xb, _negatives(pool, n_neg, size, gen, config.augment)])
-                bb, target = torch.cat([bb, torch.zeros(n_neg, 4)]), torch.cat([target, torch.zeros(n_neg)])
-            loss = _step_loss(model, xb.to(device), bb.to(device), target.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
+        total = _train_epoch(model, x, boxes, pool, opt, sched, gen, config, device)
         rec = {"epoch": epoch, "train_loss": total / len(x), "lr": lr}
         if val is not None:
             rec.update(_evaluate(model, *val, vneg, device, config.batch_size))
@@ -253,6 +232,35 @@ def train_localiser(train_x: np.ndarray, train_boxes: np.ndarray, val_x: np.ndar
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval(), history
+
+
+def _train_epoch(model: Localiser, x: torch.Tensor, boxes: torch.Tensor, pool: torch.Tensor | None,
+                 opt: torch.optim.Optimizer, sched, gen: torch.Generator, config: RoiConfig, device) -> float:
+    """One pass over the hip views in a random order (each batch redrawn by the domain randomisation, with its
+    share of negatives); the summed loss, weighted by the hip views of each batch."""
+    from osteo_model.roi_augment import randomise
+
+    model.train()
+    size, n_neg = config.input_size, round(config.neg_share * config.batch_size)
+    order = torch.randperm(len(x), generator=gen)
+    total = 0.0
+    for i in range(math.ceil(len(x) / config.batch_size)):
+        idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+        if len(idx) < 2 and len(x) > 1:  # a batch of one says little to BatchNorm; skip it
+            continue
+        xb, bb, target = x[idx], boxes[idx], torch.ones(len(idx))
+        if config.augment:
+            xb, bb, target = randomise(xb, bb, gen, zoom_in=config.zoom_in)
+        if n_neg:
+            xb = torch.cat([xb, _negatives(pool, n_neg, size, gen, config.augment)])
+            bb, target = torch.cat([bb, torch.zeros(n_neg, 4)]), torch.cat([target, torch.zeros(n_neg)])
+        loss = _step_loss(model, xb.to(device), bb.to(device), target.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.item() * len(idx)
+    return total
 
 
 # ---------------------------------------------------------------- prediction
