@@ -60,7 +60,6 @@ def kill_after_push(at: int) -> None:
 
 
 def main(step: str, spec: dict) -> None:
-    from osteo.screening.model import ScreeningModel  # noqa: F401 - the model's module loaded before the patch
     from osteo_model.onnx import build_classifier
     from tests.pacs_cohort import PacsCohort
     from tests.pacs_night import run_night
