@@ -177,13 +177,12 @@ def line_integrals(rng, cam: Camera, anat: Anatomy, kv: float) -> np.ndarray:
         win = cam.window(*bone.outer.bound())
         if win is None:
             continue
-        rays = cam.rays(*win)
-        lo, _ = path_image(cam, bone.outer, win, rays)
+        lo, _ = path_image(cam, bone.outer, win)
         r0, r1, c0, c1 = win
         if bone.inner is None:
             mu[r0:r1, c0:c1] += lo * (mb - mw)
             continue
-        li, _ = path_image(cam, bone.inner, win, rays)
+        li, _ = path_image(cam, bone.inner, win)
         if bone.name.startswith("femur"):
             f = anat.femora[bone.side]
             bv_map, (a0, a1, b0, b1) = femur_bvtv(rng, cam, f, p)

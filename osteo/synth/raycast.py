@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from osteo.synth.raykernel import body_paths
+
 EMPTY_T0, EMPTY_T1 = np.float32(np.inf), np.float32(-np.inf)
 
 
@@ -88,8 +90,9 @@ class Solid:
 
     def interval(self, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Entry and exit (t0, t1) of rays o + t d (o: (3,), d: (3, n)); empty as (inf, -inf)."""
-        inv = (self.rot.T / np.asarray(self.radii, dtype=np.float64)[:, None]).astype(np.float32)
-        oc = (inv @ (o - np.asarray(self.centre))).astype(np.float32)
+        ft = d.dtype  # float32 rays, or float64 for the reference the compiled kernel is checked against
+        inv = (self.rot.T / np.asarray(self.radii, dtype=np.float64)[:, None]).astype(ft)
+        oc = (inv @ (o - np.asarray(self.centre))).astype(ft)
         dl = inv @ d
         if self.kind == "cylinder":
             a = dl[0] * dl[0] + dl[1] * dl[1]
@@ -106,7 +109,7 @@ class Solid:
         t0 = np.where(hit, (-b - sq) / a2, EMPTY_T0)
         t1 = np.where(hit, (-b + sq) / a2, EMPTY_T1)
         if self.kind == "cylinder":  # the ends: the local z (in mm) between span[0] and span[1]
-            zr = self.rot[:, 2].astype(np.float32)
+            zr = self.rot[:, 2].astype(ft)
             t0, t1 = _clip_planes(t0, t1, o, d, ((tuple(zr), self.span[1] + float(zr @ self.centre)),
                                                  (tuple(-zr), -self.span[0] - float(zr @ self.centre))))
         if self.planes:
@@ -117,8 +120,8 @@ class Solid:
 def _interval_on(solid: Solid, o, d, idx, n: int) -> tuple[np.ndarray, np.ndarray]:
     if idx is None:
         return solid.interval(o, d)
-    t0 = np.full(n, EMPTY_T0, dtype=np.float32)
-    t1 = np.full(n, EMPTY_T1, dtype=np.float32)
+    t0 = np.full(n, EMPTY_T0, dtype=d.dtype)
+    t1 = np.full(n, EMPTY_T1, dtype=d.dtype)
     if idx.size:
         t0[idx], t1[idx] = solid.interval(o, d[:, idx])
     return t0, t1
@@ -126,7 +129,7 @@ def _interval_on(solid: Solid, o, d, idx, n: int) -> tuple[np.ndarray, np.ndarra
 
 def _clip_planes(t0, t1, o, d, planes):
     for n, h in planes:
-        n = np.asarray(n, dtype=np.float32)
+        n = np.asarray(n, dtype=d.dtype)
         no = float(n @ o)
         nd = n @ d
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -154,8 +157,8 @@ def union_length(t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
     order = np.argsort(a, axis=1)
     a = np.take_along_axis(a, order, 1)
     b = np.take_along_axis(b, order, 1)
-    acc = np.zeros(multi.size, dtype=np.float32)
-    end = np.full(multi.size, -np.inf, dtype=np.float32)
+    acc = np.zeros(multi.size, dtype=t0.dtype)
+    end = np.full(multi.size, -np.inf, dtype=t0.dtype)
     for j in range(a.shape[1]):
         start = np.maximum(a[:, j], end)
         acc += np.maximum(b[:, j] - start, 0)
@@ -211,7 +214,7 @@ class Camera:
     pose: np.ndarray = field(default_factory=lambda: np.eye(3))
     pivot: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
-    def rays(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+    def rays(self, r0: int, r1: int, c0: int, c1: int, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
         """Origin (3,) and unit directions (3, n) of the pixels [r0:r1, c0:c1], in the patient frame."""
         ys = self.y0 + self.spacing * np.arange(r0, r1, dtype=np.float64)
         xs = self.x0 + self.spacing * np.arange(c0, c1, dtype=np.float64)
@@ -221,7 +224,7 @@ class Camera:
         d /= np.linalg.norm(d, axis=0)
         rt = self.pose.T
         o = rt @ (s - np.asarray(self.pivot)) + np.asarray(self.pivot)
-        return o.astype(np.float32), (rt @ d).astype(np.float32)
+        return o.astype(dtype), (rt @ d).astype(dtype)
 
     def coarse(self, f: int) -> Camera:
         """The same exposure sampled every ``f`` pixels (pixel i of it is pixel f i + (f - 1) / 2 here)."""
@@ -256,17 +259,26 @@ class Camera:
         return None if c0 >= c1 or r0 >= r1 else (r0, r1, c0, c1)
 
 
-def path_image(camera: Camera, body: Body, win: tuple[int, int, int, int] | None = None, rays=None
+def path_image(camera: Camera, body: Body, win: tuple[int, int, int, int] | None = None
                ) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
-    """The body's path length (mm) over the pixel rectangle that can see it (or ``win``, with its
-    ``rays`` when already cast), and that rectangle."""
+    """The body's path length (mm) over the pixel rectangle that can see it (or ``win``), and that
+    rectangle. Cast by the compiled kernel (osteo/synth/raykernel.py); :func:`reference_path_image`
+    is the same in NumPy, the form the kernel is checked against."""
     if win is None:
         centre, radius = body.bound()
         win = camera.window(centre, radius)
     if win is None:
         return np.zeros((0, 0), dtype=np.float32), None
+    return body_paths(camera, body, win), win
+
+
+def reference_path_image(camera: Camera, body: Body, win: tuple[int, int, int, int], dtype: type = np.float64
+                         ) -> np.ndarray:
+    """:func:`path_image` in NumPy: every solid's interval on every ray that can see it, then the union
+    and the holes (Body.length); in float64, as the kernel casts (float32 loses a tenth of a mm where a
+    ray grazes a solid 1 m from the focal spot)."""
     r0, r1, c0, c1 = win
-    o, d = rays if rays is not None else camera.rays(r0, r1, c0, c1)
+    o, d = camera.rays(r0, r1, c0, c1, dtype)
     subsets = []
     for solid in body.parts + body.holes:
         sw = camera.window(np.asarray(solid.centre), solid.bound())
@@ -279,7 +291,7 @@ def path_image(camera: Camera, body: Body, win: tuple[int, int, int, int] | None
             continue
         rr, cc = np.mgrid[a0:a1, b0:b1]
         subsets.append((rr * (c1 - c0) + cc).ravel())
-    return body.length(o, d, subsets).reshape(r1 - r0, c1 - c0), win
+    return body.length(o, d, subsets).reshape(r1 - r0, c1 - c0)
 
 
 def accumulate(target: np.ndarray, camera: Camera, body: Body, weight: float | np.ndarray) -> None:
