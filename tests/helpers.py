@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+_COHORTS: dict[tuple[int, int], Path] = {}
 
 
 @contextmanager
@@ -38,3 +43,19 @@ def plain_refresh(factory, cohort: Path, settings) -> None:
 def tree_digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def synthetic_cohort(out: Path, *, patients: int, seed: int) -> Path:
+    """``osteo synth``'s cohort of ``patients`` and ``seed`` (one worker) at ``out``: rendered once per
+    session and copied for each test that asks again (the generator is deterministic: tests/osteo/
+    test_synth.py), so a test may change its copy. The tests of the generator itself call it directly."""
+    from osteo.synth import generate_cohort
+
+    key = (int(patients), int(seed))
+    if key not in _COHORTS:
+        cache = Path(tempfile.mkdtemp(prefix=f"osteo-cohort-{patients}-{seed}-"))
+        atexit.register(shutil.rmtree, cache, True)
+        generate_cohort(cache, patients=patients, seed=seed, workers=1)
+        _COHORTS[key] = cache
+    shutil.copytree(_COHORTS[key], out, dirs_exist_ok=True)
+    return Path(out)

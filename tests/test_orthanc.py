@@ -11,9 +11,9 @@ def test_orthanc_takes_files_and_answers_both_transports(orthanc, tmp_path):
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification
 
-    from osteo.synth import generate_cohort
+    from tests.helpers import synthetic_cohort
 
-    generate_cohort(tmp_path / "cohort", patients=6, seed=1, workers=1)
+    synthetic_cohort(tmp_path / "cohort", patients=6, seed=1)
     files = sorted(p for p in (tmp_path / "cohort" / "dicom").rglob("*.dcm") if _is_whole_dicom(p))[:3]
     ids = orthanc.load(files)
     assert len(ids) == 3 and orthanc.instance_count() == 3

@@ -43,11 +43,9 @@ def test_refresh_on_a_dask_cluster_matches_the_default_runner(tmp_path, prefect_
     from distributed import Client, LocalCluster, get_task_stream
 
     from osteo.ingest.options import RefreshOptions
-    from osteo.synth import generate_cohort
-    from tests.helpers import isolated_settings, tree_digest
+    from tests.helpers import isolated_settings, synthetic_cohort, tree_digest
 
-    cohort = tmp_path / "cohort"
-    generate_cohort(cohort, patients=20, seed=1, workers=1)
+    cohort = synthetic_cohort(tmp_path / "cohort", patients=20, seed=1)
     options = RefreshOptions(dicom_dir=str(cohort / "dicom"), dexa_dir=str(cohort / "dexa"),
                              annotations_dir=str(cohort / "annotations"))
     common = {"OSTEO_PSEUDONYM_KEY": "dask-test-key-0123456789abcdef", "OSTEO_WORKERS": "1",

@@ -151,11 +151,9 @@ def test_nightly_decision_on_an_empty_database(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_cohort(tmp_path_factory) -> Path:
-    from osteo.synth import generate_cohort
+    from tests.helpers import synthetic_cohort
 
-    out = tmp_path_factory.mktemp("cohort")
-    generate_cohort(out, patients=20, seed=1, workers=1)
-    return out
+    return synthetic_cohort(tmp_path_factory.mktemp("cohort"), patients=20, seed=1)
 
 
 def test_candidate_digest_is_the_digest_training_records(engine, tmp_path, small_cohort):
@@ -259,10 +257,9 @@ def test_deploy_and_run_nightly_refresh_on_a_local_server(tmp_path):
     import urllib.error
     import urllib.request
 
-    from osteo.synth import generate_cohort
+    from tests.helpers import synthetic_cohort
 
-    cohort = tmp_path / "cohort"
-    generate_cohort(cohort, patients=20, seed=1, workers=1)
+    cohort = synthetic_cohort(tmp_path / "cohort", patients=20, seed=1)
     home = tmp_path / "home"
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -28,11 +28,9 @@ INGEST_BATCH, EXPORT_BATCH = 8, 4  # small batches: the faults land between and 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from osteo.synth import generate_cohort
+    from tests.helpers import synthetic_cohort
 
-    root = tmp_path_factory.mktemp("fault-cohort")
-    generate_cohort(root, patients=15, seed=23, workers=1)
-    return root
+    return synthetic_cohort(tmp_path_factory.mktemp("fault-cohort"), patients=15, seed=23)
 
 
 @contextmanager

@@ -212,10 +212,9 @@ def prefect_api(tmp_path):
 def test_refresh_killed_mid_ingest_and_mid_export_resumes_to_the_clean_state(tmp_path, prefect_api):
     from concurrent.futures import ThreadPoolExecutor
 
-    from osteo.synth import generate_cohort
+    from tests.helpers import synthetic_cohort
 
-    cohort = tmp_path / "cohort"
-    generate_cohort(cohort, patients=20, seed=1, workers=1)
+    cohort = synthetic_cohort(tmp_path / "cohort", patients=20, seed=1)
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
     db = crashed / "var" / "osteo.sqlite"
 

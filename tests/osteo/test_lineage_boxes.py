@@ -51,13 +51,12 @@ def boxed(tmp_path_factory):
     (confidence 0.93) instead; exported, snapshotted with box_source 'any' and recorded as a model version."""
     from osteo.ingest import refresh
     from osteo.settings import session_factory
-    from osteo.synth import generate_cohort
     from osteo.training.snapshot import record_training_run, take_snapshot
-    from tests.helpers import isolated_settings
+    from tests.helpers import isolated_settings, synthetic_cohort
 
     root = tmp_path_factory.mktemp("lineage-boxes")
     cohort = root / "cohort"
-    generate_cohort(cohort, patients=PATIENTS, seed=SEED, workers=1)
+    synthetic_cohort(cohort, patients=PATIENTS, seed=SEED)
     with isolated_settings(root / "home") as settings:
         assert settings.roi_min_confidence <= MODEL_BOX["confidence"]
         factory = session_factory(settings, create=True)

@@ -138,11 +138,9 @@ def settings_for(home: Path, url: str):
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from osteo.synth import generate_cohort
+    from tests.helpers import synthetic_cohort
 
-    root = tmp_path_factory.mktemp("lock-cohort")
-    generate_cohort(root, patients=15, seed=23, workers=1)
-    return root
+    return synthetic_cohort(tmp_path_factory.mktemp("lock-cohort"), patients=15, seed=23)
 
 
 # --- two refreshes at once ------------------------------------------------------------------------

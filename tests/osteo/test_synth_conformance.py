@@ -27,6 +27,7 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from osteo.synth import generate_cohort
+from tests.helpers import synthetic_cohort
 
 DCIODVFY = Path("/usr/bin/dciodvfy")
 # 12 patients, seed 5: CR and DX, hip and (mirrored) pelvis of each, compressed ones of each, all transfer syntaxes
@@ -91,8 +92,7 @@ def test_dciodvfy_finds_no_error_in_the_cohort(tmp_path):
 
 def test_dciodvfy_reports_what_a_file_lacks(tmp_path):
     """The check itself: a DX without its Presentation LUT Shape (Type 1) and with a slope of 2 is an error."""
-    out = tmp_path / "cohort"
-    generate_cohort(out, patients=6, seed=1, workers=1)
+    out = synthetic_cohort(tmp_path / "cohort", patients=6, seed=1)
     row = next(r for r in csv.DictReader(open(out / "truth.csv", encoding="utf-8"))
                if r["modality"] == "DX" and r["expected_scope"] == "in_scope")
     ds = pydicom.dcmread(out / row["file"])
