@@ -52,6 +52,7 @@ class RoiConfig:
     neg_share: float = 0.5  # negative views per hip view in a training batch (presence head)
     refine: float = 0.0  # > 0: predict again zoomed so the first box spans this share of the view
     zoom_in: float = 0.0  # share of training hip views zoomed in about the neck (the second look's views)
+    rotate: float = 0.0  # largest in-plane turn (degrees) of a training view (films placed askew)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:

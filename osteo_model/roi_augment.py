@@ -6,8 +6,11 @@ draws. Every training view is redrawn each epoch (:func:`randomise`), all from o
 ``torch.Generator`` (the same data and seed give the same views):
 
 - geometry: zoom out (a view shows more anatomy, the neck is smaller: a square or portrait pelvis
-  halves the neck's share of a view) or in, aspect changes, shifts; uncovered borders are black
-  like the letterbox. Mirroring is the view geometry's job (every view looks like a left hip);
+  halves the neck's share of a view) or in, aspect changes, shifts, and (``rotate``) in-plane turns
+  as a hip film placed askew on the detector shows; uncovered borders are black like the letterbox.
+  A turned box is the box of the ellipse inscribed in it, turned (a neck is no rectangle; the box
+  of the turned rectangle would teach boxes too large by up to 40%). Mirroring is the view
+  geometry's job (every view looks like a left hip);
 - grey levels: a random window (contrast, brightness), gamma, a low-frequency exposure ramp;
 - blur or unsharp masking (CR/DX edge enhancement), fine noise and mottled soft-tissue texture,
   grid lines;
@@ -55,25 +58,45 @@ def _chance(gen: torch.Generator, p: float, n: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- geometry
-def warp(x: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Views [N, 1, S, S] zoomed by (sx, sy) about the centre, mirrored where ``flip``, then moved by
-    ``shift`` [N, 2] (half-views); the uncovered border is 0."""
+def warp(x: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor,
+         angle: torch.Tensor | None = None) -> torch.Tensor:
+    """Views [N, 1, S, S] mirrored where ``flip``, zoomed by (sx, sy) about the centre, turned by
+    ``angle`` [N] (radians; None: not turned), then moved by ``shift`` [N, 2] (half-views); the
+    uncovered border is 0."""
     theta = torch.zeros(len(x), 2, 3, dtype=x.dtype)
-    theta[:, 0, 0] = torch.where(flip, -1.0, 1.0) / sx
-    theta[:, 1, 1] = 1 / sy
-    theta[:, 0, 2] = -shift[:, 0] / sx * torch.where(flip, -1.0, 1.0)
-    theta[:, 1, 2] = -shift[:, 1] / sy
+    f = torch.where(flip, -1.0, 1.0)
+    if angle is None:
+        theta[:, 0, 0] = f / sx
+        theta[:, 1, 1] = 1 / sy
+        theta[:, 0, 2] = -shift[:, 0] / sx * f
+        theta[:, 1, 2] = -shift[:, 1] / sy
+    else:  # the input point of an output point: mirror . zoom^-1 . turn^-1 (out - shift)
+        c, s = torch.cos(angle), torch.sin(angle)
+        m = torch.stack([torch.stack([f * c / sx, f * s / sx], 1), torch.stack([-s / sy, c / sy], 1)], 1)
+        theta[:, :, :2] = m
+        theta[:, :, 2] = -(m @ shift.unsqueeze(-1)).squeeze(-1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def warp_boxes(boxes: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, shift: torch.Tensor,
-               flip: torch.Tensor) -> torch.Tensor:
-    """Normalised boxes [N, 4] through :func:`warp` (not clamped)."""
+               flip: torch.Tensor, angle: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalised boxes [N, 4] through :func:`warp` (not clamped); a turned box is the box of its
+    inscribed ellipse turned."""
     x0, x1 = boxes[:, 0], boxes[:, 2]
     x0, x1 = torch.where(flip, 1 - x1, x0), torch.where(flip, 1 - x0, x1)
     ox, oy = (1 - sx) / 2 + shift[:, 0] / 2, (1 - sy) / 2 + shift[:, 1] / 2
-    return torch.stack([x0 * sx + ox, boxes[:, 1] * sy + oy, x1 * sx + ox, boxes[:, 3] * sy + oy], 1)
+    out = torch.stack([x0 * sx + ox, boxes[:, 1] * sy + oy, x1 * sx + ox, boxes[:, 3] * sy + oy], 1)
+    if angle is None:
+        return out
+    c, s = torch.cos(angle), torch.sin(angle)
+    centre = (out[:, :2] + out[:, 2:]) / 2 - 0.5 - shift / 2  # about the view's centre, before the shift
+    turned = torch.stack([c * centre[:, 0] - s * centre[:, 1], s * centre[:, 0] + c * centre[:, 1]], 1)
+    turned = turned + 0.5 + shift / 2
+    a, b = (out[:, 2] - out[:, 0]) / 2, (out[:, 3] - out[:, 1]) / 2
+    hx = torch.sqrt((a * c) ** 2 + (b * s) ** 2)
+    hy = torch.sqrt((a * s) ** 2 + (b * c) ** 2)
+    return torch.stack([turned[:, 0] - hx, turned[:, 1] - hy, turned[:, 0] + hx, turned[:, 1] + hy], 1)
 
 
 def visible_share(boxes: torch.Tensor) -> torch.Tensor:
@@ -85,7 +108,7 @@ def visible_share(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def _geometry(boxes: torch.Tensor, gen: torch.Generator, strength: torch.Tensor, crop_neg: float, mirror_neg: float,
-              zoom_in: float = 0.0):
+              zoom_in: float = 0.0, rotate: float = 0.0):
     n = len(boxes)
     zoom = torch.exp(_uniform(gen, math.log(ZOOM[0]), math.log(ZOOM[1]), n) * strength)
     aspect = torch.exp(_uniform(gen, -ASPECT, ASPECT, n) * strength)
@@ -104,7 +127,10 @@ def _geometry(boxes: torch.Tensor, gen: torch.Generator, strength: torch.Tensor,
     if zoom_in > 0:
         sx, sy, shift = _zoom_in(boxes, gen, _chance(gen, zoom_in, n) & ~crop, sx, sy, shift)
     mirror = _chance(gen, mirror_neg, n)
-    return sx, sy, shift, mirror
+    angle = None
+    if rotate > 0:  # drawn only when asked: the views of a recipe without turns are drawn as before
+        angle = torch.where(crop, 0.0, _uniform(gen, -1, 1, n) * math.radians(rotate))
+    return sx, sy, shift, mirror, angle
 
 
 def _zoom_in(boxes: torch.Tensor, gen: torch.Generator, chosen: torch.Tensor, sx, sy, shift):
@@ -225,17 +251,18 @@ def collimate(x: torch.Tensor, boxes: torch.Tensor | None, gen: torch.Generator,
 
 # ---------------------------------------------------------------- the whole recipe
 def randomise(x: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator, strength: float = 1.0, *,
-              crop_neg: float = CROP_NEG, mirror_neg: float = MIRROR_NEG, zoom_in: float = 0.0
+              crop_neg: float = CROP_NEG, mirror_neg: float = MIRROR_NEG, zoom_in: float = 0.0, rotate: float = 0.0
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hip views [N, 1, S, S] and their normalised boxes [N, 4] -> (randomised views, boxes clamped to
     the view, presence targets [N]: 1 hip, 0 no neck in view, -1 ambiguous). ``strength`` scales
     the zoom, shift, grey-level and texture draws (1: training; > 1: the calibration's heavier
     shift); each view draws its own share of it in [LIGHTEST, 1], so that some views stay close to
-    the films (a small set must still be learned in a few hundred steps) and some are far off."""
+    the films (a small set must still be learned in a few hundred steps) and some are far off.
+    ``rotate``: the largest in-plane turn (degrees; crops away from the neck are not turned)."""
     shares = strength * _uniform(gen, LIGHTEST, 1.0, len(x))  # each view's strength
-    sx, sy, shift, mirror = _geometry(boxes, gen, shares, crop_neg, mirror_neg, zoom_in)
-    x = warp(x, sx, sy, shift, torch.zeros(len(x), dtype=torch.bool))
-    moved = warp_boxes(boxes, sx, sy, shift, torch.zeros(len(x), dtype=torch.bool))
+    sx, sy, shift, mirror, angle = _geometry(boxes, gen, shares, crop_neg, mirror_neg, zoom_in, rotate)
+    x = warp(x, sx, sy, shift, torch.zeros(len(x), dtype=torch.bool), angle)
+    moved = warp_boxes(boxes, sx, sy, shift, torch.zeros(len(x), dtype=torch.bool), angle)
     vis = visible_share(moved)
     target = torch.where(vis >= VISIBLE_POS, 1.0, torch.where(vis <= VISIBLE_NEG, 0.0, -1.0))
     target = torch.where(mirror, 0.0, target)

@@ -250,7 +250,7 @@ def _train_epoch(model: Localiser, x: torch.Tensor, boxes: torch.Tensor, pool: t
             continue
         xb, bb, target = x[idx], boxes[idx], torch.ones(len(idx))
         if config.augment:
-            xb, bb, target = randomise(xb, bb, gen, zoom_in=config.zoom_in)
+            xb, bb, target = randomise(xb, bb, gen, zoom_in=config.zoom_in, rotate=config.rotate)
         if n_neg:
             xb = torch.cat([xb, _negatives(pool, n_neg, size, gen, config.augment)])
             bb, target = torch.cat([bb, torch.zeros(n_neg, 4)]), torch.cat([target, torch.zeros(n_neg)])

@@ -101,3 +101,34 @@ def test_zoom_in_views_magnify_the_neck_about_its_centre_and_keep_it_whole():
     # off (the default), the recipe draws exactly as before
     again = randomise(x, b, torch.Generator().manual_seed(5), crop_neg=0.0, mirror_neg=0.0, zoom_in=0.0)
     assert torch.equal(again[0], plain[0])
+
+
+def test_a_turned_box_is_the_box_of_its_turned_ellipse():
+    """An ellipse drawn in its box, turned with the view: the box warp_boxes gives is the box of the
+    turned ellipse's pixels, with zoom, shift and turns of either sign; no turn is the unturned warp."""
+    yy, xx = torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="ij")
+    x = torch.zeros(4, 1, S, S)
+    x[:, 0] = (((xx - 32) / 10) ** 2 + ((yy - 28) / 5) ** 2 <= 1).float()  # in the box 22..42 x 23..33
+    box = torch.tensor([[22 / S, 23 / S, 42 / S, 33 / S]]).repeat(4, 1)
+    sx, sy = torch.tensor([1.0, 1.2, 0.8, 1.1]), torch.tensor([1.0, 1.2, 0.9, 1.0])
+    shift = torch.tensor([[0.0, 0.0], [0.1, -0.1], [-0.2, 0.1], [0.0, 0.2]])
+    flip = torch.zeros(4, dtype=torch.bool)
+    angle = torch.deg2rad(torch.tensor([30.0, -35.0, 90.0, 12.0]))
+    y = warp(x, sx, sy, shift, flip, angle)
+    moved = warp_boxes(box, sx, sy, shift, flip, angle) * S
+    for i in range(4):
+        ys, xs = np.nonzero(y[i, 0].numpy() > 0.5)
+        np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], moved[i].numpy(), atol=1.5)
+    zero = torch.zeros(4)
+    assert torch.allclose(warp(x, sx, sy, shift, flip, zero), warp(x, sx, sy, shift, flip), atol=1e-4)  # float rounding
+    assert torch.allclose(warp_boxes(box, sx, sy, shift, flip, zero), warp_boxes(box, sx, sy, shift, flip))
+
+
+def test_turns_are_drawn_only_when_asked_and_keep_the_targets_true():
+    x, b = _views(64)
+    plain = randomise(x, b, torch.Generator().manual_seed(5))
+    assert all(torch.equal(u, v) for u, v in zip(plain, randomise(x, b, torch.Generator().manual_seed(5), rotate=0.0),
+                                                 strict=True))
+    out, boxes, target = randomise(x, b, torch.Generator().manual_seed(5), crop_neg=0.0, mirror_neg=0.0, rotate=35.0)
+    assert not torch.equal(out, plain[0])
+    assert (target == 1).sum() > 32 and torch.all(boxes >= 0) and torch.all(boxes <= 1)
