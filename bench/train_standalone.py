@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         model, fit = train_fold(train_df, val_df, config.replace(seed=config.seed + k), device=device)
         # every fold scored on the test year too: one fold's AUC on ~50 images is a noisy figure
         probs = predict_probs(model, test["path"].tolist(), config.image_size, device)
-        folds.append({"fold": k, "probs": probs, "val_loss": fit.best_metrics["val_loss"],
-                      "val_auc": fit.best_metrics["val_auc"], "best_epoch": fit.best_epoch,
+        folds.append({"fold": k, "probs": probs, "val_loss": fit.best_metrics.val_loss,
+                      "val_auc": fit.best_metrics.val_auc, "best_epoch": fit.best_epoch,
                       "test_auc": compute_metrics(labels, probs, config.threshold)["roc_auc"],
-                      "epoch_seconds": sum(h["seconds"] for h in fit.history) / len(fit.history)})
+                      "epoch_seconds": sum(h.seconds for h in fit.history) / len(fit.history)})
     best = min(folds, key=lambda f: f["val_loss"] if math.isfinite(f["val_loss"]) else math.inf)
     m = compute_metrics(labels, best["probs"], config.threshold)
     out = {

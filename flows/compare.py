@@ -39,12 +39,12 @@ def compare_flow(archs: str | list[str] | None = None, preset: str = "demo", fol
                                  if v is not None})
     year = test_year or settings.test_year
     target = settings.target_recall if target_recall is None else target_recall
-    check_training_inputs(base.to_dict(), year, box_source)  # refused in one line before anything trains
+    check_training_inputs(base, year, box_source)  # refused in one line before anything trains
     # the same snapshot, folds and (offline) augmented copies for every architecture
     snap = take_snapshot(year, base.folds, seed, box_source)
     copies = augment_training_set(snap.manifest_path, seed, base.copies) if base.augment == "offline" else None
     root = compare_dir(settings.data_dir, snap.digest, base.to_dict(), names)
-    parent = start_compare_run(snap, base.to_dict(), list(names), str(root), preset)
+    parent = start_compare_run(snap, base, list(names), str(root), preset)
     with runs.failing_marks_runs(client(settings), parent, root):  # an error marks the open runs FAILED
         results = [compare_one(arch, base, snap, copies, root / arch, parent, preset, target) for arch in names]
         winner = pick_best_arch(results, base.select_by)  # on validation, never on the test year
@@ -63,7 +63,7 @@ def compare_one(arch: str, base: TrainConfig, snap: SnapshotInfo, copies: str | 
                 preset: str, target: float) -> ArchResult:
     """One architecture, with the train flow's own tasks: its folds nested under its run, the operating
     threshold chosen on its out-of-fold validation, the test year at that threshold."""
-    config = base.replace(arch=arch).to_dict()
+    config = base.replace(arch=arch)
     arch_run = start_arch_run(parent, arch, config, str(run_dir), preset)
     with runs.failing_marks_runs(client(get_settings()), arch_run, run_dir):
         futures = [train_fold.submit(snap.manifest_path, copies, k, config, str(run_dir), arch_run)

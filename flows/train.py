@@ -41,7 +41,7 @@ def train_flow(params: TrainParams = DEFAULTS) -> TrainingReport:
     year = params.test_year or settings.test_year
     target = settings.target_recall if params.target_recall is None else params.target_recall
     # a training that cannot finish is refused in one line before anything trains
-    check_training_inputs(config.to_dict(), year, params.box_source)
+    check_training_inputs(config, year, params.box_source)
     # the dataset snapshot: exported, labelled, not excluded, from whose boxes; split by patient, digest recorded
     snap = take_snapshot(year, config.folds, params.seed, params.box_source)
     digest = training_digest(snap.digest, config.to_dict())
@@ -49,11 +49,11 @@ def train_flow(params: TrainParams = DEFAULTS) -> TrainingReport:
     # the seed's augmentation: one recorded copy per training image ('online': new draws each epoch instead)
     copies = (augment_training_set(snap.manifest_path, config.seed, config.copies) if config.augment == "offline"
               else None)
-    parent = start_training_run(snap, config.to_dict(), run_dir, params.preset)
+    parent = start_training_run(snap, config, run_dir, params.preset)
     # any error from here on marks the parent run and its open fold runs FAILED
     with runs.failing_marks_runs(client(settings), parent, run_dir):
         # one task per fold (separate workers can take them); finished folds are not retrained
-        futures = [train_fold.submit(snap.manifest_path, copies, k, config.to_dict(), run_dir, parent)
+        futures = [train_fold.submit(snap.manifest_path, copies, k, config, run_dir, parent)
                    for k in range(config.folds)]
         wait(futures)  # every fold settled before an error goes up, so no fold run opens after the marking
         results = [f.result() for f in futures]

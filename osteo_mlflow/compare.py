@@ -26,6 +26,7 @@ from osteo.training.snapshot import SnapshotInfo
 from osteo_common.files import write_json
 from osteo_mlflow.client import clean_params, code_tags, experiment_id, log_artifacts, log_metrics
 from osteo_mlflow.runs import log_snapshot_input, snapshot_params
+from osteo_model.config import TrainConfig
 
 TABLE_FILE = "comparison/comparison_table.json"
 MARKDOWN_FILE = "comparison/comparison.md"
@@ -40,7 +41,7 @@ def _params(values: dict[str, Any]) -> list[Param]:
     return [Param(k, v) for k, v in clean_params(values).items()]
 
 
-def start_compare_run(c: MlflowClient, settings: Settings, snapshot: SnapshotInfo, config: dict[str, Any],
+def start_compare_run(c: MlflowClient, settings: Settings, snapshot: SnapshotInfo, config: TrainConfig,
                       archs: list[str], out_dir: str, preset: str) -> str:
     """The parent run, the snapshot its dataset input (schema and digest, no patient key)."""
     marker = Path(out_dir) / "compare_run.json"
@@ -50,7 +51,7 @@ def start_compare_run(c: MlflowClient, settings: Settings, snapshot: SnapshotInf
     run = c.create_run(exp, run_name=f"compare-{preset}-{snapshot.digest[:8]}",
                        tags={**code_tags(), "snapshot_digest": snapshot.digest, "preset": preset,
                              "comparison": "architectures"})
-    base = {k: v for k, v in config.items() if k != "arch"}
+    base = {k: v for k, v in config.to_dict().items() if k != "arch"}  # the config's one flattening: params
     c.log_batch(run.info.run_id, params=_params({**base, "archs": ",".join(archs), "preset": preset,
                                                  **snapshot_params(snapshot)}))
     log_snapshot_input(run.info.run_id, snapshot)
@@ -58,7 +59,7 @@ def start_compare_run(c: MlflowClient, settings: Settings, snapshot: SnapshotInf
     return run.info.run_id
 
 
-def start_arch_run(c: MlflowClient, compare_run_id: str, arch: str, config: dict[str, Any], run_dir: str,
+def start_arch_run(c: MlflowClient, compare_run_id: str, arch: str, config: TrainConfig, run_dir: str,
                    preset: str) -> str:
     """The architecture's child run (the folds' parent), created once and found again on a resume."""
     marker = Path(run_dir) / "arch_run.json"
@@ -68,7 +69,7 @@ def start_arch_run(c: MlflowClient, compare_run_id: str, arch: str, config: dict
     run = c.create_run(parent.info.experiment_id, run_name=arch,
                        tags={"mlflow.parentRunId": compare_run_id, "arch": arch, "preset": preset,
                              "snapshot_digest": parent.data.tags.get("snapshot_digest", ""), **code_tags()})
-    c.log_batch(run.info.run_id, params=_params({**config, "preset": preset}))
+    c.log_batch(run.info.run_id, params=_params({**config.to_dict(), "preset": preset}))
     write_json(marker, {"run_id": run.info.run_id})
     return run.info.run_id
 

@@ -24,27 +24,30 @@ from osteo.settings import Settings
 from osteo.training import folds
 from osteo.training import snapshot as snap
 from osteo.training.evaluation import evaluate_on_test
+from osteo.training.evaluation_report import TestYearExtras
 from osteo.training.results import Evaluation, FoldResult, OperatingPoint
 from osteo.training.snapshot import SnapshotInfo
 from osteo_common.files import write_json
 from osteo_mlflow.client import clean_params, code_tags, experiment_id, log_artifacts, log_epoch, log_metrics
+from osteo_model.config import TrainConfig
 
 
 def _params(values: dict[str, Any]) -> list[Param]:
     return [Param(k, v) for k, v in clean_params(values).items()]
 
 
-def start_parent_run(c: MlflowClient, settings: Settings, snapshot: SnapshotInfo, config: dict[str, Any],
+def start_parent_run(c: MlflowClient, settings: Settings, snapshot: SnapshotInfo, config: TrainConfig,
                      run_dir: str, preset: str) -> str:
-    """The parent MLflow run (reused when a killed training is started again), the snapshot its input."""
+    """The parent MLflow run (reused when a killed training is started again), the snapshot its input; the
+    config is flattened here, into the run's params."""
     marker = Path(run_dir) / "parent_run.json"
     if marker.exists():  # a resume: the run (FAILED when it stopped on an error) is running again
         run_id = json.loads(marker.read_text())["run_id"]
         c.update_run(run_id, "RUNNING")
         return run_id
-    run = c.create_run(experiment_id(c, settings), run_name=f"{config['arch']}-{preset}-{snapshot.digest[:8]}",
+    run = c.create_run(experiment_id(c, settings), run_name=f"{config.arch}-{preset}-{snapshot.digest[:8]}",
                        tags={**code_tags(), "snapshot_digest": snapshot.digest, "preset": preset})
-    c.log_batch(run.info.run_id, params=_params({**config, "preset": preset, **snapshot_params(snapshot)}))
+    c.log_batch(run.info.run_id, params=_params({**config.to_dict(), "preset": preset, **snapshot_params(snapshot)}))
     log_snapshot_input(run.info.run_id, snapshot)
     write_json(marker, {"run_id": run.info.run_id})
     return run.info.run_id
@@ -84,15 +87,13 @@ def fold_run(c: MlflowClient, parent_run_id: str, fold: int, run_dir: Path) -> s
 
 
 def train_fold_tracked(c: MlflowClient, manifest_path: str, copies_path: str | None, fold: int,
-                       config: dict[str, Any], run_dir: str, parent_run_id: str, device=None) -> FoldResult:
+                       config: TrainConfig, run_dir: str, parent_run_id: str, device=None) -> FoldResult:
     """Train one fold (or take its finished result), every epoch logged to the fold's child run."""
-    from osteo_model.config import TrainConfig
-
     out_dir = Path(run_dir)
     child_id = fold_run(c, parent_run_id, fold, out_dir)
     manifest = folds.training_frame(manifest_path, copies_path)
-    result = folds.run_fold(manifest, fold, TrainConfig.from_dict(config), out_dir, device=device,
-                            on_epoch=lambda epoch, rec: log_epoch(c, child_id, epoch, rec))
+    result = folds.run_fold(manifest, fold, config, out_dir, device=device,
+                            on_epoch=lambda epoch, rec: log_epoch(c, child_id, epoch, rec.to_dict()))
     if not result.resumed:
         c.log_batch(child_id, params=_params({"fold": fold, "n_train": result.n_train, "n_val": result.n_val}))
         log_metrics(c, child_id, {"best_epoch": result.best_epoch, **result.val_metrics}, "best_val_")
@@ -126,7 +127,7 @@ def evaluate_tracked(c: MlflowClient, best: FoldResult, manifest_path: str, run_
 
 def report_extras_tracked(c: MlflowClient, factory, best: FoldResult, evaluation: Evaluation, manifest_path: str,
                           run_dir: str, parent_run_id: str, *, heads: bool = False, clinical: tuple[str, ...] = (),
-                          device=None) -> dict[str, float]:
+                          device=None) -> TestYearExtras:
     """What the test year says beyond its headline: subgroups (with intervals) and calibration (ECE before
     and after temperature scaling) always; the BMD / T-score / 3-class heads and the clinical fusion on
     the best fold's frozen features when asked. Metrics and files on the parent run."""
@@ -134,16 +135,17 @@ def report_extras_tracked(c: MlflowClient, factory, best: FoldResult, evaluation
     from osteo.training.heads import heads_report
 
     out = Path(run_dir) / "test"
-    extras = arch_test_report(factory, manifest_path, evaluation, best, out / "extra")
-    metrics = {f"test_{k}": v for k, v in extras.metrics().items()} if extras else {}
-    if extras:
+    report = arch_test_report(factory, manifest_path, evaluation, best, out / "extra")
+    if report is not None:
         log_artifacts(c, parent_run_id, out / "extra", "test/extra")
+    head_metrics: dict[str, float] = {}
     if heads or clinical:
         rep = heads_report(factory, manifest_path, best.checkpoint, out / "heads", clinical, device=device)
-        metrics |= {k: v for k, v in rep.metrics.items() if v == v}  # NaN (undefined) left out
+        head_metrics = {k: v for k, v in rep.metrics.items() if v == v}  # NaN (undefined) left out
         log_artifacts(c, parent_run_id, out / "heads", "test/heads")
-    log_metrics(c, parent_run_id, metrics)
-    return metrics
+    extras = TestYearExtras(report, head_metrics)
+    log_metrics(c, parent_run_id, extras.metrics())
+    return extras
 
 
 def finish_parent_run(c: MlflowClient, parent_run_id: str) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from osteo_model.stats import EpochRecord
+
 NAN = float("nan")
 
 
@@ -173,14 +175,14 @@ def plot_pr(y_true, prob, path: str | os.PathLike, title: str = "Precision-recal
     return _save(fig, path)
 
 
-def plot_loss_curves(history: Sequence[dict], path: str | os.PathLike,
+def plot_loss_curves(history: Sequence[EpochRecord], path: str | os.PathLike,
                      title: str = "Loss") -> Path:
     """Train/validation loss per epoch from :class:`osteo_model.train.FitResult.history`."""
     plt = _pyplot()
-    ep = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+    ep = [h.epoch for h in history]
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(ep, [h.get("train_loss", NAN) for h in history], "o-", label="train")
-    ax.plot(ep, [h.get("val_loss", NAN) for h in history], "o-", label="validation")
+    ax.plot(ep, [h.train_loss for h in history], "o-", label="train")
+    ax.plot(ep, [h.val_loss for h in history], "o-", label="validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("BCE loss")
     ax.set_title(title)

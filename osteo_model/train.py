@@ -8,8 +8,8 @@ The knobs are :class:`~osteo_model.config.TrainConfig` and its presets (``osteo_
   or AdamW, StepLR (the seed's) or a warm-up and a cosine decay;
 - :func:`fit`: trains, evaluates each epoch, keeps the best state dict by ``config.select_by``
   (:func:`selection_key`, the rule that also picks the best fold, :func:`pick_best`) and reports
-  every epoch to ``on_epoch`` (osteo_mlflow.runs logs it to MLflow from there; this package knows
-  nothing of MLflow);
+  every epoch's :class:`~osteo_model.stats.EpochRecord` to ``on_epoch`` (osteo_mlflow.runs logs it to
+  MLflow from there; this package knows nothing of MLflow);
 - :func:`train_fold` and :func:`predict_probs`: one fold from two manifest frames, and the scoring
   of PNGs, for osteo/training/folds.py and osteo/training/evaluation.py.
 
@@ -33,6 +33,7 @@ from torch import nn
 
 from osteo_model.accel import Accel, Trial, check_accel, input_shape, resolve_accel, select_device, step_timer
 from osteo_model.config import TrainConfig
+from osteo_model.stats import EpochRecord, EpochStats, EvalStats
 
 
 # ---------------------------------------------------------------- environment
@@ -111,11 +112,11 @@ def _to(t: torch.Tensor, device, non_blocking: bool, channels_last: bool) -> tor
 
 
 def train_one_epoch(model, loader, optimizer, criterion, device, scaler=None, *,
-                    amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> dict:
+                    amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> EpochStats:
     """One pass over ``loader``. ``scaler`` (a torch.amp.GradScaler, for float16) or ``amp_dtype``
     turns autocast on; ``channels_last`` sends the batches in that format (the caller converts the model).
 
-    Returns dict(loss=mean loss per image, accuracy (threshold 0.5), n, seconds).
+    Returns the mean loss per image, the accuracy (threshold 0.5), the images seen and the seconds.
     """
     model.train()
     amp = scaler is not None or amp_dtype is not None
@@ -142,20 +143,16 @@ def train_one_epoch(model, loader, optimizer, criterion, device, scaler=None, *,
         total_loss += loss.detach().item() * b
         correct += ((logits.detach() > 0).float() == y).sum().item()
         n += b
-    return {
-        "loss": total_loss / max(n, 1),
-        "accuracy": correct / max(n, 1),
-        "n": n,
-        "seconds": time.perf_counter() - t0,
-    }
+    return EpochStats(loss=total_loss / max(n, 1), accuracy=correct / max(n, 1), n=n,
+                      seconds=time.perf_counter() - t0)
 
 
 @torch.no_grad()
 def evaluate(model, loader, criterion, device, *, amp: bool = False, amp_dtype: torch.dtype | None = None,
-             channels_last: bool = False) -> dict:
+             channels_last: bool = False) -> EvalStats:
     """Loss and sigmoid probabilities over ``loader`` (eval mode).
 
-    Returns dict(loss, probs (np.ndarray float64), labels (np.ndarray int), n, seconds).
+    Returns the mean loss, the probabilities (np.ndarray float64), the labels (np.ndarray int), n and seconds.
     """
     model.eval()
     t0 = time.perf_counter()
@@ -173,21 +170,16 @@ def evaluate(model, loader, criterion, device, *, amp: bool = False, amp_dtype: 
         labels.append(y.view(-1).cpu())
     p = torch.cat(probs).double().numpy() if probs else np.zeros(0)
     lab = torch.cat(labels).numpy().astype(int) if labels else np.zeros(0, dtype=int)
-    return {
-        "loss": total_loss / n if n else float("nan"),
-        "probs": p,
-        "labels": lab,
-        "n": n,
-        "seconds": time.perf_counter() - t0,
-    }
+    return EvalStats(loss=total_loss / n if n else float("nan"), probs=p, labels=lab, n=n,
+                     seconds=time.perf_counter() - t0)
 
 
 @dataclass
 class FitResult:
     best_state: dict  # state dict (CPU tensors) of the best epoch
     best_epoch: int  # 1-based
-    best_metrics: dict  # the history record of the best epoch
-    history: list[dict] = field(default_factory=list)  # one record per epoch
+    best_metrics: EpochRecord  # the history record of the best epoch
+    history: list[EpochRecord] = field(default_factory=list)  # one record per epoch
     val_probs: np.ndarray | None = None  # validation probabilities at the best epoch
     val_labels: np.ndarray | None = None
     accel: Accel = field(default_factory=Accel)  # the AMP and memory format it trained with
@@ -229,8 +221,8 @@ def pick_best(records: Sequence[Any], select_by: str, key: Callable[[Any], Mappi
     return min(records, key=lambda r: selection_key(key(r), select_by))
 
 
-def _is_better(rec: dict, best: dict | None, select_by: str) -> bool:
-    return best is None or selection_key(rec, select_by) < selection_key(best, select_by)
+def _is_better(rec: EpochRecord, best: EpochRecord | None, select_by: str) -> bool:
+    return best is None or selection_key(rec.to_dict(), select_by) < selection_key(best.to_dict(), select_by)
 
 
 def _train_labels(loader) -> np.ndarray | None:
@@ -246,13 +238,13 @@ def fit(
     val_loader,
     config: TrainConfig,
     device: torch.device,
-    on_epoch: Callable[[int, dict], None] | None = None,
+    on_epoch: Callable[[int, EpochRecord], None] | None = None,
 ) -> FitResult:
     """Train ``model`` for ``config.epochs`` epochs; evaluate on ``val_loader`` each epoch.
 
-    History records (also passed to ``on_epoch(epoch, record)``, epoch 1-based): epoch,
-    train_loss, train_accuracy, val_loss, val_auc, val_recall, val_accuracy, lr (used in
-    the epoch), seconds (train + eval). With ``val_loader=None`` the last epoch is "best".
+    History records (:class:`~osteo_model.stats.EpochRecord`, also passed to ``on_epoch(epoch, record)``,
+    epoch 1-based): train loss and accuracy, validation loss, AUC, recall and accuracy, the epoch's lr and
+    seconds (train + eval). With ``val_loader=None`` the last epoch is "best".
     The model is left with the LAST epoch's weights; load ``result.best_state`` for the best.
     AMP and channels-last: ``config.amp`` / ``config.channels_last``, 'auto' measured on CUDA
     (the choice and its trials in ``result.accel`` / ``result.accel_trials``).
@@ -272,8 +264,8 @@ def fit(
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
 
-    history: list[dict] = []
-    best: dict | None = None
+    history: list[EpochRecord] = []
+    best: EpochRecord | None = None
     best_state, best_probs, best_labels = None, None, None
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
@@ -281,9 +273,9 @@ def fit(
         tr = train_one_epoch(model, train_loader, optimizer, criterion, device, scaler, amp_dtype=accel.dtype,
                              channels_last=accel.channels_last)
         scheduler.step()
-        rec = {"epoch": epoch, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"]}
-        probs, labels = _validate(model, val_loader, eval_criterion, device, config, accel, rec)
-        rec.update(lr=lr, seconds=time.perf_counter() - t0)
+        val, probs, labels = _validate(model, val_loader, eval_criterion, device, config, accel)
+        rec = EpochRecord(epoch=epoch, train_loss=tr.loss, train_accuracy=tr.accuracy, **val, lr=lr,
+                          seconds=time.perf_counter() - t0)
         history.append(rec)
         if val_loader is None or _is_better(rec, best, config.select_by):
             best = rec
@@ -293,26 +285,27 @@ def fit(
                           for k, v in model.state_dict().items()}
             best_probs, best_labels = probs, labels
         if on_epoch is not None:
-            on_epoch(epoch, dict(rec))
+            on_epoch(epoch, rec)
     if best is None or best_state is None:  # both are set by the first epoch
         raise ValueError("config.epochs must be >= 1")
     if accel.channels_last:
         model.to(memory_format=torch.contiguous_format)
-    return FitResult(best_state=best_state, best_epoch=int(best["epoch"]), best_metrics=dict(best), history=history,
+    return FitResult(best_state=best_state, best_epoch=best.epoch, best_metrics=best, history=history,
                      val_probs=best_probs, val_labels=best_labels, accel=accel, accel_trials=trials)
 
 
-def _validate(model, val_loader, criterion, device, config: TrainConfig, accel: Accel, rec: dict):
-    """Adds the epoch's validation figures to `rec` (NaN without a loader); returns (probs, labels)."""
+def _validate(model, val_loader, criterion, device, config: TrainConfig, accel: Accel
+              ) -> tuple[dict[str, float], np.ndarray | None, np.ndarray | None]:
+    """The epoch's validation figures (NaN without a loader), probabilities and labels."""
     if val_loader is None:
-        rec.update(val_loss=float("nan"), val_auc=float("nan"), val_recall=float("nan"), val_accuracy=float("nan"))
-        return None, None
+        nan = float("nan")
+        return {"val_loss": nan, "val_auc": nan, "val_recall": nan, "val_accuracy": nan}, None, None
     ev = evaluate(model, val_loader, criterion, device, amp=accel.amp != "off", amp_dtype=accel.dtype,
                   channels_last=accel.channels_last)
-    probs, labels = ev["probs"], ev["labels"]
-    rec.update(val_loss=ev["loss"], val_auc=_auc(labels, probs), val_recall=_recall(labels, probs, config.threshold),
-               val_accuracy=float(((probs >= config.threshold) == labels).mean()) if len(labels) else float("nan"))
-    return probs, labels
+    probs, labels = ev.probs, ev.labels
+    return {"val_loss": ev.loss, "val_auc": _auc(labels, probs), "val_recall": _recall(labels, probs, config.threshold),
+            "val_accuracy": float(((probs >= config.threshold) == labels).mean()) if len(labels) else float("nan")
+            }, probs, labels
 
 
 # ---------------------------------------------------------------- for osteo/training/
@@ -321,7 +314,7 @@ def train_fold(
     val_df,
     config: TrainConfig,
     device: torch.device | None = None,
-    on_epoch: Callable[[int, dict], None] | None = None,
+    on_epoch: Callable[[int, EpochRecord], None] | None = None,
 ) -> tuple[nn.Module, FitResult]:
     """Seed, build the model, the datasets and loaders from two manifest frames (columns
     path, label), fit, and return (model with the BEST weights loaded, FitResult)."""
@@ -363,10 +356,13 @@ def predict_probs(
     loader = make_loader(ds, batch_size=batch_size, train=False)
     res = evaluate(model.to(device), loader, nn.BCEWithLogitsLoss(), device,
                    amp=device.type == "cuda")
-    return res["probs"]
+    return res.probs
 
 
 __all__ = [
+    "EpochRecord",
+    "EpochStats",
+    "EvalStats",
     "FitResult",
     "check_accel",
     "configure_threads",

@@ -15,17 +15,18 @@ from osteo.training.results import Evaluation, FoldResult
 from osteo.training.snapshot import SnapshotInfo
 from osteo_mlflow import compare
 from osteo_mlflow.client import client
+from osteo_model.config import TrainConfig
 from tasks.policy import RETRY
 
 
 @task(name="start-compare-run", tags=["mlflow"], **RETRY)
-def start_compare_run(snap: SnapshotInfo, config: dict, archs: list[str], out_dir: str, preset: str) -> str:
+def start_compare_run(snap: SnapshotInfo, config: TrainConfig, archs: list[str], out_dir: str, preset: str) -> str:
     s = get_settings()
     return compare.start_compare_run(client(s), s, snap, config, archs, out_dir, preset)
 
 
 @task(name="start-architecture-run", tags=["mlflow"], **RETRY)
-def start_arch_run(compare_run_id: str, arch: str, config: dict, run_dir: str, preset: str) -> str:
+def start_arch_run(compare_run_id: str, arch: str, config: TrainConfig, run_dir: str, preset: str) -> str:
     return compare.start_arch_run(client(get_settings()), compare_run_id, arch, config, run_dir, preset)
 
 

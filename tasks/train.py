@@ -9,10 +9,12 @@ from prefect import task
 from osteo.settings import get_settings, session_factory
 from osteo.training import folds as training_folds
 from osteo.training import snapshot
+from osteo.training.evaluation_report import TestYearExtras
 from osteo.training.results import Evaluation, FoldResult, OperatingPoint, Registration
 from osteo.training.snapshot import SnapshotInfo
 from osteo_mlflow import registry, runs
 from osteo_mlflow.client import client
+from osteo_model.config import TrainConfig
 from osteo_model.train import select_device
 from tasks.policy import RETRY
 
@@ -25,13 +27,11 @@ def take_snapshot(test_year: int, folds: int, seed: int, box_source: str = "huma
 
 
 @task(name="check-training-inputs", tags=["db"], **RETRY)
-def check_training_inputs(config: dict, test_year: int, box_source: str = "human") -> None:
+def check_training_inputs(config: TrainConfig, test_year: int, box_source: str = "human") -> None:
     """Refuse (UserError, one line) a training that cannot finish, before any fold trains."""
-    from osteo_model.config import TrainConfig
-
     with session_factory(get_settings(), create=True)() as session:
         exports = snapshot.current_exports(session, box_source)
-    training_folds.check_training_inputs(exports, TrainConfig.from_dict(config), test_year)
+    training_folds.check_training_inputs(exports, config, test_year)
 
 
 @task(name="augment-training-set", tags=["augment"], **RETRY)
@@ -42,16 +42,16 @@ def augment_training_set(manifest_path: str, seed: int, copies: int) -> str:
 
 
 @task(name="start-training-run", tags=["mlflow"], **RETRY)
-def start_training_run(snap: SnapshotInfo, config: dict, run_dir: str, preset: str) -> str:
+def start_training_run(snap: SnapshotInfo, config: TrainConfig, run_dir: str, preset: str) -> str:
     s = get_settings()
     return runs.start_parent_run(client(s), s, snap, config, run_dir, preset)
 
 
 @task(name="train-fold", tags=["train"], **RETRY)
-def train_fold(manifest_path: str, copies_path: str | None, fold: int, config: dict, run_dir: str,
+def train_fold(manifest_path: str, copies_path: str | None, fold: int, config: TrainConfig, run_dir: str,
                parent_run_id: str) -> FoldResult:
     return runs.train_fold_tracked(client(get_settings()), manifest_path, copies_path, fold, config, run_dir,
-                                   parent_run_id, device=select_device(config.get("device", "auto")))
+                                   parent_run_id, device=select_device(config.device))
 
 
 @task(name="choose-operating-point", tags=["mlflow"], **RETRY)
@@ -70,7 +70,7 @@ def evaluate_test_year(best: FoldResult, manifest_path: str, run_dir: str, paren
 
 @task(name="report-test-year-extras", tags=["mlflow"], **RETRY)
 def report_test_year_extras(best: FoldResult, evaluation: Evaluation, manifest_path: str, run_dir: str,
-                            parent_run_id: str, heads: bool = False, clinical: tuple[str, ...] = ()) -> dict:
+                            parent_run_id: str, heads: bool = False, clinical: tuple[str, ...] = ()) -> TestYearExtras:
     s = get_settings()
     return runs.report_extras_tracked(client(s), session_factory(s), best, evaluation, manifest_path, run_dir,
                                       parent_run_id, heads=heads, clinical=clinical, device=select_device())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -111,17 +111,30 @@ def extra_test_report(factory: sessionmaker[Session], test_frame: pd.DataFrame, 
         files=tuple(str(out / n) for n in ("subgroups.csv", "subgroups.md", "calibration.json")))
 
 
-def extras_summary(x: dict[str, float]) -> list[str]:
-    """The training summary's lines for its test-year extras (metric names as logged on the parent run)."""
-    nan = math.nan
+@dataclass(frozen=True)
+class TestYearExtras:
+    """A training's test year beyond its headline: the subgroup and calibration report (None when the evaluation
+    kept no per-image probabilities) and the optional heads' metrics (osteo.training.heads, NaN left out)."""
+
+    report: TestReportExtras | None = None
+    heads: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat, as logged on the parent run: the report's numbers as test_*, then the heads'."""
+        flat = {f"test_{k}": v for k, v in self.report.metrics().items()} if self.report else {}
+        return flat | self.heads
+
+
+def extras_summary(extras: TestYearExtras) -> list[str]:
+    """The training summary's lines for its test-year extras."""
+    nan, rep, x = math.nan, extras.report, extras.heads
     lines = []
-    if "test_ece_before" in x:
-        lines.append(f"calibration     ECE {x['test_ece_before']:.3f}, {x.get('test_ece_after', nan):.3f} after "
-                     f"temperature {x.get('test_temperature', nan):.2f} (fitted on validation)")
-    if "test_n_subgroups" in x:
-        off = x.get("test_n_subgroups_auc_off", 0)
-        lines.append(f"subgroups       {x['test_n_subgroups']:.0f}, {off:.0f} with AUC more than 0.05 from the "
-                     f"overall; lowest AUC {x.get('test_min_subgroup_auc', nan):.3f}")
+    if rep is not None and not math.isnan(rep.ece_before):
+        lines.append(f"calibration     ECE {rep.ece_before:.3f}, {rep.ece_after:.3f} after "
+                     f"temperature {rep.temperature:.2f} (fitted on validation)")
+    if rep is not None:
+        lines.append(f"subgroups       {rep.n_subgroups:.0f}, {rep.n_subgroups_auc_off:.0f} with AUC more than 0.05 "
+                     f"from the overall; lowest AUC {rep.min_subgroup_auc:.3f}")
     if "bmd_pearson_r" in x:
         lines.append(f"heads           BMD r {x['bmd_pearson_r']:.3f} (MAE {x.get('bmd_mae', nan):.3f} g/cm2), "
                      f"T-score r {x.get('tscore_pearson_r', nan):.3f}, 3 classes accuracy "

@@ -24,9 +24,11 @@ from osteo.training.results import FoldResult, OperatingPoint
 from osteo.training.snapshot import load_manifest, record_augmented_copies
 from osteo_common.files import atomic_write_text, write_json
 from osteo_model import metrics as M
+from osteo_model.config import TrainConfig
 from osteo_model.splits import fold_frames
+from osteo_model.stats import EpochRecord
 
-EpochCallback = Callable[[int, dict], None] | None
+EpochCallback = Callable[[int, EpochRecord], None] | None
 
 
 def training_digest(snapshot_digest: str, config: dict[str, Any]) -> str:
@@ -60,7 +62,7 @@ def training_frame(manifest_path: str, copies_path: str | None) -> pd.DataFrame:
     return manifest
 
 
-def run_fold(manifest: pd.DataFrame, fold: int, config, out_dir: Path, *, device=None,
+def run_fold(manifest: pd.DataFrame, fold: int, config: TrainConfig, out_dir: Path, *, device=None,
              on_epoch: EpochCallback = None) -> FoldResult:
     """Train one fold (or return its finished result) and write checkpoint, history and curves."""
     from osteo_model.predict import save_checkpoint
@@ -86,14 +88,14 @@ def run_fold(manifest: pd.DataFrame, fold: int, config, out_dir: Path, *, device
     val_metrics = M.compute_metrics(fit.val_labels, fit.val_probs, config.threshold)
     result = FoldResult(
         fold=fold, arch=config.arch, checkpoint=str(checkpoint), best_epoch=fit.best_epoch,
-        val_loss=fit.best_metrics["val_loss"], val_auc=fit.best_metrics["val_auc"],
-        val_recall=fit.best_metrics["val_recall"], n_train=len(train_df), n_val=len(val_df),
+        val_loss=fit.best_metrics.val_loss, val_auc=fit.best_metrics.val_auc,
+        val_recall=fit.best_metrics.val_recall, n_train=len(train_df), n_val=len(val_df),
         val_metrics={k: v for k, v in val_metrics.items() if isinstance(v, int | float)},
-        seconds=float(sum(h["seconds"] for h in fit.history)),
+        seconds=float(sum(h.seconds for h in fit.history)),
         val_probs=[float(p) for p in fit.val_probs], val_labels=[int(y) for y in fit.val_labels],
     )
     # last: its presence means the fold is finished
-    write_json(result_file, result.to_dict() | {"history": fit.history})
+    write_json(result_file, result.to_dict() | {"history": [h.to_dict() for h in fit.history]})
     return result
 
 
@@ -141,7 +143,7 @@ def pick_best(results: list[FoldResult], select_by: str) -> FoldResult:
     return best_of(results, select_by, key=vars)
 
 
-def check_training_inputs(exports: pd.DataFrame, config, test_year: int) -> None:
+def check_training_inputs(exports: pd.DataFrame, config: TrainConfig, test_year: int) -> None:
     """Refuse, before any fold trains, a training that cannot finish: a UserError with a one-line reason.
 
     `exports`: the exported images a snapshot would take (osteo.training.snapshot.current_exports: patient_key,

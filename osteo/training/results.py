@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from osteo.etl.synthetic import DEMO_NOTICE
-from osteo.training.evaluation_report import extras_summary
+from osteo.training.evaluation_report import TestYearExtras, extras_summary
 from osteo.training.snapshot import SnapshotInfo
 
 
@@ -102,8 +102,8 @@ class TrainingReport:
     evaluation: Evaluation
     registration: Registration
     operating_point: OperatingPoint | None = None
-    # subgroups, calibration and the optional heads (osteo_mlflow.runs.report_extras_tracked), flat
-    extras: dict[str, float] = field(default_factory=dict)
+    # subgroups, calibration and the optional heads (osteo_mlflow.runs.report_extras_tracked)
+    extras: TestYearExtras = field(default_factory=TestYearExtras)
 
     def to_dict(self) -> dict[str, Any]:
         m = self.evaluation.metrics
@@ -120,7 +120,7 @@ class TrainingReport:
             "target_recall": self.operating_point.target_recall if self.operating_point else None,
             "test_at_0.5": {k: self.evaluation.metrics_at_half.get(k) for k in ("accuracy", "recall_1", "specificity")},
             **asdict(self.registration),
-            "test_extras": dict(self.extras),
+            "test_extras": self.extras.metrics(),
         }
 
     def summary(self) -> str:

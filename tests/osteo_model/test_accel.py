@@ -100,7 +100,7 @@ def test_fit_on_cpu_with_bf16_and_channels_last(tmp_path):
     loader = make_loader(PngDataset(paths, labels, image_size=32), batch_size=3, train=True)
     res = fit(model, loader, loader, cfg, CPU)
     assert res.accel == Accel("bf16", True) and res.accel_trials == ()
-    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in res.history)
+    assert all(np.isfinite(h.train_loss) and np.isfinite(h.val_loss) for h in res.history)
     # the checkpointed state and the model come back contiguous, whatever the training's memory format
     assert all(v.is_contiguous() for v in res.best_state.values())
     assert model.conv1.weight.is_contiguous()

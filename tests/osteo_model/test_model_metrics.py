@@ -16,6 +16,7 @@ from osteo_model.metrics import (
     plot_roc,
     reliability_table,
 )
+from osteo_model.stats import EpochRecord
 
 Y = [0, 0, 1, 1, 1, 0]
 P = [0.1, 0.6, 0.8, 0.4, 0.9, 0.2]
@@ -50,8 +51,11 @@ def test_one_class_is_safe():
 
 
 def test_plots_write_pngs(tmp_path):
-    hist = [{"epoch": 1, "train_loss": 0.7, "val_loss": 0.69},
-            {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6}]
+    nan = math.nan
+    hist = [EpochRecord(epoch=1, train_loss=0.7, train_accuracy=nan, val_loss=0.69, val_auc=nan, val_recall=nan,
+                        val_accuracy=nan, lr=0.001, seconds=1.0),
+            EpochRecord(epoch=2, train_loss=0.5, train_accuracy=nan, val_loss=0.6, val_auc=nan, val_recall=nan,
+                        val_accuracy=nan, lr=0.001, seconds=1.0)]
     files = [
         plot_confusion_matrix(Y, P, tmp_path / "cm.png"),
         plot_roc(Y, P, tmp_path / "roc.png"),

@@ -12,6 +12,7 @@ from osteo_model.config import PRESETS, TrainConfig, get_preset
 from osteo_model.data import PngDataset, UndersampleSampler, make_loader, preprocess
 from osteo_model.models import build_model
 from osteo_model.predict import Predictor, load_checkpoint, save_checkpoint
+from osteo_model.stats import EpochRecord, EpochStats, EvalStats
 from osteo_model.train import (
     evaluate,
     fit,
@@ -93,18 +94,21 @@ def test_tiny_fit_overfits_eight_images(tmp_path):
     cfg = TrainConfig(image_size=32, epochs=8, batch_size=8, lr=0.02, step_size=100,
                       augment="none", seed=0)
     model, res, seen = _fit(paths, labels, cfg)
-    losses = [h["train_loss"] for h in res.history]
+    losses = [h.train_loss for h in res.history]
     assert losses[-1] < 0.2 * losses[0]
-    assert res.history[-1]["train_accuracy"] == 1.0
+    assert res.history[-1].train_accuracy == 1.0
     assert [e for e, _ in seen] == list(range(1, 9))
-    assert set(seen[0][1]) >= {"train_loss", "val_loss", "val_auc", "val_recall", "lr", "seconds"}
+    # on_epoch gets the very records of the history, frozen
+    assert [r for _, r in seen] == res.history and all(isinstance(r, EpochRecord) for r in res.history)
+    assert set(seen[0][1].to_dict()) >= {"train_loss", "val_loss", "val_auc", "val_recall", "lr", "seconds"}
     # best epoch by validation loss; its state and probabilities are the ones returned
-    assert res.best_metrics["val_loss"] == min(h["val_loss"] for h in res.history)
+    assert res.best_metrics.val_loss == min(h.val_loss for h in res.history)
     model.load_state_dict(res.best_state)
     ev = evaluate(model, make_loader(PngDataset(paths, labels, image_size=32), batch_size=16,
                                      train=False), torch.nn.BCEWithLogitsLoss(), CPU)
-    assert ev["loss"] == pytest.approx(res.best_metrics["val_loss"], rel=1e-5)
-    assert np.allclose(res.val_probs, ev["probs"])
+    assert isinstance(ev, EvalStats) and ev.n == len(paths)
+    assert ev.loss == pytest.approx(res.best_metrics.val_loss, rel=1e-5)
+    assert np.allclose(res.val_probs, ev.probs)
 
 
 def test_cpu_fit_is_reproducible(tmp_path):
@@ -114,11 +118,11 @@ def test_cpu_fit_is_reproducible(tmp_path):
     _, a, _ = _fit(paths, labels, cfg)
     _, b, _ = _fit(paths, labels, cfg)
     keys = ("train_loss", "val_loss", "val_auc")
-    assert [[h[k] for k in keys] for h in a.history] == [[h[k] for k in keys] for h in b.history]
+    assert [[getattr(h, k) for k in keys] for h in a.history] == [[getattr(h, k) for k in keys] for h in b.history]
     for k in a.best_state:
         assert torch.equal(a.best_state[k], b.best_state[k])
     _, c, _ = _fit(paths, labels, cfg.replace(seed=4))
-    assert c.history[0]["train_loss"] != a.history[0]["train_loss"]
+    assert c.history[0].train_loss != a.history[0].train_loss
 
 
 def test_amp_code_path_runs(tmp_path):
@@ -132,9 +136,9 @@ def test_amp_code_path_runs(tmp_path):
     loader = make_loader(PngDataset(paths, labels, image_size=32), batch_size=4, train=True)
     out = train_one_epoch(model, loader, opt, torch.nn.BCEWithLogitsLoss(), CPU,
                           scaler=torch.amp.GradScaler("cpu"))
-    assert np.isfinite(out["loss"]) and out["n"] == 4
+    assert isinstance(out, EpochStats) and np.isfinite(out.loss) and out.n == 4
     ev = evaluate(model, loader, torch.nn.BCEWithLogitsLoss(), CPU, amp=True)
-    assert np.isfinite(ev["probs"]).all()
+    assert np.isfinite(ev.probs).all()
 
 
 def test_dataset_and_loaders(tmp_path):
@@ -191,7 +195,7 @@ def test_checkpoint_and_predictor(tmp_path):
     r_float = pred.predict(floats)
     r_one = pred.predict(png_bytes[1])
     assert len(pred.predict([jpeg.getvalue()])) == 1
-    for rb, ra, rf, p in zip(r_bytes, r_arr, r_float, ev["probs"]):
+    for rb, ra, rf, p in zip(r_bytes, r_arr, r_float, ev.probs):
         assert rb["probability"] == pytest.approx(p, abs=1e-6)
         assert ra["probability"] == pytest.approx(p, abs=1e-6)
         assert rf["probability"] == pytest.approx(p, abs=1e-6)
