@@ -27,8 +27,8 @@ def valid_dicoms(dicom_dir: Path) -> list[tuple[str, str]]:
     found = []
     for p in sorted(x for x in dicom_dir.rglob("*") if x.is_file()):
         r = read_one(str(p), KEY)
-        if "record" in r:
-            found.append((str(p), r["record"]["sop_instance_uid"]))
+        if r.record is not None:
+            found.append((str(p), r.record.sop_instance_uid))
     return found
 
 

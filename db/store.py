@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from db.headers import HeaderRead
 from db.models import Annotation, DexaExam, DicomImage, OutOfScope, Patient, SourceFile
 from db.quarantine import quarantine  # recorded in db/quarantine.py; osteo.ingest.refresh imports it from here
 from db.values import QuarantineStage, SourceStatus
@@ -118,18 +119,18 @@ SAME_UID_ELSEWHERE = ("another file with different content already has this SOP 
                       "from that file is kept and still used")
 
 
-def store_dicom_results(session: Session, results: list[dict[str, Any]],
+def store_dicom_results(session: Session, results: list[HeaderRead],
                         retry: Collection[tuple[str, str]] = ()) -> Counter:
-    """Write one batch of header results (see osteo.etl.dicom_headers.read_one) with bulk inserts: one
+    """Write one batch of header reads (osteo.etl.dicom_headers.read_one) with bulk inserts: one
     executemany per table, no ORM object per row. The known (path, sha256) files in `retry`
     (quarantined, judged again: osteo.ingest.refresh.ingest_dicom) keep their row; other known files only get
     the size and mtime they were read with (a touched file: the next rerun skips it unopened)."""
     counts: Counter = Counter(files=len(results))
     session.flush()  # whatever the caller's session holds goes first: the inserts below are Core
-    known = source_files(session, [(r["path"], r["sha256"]) for r in results])
+    known = source_files(session, [(r.path, r.sha256) for r in results])
     batch = _DicomBatch(retried={k: known.pop(k) for k in retry if k in known})
     _judge_dicom_results(session, results, known, batch, counts)
-    _write_dicom_batch(session, batch, {(r["path"], r["sha256"]): r for r in results})
+    _write_dicom_batch(session, batch, {(r.path, r.sha256): r for r in results})
     session.flush()
     return counts
 
@@ -146,11 +147,11 @@ class _DicomBatch:
     stamps: list[tuple[int, int, int | None]] = field(default_factory=list)
     moved: list[tuple[str, tuple[str, str]]] = field(default_factory=list)  # SOP UID -> the (path, sha256) now
 
-    def source(self, r: dict[str, Any], status: SourceStatus) -> None:
-        k = (r["path"], r["sha256"])
+    def source(self, r: HeaderRead, status: SourceStatus) -> None:
+        k = (r.path, r.sha256)
         if k not in self.retried and k not in self.status_of:
-            self.new_sources.append({"kind": "dicom", "path": r["path"], "sha256": r["sha256"],
-                                     "size_bytes": r["size"], "mtime_ns": r.get("mtime_ns"), "status": status})
+            self.new_sources.append({"kind": "dicom", "path": r.path, "sha256": r.sha256,
+                                     "size_bytes": r.size, "mtime_ns": r.mtime_ns, "status": status})
         self.status_of[k] = status
 
 
@@ -167,41 +168,42 @@ def _images_of_uids(session: Session, uids: list[str]) -> tuple[dict[str, str], 
     return sha_of_uid, path_of_uid
 
 
-def _judge_dicom_results(session: Session, results: list[dict[str, Any]], known: dict[tuple[str, str], SourceRow],
+def _judge_dicom_results(session: Session, results: list[HeaderRead], known: dict[tuple[str, str], SourceRow],
                          batch: _DicomBatch, counts: Counter) -> None:
     """Each result's fate (a stamp, quarantined, out of scope, a duplicate, moved, or a new image) into `batch`;
     the quarantine entries are written here."""
-    sha_of_uid, path_of_uid = _images_of_uids(session, [r["record"]["sop_instance_uid"] for r in results
-                                                        if "record" in r])
-    out_shas = _out_of_scope_shas(session, [r["sha256"] for r in results if "out_of_scope" in r])
-    good = [r for r in results if "record" in r and (r["path"], r["sha256"]) not in known]
-    patients = patient_ids(session, {r["record"]["patient_key"]: r["record"]["sex"] for r in good})
+    sha_of_uid, path_of_uid = _images_of_uids(session, [r.record.sop_instance_uid for r in results
+                                                        if r.record is not None])
+    out_shas = _out_of_scope_shas(session, [r.sha256 for r in results if r.out_of_scope is not None])
+    patients = patient_ids(session, {r.record.patient_key: r.record.sex for r in results
+                                     if r.record is not None and (r.path, r.sha256) not in known})
     for r in results:
-        path, sha = k = r["path"], r["sha256"]
+        path, sha = k = r.path, r.sha256
         if k in known:
             counts["already_known"] += 1
             row = known[k]
-            if r.get("mtime_ns") is not None and (row.mtime_ns, row.size_bytes) != (r["mtime_ns"], r["size"]):
-                batch.stamps.append((row.id, r["size"], r["mtime_ns"]))
+            if r.mtime_ns is not None and (row.mtime_ns, row.size_bytes) != (r.mtime_ns, r.size):
+                batch.stamps.append((row.id, r.size, r.mtime_ns))
             continue
         counts["retried"] += k in batch.retried
-        if "error" in r:
-            reason, detail = r["error"]
+        if r.error is not None:
+            reason, detail = r.error
             batch.source(r, SourceStatus.QUARANTINED)
             counts["quarantined"] += quarantine(session, stage=QuarantineStage.INGEST_DICOM, path=path, sha256=sha,
                                                 reason=reason, detail=detail)
             continue
-        if "out_of_scope" in r:  # not a hip radiograph: recorded with its reason, never an image
+        if r.out_of_scope is not None:  # not a hip radiograph: recorded with its reason, never an image
             batch.source(r, SourceStatus.OUT_OF_SCOPE)
             if sha in out_shas:
                 counts["duplicate_copies"] += 1  # the same file again under another path
                 continue
-            batch.out_rows.append((k, dict(r["out_of_scope"])))
+            batch.out_rows.append((k, r.out_of_scope.row()))
             out_shas.add(sha)
             counts["out_of_scope"] += 1
             continue
-        rec = dict(r["record"])
-        uid = rec["sop_instance_uid"]
+        rec = r.record
+        assert rec is not None  # HeaderRead holds exactly one of error, out_of_scope and record
+        uid = rec.sop_instance_uid
         batch.source(r, SourceStatus.INGESTED)
         if uid in sha_of_uid:
             if sha_of_uid[uid] == sha:
@@ -216,15 +218,12 @@ def _judge_dicom_results(session: Session, results: list[dict[str, Any]], known:
                 session, stage=QuarantineStage.INGEST_DICOM, path=path, sha256=sha, reason="sop_uid_conflict",
                 detail=CHANGED_IN_PLACE if path_of_uid.get(uid) == path else SAME_UID_ELSEWHERE)
             continue
-        rec["patient_id"] = patients[rec.pop("patient_key")]
-        rec.pop("sex", None)
-        rec["synthetic"] = bool(rec.get("synthetic", False))  # every row the same keys (one executemany)
-        batch.images.append((k, rec))
+        batch.images.append((k, rec.image_row(patients[rec.patient_key])))
         sha_of_uid[uid], path_of_uid[uid] = sha, path
         counts["images"] += 1
 
 
-def _write_dicom_batch(session: Session, batch: _DicomBatch, by_key: dict[tuple[str, str], dict[str, Any]]) -> None:
+def _write_dicom_batch(session: Session, batch: _DicomBatch, by_key: dict[tuple[str, str], HeaderRead]) -> None:
     """The batch's bulk writes: new source files, files judged again, moved images, images, out-of-scope rows,
     stamps."""
     status_of = batch.status_of
@@ -235,8 +234,8 @@ def _write_dicom_batch(session: Session, batch: _DicomBatch, by_key: dict[tuple[
         ids.update(((p, s), i) for i, p, s in session.execute(
             insert(SourceFile).returning(SourceFile.id, SourceFile.path, SourceFile.sha256), batch.new_sources))
     # a file recorded by another stage becomes a DICOM's, unless it is that stage's good file (swapped folders)
-    judged_again = [{"id": row.id, "kind": "dicom", "status": status_of[k], "size_bytes": by_key[k]["size"],
-                     "mtime_ns": by_key[k].get("mtime_ns")} for k, row in batch.retried.items()
+    judged_again = [{"id": row.id, "kind": "dicom", "status": status_of[k], "size_bytes": by_key[k].size,
+                     "mtime_ns": by_key[k].mtime_ns} for k, row in batch.retried.items()
                     if k in status_of and (row.kind == "dicom" or row.status == SourceStatus.QUARANTINED
                                            or status_of[k] != SourceStatus.QUARANTINED)]
     if judged_again:

@@ -1,4 +1,4 @@
-"""Read DICOM headers (never the pixels) into plain, de-identified records.
+"""Read DICOM headers (never the pixels) into plain, de-identified records (db/headers.py's HeaderRead).
 
 A record holds what the pipeline needs and nothing that names a patient: the raw
 Patient ID is turned into its pseudonym here, in the worker, and birth date becomes
@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from db.headers import HeaderRead, HeaderRecord, OutOfScopeHeader
 from osteo.etl.dicom_bytes import deflate_problem, pixel_data_problem
 from osteo.etl.dicom_fast import parse_fast
 from osteo.etl.dicom_parsed import NOT_DICOM, REQUIRED, UIDS, Header, Parsed, parse_with_pydicom
@@ -88,11 +89,12 @@ def row_direction(orientation: Any) -> str:
     return "R" if first.strip().upper()[:1] == "R" else "L"
 
 
-def header_record(data: bytes, key: bytes, scope: ScopeRules = DEFAULT_SCOPE, *, fast: bool = True) -> dict[str, Any]:
-    """Parse one file's bytes: {"record": {...}} for a hip image, {"out_of_scope": {reason, modality,
-    body_part}} for any other (no identifier); raises InputError for bad input. The header is read by our
-    strict reader (osteo/etl/dicom_fast.py) where it reads the file exactly as pydicom would, else (or
-    with fast=False) by pydicom: the result is the same either way."""
+def header_record(data: bytes, key: bytes, scope: ScopeRules = DEFAULT_SCOPE, *,
+                  fast: bool = True) -> HeaderRecord | OutOfScopeHeader:
+    """Parse one file's bytes: a HeaderRecord for a hip image, an OutOfScopeHeader (reason, modality, body
+    part, SOP Instance UID; no patient identifier) for any other; raises InputError for bad input. The header
+    is read by our strict reader (osteo/etl/dicom_fast.py) where it reads the file exactly as pydicom would,
+    else (or with fast=False) by pydicom: the result is the same either way."""
     if len(data) < 132:
         raise InputError("not_dicom", NOT_DICOM + ": shorter than a DICOM file's 132-byte preamble and marker")
     with quiet_reads():  # pydicom's warnings and log records quote header values
@@ -105,7 +107,7 @@ def header_record(data: bytes, key: bytes, scope: ScopeRules = DEFAULT_SCOPE, *,
         return _judge(parsed, data, key, scope)
 
 
-def _judge(parsed: Parsed, data: bytes, key: bytes, scope: ScopeRules) -> dict[str, Any]:
+def _judge(parsed: Parsed, data: bytes, key: bytes, scope: ScopeRules) -> HeaderRecord | OutOfScopeHeader:
     ds = parsed.header
     try:
         modality = code_text(ds.get("Modality"))
@@ -113,8 +115,8 @@ def _judge(parsed: Parsed, data: bytes, key: bytes, scope: ScopeRules) -> dict[s
             if modality not in MODALITIES and modality not in scope.modalities:
                 raise _bad("Modality", "a DICOM modality code")
             out = _out_of_scope(ds, scope)
-            if out:
-                return {"out_of_scope": out}
+            if out is not None:
+                return out
         for tag in REQUIRED:
             if tag not in ds or ds.get(tag) in (None, "") or (isinstance(ds.get(tag), str)
                                                               and not ds.get(tag).strip("\0 ")):
@@ -123,7 +125,7 @@ def _judge(parsed: Parsed, data: bytes, key: bytes, scope: ScopeRules) -> dict[s
         problem = pixel_data_problem(data, parsed.at, parsed.encoding, ds.file_meta)
         if problem:  # a file cut short is bad input now, not an image the localiser or the export meets later
             raise InputError(*problem)
-        return {"record": record}
+        return record
     except InputError:
         raise
     except (AttributeError, ValueError, TypeError, IndexError, OverflowError) as exc:
@@ -205,7 +207,7 @@ def _pixel_spacing_mm(ds: Header) -> float | None:
     return spacing_mm
 
 
-def _record(ds: Header, key: bytes) -> dict[str, Any]:
+def _record(ds: Header, key: bytes) -> HeaderRecord:
     """The validated record of a hip image; InputError naming the first invalid value."""
     uids, tsyntax = _uids(ds)
     patient_id = str(ds.PatientID)
@@ -225,29 +227,29 @@ def _record(ds: Header, key: bytes) -> dict[str, Any]:
     rows, cols, bits_stored = _image_size(ds)
     spacing_mm = _pixel_spacing_mm(ds)
     body_part = code_text(ds.get("BodyPartExamined"))
-    return {
-        "sop_instance_uid": uids["SOPInstanceUID"],
-        "study_instance_uid": uids["StudyInstanceUID"],
-        "series_instance_uid": uids["SeriesInstanceUID"],
-        "patient_key": pseudonymise(patient_id, key),
-        "sex": sex or None,
-        "study_date": study_date,
-        "age_at_exam": age_at(study_date, ds.get("PatientBirthDate"), ds.get("PatientAge")),
-        "modality": code_text(ds.Modality),
-        "body_part": body_part or None,
-        "laterality": laterality,
-        "row_direction": row_direction(ds.get("PatientOrientation")),
-        "n_rows": rows,
-        "n_columns": cols,
-        "bits_stored": bits_stored,
-        "photometric": photometric,
-        "pixel_spacing_mm": spacing_mm,
-        "transfer_syntax": tsyntax,
-        "synthetic": ds.synthetic,  # marked by `osteo synth` (osteo/etl/synthetic.py)
-    }
+    return HeaderRecord(
+        sop_instance_uid=uids["SOPInstanceUID"],
+        study_instance_uid=uids["StudyInstanceUID"],
+        series_instance_uid=uids["SeriesInstanceUID"],
+        patient_key=pseudonymise(patient_id, key),
+        sex=sex or None,
+        study_date=study_date,
+        age_at_exam=age_at(study_date, ds.get("PatientBirthDate"), ds.get("PatientAge")),
+        modality=code_text(ds.Modality),
+        body_part=body_part or None,
+        laterality=laterality,
+        row_direction=row_direction(ds.get("PatientOrientation")),
+        n_rows=rows,
+        n_columns=cols,
+        bits_stored=bits_stored,
+        photometric=photometric,
+        pixel_spacing_mm=spacing_mm,
+        transfer_syntax=tsyntax,
+        synthetic=ds.synthetic,  # marked by `osteo synth` (osteo/etl/synthetic.py)
+    )
 
 
-def _out_of_scope(ds: Header, scope: ScopeRules) -> dict[str, Any] | None:
+def _out_of_scope(ds: Header, scope: ScopeRules) -> OutOfScopeHeader | None:
     """The scope decision on the parsed header; the descriptions go no further than this call."""
     body_part = code_text(ds.get("BodyPartExamined"))
     if body_part and not is_printable(body_part, BODY_PART_CHARS):  # local codes are allowed, control bytes not
@@ -258,40 +260,42 @@ def _out_of_scope(ds: Header, scope: ScopeRules) -> dict[str, Any] | None:
         return None
     uid = str(ds.get("SOPInstanceUID") or "").rstrip("\0 ")
     # the UID (no patient identifier) lets a box drawn for this image be closed, not left waiting
-    return {"reason": reason, "modality": code(ds.Modality, MODALITY_CHARS),
-            "body_part": code(body_part, BODY_PART_CHARS) or None, "sop_instance_uid": uid if is_uid(uid) else None}
+    return OutOfScopeHeader(reason=reason, modality=code(ds.Modality, MODALITY_CHARS),
+                            body_part=code(body_part, BODY_PART_CHARS) or None,
+                            sop_instance_uid=uid if is_uid(uid) else None)
 
 
-def read_one(path: str, key: bytes, scope: ScopeRules = DEFAULT_SCOPE) -> dict[str, Any]:
-    """Hash and parse one file, reading it once: a result with "record", "out_of_scope" or "error"
+def read_one(path: str, key: bytes, scope: ScopeRules = DEFAULT_SCOPE) -> HeaderRead:
+    """Hash and parse one file, reading it once: a HeaderRead with its record, out_of_scope or error
     (bad input comes back as a result, not an exception), and the file's size and trusted mtime_ns."""
     p = Path(path)
     try:
         st = p.stat()  # before the read: a write after it leaves a newer mtime, read again next time
         mtime_ns = trusted_mtime_ns(st)
         if st.st_size > MAX_FILE_BYTES:  # refused unread: no radiograph is this large
-            return {"path": path, "sha256": sha256_file(p), "size": st.st_size, "mtime_ns": mtime_ns,
-                    "error": ("file_too_large", f"file is over {MAX_FILE_BYTES >> 20} MiB")}
+            return HeaderRead(path, sha256_file(p), st.st_size, mtime_ns,
+                              error=("file_too_large", f"file is over {MAX_FILE_BYTES >> 20} MiB"))
         data = p.read_bytes()
     except OSError as exc:  # transient faults are retried by the task; a vanished file is reported
-        return {"path": path, "sha256": "", "size": 0, "mtime_ns": None, "error": ("unreadable", str(exc)[:200])}
-    out: dict[str, Any] = {"path": path, "sha256": sha256_bytes(data), "size": len(data),
-                           # a size that moved under the read: the stamp is not the bytes' (read again next time)
-                           "mtime_ns": mtime_ns if len(data) == st.st_size else None}
+        return HeaderRead(path, "", 0, None, error=("unreadable", str(exc)[:200]))
+    sha256, size = sha256_bytes(data), len(data)
+    stamp = mtime_ns if size == st.st_size else None  # a size that moved under the read: read again next time
     try:
-        out.update(header_record(data, key, scope))
+        found = header_record(data, key, scope)
     except InputError as exc:
-        out["error"] = (exc.reason, exc.detail)
-    return out
+        return HeaderRead(path, sha256, size, stamp, error=(exc.reason, exc.detail))
+    if isinstance(found, HeaderRecord):
+        return HeaderRead(path, sha256, size, stamp, record=found)
+    return HeaderRead(path, sha256, size, stamp, out_of_scope=found)
 
 
-def _read_chunk(args: tuple[list[str], bytes, ScopeRules]) -> list[dict[str, Any]]:
+def _read_chunk(args: tuple[list[str], bytes, ScopeRules]) -> list[HeaderRead]:
     paths, key, scope = args
     return [read_one(p, key, scope) for p in paths]
 
 
 def read_headers(paths: list[str], key: bytes, *, workers: int = 1,
-                 scope: ScopeRules = DEFAULT_SCOPE) -> list[dict[str, Any]]:
+                 scope: ScopeRules = DEFAULT_SCOPE) -> list[HeaderRead]:
     """Read many headers, in worker processes when workers > 1 (parsing is CPU-bound Python)."""
     if workers <= 1 or len(paths) < 64:
         return _read_chunk((paths, key, scope))

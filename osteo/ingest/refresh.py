@@ -60,7 +60,7 @@ def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *
         with factory() as session, session.begin():
             gone = resolve_gone(session, stage, paths, skip)
         return StageCounts(files=len(skip), already_known=len(skip), unchanged=len(skip), resolved=gone)
-    files = [(r["path"], r["sha256"]) for r in results]
+    files = [(r.path, r.sha256) for r in results]
     with factory() as session, session.begin():
         known = source_files(session, files)
         active = active_contexts(session, DICOM, [sha for _, sha in known])
@@ -74,8 +74,8 @@ def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *
         ours = [k for k, row in source_files(session, files).items() if row.kind == "dicom"]
         counts["resolved"] += tidy(session, stage=DICOM, read=[k for k in files if k[1]], ours=ours)
         counts["resolved"] += resolve_gone(session, stage, paths, skip)
-        counts["wrong_folder"] += sum(r.get("error", ("",))[0] == "not_dicom" and Path(r["path"]).suffix.lower()
-                                      in OTHER_INPUTS for r in results)
+        counts["wrong_folder"] += sum(r.error is not None and r.error[0] == "not_dicom"
+                                      and Path(r.path).suffix.lower() in OTHER_INPUTS for r in results)
         counts.update(skip_counts(skip))
         return StageCounts.from_counter(counts, added="images")
 

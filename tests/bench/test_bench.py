@@ -130,12 +130,13 @@ def test_copies_are_distinct_images_with_same_headers(tmp_path):
     sources = valid_dicoms(src)
     assert [u for _, u in sources] == [uid]
     paths = make_copies(sources, tmp_path / "copies", 5)
-    recs = [read_one(p, KEY) for p in paths]
-    assert all("record" in r for r in recs)
-    uids = {r["record"]["sop_instance_uid"] for r in recs}
+    reads = [read_one(p, KEY) for p in paths]
+    recs = [r.record for r in reads if r.record is not None]
+    assert len(recs) == len(reads)
+    uids = {r.sop_instance_uid for r in recs}
     assert len(uids) == 5 and uid not in uids
-    assert len({r["sha256"] for r in recs}) == 5
-    assert {r["record"]["patient_key"] for r in recs} == {recs[0]["record"]["patient_key"]}
+    assert len({r.sha256 for r in reads}) == 5
+    assert {r.patient_key for r in recs} == {recs[0].patient_key}
     for p in paths:
         d = pydicom.dcmread(p)
         assert d.SOPInstanceUID == d.file_meta.MediaStorageSOPInstanceUID

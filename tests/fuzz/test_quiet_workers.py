@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent("""
             (root / f"{i}.dcm").write_bytes(claim(buf.getvalue(), ExplicitVRLittleEndian))
             paths.append(str(root / f"{i}.dcm"))
     results = read_headers(paths, b"key", workers=2)
-    assert len(results) == 70 and all("record" in r or "error" in r for r in results), results[:2]
+    assert len(results) == 70 and all(r.record is not None or r.error is not None for r in results), results[:2]
     jobs = [{"job": i, "path": p, "box": (8, 8, 40, 40), "laterality": "L", "out_png": str(root / f"{i}.png"),
              "size": 64, "margin": 0.1, "metal_threshold": 1.0, "blur_threshold": 0.0} for i, p in enumerate(paths)]
     done = list(shared_pool(2).map(_export_one, jobs[:16]))

@@ -9,6 +9,7 @@ import pytest
 from pydicom.uid import ImplicitVRLittleEndian
 from sqlalchemy import select, update
 
+from db.headers import HeaderRecord
 from db.models import DicomImage
 from osteo.etl import synthetic
 from osteo.etl.dicom_headers import read_one
@@ -18,10 +19,10 @@ from tests.dicom_factory import make_dicom
 KEY = b"provenance-key"
 
 
-def record(path) -> dict:
+def record(path) -> HeaderRecord:
     result = read_one(str(path), KEY)
-    assert "record" in result, result
-    return result["record"]
+    assert result.record is not None, result
+    return result.record
 
 
 def marked(tmp_path, name: str = "marked.dcm"):
@@ -39,25 +40,25 @@ def test_every_generated_film_is_synthetic_and_a_plain_one_is_not(tmp_path):
 
     generate_cohort(tmp_path / "cohort", patients=6, seed=3, workers=1)
     results = [read_one(str(p), KEY) for p in sorted((tmp_path / "cohort" / "dicom").rglob("*")) if p.is_file()]
-    records = [r["record"] for r in results if "record" in r]
-    assert records and all(r["synthetic"] is True for r in records)
+    records = [r.record for r in results if r.record is not None]
+    assert records and all(r.synthetic is True for r in records)
     make_dicom(tmp_path / "plain.dcm")
-    assert record(tmp_path / "plain.dcm")["synthetic"] is False
+    assert record(tmp_path / "plain.dcm").synthetic is False
 
 
 def test_either_mark_alone_says_synthetic(tmp_path):
-    assert record(marked(tmp_path))["synthetic"] is True
+    assert record(marked(tmp_path)).synthetic is True
     ds = pydicom.dcmread(marked(tmp_path, "stripped.dcm"))
     ds.remove_private_tags()  # what a de-identification tool does: Manufacturer stays
     ds.save_as(tmp_path / "stripped.dcm")
-    assert "Manufacturer" in ds and record(tmp_path / "stripped.dcm")["synthetic"] is True
+    assert "Manufacturer" in ds and record(tmp_path / "stripped.dcm").synthetic is True
     ds = pydicom.dcmread(marked(tmp_path, "flag.dcm"))
     ds.Manufacturer = "FUJIFILM Corporation"  # a PACS rewrote the vendor: the private flag stays
     ds.save_as(tmp_path / "flag.dcm")
-    assert record(tmp_path / "flag.dcm")["synthetic"] is True
+    assert record(tmp_path / "flag.dcm").synthetic is True
     ds.remove_private_tags()  # neither mark left
     ds.save_as(tmp_path / "neither.dcm")
-    assert record(tmp_path / "neither.dcm")["synthetic"] is False
+    assert record(tmp_path / "neither.dcm").synthetic is False
 
 
 def test_the_flag_is_found_through_its_creator(tmp_path):
@@ -68,12 +69,12 @@ def test_the_flag_is_found_through_its_creator(tmp_path):
     ds.private_block(synthetic.PRIVATE_GROUP, "GEMS_IDEN_01", create=True).add_new(synthetic.ELEMENT_FLAG, "LO",
                                                                                     synthetic.FLAG)
     ds.save_as(path)
-    assert ds[0x00091001].value == synthetic.FLAG and record(path)["synthetic"] is False
+    assert ds[0x00091001].value == synthetic.FLAG and record(path).synthetic is False
     # osteo's block in the next slot (0009,0011) -> (0009,1101), after the vendor's: found
     block = ds.private_block(synthetic.PRIVATE_GROUP, synthetic.PRIVATE_CREATOR, create=True)
     block.add_new(synthetic.ELEMENT_FLAG, "LO", synthetic.FLAG)
     ds.save_as(path)
-    assert ds[0x00090011].value == synthetic.PRIVATE_CREATOR and record(path)["synthetic"] is True
+    assert ds[0x00090011].value == synthetic.PRIVATE_CREATOR and record(path).synthetic is True
 
 
 def test_implicit_vr_and_odd_bytes(tmp_path):
@@ -81,7 +82,7 @@ def test_implicit_vr_and_odd_bytes(tmp_path):
     ds.Manufacturer = "FUJIFILM Corporation"
     ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian  # the private flag has no VR on disk (UN)
     ds.save_as(tmp_path / "implicit.dcm", enforce_file_format=True)
-    assert record(tmp_path / "implicit.dcm")["synthetic"] is True
+    assert record(tmp_path / "implicit.dcm").synthetic is True
     # a Manufacturer whose bytes no character set decodes is no reason to refuse a film
     ds = pydicom.dcmread(tmp_path / "implicit.dcm")
     ds.remove_private_tags()
@@ -90,7 +91,7 @@ def test_implicit_vr_and_odd_bytes(tmp_path):
     odd = b"\xff\xfe\xfdFUJIFILM Corpor\xc3\xc3"  # as long as the value it replaces: UTF-8 cannot decode it
     raw = (tmp_path / "odd.dcm").read_bytes().replace(b"FUJIFILM Corporation", odd)
     (tmp_path / "odd.dcm").write_bytes(raw)
-    assert record(tmp_path / "odd.dcm")["synthetic"] is False
+    assert record(tmp_path / "odd.dcm").synthetic is False
 
 
 def test_an_older_database_without_the_column_is_refused(tmp_path):

@@ -4,12 +4,14 @@ reason, apart from the quarantine; a radiograph whose body part cannot be told i
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pydicom
 import pytest
 from sqlalchemy import func, select
 
 from db import make_session_factory
+from db.headers import HeaderRead, OutOfScopeHeader
 from db.models import Base, DicomImage, OutOfScope, Quarantine, SourceFile
 from osteo.etl.dicom_headers import read_headers, read_one
 from osteo.etl.errors import InputError
@@ -83,7 +85,7 @@ def test_settings_build_the_rules(tmp_path):
 
 # ---------------------------------------------------------------- the header reader
 
-def _read(path, rules=RULES) -> dict:
+def _read(path, rules=RULES) -> HeaderRead:
     return read_one(str(path), KEY, rules)
 
 
@@ -92,17 +94,18 @@ def test_the_reader_decides_scope_before_laterality(tmp_path):
     make_dicom(tmp_path / "chest.dcm", modality="CR", body_part="CHEST", drop=("ImageLaterality",))
     mr, chest = _read(tmp_path / "mr.dcm"), _read(tmp_path / "chest.dcm")
     # the SOP UID (not a patient identifier) closes boxes drawn for the image
-    assert mr["out_of_scope"] == {"reason": "modality MR", "modality": "MR", "body_part": "HIP",
-                                  "sop_instance_uid": pydicom.dcmread(tmp_path / "mr.dcm").SOPInstanceUID}
-    assert chest["out_of_scope"] == {"reason": "body part CHEST", "modality": "CR", "body_part": "CHEST",
-                                     "sop_instance_uid": pydicom.dcmread(tmp_path / "chest.dcm").SOPInstanceUID}
+    assert mr.out_of_scope == OutOfScopeHeader(reason="modality MR", modality="MR", body_part="HIP",
+                                               sop_instance_uid=pydicom.dcmread(tmp_path / "mr.dcm").SOPInstanceUID)
+    assert chest.out_of_scope == OutOfScopeHeader(
+        reason="body part CHEST", modality="CR", body_part="CHEST",
+        sop_instance_uid=pydicom.dcmread(tmp_path / "chest.dcm").SOPInstanceUID)
     for r in (mr, chest):
-        assert "error" not in r and "record" not in r and len(r["sha256"]) == 64
+        assert r.error is None and r.record is None and len(r.sha256) == 64
     # no identifier and no free text in what comes back from the worker
-    assert not any(s in json.dumps(mr, ensure_ascii=False) for s in ("A1234567", "CHEN", SECRET, "ACC0001"))
+    assert not any(s in json.dumps(asdict(mr), ensure_ascii=False) for s in ("A1234567", "CHEN", SECRET, "ACC0001"))
     # a hip radiograph without laterality is still bad input
     make_dicom(tmp_path / "hip.dcm", drop=("ImageLaterality",))
-    assert _read(tmp_path / "hip.dcm")["error"][0] == "missing_tag:ImageLaterality"
+    assert (_read(tmp_path / "hip.dcm").error or ("",))[0] == "missing_tag:ImageLaterality"
 
 
 def test_the_reader_uses_descriptions_only_without_a_body_part(tmp_path):
@@ -111,20 +114,20 @@ def test_the_reader_uses_descriptions_only_without_a_body_part(tmp_path):
     make_dicom(tmp_path / "zh.dcm", body_part=None, series_description="右髖關節正面", study_description="外院")
     make_dicom(tmp_path / "who.dcm", modality="CR", body_part=None, study_description="外院影像")
     hip = _read(tmp_path / "hip.dcm")
-    assert hip["record"]["body_part"] is None and hip["record"]["modality"] == "CR"
-    assert "record" in _read(tmp_path / "zh.dcm")
-    assert SECRET not in json.dumps(hip, default=str, ensure_ascii=False)
-    assert _read(tmp_path / "who.dcm")["error"][0] == "unknown_body_part"
-    assert "record" in _read(tmp_path / "who.dcm", ScopeRules(accept_unknown_body_part=True))
+    assert hip.record is not None and hip.record.body_part is None and hip.record.modality == "CR"
+    assert _read(tmp_path / "zh.dcm").record is not None
+    assert SECRET not in json.dumps(asdict(hip), default=str, ensure_ascii=False)
+    assert (_read(tmp_path / "who.dcm").error or ("",))[0] == "unknown_body_part"
+    assert _read(tmp_path / "who.dcm", ScopeRules(accept_unknown_body_part=True)).record is not None
 
 
 def test_worker_processes_get_the_rules(tmp_path):
     for i in range(70):
         make_dicom(tmp_path / f"{i}.dcm", patient_id=f"X{i}", rows=8, cols=8, modality="CT")
     paths = refresh.discover(tmp_path)
-    assert all("out_of_scope" in r for r in read_headers(paths, KEY, workers=2))
+    assert all(r.out_of_scope is not None for r in read_headers(paths, KEY, workers=2))
     with_ct = ScopeRules(modalities=("CR", "DX", "CT"))
-    assert all("record" in r for r in read_headers(paths, KEY, workers=2, scope=with_ct))
+    assert all(r.record is not None for r in read_headers(paths, KEY, workers=2, scope=with_ct))
 
 
 # ---------------------------------------------------------------- ingest: recorded once, counted apart

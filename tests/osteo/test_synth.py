@@ -397,4 +397,4 @@ def test_files_out_of_scope_would_pair_and_are_told_apart_by_the_reader(cohort, 
         assert [int(root.findtext(f"object/bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")] == box
         assert 0 <= box[0] < box[2] < ds.Columns and 0 <= box[1] < box[3] < ds.Rows
         r = read_one(str(out / row["file"]), b"key")  # the reader's decision under the default rules is the truth's
-        assert r.get("out_of_scope", {}).get("reason", r.get("error", ("",))[0]) == row["expected_scope"]
+        assert (r.out_of_scope.reason if r.out_of_scope else (r.error or ("",))[0]) == row["expected_scope"]
