@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 
 import pytest
 from sqlalchemy import func, select
@@ -154,6 +156,9 @@ def test_parallel_header_reading_matches_serial(tmp_path):
 
     for i in range(70):
         make_dicom(tmp_path / f"{i}.dcm", patient_id=f"X{i}", rows=8, cols=8)
+        # a minute old: a file younger than the trusted-stamp age gets no mtime_ns, and the two reads
+        # below could fall either side of that age on a loaded machine
+        os.utime(tmp_path / f"{i}.dcm", ns=(time.time_ns() - 60 * 10**9,) * 2)
     paths = refresh.discover(tmp_path)
     assert read_headers(paths, KEY, workers=2) == read_headers(paths, KEY, workers=1)
 
