@@ -24,12 +24,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from bench.roi_heads import _boxes_of, _true_boxes_of
+
+if TYPE_CHECKING:
+    from osteo.localiser.training import BoxedImage, ImageViews
 
 NONHIP_KINDS = ("chest", "knee", "abdomen", "lumbar", "noise")
 
@@ -64,19 +67,25 @@ def train_demo_localiser(cohort: Path, config, work: Path, workers: int, on_epoc
     from osteo.localiser.training import build_dataset, train_and_evaluate
     from osteo.settings import get_settings
 
-    images = [{k: v for k, v in im.items() if k not in ("true_boxes", "view")}
-              for im in cohort_images(cohort, annotated_only=True)]
+    images = [boxed_image(im) for im in cohort_images(cohort, annotated_only=True)]
     data = build_dataset(images, work / "roi", test_year=get_settings().test_year, input_size=config.input_size,
                          seed=config.seed, workers=workers)
     checkpoint, evaluation = train_and_evaluate(data, config, work / "run", on_epoch=on_epoch)
     return checkpoint, evaluation, {"train": data.n_train, "val": data.n_val, "test": data.n_test}
 
 
-def _render(images: list[dict[str, Any]], size: int, workers: int) -> list[dict[str, Any]]:
-    from osteo.etl.pool import shared_pool
-    from osteo.localiser.training import image_views
+def boxed_image(im: dict[str, Any]) -> BoxedImage:
+    """A film of cohort_images as the localiser's training takes it (its truth's extra keys left out)."""
+    from osteo.localiser.training import BoxedImage
 
-    jobs = [{**im, "size": size, "seed": 0} for im in images]
+    return BoxedImage(**{k: v for k, v in im.items() if k not in ("true_boxes", "view")})
+
+
+def _render(images: list[dict[str, Any]], size: int, workers: int) -> list[ImageViews]:
+    from osteo.etl.pool import shared_pool
+    from osteo.localiser.training import ViewJob, image_views
+
+    jobs = [ViewJob(boxed_image(im), size, 0) for im in images]
     run = shared_pool(workers).map if workers > 1 else map
     return list(run(image_views, jobs))
 
@@ -90,7 +99,7 @@ def score_views(model, size: int, images: list[dict[str, Any]], workers: int, mi
     rendered = _render(images, size, workers)
     x, true, tight, recs = [], [], [], []
     for im, res in zip(images, rendered, strict=True):
-        for view_x, _, view, box in res.get("views", []):
+        for view_x, _, view, box in res.views:
             x.append(view_x)
             true.append(box)
             tight.append(im["true_boxes"].get(view.side, [np.nan] * 4))
@@ -112,7 +121,7 @@ def score_views(model, size: int, images: list[dict[str, Any]], workers: int, mi
     for r, p, i, c in zip(recs, pred, iou, conf, strict=True):
         r.update(pred=[round(float(v), 1) for v in p], iou=round(float(i), 4), confidence=round(float(c), 4))
     out["views"] = sorted(recs, key=lambda r: r["iou"])
-    out["film_negatives"] = [n for res in rendered for n in res.get("negatives", [])]
+    out["film_negatives"] = [n for res in rendered for n in res.negatives]
     return out
 
 

@@ -111,8 +111,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         info = imaging.render_png(args.file, args.out)
     except imaging.ExportError as exc:
         raise UserError(exc.reason, f"cannot render {args.file}: {exc}") from None
-    sizes = fmt_counts({k: v for k, v in info.items() if k != "sha256"})
-    emit(args, {"ok": True, **info}, f"wrote {args.out} ({sizes})")
+    payload = info.to_dict()
+    sizes = fmt_counts({k: v for k, v in payload.items() if k != "sha256"})
+    emit(args, {"ok": True, **payload}, f"wrote {args.out} ({sizes})")
     return 0
 
 

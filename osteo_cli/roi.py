@@ -56,18 +56,18 @@ def cmd_locate(args: argparse.Namespace) -> int:
     except (ExportError, OSError, ValueError) as exc:
         raise UserError(getattr(exc, "reason", "unreadable_image"), f"cannot read {path}: {exc}") from None
     if args.out:
-        draw_overlay(meta["display"], found, args.out, settings.roi_min_confidence)
+        draw_overlay(meta.display, found, args.out, settings.roi_min_confidence)
     from osteo.etl.synthetic import DEMO_NOTICE, synthetic_training
 
     # the registry's tag (osteo_mlflow.roi.load_locator); a localiser that does not say is unknown, never real
     trained_on = getattr(locator, "trained_on", None)
     synthetic = synthetic_training(trained_on)
-    payload = {"file": str(path), "model": f"{locator.name}/{locator.version}", "rows": meta["rows"],
-               "cols": meta["cols"], "laterality": meta["laterality"], "row_direction": meta["row_direction"],
+    payload = {"file": str(path), "model": f"{locator.name}/{locator.version}", "rows": meta.rows,
+               "cols": meta.cols, "laterality": meta.laterality, "row_direction": meta.row_direction,
                "min_confidence": settings.roi_min_confidence, "boxes": [f.to_dict() for f in found],
                "overlay": args.out, "trained_on": trained_on, "synthetic_training": synthetic,
                "notice": DEMO_NOTICE if synthetic else None}
-    lines = [f"{path.name}: {meta['cols']}x{meta['rows']} px, laterality {meta['laterality']},"
+    lines = [f"{path.name}: {meta.cols}x{meta.rows} px, laterality {meta.laterality},"
              f" located by {locator.name}/{locator.version}",
              f"trained on      {trained_on or 'not known (the localiser does not say)'}"
              + (f": {DEMO_NOTICE}" if synthetic else "")]

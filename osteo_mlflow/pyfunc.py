@@ -129,7 +129,7 @@ class OsteoClassifier(PythonModel):
             return _refused("not_located", f"the femoral neck was not located confidently (confidence {best:.2f} "
                                            f"< {self.crop['min_confidence']}); crop it and pass params "
                                            "{'cropped': true}", found, locator)
-        crops = [neck_crop(meta["display"], f.box, f.side, size=self.crop["size"], margin=self.crop["margin"])
+        crops = [neck_crop(meta.display, f.box, f.side, size=self.crop["size"], margin=self.crop["margin"])
                  for f in sure]
         results = self.predictor.predict(crops, heatmaps=heatmaps)
         sides = [{"side": f.side, "box": list(f.box), "box_confidence": f.confidence, "probability": r["probability"],

@@ -11,15 +11,19 @@ from __future__ import annotations
 import base64
 import io
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
+if TYPE_CHECKING:
+    from osteo.localiser.locate import LocatedImage
 
-def locate_bytes(data: bytes, locator) -> tuple[list, dict]:
+
+def locate_bytes(data: bytes, locator) -> tuple[list, LocatedImage]:
     """Boxes of one image given as DICOM or PNG/JPEG bytes (the service and the classifier use this)."""
-    from osteo.localiser.locate import locate_dicom, locate_unlabelled
+    from osteo.localiser.locate import LocatedImage, locate_dicom, locate_unlabelled
 
     if len(data) > 132 and data[128:132] == b"DICM":
         return locate_dicom(data, locator)
@@ -28,7 +32,7 @@ def locate_bytes(data: bytes, locator) -> tuple[list, dict]:
     display = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
     rows, cols = display.shape
     found, laterality = locate_unlabelled(display, "L", locator)  # the radiological convention: right on the left
-    return found, {"rows": rows, "cols": cols, "laterality": laterality, "row_direction": "L", "display": display}
+    return found, LocatedImage(rows, cols, laterality, "L", display)
 
 
 class OsteoLocaliser(PythonModel):
@@ -43,5 +47,5 @@ class OsteoLocaliser(PythonModel):
             data = base64.b64decode(item) if isinstance(item, str) else bytes(item)
             found, meta = locate_bytes(data, self.locator)
             boxes.append(json.dumps([f.to_dict() for f in found]))
-            lats.append(meta["laterality"])
+            lats.append(meta.laterality)
         return pd.DataFrame({"boxes": boxes, "laterality": lats})

@@ -8,10 +8,9 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,7 +24,7 @@ from osteo.errors import UserError
 from osteo.etl import dicom_headers
 from osteo.etl.dexa import parse_dexa_file
 from osteo.etl.errors import InputError
-from osteo.etl.imaging import ALGORITHM_VERSION
+from osteo.etl.imaging import ALGORITHM_VERSION, ExportJob, ExportResult
 from osteo.etl.pool import shared_pool
 from osteo.etl.scope import ScopeRules
 from osteo.ingest.boxes import HUMAN, judge_box_file, winning_boxes
@@ -163,20 +162,29 @@ def plan_exports(factory: sessionmaker[Session], settings: Settings) -> list[int
         return [ann.id for ann, img in rows if (img.id, export_recipe(img, ann, settings)[1]) not in done]
 
 
-def _export_one(job: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ExportOutcome:
+    """A worker's answer for one job: the export's result, or bad input (quarantined), or the export folder
+    refusing the PNG (the batch fails whole). Pickled back from the worker process."""
+
+    job: ExportJob
+    result: ExportResult | None = None
+    error: tuple[str, str] | None = None  # reason, detail
+    os_error: tuple[int | None, str, str] | None = None  # errno, message, file
+
+
+def _export_one(job: ExportJob) -> ExportOutcome:
     from osteo.etl import imaging  # imported in the worker process
 
     try:
-        out = imaging.export_roi(
-            job["path"], tuple(job["box"]), job["laterality"], job["out_png"], size=job["size"],
-            margin=job["margin"], metal_threshold=job["metal_threshold"], blur_threshold=job["blur_threshold"],
-        )
-        return {"job": job["job"], "result": out}
+        return ExportOutcome(job, result=imaging.export_roi(
+            job.path, job.box, job.side, job.out_png, size=job.size, margin=job.margin,
+            metal_threshold=job.metal_threshold, blur_threshold=job.blur_threshold))
     except InputError as exc:  # bad input is quarantined; anything else is our bug and fails the batch
-        return {"job": job["job"], "error": (exc.reason, (exc.detail or str(exc))[:500])}
+        return ExportOutcome(job, error=(exc.reason, (exc.detail or str(exc))[:500]))
     except OSError as exc:  # reading errors are InputErrors: this is the export folder refusing a PNG
         # returned, not raised: every job of the batch ends before the batch's files are removed
-        return {"job": job["job"], "os_error": (exc.errno, exc.strerror or str(exc), job["out_png"])}
+        return ExportOutcome(job, os_error=(exc.errno, exc.strerror or str(exc), job.out_png))
 
 
 class ExportWriteError(UserError):
@@ -199,60 +207,64 @@ def export_write_error(os_error: tuple[int | None, str, str], removed: int) -> E
                                     "the refresh again")
 
 
-def _remove_files(jobs: list[dict[str, Any]]) -> int:
+def _remove_files(jobs: list[ExportJob]) -> int:
     """Remove the batch's PNGs. Safe: a planned job has no committed export row (export_images skips
     those), so no recorded export names its file; a file there is this batch's or a failed run's."""
     removed = 0
     for job in jobs:
         try:
-            Path(job["out_png"]).unlink()
+            Path(job.out_png).unlink()
             removed += 1
         except FileNotFoundError:
             pass
     return removed
 
 
+def _export_jobs(session: Session, box_ids: list[int], settings: Settings) -> list[ExportJob]:
+    """The batch's boxes not exported yet under their recipe, as jobs (by box id)."""
+    out_dir = Path(settings.data_dir) / "export"
+    rows = session.execute(
+        select(DicomImage, Annotation, SourceFile)
+        .join(Annotation, Annotation.sop_instance_uid == DicomImage.sop_instance_uid)
+        .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
+        .where(Annotation.id.in_(box_ids)).order_by(Annotation.id)
+    ).all()
+    # a retried batch whose first commit went through (a connection lost at COMMIT) exports nothing twice
+    done = {tuple(r) for r in session.execute(select(Export.image_id, Export.recipe_digest)
+                                              .where(Export.image_id.in_({img.id for img, _, _ in rows})))}
+    jobs = []
+    for img, ann, sf in rows:
+        recipe, digest = export_recipe(img, ann, settings)
+        if (img.id, digest) in done:
+            continue
+        jobs.append(ExportJob(
+            annotation_id=ann.id, image_id=img.id, side=ann.side, path=sf.path, sha256=sf.sha256,
+            box=(ann.box_xmin, ann.box_ymin, ann.box_xmax, ann.box_ymax), digest=digest,  # the recipe's box
+            out_png=str(out_dir / digest[:2] / export_name(img.sop_instance_uid, digest)), size=recipe["size"],
+            margin=recipe["margin"], metal_threshold=recipe["metal_threshold"],
+            blur_threshold=recipe["blur_threshold"]))
+    return jobs
+
+
 def export_images(factory: sessionmaker[Session], box_ids: list[int], settings: Settings, *,
                   workers: int = 1) -> ExportCounts:
     """Export one batch of boxes (plan_exports): one crop per box, so an AP pelvis gives two."""
-    out_dir = Path(settings.data_dir) / "export"
-    jobs: list[dict[str, Any]] = []
     with factory() as session:
-        rows = session.execute(
-            select(DicomImage, Annotation, SourceFile)
-            .join(Annotation, Annotation.sop_instance_uid == DicomImage.sop_instance_uid)
-            .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
-            .where(Annotation.id.in_(box_ids)).order_by(Annotation.id)
-        ).all()
-        # a retried batch whose first commit went through (a connection lost at COMMIT) exports nothing twice
-        done = {tuple(r) for r in session.execute(select(Export.image_id, Export.recipe_digest)
-                                                  .where(Export.image_id.in_({img.id for img, _, _ in rows})))}
-        for img, ann, sf in rows:
-            recipe, digest = export_recipe(img, ann, settings)
-            if (img.id, digest) in done:
-                continue
-            jobs.append({
-                "job": ann.id, "image_id": img.id, "annotation_id": ann.id, "side": ann.side, "path": sf.path,
-                "sha256": sf.sha256, "box": recipe["box"], "laterality": ann.side, "recipe": recipe, "digest": digest,
-                "out_png": str(out_dir / digest[:2] / export_name(img.sop_instance_uid, digest)),
-                "size": recipe["size"], "margin": recipe["margin"],
-                "metal_threshold": recipe["metal_threshold"], "blur_threshold": recipe["blur_threshold"],
-            })
+        jobs = _export_jobs(session, box_ids, settings)
     if workers > 1 and len(jobs) >= 8:
         results = list(shared_pool(workers).map(_export_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
     else:
         results = [_export_one(j) for j in jobs]
-    failed = [r["os_error"] for r in results if "os_error" in r]
+    failed = [r.os_error for r in results if r.os_error is not None]
     if failed:
         raise export_write_error(failed[0], _remove_files(jobs))
     # the batch's PNG names are durable before the rows that name them are committed
-    fsync_dirs(j["out_png"] for j in jobs)
-    by_id = {j["job"]: j for j in jobs}
+    fsync_dirs(j.out_png for j in jobs)
     counts: Counter = Counter()
     reasons: Counter = Counter()
     with factory() as session:
         try:
-            _record_exports(session, results, by_id, counts, reasons)
+            _record_exports(session, results, counts, reasons)
         except BaseException:
             session.rollback()
             _remove_files(jobs)  # nothing of the batch is recorded: its files go too
@@ -264,31 +276,29 @@ def export_images(factory: sessionmaker[Session], box_ids: list[int], settings: 
                         excluded_by_reason=dict(sorted(reasons.items())), resolved=counts["resolved"])
 
 
-def _record_exports(session: Session, results: list[dict[str, Any]], by_id: dict[int, dict[str, Any]],
-                    counts: Counter, reasons: Counter) -> None:
+def _record_exports(session: Session, results: list[ExportOutcome], counts: Counter, reasons: Counter) -> None:
     """The batch's export rows and quarantine entries, flushed (not committed)."""
     for r in results:
-        job = by_id[r["job"]]
-        if "error" in r:
-            reason, detail = r["error"]
-            counts["quarantined"] += quarantine(session, stage=QuarantineStage.EXPORT, path=job["path"],
-                                                sha256=job["sha256"], reason=reason, detail=detail)
+        job, res = r.job, r.result
+        if r.error is not None:
+            reason, detail = r.error
+            counts["quarantined"] += quarantine(session, stage=QuarantineStage.EXPORT, path=job.path,
+                                                sha256=job.sha256, reason=reason, detail=detail)
             continue
-        res = r["result"]
+        assert res is not None  # neither bad input nor a refused PNG (that failed the batch before this)
         session.add(Export(
-            image_id=job["image_id"], side=job["side"], annotation_id=job["annotation_id"],
-            recipe_digest=job["digest"],
-            transform=res.get("transform") or job["recipe"], transform_digest=res.get("transform_digest"),
-            status=res["status"], exclusion=res.get("exclusion"),
-            metal_fraction=float(res["metal_fraction"]), blur_score=float(res["blur_score"]),
-            path=res.get("path"), sha256=res.get("sha256"),
+            image_id=job.image_id, side=job.side, annotation_id=job.annotation_id, recipe_digest=job.digest,
+            transform=res.transform, transform_digest=res.transform_digest,
+            status=res.status, exclusion=res.exclusion,
+            metal_fraction=float(res.metal_fraction), blur_score=float(res.blur_score),
+            path=res.path, sha256=res.sha256,
         ))
-        counts[res["status"]] += 1
-        if res.get("exclusion"):
-            reasons[res["exclusion"]] += 1
+        counts[res.status] += 1
+        if res.exclusion:
+            reasons[res.exclusion] += 1
     # an image quarantined by an earlier export that reads now leaves the active quarantine
     counts["resolved"] = resolve(session, stage=QuarantineStage.EXPORT,
-                                 sha256s=[by_id[r["job"]]["sha256"] for r in results if "error" not in r])
+                                 sha256s=[r.job.sha256 for r in results if r.result is not None])
     session.flush()
 
 

@@ -87,6 +87,50 @@ class LocatedBox:
         return asdict(self)
 
 
+@dataclass(frozen=True, eq=False)
+class LocatedImage:
+    """What locate_dicom read of an image (and the pyfunc of a PNG or JPEG): its size, the laterality it
+    was located under (read, or shown by its pixels: B, L, R, `?`), its row direction and display pixels."""
+
+    rows: int
+    cols: int
+    laterality: str
+    row_direction: str
+    display: np.ndarray  # rows x cols, uint8: the export's normalisation
+
+
+@dataclass(frozen=True, slots=True)
+class LocateJob:
+    """One paired image of the refresh's locate step (pickled to a worker process)."""
+
+    image_id: int
+    path: str  # the DICOM file
+    sides: tuple[str, ...]  # the sides to locate
+    laterality: str
+    row_direction: str
+    size: int  # the localiser's input size
+    uid: str  # SOP Instance UID: the box's annotation
+    sha256: str  # of the DICOM file: its quarantine entry, should it not read
+
+
+@dataclass(frozen=True, eq=False)
+class LocateViews:
+    """A worker's answer: the job's view inputs for its sides (small arrays travel back, never the image)."""
+
+    job: LocateJob
+    views: list  # osteo_model.roi.HipView of each input
+    inputs: np.ndarray  # [len(views), size, size]
+    shape: tuple[int, int]  # the image's rows, cols
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A worker's answer for an image whose pixels do not read (quarantined)."""
+
+    job: LocateJob
+    error: tuple[str, str]  # reason, detail
+
+
 def pixel_box(box: Sequence[float], cols: int, rows: int) -> tuple[int, int, int, int]:
     """A view box back on the image grid as whole pixels, clamped to the image."""
     x0, y0, x1, y1 = (float(v) for v in box)
@@ -172,7 +216,7 @@ def locate_display(display: np.ndarray, laterality: str, direction: str, locator
     return boxes_from_views(views, boxes, confidence, lat, locator.input_size, cols, rows)
 
 
-def locate_dicom(data: bytes | str | Path, locator: Locator) -> tuple[list[LocatedBox], dict[str, Any]]:
+def locate_dicom(data: bytes | str | Path, locator: Locator) -> tuple[list[LocatedBox], LocatedImage]:
     """`osteo roi locate`, the classifier's pyfunc: the boxes of one DICOM (sides from its
     ImageLaterality and PatientOrientation) and what was read (rows, cols, laterality, row direction)."""
     from osteo.etl.imaging import load_dicom, prepare_display
@@ -187,8 +231,7 @@ def locate_dicom(data: bytes | str | Path, locator: Locator) -> tuple[list[Locat
         found = locate_display(display, laterality, direction, locator)
     else:
         found, laterality = locate_unlabelled(display, direction, locator)
-    meta = {"rows": rows, "cols": cols, "laterality": laterality, "row_direction": direction, "display": display}
-    return found, meta
+    return found, LocatedImage(rows, cols, laterality, direction, display)
 
 
 # --- the refresh's locate step -------------------------------------------------------------
@@ -215,17 +258,18 @@ def sides_to_locate(session: Session, name: str, version: str) -> dict[int, tupl
     return out
 
 
-def _views_of(job: dict[str, Any]) -> dict[str, Any]:
+def _views_of(job: LocateJob) -> LocateViews | Unreadable:
     """Worker: one DICOM's view inputs (small arrays travel back, never the image)."""
     from osteo.etl.imaging import ExportError, load_dicom, prepare_display
 
     try:
-        display = prepare_display(load_dicom(job["path"])[0]).display_u8()
+        display = prepare_display(load_dicom(job.path)[0]).display_u8()
     except ExportError as exc:  # bad pixels: quarantined by the caller; anything else is our bug
-        return {**job, "error": (exc.reason, (exc.detail or str(exc))[:500])}
-    views, inputs = view_inputs(display, job["laterality"], job["row_direction"], job["size"])
-    keep = [i for i, v in enumerate(views) if v.side in job["sides"]]
-    return {**job, "views": [views[i] for i in keep], "inputs": inputs[keep], "shape": display.shape}
+        return Unreadable(job, (exc.reason, (exc.detail or str(exc))[:500]))
+    views, inputs = view_inputs(display, job.laterality, job.row_direction, job.size)
+    keep = [i for i, v in enumerate(views) if v.side in job.sides]
+    rows, cols = display.shape
+    return LocateViews(job, [views[i] for i in keep], inputs[keep], (rows, cols))
 
 
 def locate_missing(factory: sessionmaker[Session], locator: Locator, *, workers: int = 1,
@@ -236,34 +280,34 @@ def locate_missing(factory: sessionmaker[Session], locator: Locator, *, workers:
         todo = sides_to_locate(session, locator.name, locator.version)
         images = {i.id: i for i in session.scalars(select(DicomImage).where(DicomImage.id.in_(list(todo))))} \
             if todo else {}
-        jobs = [{"image_id": i, "path": path, "sides": sides, "laterality": images[i].laterality,
-                 "row_direction": images[i].row_direction, "size": locator.input_size,
-                 "uid": images[i].sop_instance_uid, "sha256": images[i].source_file.sha256}
+        jobs = [LocateJob(image_id=i, path=path, sides=tuple(sides), laterality=images[i].laterality,
+                          row_direction=images[i].row_direction, size=locator.input_size,
+                          uid=images[i].sop_instance_uid, sha256=images[i].source_file.sha256)
                 for i, (path, sides) in todo.items()]
     if workers > 1 and len(jobs) >= 8:
         rendered = list(shared_pool(workers).map(_views_of, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
     else:
         rendered = [_views_of(j) for j in jobs]
-    good = [r for r in rendered if "error" not in r]
+    good = [r for r in rendered if isinstance(r, LocateViews)]
     counts: Counter = Counter()
     with factory() as session, session.begin():
         for r in rendered:
-            if "error" in r:
-                counts["quarantined"] += quarantine(session, stage=QuarantineStage.LOCATE, path=r["path"],
-                                                    sha256=r["sha256"], reason=r["error"][0], detail=r["error"][1])
+            if isinstance(r, Unreadable):
+                counts["quarantined"] += quarantine(session, stage=QuarantineStage.LOCATE, path=r.job.path,
+                                                    sha256=r.job.sha256, reason=r.error[0], detail=r.error[1])
         if good:
-            boxes, confidence = locator.predict(np.concatenate([r["inputs"] for r in good]))
+            boxes, confidence = locator.predict(np.concatenate([r.inputs for r in good]))
             at = 0
             for r in good:
-                n = len(r["views"])
-                rows, cols = r["shape"]
-                for found in boxes_from_views(r["views"], boxes[at:at + n], confidence[at:at + n],
-                                              r["laterality"], locator.input_size, cols, rows):
+                n = len(r.views)
+                rows, cols = r.shape
+                for found in boxes_from_views(r.views, boxes[at:at + n], confidence[at:at + n],
+                                              r.job.laterality, locator.input_size, cols, rows):
                     if found.box[2] - found.box[0] < 3 or found.box[3] - found.box[1] < 3:
                         counts["empty"] += 1  # nothing there to export: a person draws it
                         continue
                     session.add(Annotation(
-                        sop_instance_uid=r["uid"], side=found.side, source=MODEL, label=CLASS_NAME,
+                        sop_instance_uid=r.job.uid, side=found.side, source=MODEL, label=CLASS_NAME,
                         box_xmin=found.box[0], box_ymin=found.box[1], box_xmax=found.box[2], box_ymax=found.box[3],
                         model_name=locator.name, model_version=locator.version, confidence=found.confidence))
                     counts["confident" if found.confidence >= min_confidence else "unsure"] += 1

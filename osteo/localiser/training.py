@@ -64,65 +64,100 @@ class RoiEvaluation:
     calibration: dict[str, Any] = field(default_factory=dict)
 
 
-def _boxed_images(session: Session) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class BoxedImage:
+    """An image with people's boxes, as the localiser learns from it."""
+
+    path: str  # the DICOM file
+    sha256: str  # of the file: the split's order and the dataset's identity
+    patient: str  # the pseudonymised patient (the split is by patient)
+    year: int  # of the study
+    laterality: str  # L, R, B (an AP pelvis)
+    row_direction: str  # PatientOrientation's first value (which half of a pelvis is which hip)
+    mm: float | None  # pixel spacing
+    boxes: dict[str, tuple[float, float, float, float]]  # side -> box in the image's pixels
+    synthetic: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ViewJob:
+    """One image's views to render, in a worker process (pickled)."""
+
+    image: BoxedImage
+    size: int  # the localiser's input size
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageViews:
+    """A worker's answer: (input, view box, view, image box) of each boxed view and the negatives, or why
+    the image's pixels do not read (neither then)."""
+
+    views: list = field(default_factory=list)
+    negatives: list = field(default_factory=list)
+    error: str | None = None  # the ExportError's reason
+
+
+def _boxed_images(session: Session) -> list[BoxedImage]:
     rows = session.execute(
         select(DicomImage, SourceFile.path, SourceFile.sha256, Patient.patient_key, Annotation)
         .join(SourceFile, SourceFile.id == DicomImage.source_file_id)
         .join(Patient, Patient.id == DicomImage.patient_id)
         .join(Annotation, Annotation.sop_instance_uid == DicomImage.sop_instance_uid)
         .where(Annotation.source == HUMAN).order_by(DicomImage.id, Annotation.side)).all()
-    images: dict[int, dict[str, Any]] = {}
+    found: dict[int, tuple[DicomImage, str, str, str]] = {}
+    boxes: dict[int, dict[str, tuple[float, float, float, float]]] = {}
     for img, path, sha, key, ann in rows:
         if img.laterality not in ("L", "R", "B") or (img.laterality != "B" and ann.side != img.laterality):
             continue
-        item = images.setdefault(img.id, {
-            "path": path, "sha256": sha, "patient": key, "year": img.study_date.year, "laterality": img.laterality,
-            "row_direction": img.row_direction, "mm": img.pixel_spacing_mm, "boxes": {}, "synthetic": img.synthetic})
-        item["boxes"][ann.side] = (ann.box_xmin, ann.box_ymin, ann.box_xmax, ann.box_ymax)
-    return list(images.values())
+        found.setdefault(img.id, (img, path, sha, key))
+        boxes.setdefault(img.id, {})[ann.side] = (ann.box_xmin, ann.box_ymin, ann.box_xmax, ann.box_ymax)
+    return [BoxedImage(path=path, sha256=sha, patient=key, year=img.study_date.year, laterality=img.laterality,
+                       row_direction=img.row_direction, mm=img.pixel_spacing_mm, boxes=boxes[i],
+                       synthetic=img.synthetic) for i, (img, path, sha, key) in found.items()]
 
 
-def split_images(images: list[dict[str, Any]], test_year: int, seed: int) -> list[str]:
+def split_images(images: list[BoxedImage], test_year: int, seed: int) -> list[str]:
     """Each image's part: test (the test year), train or val (earlier years of patients without a
     test-year image; val by patient), or unused (see the module doc)."""
-    test = {im["patient"] for im in images if im["year"] == test_year}
+    test = {im.patient for im in images if im.year == test_year}
     first: dict[str, str] = {}
     for im in images:
-        if im["patient"] not in test and im["year"] < test_year:
-            first[im["patient"]] = min(first.get(im["patient"], im["sha256"]), im["sha256"])
+        if im.patient not in test and im.year < test_year:
+            first[im.patient] = min(first.get(im.patient, im.sha256), im.sha256)
     order = sorted(first, key=lambda p: hashlib.sha256(f"{seed}|{first[p]}".encode()).hexdigest())
     n_val = max(1, round(VAL_SHARE * len(order))) if len(order) > 1 else 0
     val = set(order[:n_val])
 
-    def part(im: dict[str, Any]) -> str:
-        if im["year"] == test_year:
+    def part(im: BoxedImage) -> str:
+        if im.year == test_year:
             return "test"
-        if im["patient"] in first and im["year"] < test_year:
-            return "val" if im["patient"] in val else "train"
+        if im.patient in first and im.year < test_year:
+            return "val" if im.patient in val else "train"
         return "unused"
     return [part(im) for im in images]
 
 
-def image_views(job: dict[str, Any]) -> dict[str, Any]:
+def image_views(job: ViewJob) -> ImageViews:
     """Worker: the boxed views of one image and its away-from-the-neck negatives (small arrays
     travel back, never the image)."""
     from osteo.etl.imaging import ExportError, load_dicom, prepare_display
     from osteo.localiser.negatives import film_negatives
     from osteo_model.roi import hip_views, to_view_box, view_input
 
+    im, size = job.image, job.size
     try:
-        display = prepare_display(load_dicom(job["path"])[0]).display_u8()
+        display = prepare_display(load_dicom(im.path)[0]).display_u8()
     except ExportError as exc:
-        return {"error": exc.reason}
+        return ImageViews(error=exc.reason)
     rows, cols = display.shape
     out = []
-    for view in hip_views(rows, cols, job["laterality"], job["row_direction"]):
-        box = job["boxes"].get(view.side)
+    for view in hip_views(rows, cols, im.laterality, im.row_direction):
+        box = im.boxes.get(view.side)
         if box is not None:
-            out.append((view_input(display, view, job["size"]), to_view_box(box, view, job["size"]), view, box))
-    seed = [job["seed"], *bytes.fromhex(job["sha256"][:16])]
-    return {"views": out, "negatives": film_negatives(display, job["laterality"], list(job["boxes"].values()),
-                                                      job["size"], seed)}
+            out.append((view_input(display, view, size), to_view_box(box, view, size), view, box))
+    seed = [job.seed, *bytes.fromhex(im.sha256[:16])]
+    return ImageViews(views=out, negatives=film_negatives(display, im.laterality, list(im.boxes.values()), size, seed))
 
 
 def collect_dataset(factory: sessionmaker[Session], out_dir: Path, *, test_year: int, input_size: int,
@@ -134,38 +169,36 @@ def collect_dataset(factory: sessionmaker[Session], out_dir: Path, *, test_year:
     return build_dataset(images, out_dir, test_year=test_year, input_size=input_size, seed=seed, workers=workers)
 
 
-def build_dataset(images: list[dict[str, Any]], out_dir: Path, *, test_year: int, input_size: int, seed: int = 0,
+def build_dataset(images: list[BoxedImage], out_dir: Path, *, test_year: int, input_size: int, seed: int = 0,
                   workers: int = 1) -> RoiDataset:
-    """:func:`collect_dataset` from the boxed images themselves (dicts as ``_boxed_images`` gives: path,
-    sha256, patient, year, laterality, row_direction, mm, boxes, synthetic), without a database
-    (bench/roi_unseen.py builds them from a cohort's truth.csv)."""
+    """:func:`collect_dataset` from the boxed images themselves, without a database (bench/roi_unseen.py
+    builds them from a cohort's truth.csv)."""
     from osteo.localiser.negatives import NEG_VERSION, nonhip_renderer
 
     parts = split_images(images, test_year, seed)
-    images = [{**im, "part": p} for im, p in zip(images, parts, strict=True) if p != "unused"]
+    used = [(im, p) for im, p in zip(images, parts, strict=True) if p != "unused"]
     nonhip = nonhip_renderer() is not None
-    ident = json.dumps([[im["sha256"], sorted(im["boxes"].items()), im["part"]] for im in images]
+    ident = json.dumps([[im.sha256, sorted(im.boxes.items()), part] for im, part in used]
                        + [input_size, test_year, seed, NEG_VERSION, nonhip])
     digest = hashlib.sha256(ident.encode()).hexdigest()
-    jobs = [{k: v for k, v in im.items() if k != "part"} | {"size": input_size, "seed": seed} for im in images]
+    jobs = [ViewJob(im, input_size, seed) for im, _ in used]
     if workers > 1 and len(jobs) >= 8:
         done = list(shared_pool(workers).map(image_views, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
     else:
         done = [image_views(j) for j in jobs]
     arrays: dict[str, list] = {}
-    for im, res in zip(images, done, strict=True):
-        part = im["part"]
-        for x, vbox, view, box in res.get("views", []):
+    for (im, part), res in zip(used, done, strict=True):
+        for x, vbox, view, box in res.views:
             arrays.setdefault(f"{part}_x", []).append(x.astype(np.float16))
             arrays.setdefault(f"{part}_boxes", []).append(vbox)
             if part == "test":
                 arrays.setdefault("test_image_boxes", []).append(box)
                 arrays.setdefault("test_views", []).append([view.x0, view.x1, view.rows, int(view.flip)])
-                arrays.setdefault("test_mm", []).append(im["mm"] or np.nan)
-                arrays.setdefault("test_pelvis", []).append(im["laterality"] == "B")
-        for x in res.get("negatives", []):
+                arrays.setdefault("test_mm", []).append(im.mm or np.nan)
+                arrays.setdefault("test_pelvis", []).append(im.laterality == "B")
+        for x in res.negatives:
             arrays.setdefault(f"{part}_neg_x", []).append(x.astype(np.float16))
-            arrays.setdefault(f"{part}_neg_kind", []).append("pelvis_crop" if im["laterality"] == "B" else "hip_crop")
+            arrays.setdefault(f"{part}_neg_kind", []).append("pelvis_crop" if im.laterality == "B" else "hip_crop")
     _add_nonhip(arrays, input_size, seed, workers)
     size = input_size
     packed = {k: np.asarray(v) for k, v in arrays.items()}
@@ -183,8 +216,8 @@ def build_dataset(images: list[dict[str, Any]], out_dir: Path, *, test_year: int
         atomic_write_bytes(path, buf.getvalue())
     return RoiDataset(path=str(path), digest=digest, input_size=input_size, test_year=test_year,
                       n_train=len(packed["train_x"]), n_val=len(packed["val_x"]), n_test=len(packed["test_x"]),
-                      n_images=len(images), pelvis_views=int(np.sum(packed.get("test_pelvis", []))),
-                      synthetic_images=sum(bool(im["synthetic"]) for im in images))
+                      n_images=len(used), pelvis_views=int(np.sum(packed.get("test_pelvis", []))),
+                      synthetic_images=sum(bool(im.synthetic) for im, _ in used))
 
 
 def _nonhip_views(job: tuple[int, int, list[int]]) -> tuple[np.ndarray, list[str]]:

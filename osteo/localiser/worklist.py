@@ -42,6 +42,23 @@ class WaitingImage:
     rows: int
 
 
+@dataclass(frozen=True, slots=True)
+class RenderJob:
+    """One waiting image to render (pickled to a worker process)."""
+
+    path: str  # the DICOM file
+    out_png: str
+    max_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A worker's answer: the PNG's (width, height), or why the pixels cannot be rendered."""
+
+    size: tuple[int, int] = (0, 0)
+    error: str | None = None  # the ExportError's reason
+
+
 @dataclass(frozen=True)
 class WorklistResult:
     out_dir: str
@@ -104,8 +121,7 @@ def write_worklist(factory: sessionmaker[Session], settings: Settings, out_dir: 
     proposals = propose_boxes(factory, images) if proposals is None else proposals
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "classes.txt", CLASS_NAME + "\n")
-    jobs = [{"path": im.path, "out_png": str(out / f"{im.sop_instance_uid}.png"), "max_size": max_size}
-            for im in images]
+    jobs = [RenderJob(im.path, str(out / f"{im.sop_instance_uid}.png"), max_size) for im in images]
     if settings.workers > 1 and len(jobs) >= 8:
         pool = shared_pool(settings.workers)
         results = list(pool.map(_render_one, jobs, chunksize=max(1, len(jobs) // (settings.workers * 4))))
@@ -114,15 +130,15 @@ def write_worklist(factory: sessionmaker[Session], settings: Settings, out_dir: 
     written = proposed = kept = 0
     unrenderable: dict[str, int] = {}
     for im, res in zip(images, results, strict=True):
-        if "error" in res:
-            unrenderable[res["error"]] = unrenderable.get(res["error"], 0) + 1
+        if res.error is not None:
+            unrenderable[res.error] = unrenderable.get(res.error, 0) + 1
             continue
         written += 1
         proposal = proposals.get(im.sop_instance_uid)
         if not proposal:
             continue
         boxes = [proposal] if isinstance(proposal, tuple) else proposal  # one box (a tuple), or a list of them
-        png_size = (res["width"], res["height"])
+        png_size = res.size
         text = voc_xml(f"{im.sop_instance_uid}.png", png_size,
                        [scale_box(b, (im.columns, im.rows), png_size) for b in boxes])
         xml = out / f"{im.sop_instance_uid}.xml"
@@ -135,11 +151,11 @@ def write_worklist(factory: sessionmaker[Session], settings: Settings, out_dir: 
                           proposals=proposed, kept=kept, unrenderable=dict(sorted(unrenderable.items())))
 
 
-def _render_one(job: dict[str, Any]) -> dict[str, Any]:
+def _render_one(job: RenderJob) -> Rendered:
     from osteo.etl import imaging  # imported in the worker process
 
     try:
-        info = imaging.render_png(job["path"], job["out_png"], max_size=job["max_size"])
+        info = imaging.render_png(job.path, job.out_png, max_size=job.max_size)
     except imaging.ExportError as exc:  # bad pixels: listed, not rendered; anything else is a bug
-        return {"error": exc.reason}
-    return {"width": info["width"], "height": info["height"]}
+        return Rendered(error=exc.reason)
+    return Rendered(size=(info.width, info.height))

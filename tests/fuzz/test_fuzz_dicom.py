@@ -74,8 +74,8 @@ def export_one(kind: str, fn, *args, **kwargs) -> str:
     except ExportError as exc:
         assert exc.reason and exc.detail
         return "quarantined"
-    if "status" in out:
-        assert out["status"] in ("exported", "excluded")
+    if isinstance(out, imaging.ExportResult):
+        assert out.status in ("exported", "excluded")
     return "processed"
 
 

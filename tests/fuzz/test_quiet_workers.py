@@ -22,6 +22,7 @@ SCRIPT = textwrap.dedent("""
     from pydicom import config
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from osteo.etl.dicom_headers import read_headers
+    from osteo.etl.imaging import ExportJob
     from osteo.etl.pool import shared_pool
     from osteo.ingest.refresh import _export_one
     from tests.dicom_factory import make_dicom
@@ -45,8 +46,9 @@ SCRIPT = textwrap.dedent("""
             paths.append(str(root / f"{i}.dcm"))
     results = read_headers(paths, b"key", workers=2)
     assert len(results) == 70 and all(r.record is not None or r.error is not None for r in results), results[:2]
-    jobs = [{"job": i, "path": p, "box": (8, 8, 40, 40), "laterality": "L", "out_png": str(root / f"{i}.png"),
-             "size": 64, "margin": 0.1, "metal_threshold": 1.0, "blur_threshold": 0.0} for i, p in enumerate(paths)]
+    jobs = [ExportJob(annotation_id=i, image_id=i, side="L", path=p, sha256="", box=(8, 8, 40, 40), digest="",
+                      out_png=str(root / f"{i}.png"), size=64, margin=0.1, metal_threshold=1.0, blur_threshold=0.0)
+            for i, p in enumerate(paths)]
     done = list(shared_pool(2).map(_export_one, jobs[:16]))
     assert len(done) == 16, done
     sys.stderr.write("--- control ---\\n")

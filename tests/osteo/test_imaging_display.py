@@ -101,7 +101,7 @@ def test_voi_lut_sequence_wins_over_window(tmp_path, bits):
     if bits > 8:  # pydicom 3.0 wraps indices of 8-bit LUTs longer than 256 entries (uint8)
         np.testing.assert_allclose(display, apply_voi_lut(px, ds, prefer_lut=True) / top, atol=1e-6)
     res = im.export_roi(path, (4, 4, 28, 28), "L", tmp_path / "lut.png", blur_threshold=0, metal_threshold=1)
-    assert res["transform"]["window"]["source"] == "voi_lut_sequence"
+    assert res.transform["window"]["source"] == "voi_lut_sequence"
 
 
 def test_percentile_window_when_no_voi(tmp_path):

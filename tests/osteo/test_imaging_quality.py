@@ -29,11 +29,11 @@ def test_metal_is_excluded(tmp_path):
     path = write(make_ds(px, window=(1800, 2400)), tmp_path / "m.dcm")
     out = tmp_path / "m.png"
     res = im.export_roi(path, BOX, "L", out)
-    assert res["status"] == "excluded" and res["exclusion"] == "metal"
-    assert res["metal_fraction"] == pytest.approx(100 / 48**2)
-    assert res["path"] is None and res["sha256"] is None and not out.exists()
+    assert res.status == "excluded" and res.exclusion == "metal"
+    assert res.metal_fraction == pytest.approx(100 / 48**2)
+    assert res.path is None and res.sha256 is None and not out.exists()
     clean = im.export_roi(write(make_ds(textured(), window=(1800, 2400)), tmp_path / "c.dcm"), BOX, "L", out)
-    assert clean["status"] == "exported" and clean["metal_fraction"] == 0.0 and out.exists()
+    assert clean.status == "exported" and clean.metal_fraction == 0.0 and out.exists()
 
 
 def test_blur_is_excluded(tmp_path):
@@ -45,11 +45,11 @@ def test_blur_is_excluded(tmp_path):
                             tmp_path / "s.png")
     r_blur = im.export_roi(write(make_ds(blurred, window=(1800, 2400)), tmp_path / "b.dcm"), BOX, "L",
                            tmp_path / "b.png")
-    assert r_sharp["status"] == "exported" and r_sharp["blur_score"] > 6.0
-    assert r_blur["exclusion"] == "blur" and r_blur["blur_score"] < 6.0
-    assert r_blur["metal_fraction"] == 0.0
+    assert r_sharp.status == "exported" and r_sharp.blur_score > 6.0
+    assert r_blur.exclusion == "blur" and r_blur.blur_score < 6.0
+    assert r_blur.metal_fraction == 0.0
     # metal wins over blur
     blurred[40:50, 40:50] = 4095
     r_both = im.export_roi(write(make_ds(blurred, window=(1800, 2400)), tmp_path / "mb.dcm"), BOX, "L",
                            tmp_path / "mb.png")
-    assert r_both["exclusion"] == "metal"
+    assert r_both.exclusion == "metal"

@@ -117,7 +117,7 @@ def test_multiframe_uses_first_frame(tmp_path):
     d_sf, _ = im.to_display(im.read_dicom(single))
     np.testing.assert_array_equal(d_mf, d_sf)
     res = im.export_roi(path, (4, 4, 28, 28), "L", tmp_path / "mf.png", blur_threshold=0)
-    assert res["frames"] == 2 and res["frame_index"] == 0 and res["transform"]["frame_index"] == 0
+    assert res.frames == 2 and res.frame_index == 0 and res.transform["frame_index"] == 0
 
 
 # --------------------------------------------------------------------------- bad input

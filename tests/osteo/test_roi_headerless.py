@@ -94,7 +94,7 @@ def test_a_mirrored_pelvis_dicom_without_laterality_takes_its_sides_from_patient
     make_dicom(tmp_path / "p.dcm", rows=400, cols=400, pixels=stored.astype(np.uint16) * 16,
                orientation=("R", "F"), drop=("ImageLaterality",))
     found, meta = locate_dicom(tmp_path / "p.dcm", RampLocator())
-    assert meta["laterality"] == "B" and meta["row_direction"] == "R"
+    assert meta.laterality == "B" and meta.row_direction == "R"
     sides = {f.side: f.box for f in found}
     assert sides["L"][2] <= 200 <= sides["R"][0]  # mirrored: the left hip on the image's left half
     assert _iou(sides["L"], (400 - truth["L"][2], truth["L"][1], 400 - truth["L"][0], truth["L"][3])) > 0.7
@@ -131,4 +131,4 @@ def test_png_bytes_are_decided_from_the_pixels():
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     found, meta = locate_bytes(buf.getvalue(), RampLocator())
-    assert meta["laterality"] == "B" and sorted(f.side for f in found) == ["L", "R"]
+    assert meta.laterality == "B" and sorted(f.side for f in found) == ["L", "R"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from osteo.localiser.training import split_images
+from osteo.localiser.training import BoxedImage, split_images
 
 
-def _im(patient: str, year: int, sha: str) -> dict:
-    return {"patient": patient, "year": year, "sha256": sha}
+def _im(patient: str, year: int, sha: str) -> BoxedImage:
+    return BoxedImage(path="", sha256=sha, patient=patient, year=year, laterality="L", row_direction="L", mm=None,
+                      boxes={}, synthetic=False)
 
 
 def test_the_test_year_is_held_out_and_no_test_patient_trains():
@@ -14,12 +15,12 @@ def test_the_test_year_is_held_out_and_no_test_patient_trains():
               _im("c", 2023, "05"), _im("c", 2020, "06")] + [_im(f"p{i}", 2018 + i % 4, f"{i + 10:02d}")
                                                                for i in range(20)]
     parts = split_images(images, 2022, seed=0)
-    by = dict(zip([(im["patient"], im["year"]) for im in images], parts, strict=True))
+    by = dict(zip([(im.patient, im.year) for im in images], parts, strict=True))
     assert by[("a", 2022)] == "test" and by[("a", 2020)] == "unused"  # a test patient's earlier image: unused
     assert by[("c", 2023)] == "unused" and by[("c", 2020)] in ("train", "val")  # after the test year: unused
     assert by[("b", 2019)] == by[("b", 2021)] in ("train", "val")  # a patient's images stay together
-    val = {im["patient"] for im, p in zip(images, parts, strict=True) if p == "val"}
-    train = {im["patient"] for im, p in zip(images, parts, strict=True) if p == "train"}
+    val = {im.patient for im, p in zip(images, parts, strict=True) if p == "val"}
+    train = {im.patient for im, p in zip(images, parts, strict=True) if p == "train"}
     assert val and train and not val & train
     assert split_images(images, 2022, seed=0) == parts  # the same data and seed: the same split
     assert split_images(list(reversed(images)), 2022, seed=0) == list(reversed(parts))  # order-free

@@ -155,7 +155,7 @@ def test_the_scores_equal_a_plain_onnx_runtime_loop_over_the_exports_crops(cohor
             if p is not None:
                 png = tmp_path / f"{r.image_id}-{side}.png"
                 done = export_roi(path, getattr(r, f"box_{side.lower()}"), side, png, size=64, **THRESHOLDS)
-                assert done["status"] == "exported", done
+                assert done.status == "exported", done
                 ours.append(p)
                 crops.append(np.asarray(Image.open(png).resize((64, 64), Image.Resampling.BILINEAR), np.float32))
     assert len(ours) > 2 * classifier.batch_size

@@ -1,12 +1,14 @@
 """DICOM pixels -> display values, femoral-neck ROI export and image-quality checks.
 
 Plain functions (no Prefect, MLflow or database): the export task calls them from a
-process pool with paths and gets small dicts back. One module per job:
+process pool with an ExportJob and gets an ExportResult back (frozen dataclasses: they
+pickle). One module per job:
 
 * ``read``     bytes -> dataset -> first-frame pixel codes; ExportError (bad input);
 * ``display``  grey-level mapping (modality LUT / rescale, MONOCHROME1, VOI LUT, window, percentiles);
 * ``quality``  metal and blur measures of a crop;
-* ``export``   export_roi, render_png, the metadata-free PNG encoding, canonical_digest, ALGORITHM_VERSION.
+* ``export``   export_roi, render_png (ExportJob, ExportResult, RenderResult), the metadata-free PNG encoding,
+               canonical_digest, ALGORITHM_VERSION.
 
 Hot path, so:
 
@@ -35,6 +37,9 @@ from osteo.etl.imaging.export import (
     ALGORITHM_VERSION,
     PNG_COMPRESS_LEVEL,
     RENDER_COMPRESS_LEVEL,
+    ExportJob,
+    ExportResult,
+    RenderResult,
     box_quality,
     canonical_digest,
     export_roi,
@@ -54,6 +59,9 @@ __all__ = [
     "RENDER_COMPRESS_LEVEL",
     "DisplayMap",
     "ExportError",
+    "ExportJob",
+    "ExportResult",
+    "RenderResult",
     "atomic_write_bytes",
     "box_quality",
     "canonical_digest",

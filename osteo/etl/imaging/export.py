@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import asdict, dataclass
 from os import PathLike
 from typing import Any
 
@@ -29,6 +30,70 @@ PNG_COMPRESS_LEVEL = 1
 RENDER_COMPRESS_LEVEL = 1
 _RESAMPLE = Image.Resampling.LANCZOS
 _LATERALITY = {"L": "L", "LEFT": "L", "R": "R", "RIGHT": "R"}
+
+
+@dataclass(frozen=True, slots=True)
+class ExportJob:
+    """One crop the refresh exports (osteo/ingest/refresh.py plans it): what export_roi is asked, and the
+    rows it is recorded under. Pickled to a worker process, so plain values only."""
+
+    annotation_id: int  # the box; it names the job in its batch
+    image_id: int
+    side: str  # the crop's femur (L, R: flipped): the box's side
+    path: str  # the DICOM file
+    sha256: str  # of the DICOM file: its quarantine entry, should it not read
+    box: tuple[float, float, float, float]  # the recipe's box, in the DICOM's pixels
+    digest: str  # the recipe's digest (the export row's recipe_digest)
+    out_png: str
+    size: int
+    margin: float
+    metal_threshold: float
+    blur_threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    """What export_roi did: exported (path and sha256 of the PNG) or excluded (why), the quality measures,
+    the transform (its digest keys the export) and what was read."""
+
+    status: str  # exported | excluded
+    exclusion: str | None  # metal | blur
+    metal_fraction: float
+    blur_score: float
+    path: str | None
+    sha256: str | None
+    transform: dict[str, Any]
+    transform_digest: str
+    source_sha256: str
+    rows: int
+    cols: int
+    frames: int
+    frame_index: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    """What render_png wrote: the PNG (its size and hash) and what was read to make it."""
+
+    path: str
+    rows: int
+    cols: int
+    width: int
+    height: int
+    photometric: str
+    frames: int
+    frame_index: int
+    transfer_syntax: str
+    bits_stored: int
+    window: dict[str, Any]
+    sha256: str
+    source_sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _png_bytes(img: Image.Image, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
@@ -62,7 +127,7 @@ def render_size(cols: int, rows: int, max_size: int = 0) -> tuple[int, int]:
 
 
 @quiet_reads()  # the values read after parsing are converted (and warned about) here
-def render_png(dicom_path: Any, out_png: str | PathLike[str], *, max_size: int = 0) -> dict[str, Any]:
+def render_png(dicom_path: Any, out_png: str | PathLike[str], *, max_size: int = 0) -> RenderResult:
     """The whole first frame through the export's normalisation, as an 8-bit PNG (atomic); with
     `max_size`, downscaled (Lanczos) so that its long side is at most that many pixels."""
     ds, data = load_dicom(dicom_path)
@@ -73,21 +138,10 @@ def render_png(dicom_path: Any, out_png: str | PathLike[str], *, max_size: int =
         img = img.resize((width, height), resample=_RESAMPLE)
     png = _png_bytes(img, RENDER_COMPRESS_LEVEL)
     atomic_write_bytes(out_png, png)
-    return {
-        "path": str(out_png),
-        "rows": dm.shape[0],
-        "cols": dm.shape[1],
-        "width": width,
-        "height": height,
-        "photometric": dm.photometric,
-        "frames": dm.frames,
-        "frame_index": dm.frame_index,
-        "transfer_syntax": dm.info["transfer_syntax"],
-        "bits_stored": dm.info["bits_stored"],
-        "window": dm.window,
-        "sha256": sha256_bytes(png),
-        "source_sha256": sha256_bytes(data),
-    }
+    return RenderResult(path=str(out_png), rows=dm.shape[0], cols=dm.shape[1], width=width, height=height,
+                        photometric=dm.photometric, frames=dm.frames, frame_index=dm.frame_index,
+                        transfer_syntax=dm.info["transfer_syntax"], bits_stored=dm.info["bits_stored"],
+                        window=dm.window, sha256=sha256_bytes(png), source_sha256=sha256_bytes(data))
 
 
 def _clip_box(box: Any, rows: int, cols: int) -> tuple[int, int, int, int]:
@@ -189,7 +243,7 @@ def export_roi(
     margin: float = 0.15,
     metal_threshold: float = 0.005,
     blur_threshold: float = 6.0,
-) -> dict[str, Any]:
+) -> ExportResult:
     """Quality-check the boxed femoral neck and, unless excluded, write its size x size PNG.
 
     Exclusion: 'metal' if metal_fraction > metal_threshold, elif 'blur' if blur_score <
@@ -214,26 +268,14 @@ def export_roi(
     crop = crop_rect((x0, y0, x1, y1), margin, rows, cols)
     transform = roi_transform(dm, box, (x0, y0, x1, y1), crop, side, size=size, margin=margin,
                               metal_threshold=metal_threshold, blur_threshold=blur_threshold)
-    result: dict[str, Any] = {
-        "status": "excluded" if exclusion else "exported",
-        "exclusion": exclusion,
-        **quality,
-        "path": None,
-        "sha256": None,
-        "transform": transform,
-        "transform_digest": canonical_digest(transform),
-        "source_sha256": sha256_bytes(data),
-        "rows": rows,
-        "cols": cols,
-        "frames": dm.frames,
-        "frame_index": dm.frame_index,
-    }
-    if exclusion:
-        return result
-
-    img = neck_image(dm.display_u8((slice(crop[1], crop[3]), slice(crop[0], crop[2]))), side == "R", size)
-    png = _png_bytes(img)
-    atomic_write_bytes(out_png, png)
-    result["path"] = str(out_png)
-    result["sha256"] = sha256_bytes(png)
-    return result
+    path = png_sha256 = None
+    if not exclusion:
+        img = neck_image(dm.display_u8((slice(crop[1], crop[3]), slice(crop[0], crop[2]))), side == "R", size)
+        png = _png_bytes(img)
+        atomic_write_bytes(out_png, png)
+        path, png_sha256 = str(out_png), sha256_bytes(png)
+    return ExportResult(status="excluded" if exclusion else "exported", exclusion=exclusion,
+                        metal_fraction=quality["metal_fraction"], blur_score=quality["blur_score"], path=path,
+                        sha256=png_sha256, transform=transform, transform_digest=canonical_digest(transform),
+                        source_sha256=sha256_bytes(data), rows=rows, cols=cols, frames=dm.frames,
+                        frame_index=dm.frame_index)
