@@ -21,17 +21,40 @@ def evaluate_on_test(checkpoint: str, manifest: pd.DataFrame, out_dir: Path, *, 
     """Score the best fold on the test year at the operating threshold (default: the checkpoint's) and
     at 0.5; write the plots (a confusion matrix for each), report and Grad-CAM examples."""
     from osteo_model.predict import Predictor
-    from osteo_model.train import predict_probs
 
     test = holdout_frame(manifest)
     train = manifest[manifest["split"] == "train"]  # originals only: the snapshot manifest
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
-    probs = predict_probs(predictor.model, test["path"].tolist(), predictor.image_size, predictor.device)
-    labels = test["label"].to_numpy().astype(int)
+    labels, probs = score_test_year(predictor, test)
     thr = predictor.threshold if threshold is None else float(threshold)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = M.compute_metrics(labels, probs, thr)
     at_half = M.compute_metrics(labels, probs, 0.5)
+    write_test_plots(labels, probs, thr, out_dir)
+    baseline = M.mean_intensity_baseline(train["path"].tolist(), train["label"].tolist(),
+                                         test["path"].tolist(), labels.tolist())
+    auc_ci = bootstrap_auc_ci(labels, probs)
+    write_gradcam_examples(predictor, test, probs, out_dir / "gradcam", n_gradcam)
+    write_test_files(test, labels, probs, out_dir, {"threshold": thr, "metrics": metrics, "metrics_at_0.5": at_half,
+                                                    "roc_auc_ci": list(auc_ci), "baseline_mean_intensity": baseline})
+    return Evaluation(metrics=_flat(metrics), confusion_matrix=metrics.get("confusion_matrix"),
+                      baseline_auc=baseline["auc"], n_test=int(len(test)), test_positives=int(labels.sum()),
+                      threshold=thr, metrics_at_half=_flat(at_half),
+                      confusion_matrix_at_half=at_half.get("confusion_matrix"),
+                      test_member_ids=[int(i) for i in test["member_id"]], test_probs=[float(p) for p in probs],
+                      auc_ci=auc_ci)
+
+
+def score_test_year(predictor, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The test year's labels and the predictor's probabilities, in the frame's order."""
+    from osteo_model.train import predict_probs
+
+    probs = predict_probs(predictor.model, test["path"].tolist(), predictor.image_size, predictor.device)
+    return test["label"].to_numpy().astype(int), probs
+
+
+def write_test_plots(labels: np.ndarray, probs: np.ndarray, thr: float, out_dir: Path) -> None:
+    """A confusion matrix at the operating threshold and at 0.5, the ROC, precision-recall and reliability."""
     M.plot_confusion_matrix(labels, probs, out_dir / "confusion_matrix.png", threshold=thr,
                             title=f"Test year at the operating threshold {thr:.3f}")
     M.plot_confusion_matrix(labels, probs, out_dir / "confusion_matrix_at_0.5.png", threshold=0.5,
@@ -39,21 +62,16 @@ def evaluate_on_test(checkpoint: str, manifest: pd.DataFrame, out_dir: Path, *, 
     M.plot_roc(labels, probs, out_dir / "roc.png", title="Test-year ROC")
     M.plot_pr(labels, probs, out_dir / "pr.png", title="Test-year precision-recall")
     M.plot_reliability(labels, probs, out_dir / "reliability.png")
-    (out_dir / "classification_report.txt").write_text(M.classification_report_text(labels, probs, thr))
+
+
+def write_test_files(test: pd.DataFrame, labels: np.ndarray, probs: np.ndarray, out_dir: Path,
+                     summary: dict) -> None:
+    """The classification report (at the summary's threshold), every prediction, and the metrics' JSON."""
+    (out_dir / "classification_report.txt").write_text(
+        M.classification_report_text(labels, probs, summary["threshold"]))
     pd.DataFrame({"member_id": test["member_id"], "label": labels, "probability": probs}).to_csv(
         out_dir / "test_predictions.csv", index=False)
-    baseline = M.mean_intensity_baseline(train["path"].tolist(), train["label"].tolist(),
-                                         test["path"].tolist(), labels.tolist())
-    auc_ci = bootstrap_auc_ci(labels, probs)
-    write_gradcam_examples(predictor, test, probs, out_dir / "gradcam", n_gradcam)
-    write_json(out_dir / "test_metrics.json", {"threshold": thr, "metrics": metrics, "metrics_at_0.5": at_half,
-                                               "roc_auc_ci": list(auc_ci), "baseline_mean_intensity": baseline})
-    return Evaluation(metrics=_flat(metrics), confusion_matrix=metrics.get("confusion_matrix"),
-                      baseline_auc=baseline["auc"], n_test=int(len(test)), test_positives=int(labels.sum()),
-                      threshold=thr, metrics_at_half=_flat(at_half),
-                      confusion_matrix_at_half=at_half.get("confusion_matrix"),
-                      test_member_ids=[int(i) for i in test["member_id"]], test_probs=[float(p) for p in probs],
-                      auc_ci=auc_ci)
+    write_json(out_dir / "test_metrics.json", summary)
 
 
 def _flat(metrics: dict) -> dict[str, float]:
