@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from db.dexa_rows import DexaRow
 from db.headers import HeaderRead
 from db.models import Annotation, DexaExam, DicomImage, OutOfScope, Patient, SourceFile
 from db.quarantine import quarantine  # recorded in db/quarantine.py; osteo.ingest.refresh imports it from here
@@ -259,40 +260,40 @@ def _out_of_scope_shas(session: Session, shas: list[str]) -> set[str]:
     return found
 
 
-def store_dexa_rows(session: Session, sf: SourceFile, rows: list[dict[str, Any]],
+def store_dexa_rows(session: Session, sf: SourceFile, rows: list[DexaRow],
                     errors: list[tuple[int, str, str]]) -> Counter:
     counts: Counter = Counter(rows=len(rows) + len(errors))
     for row_no, reason, detail in errors:
         counts["quarantined"] += quarantine(session, stage=QuarantineStage.INGEST_DEXA, path=sf.path, sha256=sf.sha256,
                                             row=row_no, reason=reason, detail=detail)
-    patients = patients_by_key(session, (r["patient_key"] for r in rows))
+    patients = patients_by_key(session, (r.patient_key for r in rows))
     for r in rows:
-        patient = patients[r["patient_key"]]
+        patient = patients[r.patient_key]
         # the same exam exported again (perhaps without its side) is not a new exam
         same_day = session.scalars(select(DexaExam).where(
-            DexaExam.patient_id == patient.id, DexaExam.exam_date == r["exam_date"])).all()
-        matches = [e for e in same_day if e.side == r["side"] or "-" in (e.side, r["side"])]
+            DexaExam.patient_id == patient.id, DexaExam.exam_date == r.exam_date)).all()
+        matches = [e for e in same_day if e.side == r.side or "-" in (e.side, r.side)]
         if matches:
             same = [e for e in matches if _same_values(e, r)]
             if same:
                 carried = False
                 for e in same:  # read again from a new version of its file: lineage names the version that holds it
                     if _other_version(session, e.source_file_id, sf):
-                        e.source_file_id, e.source_row = sf.id, r["source_row"]
+                        e.source_file_id, e.source_row = sf.id, r.source_row
                         carried = True
                 # a row carried into its file's new version (or moved file) is no duplicate: only a copy elsewhere is
                 counts["carried_rows" if carried else "duplicate_rows"] += 1
             else:
                 counts["quarantined"] += quarantine(
-                    session, stage=QuarantineStage.INGEST_DEXA, path=sf.path, sha256=sf.sha256, row=r["source_row"],
+                    session, stage=QuarantineStage.INGEST_DEXA, path=sf.path, sha256=sf.sha256, row=r.source_row,
                     reason="conflicting_exam",
                     detail="an exam of this patient on the same day and side is already recorded with other "
                            "values (the row's source_row locates it)")
             continue
         session.add(DexaExam(
-            patient_id=patient.id, exam_date=r["exam_date"], side=r["side"], neck_bmd=r["neck_bmd"],
-            t_score=r["t_score"], t_score_derived=r["t_score_derived"], z_score=r["z_score"],
-            age_at_exam=r["age_at_exam"], source_file_id=sf.id, source_row=r["source_row"]))
+            patient_id=patient.id, exam_date=r.exam_date, side=r.side, neck_bmd=r.neck_bmd,
+            t_score=r.t_score, t_score_derived=r.t_score_derived, z_score=r.z_score,
+            age_at_exam=r.age_at_exam, source_file_id=sf.id, source_row=r.source_row))
         session.flush()
         counts["exams"] += 1
     return counts
@@ -308,9 +309,9 @@ def _other_version(session: Session, source_file_id: int | None, sf: SourceFile)
     return old == sf.path or not os.path.lexists(old)
 
 
-def _same_values(exam: DexaExam, row: dict[str, Any]) -> bool:
+def _same_values(exam: DexaExam, row: DexaRow) -> bool:
     close = lambda a, b: (a is None and b is None) or (a is not None and b is not None and abs(a - b) < 1e-6)  # noqa: E731
-    return close(exam.t_score, row["t_score"]) and close(exam.neck_bmd, row["neck_bmd"])
+    return close(exam.t_score, row.t_score) and close(exam.neck_bmd, row.neck_bmd)
 
 
 def store_annotation(session: Session, sf: SourceFile, box: dict[str, Any]) -> Counter:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from db.dexa_rows import DexaRow
 from osteo.errors import UserError
 from osteo.etl.errors import InputError
 from osteo.etl.pseudonym import pseudonymise
@@ -169,7 +170,7 @@ def parse_float(value: str) -> float | None:
 
 @dataclass
 class ParsedCsv:
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[DexaRow] = field(default_factory=list)
     errors: list[tuple[int, str, str]] = field(default_factory=list)  # (row number, reason, detail)
 
 
@@ -305,7 +306,7 @@ def parse_dexa_rows(
         if not any(cell.strip() for cell in row):
             continue
         try:
-            out.rows.append(_parse_row(row, cols, key, bmd_young_mean, bmd_young_sd) | {"source_row": row_no})
+            out.rows.append(_parse_row(row, cols, key, bmd_young_mean, bmd_young_sd, row_no))
         except InputError as exc:
             out.errors.append((row_no, exc.reason, exc.detail))
     return out
@@ -320,7 +321,7 @@ def _cell(row: list[str], cols: dict[str, int], name: str) -> str:
     return row[idx]
 
 
-def _parse_row(row, cols, key, mean, sd) -> dict[str, Any]:
+def _parse_row(row, cols, key, mean, sd, row_no: int) -> DexaRow:
     if len(row) < max(cols.values()) + 1:
         raise InputError("short_row", f"row has {len(row)} fields, header has more")
     raw_id = _cell(row, cols, "patient_id").strip()
@@ -359,16 +360,8 @@ def _parse_row(row, cols, key, mean, sd) -> dict[str, Any]:
         if not re.fullmatch(r"[0-9]{1,3}(\.[0-9]+)?", age_text) or not plausible_age(int(float(age_text))):
             raise InputError("bad_age", f"age is not a number of years from {AGE_RANGE[0]} to {AGE_RANGE[1]}")
         age = int(float(age_text))
-    return {
-        "patient_key": pseudonymise(raw_id, key),
-        "exam_date": exam_date,
-        "side": side,
-        "neck_bmd": bmd,
-        "t_score": t_score,
-        "t_score_derived": derived,
-        "z_score": z_score,
-        "age_at_exam": age,
-    }
+    return DexaRow(patient_key=pseudonymise(raw_id, key), exam_date=exam_date, side=side, neck_bmd=bmd,
+                   t_score=t_score, t_score_derived=derived, z_score=z_score, age_at_exam=age, source_row=row_no)
 
 
 def load_mapping(path: str | Path | None) -> dict[str, str] | None:

@@ -100,7 +100,7 @@ def _take_in_dexa(session: Session, sf: SourceFile, new: bool, data: bytes, *, k
                              bmd_young_sd=settings.bmd_young_sd, mapping=mapping)
     sf.kind, sf.status = "dexa", SourceStatus.INGESTED
     done = set() if new else set(session.scalars(select(DexaExam.source_row).where(DexaExam.source_file_id == sf.id)))
-    return store_dexa_rows(session, sf, [r for r in parsed.rows if r["source_row"] not in done],
+    return store_dexa_rows(session, sf, [r for r in parsed.rows if r.source_row not in done],
                            [e for e in parsed.errors if e[0] not in done])
 
 

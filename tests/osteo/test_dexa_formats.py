@@ -22,7 +22,7 @@ KEY = b"test-key"
 
 
 def _exams(parsed) -> list[tuple]:
-    return [(r["patient_key"], r["exam_date"], r["side"], r["neck_bmd"], r["t_score"]) for r in parsed.rows]
+    return [(r.patient_key, r.exam_date, r.side, r.neck_bmd, r.t_score) for r in parsed.rows]
 
 
 EXPECTED = [(pseudonymise("A1", KEY), dt.date(2021, 1, 2), "L", 0.6, -2.2),
@@ -82,11 +82,11 @@ def test_an_excel_workbook_reads_like_its_csv():
                   ["A3", "not a date", 0.7, -1.3, "R", None]], extra_sheet=True)
     parsed = parse_dexa_file("exams.xlsx", data, KEY)
     assert _exams(parsed)[:2] == EXPECTED
-    assert parsed.rows[0]["age_at_exam"] == 71
+    assert parsed.rows[0].age_at_exam == 71
     # the same key as the CSV's "12345": a number cell is not "12345.0" or "12345"
-    assert parsed.rows[2]["patient_key"] == pseudonymise("12345", KEY)
-    assert parsed.rows[2]["exam_date"] == dt.date(2022, 5, 5) and parsed.rows[2]["side"] == "-"
-    assert [r["source_row"] for r in parsed.rows] == [1, 2, 4]
+    assert parsed.rows[2].patient_key == pseudonymise("12345", KEY)
+    assert parsed.rows[2].exam_date == dt.date(2022, 5, 5) and parsed.rows[2].side == "-"
+    assert [r.source_row for r in parsed.rows] == [1, 2, 4]
     assert [(row, reason) for row, reason, _ in parsed.errors] == [(5, "bad_date")]
 
 

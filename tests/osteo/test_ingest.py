@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -62,19 +63,19 @@ def test_big5_roc_dates_derived_t_and_bad_rows():
         "A7,周,20220506,0.7x,\n"  # not a number
     )
     parsed = parse_dexa_csv(csv_text.encode("big5"), KEY)
-    assert [r["source_row"] for r in parsed.rows] == [1, 7]
-    assert parsed.rows[0]["t_score"] == pytest.approx((0.6 - 0.858) / 0.12) and parsed.rows[0]["t_score_derived"]
-    assert parsed.rows[0]["exam_date"] == dt.date(2023, 12, 16)
+    assert [r.source_row for r in parsed.rows] == [1, 7]
+    assert parsed.rows[0].t_score == pytest.approx((0.6 - 0.858) / 0.12) and parsed.rows[0].t_score_derived
+    assert parsed.rows[0].exam_date == dt.date(2023, 12, 16)
     assert {r: reason for r, reason, _ in parsed.errors} == {
         2: "missing_patient_id", 3: "bad_date", 4: "missing_bmd_and_t", 5: "t_score_out_of_range", 6: "short_row",
         8: "bad_number"}
-    assert all("A1" not in str(v) and "王小明" not in str(v) for r in parsed.rows for v in r.values())
+    assert all("A1" not in str(v) and "王小明" not in str(v) for r in parsed.rows for v in dataclasses.astuple(r))
 
 
 def test_utf8_bom_layout():
     data = "\ufeffChartNo,StudyDate,NeckBMD,Neck_T,Side,Z-score\nB7,2020/02/03,0.812,-0.4,R,0.1\n".encode("utf-8")
     (row,) = parse_dexa_csv(data, KEY).rows
-    assert row["side"] == "R" and row["z_score"] == 0.1 and not row["t_score_derived"]
+    assert row.side == "R" and row.z_score == 0.1 and not row.t_score_derived
 
 
 @pytest.fixture
