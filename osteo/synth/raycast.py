@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from osteo.synth.raykernel import body_paths
+from osteo.synth.raykernel import body_paths, solid_windows
 
 EMPTY_T0, EMPTY_T1 = np.float32(np.inf), np.float32(-np.inf)
 
@@ -280,17 +280,14 @@ def reference_path_image(camera: Camera, body: Body, win: tuple[int, int, int, i
     r0, r1, c0, c1 = win
     o, d = camera.rays(r0, r1, c0, c1, dtype)
     subsets = []
-    for solid in body.parts + body.holes:
-        sw = camera.window(np.asarray(solid.centre), solid.bound())
-        if sw is None or sw[0] >= r1 or sw[1] <= r0 or sw[2] >= c1 or sw[3] <= c0:
+    for a0, a1, b0, b1 in solid_windows(camera, body, win):
+        if a0 >= a1 or b0 >= b1:
             subsets.append(np.zeros(0, dtype=np.int64))
-            continue
-        a0, a1, b0, b1 = max(sw[0], r0) - r0, min(sw[1], r1) - r0, max(sw[2], c0) - c0, min(sw[3], c1) - c0
-        if (a0, a1, b0, b1) == (0, r1 - r0, 0, c1 - c0):
+        elif (a0, a1, b0, b1) == (0, r1 - r0, 0, c1 - c0):
             subsets.append(None)
-            continue
-        rr, cc = np.mgrid[a0:a1, b0:b1]
-        subsets.append((rr * (c1 - c0) + cc).ravel())
+        else:
+            rr, cc = np.mgrid[a0:a1, b0:b1]
+            subsets.append((rr * (c1 - c0) + cc).ravel())
     return body.length(o, d, subsets).reshape(r1 - r0, c1 - c0)
 
 

@@ -38,13 +38,12 @@ def _planes_of(s: Solid) -> list[tuple[np.ndarray, float]]:
 
 def pack(camera: Camera, body: Body, win: tuple[int, int, int, int]):
     """The body's solids as the kernel's arrays; the rectangles are relative to ``win``."""
-    r0, r1, c0, c1 = win
     solids = body.parts + body.holes
     n = len(solids)
     kind = np.zeros(n, dtype=np.int64)
     inv = np.zeros((n, 3, 3), dtype=np.float64)
     centre = np.zeros((n, 3), dtype=np.float64)
-    rect = np.zeros((n, 4), dtype=np.int64)
+    rect = np.array(solid_windows(camera, body, win), dtype=np.int64).reshape(n, 4)
     start = np.zeros(n + 1, dtype=np.int64)
     normals: list[np.ndarray] = []
     heights: list[float] = []
@@ -52,11 +51,6 @@ def pack(camera: Camera, body: Body, win: tuple[int, int, int, int]):
         kind[i] = CYLINDER if s.kind == "cylinder" else ELLIPSOID
         inv[i] = s.rot.T / np.asarray(s.radii, dtype=np.float64)[:, None]
         centre[i] = s.centre
-        sw = camera.window(np.asarray(s.centre), s.bound())
-        if sw is None:
-            rect[i] = (0, 0, 0, 0)  # sees no ray
-        else:
-            rect[i] = (max(sw[0], r0) - r0, min(sw[1], r1) - r0, max(sw[2], c0) - c0, min(sw[3], c1) - c0)
         for nv, h in _planes_of(s):
             normals.append(nv)
             heights.append(h)
@@ -64,6 +58,18 @@ def pack(camera: Camera, body: Body, win: tuple[int, int, int, int]):
     pn = np.array(normals, dtype=np.float64).reshape(-1, 3)
     ph = np.array(heights, dtype=np.float64)
     return kind, inv, centre, rect, start, pn, ph
+
+
+def solid_windows(camera: Camera, body: Body, win: tuple[int, int, int, int]) -> list[tuple[int, int, int, int]]:
+    """Per solid (parts, then holes) the pixels of ``win`` that can see it, relative to ``win``, as (r0, r1,
+    c0, c1); empty (a0 >= a1 or b0 >= b1) when it sees none of them."""
+    r0, r1, c0, c1 = win
+    out = []
+    for solid in body.parts + body.holes:
+        sw = camera.window(np.asarray(solid.centre), solid.bound())
+        out.append((0, 0, 0, 0) if sw is None else
+                   (max(sw[0], r0) - r0, min(sw[1], r1) - r0, max(sw[2], c0) - c0, min(sw[3], c1) - c0))
+    return out
 
 
 def _origin_and_frame(camera: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,11 +161,11 @@ def _cast(out, o, rt, s, z_det, x0, y0, spacing, r0, c0, n_parts,
     a = np.empty(n_parts)
     b = np.empty(n_parts)
     d = np.empty(3)
+    gz = z_det - s[2]
     for r in range(out.shape[0]):
         gy = y0 + spacing * (r0 + r) - s[1]
         for c in range(out.shape[1]):
             gx = x0 + spacing * (c0 + c) - s[0]
-            gz = z_det - s[2]
             norm = np.sqrt(gx * gx + gy * gy + gz * gz)
             for i in range(3):
                 d[i] = (rt[i, 0] * gx + rt[i, 1] * gy + rt[i, 2] * gz) / norm
