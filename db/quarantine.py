@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, Row, Select, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Quarantine, SourceFile
@@ -57,12 +57,32 @@ def active_contexts(session: Session, stage: QuarantineStage,
     found: dict[str, set[str | None]] = {}
     active = select(Quarantine.source_sha256, Quarantine.context_digest).where(
         Quarantine.stage == stage, Quarantine.resolved_at.is_(None))
-    stmts = [active] if sha256s is None else [active.where(Quarantine.source_sha256.in_(chunk))
-                                              for chunk in chunks(sorted(set(sha256s)))]
-    for stmt in stmts:
-        for sha, context in session.execute(stmt):
-            found.setdefault(sha, set()).add(context)
+    wanted = None if sha256s is None else set(sha256s)
+    rows = None if wanted is None else few_active(session, active, len(wanted))
+    if rows is not None:  # the stage's active entries, fewer than the inputs: one short query, no IN lists
+        rows = [r for r in rows if r[0] in wanted]
+    elif wanted is None:
+        rows = session.execute(active)
+    else:
+        rows = (r for chunk in chunks(sorted(wanted)) for r in session.execute(
+            active.where(Quarantine.source_sha256.in_(chunk))))
+    for sha, context in rows:
+        found.setdefault(sha, set()).add(context)
     return found
+
+
+FEW_FROM = 100  # inputs asked about at once from which the active entries are loaded whole when fewer
+
+
+def few_active(session: Session, stmt: Select, wanted: int) -> Sequence[Row] | None:
+    """All the rows of `stmt` (active entries) when there are no more than `wanted`, else None: a batch of a
+    thousand known files asks once for the few active entries instead of a thousand values in IN lists (a
+    rerun's cost a file); the caller keeps the rows of its inputs, as the IN lists would have. Under FEW_FROM
+    inputs (a file at a time), None: the IN list is the cheaper query."""
+    if wanted < FEW_FROM:
+        return None
+    rows = session.execute(stmt.limit(wanted + 1)).all()
+    return rows if len(rows) <= wanted else None
 
 
 def active_paths(session: Session, stage: QuarantineStage, paths: list[str]) -> set[str]:
@@ -127,10 +147,15 @@ def resolve_known_elsewhere(session: Session, *, stage: QuarantineStage, kind: s
     """The files a stage skipped as known: those it owns (recorded as its `kind`) lose their entries
     at the other ingest stages (met there when the folders were swapped)."""
     others = tuple(s for s in INGEST_STAGES if s != stage)
-    found: list[tuple[str, str]] = []
-    for chunk in chunks(sorted({p[:1024] for p in paths})):
-        found += session.execute(select(Quarantine.source_path, Quarantine.source_sha256).where(
-            Quarantine.stage.in_(others), Quarantine.resolved_at.is_(None), Quarantine.source_path.in_(chunk))).all()
+    active = select(Quarantine.source_path, Quarantine.source_sha256).where(
+        Quarantine.stage.in_(others), Quarantine.resolved_at.is_(None))
+    wanted = {p[:1024] for p in paths}
+    rows = few_active(session, active, len(wanted))
+    if rows is not None:
+        found = [(p, sha) for p, sha in rows if p in wanted]
+    else:
+        found = [(p, sha) for chunk in chunks(sorted(wanted))
+                 for p, sha in session.execute(active.where(Quarantine.source_path.in_(chunk)))]
     if not found:
         return 0
     ours = [(p, sha) for p, sha in set(found) if session.scalar(select(SourceFile.id).where(
@@ -142,18 +167,27 @@ def resolve_vanished(session: Session, *, stage: QuarantineStage, paths: Iterabl
     """Active ingest entries for files deleted from the folders these paths are in, whichever stage
     made them (a file met in swapped folders, then moved, is gone all the same); a folder that is gone
     or empty says nothing: an unmounted share is not a deletion."""
-    folders = {os.path.dirname(p) for p in paths}
-    if not folders:
+    paths = paths if isinstance(paths, list) else list(paths)
+    if not paths:
         return 0
     stages = tuple({stage, *INGEST_STAGES})
-    gone = [q for q in session.scalars(select(Quarantine).where(Quarantine.stage.in_(stages),
-                                                                 Quarantine.resolved_at.is_(None)))
-            if os.path.dirname(q.source_path) in folders and not os.path.lexists(q.source_path)]
+    entries = session.scalars(select(Quarantine).where(Quarantine.stage.in_(stages),
+                                                       Quarantine.resolved_at.is_(None))).all()
+    folders = _folders(paths) if entries else set()  # only when some entry is active
+    gone = [q for q in entries if os.path.dirname(q.source_path) in folders and not os.path.lexists(q.source_path)]
     now = _now()
     for q in gone:
         q.resolved_at = now
     session.flush()
     return len(gone)
+
+
+def _folders(paths: list[str]) -> set[str]:
+    """{os.path.dirname(p) for p in paths}, a dirname per distinct head (the text up to the last "/", whose
+    dirname is the path's): a batch's paths share a few folders."""
+    if os.sep != "/" or os.altsep:
+        return {os.path.dirname(p) for p in paths}
+    return {os.path.dirname(head) for head in {p[:p.rfind("/") + 1] for p in paths}}
 
 
 def tidy(session: Session, *, stage: QuarantineStage, read: list[tuple[str, str]], ours: list[tuple[str, str]]) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from db.dexa_rows import DexaRow
@@ -51,13 +51,21 @@ def source_files(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tup
     return found
 
 
+# one statement for every chunk (a bound list, expanded when run): nothing to build or coerce per path
+_LATEST = select(*_ROW).where(SourceFile.path.in_(bindparam("paths", expanding=True))).order_by(SourceFile.id)
+
+
 def latest_sources(session: Session, paths: Sequence[str]) -> dict[str, SourceRow]:
     """Each path's latest source_file row (the highest id: a changed file is a new row), one query per
-    IN chunk (the (path, sha256) unique index serves it)."""
+    IN chunk (the (path, sha256) unique index serves it). Core rows on the session's connection (flushed
+    first, as the ORM's autoflush would): a rerun asks this for every file of the archive."""
+    if session.autoflush:
+        session.flush()
     found: dict[str, SourceRow] = {}
+    conn, make = session.connection(), SourceRow._make
     for chunk in chunks(list(paths)):
-        for r in session.execute(select(*_ROW).where(SourceFile.path.in_(chunk)).order_by(SourceFile.id)):
-            found[r.path] = SourceRow(*r)  # ascending ids: the last one stays
+        # ascending ids: the last row of a path stays
+        found.update({r[1]: make(r) for r in conn.execute(_LATEST, {"paths": list(chunk)}).all()})
     return found
 
 
