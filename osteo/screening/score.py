@@ -27,6 +27,7 @@ from db.models import Annotation, DicomImage, SourceFile
 from db.screening import ScreeningResult
 from osteo.etl.imaging import DisplayMap, ExportError, box_quality, exclusion_of, load_dicom, prepare_display
 from osteo.etl.imaging.export import neck_crop_of
+from osteo.etl.imaging.windows import prepare_windows
 from osteo.ingest.boxes import HUMAN, MODEL
 from osteo.localiser.locate import locate_display
 from osteo.screening.model import ScreeningModel
@@ -115,11 +116,23 @@ def usable(side: SideScore, min_confidence: float) -> bool:
     return sure and x1 - x0 >= MIN_BOX and y1 - y0 >= MIN_BOX
 
 
+def read_display(job: ImageJob, model: ScreeningModel) -> DisplayMap:
+    """The image's grey-level map, decoded no more than needed (osteo.etl.imaging.windows): only the crop windows
+    of the people's boxes when the localiser has no side to look at, else the whole frame. The crops and quality
+    measures are those of a whole-frame decode either way."""
+    ds = load_dicom(job.path)[0]
+    looks = model.locator is not None and any(s not in job.human for s in sides_of(job.laterality))
+    boxes = [] if looks else [b for s, b in job.human.items()
+                              if usable(SideScore(s, b, HUMAN, None), model.min_confidence)]
+    dm = prepare_windows(ds, boxes, float(model.crop["margin"]))
+    return prepare_display(ds) if dm is None else dm
+
+
 def judge_image(job: ImageJob, model: ScreeningModel, metal_threshold: float, blur_threshold: float) -> Judged:
     """Read, box, quality-check and crop one image (nothing scored yet). Only the pixels of the crops are mapped
     to grey levels, as the export maps them; the whole image only when the localiser has a side to look at."""
     try:
-        dm = prepare_display(load_dicom(job.path)[0])
+        dm = read_display(job, model)
     except (ExportError, OSError):  # bad pixels or a file gone since the refresh: not screened, said why
         return Judged(job, (), status=excluded("unreadable"))
     sides = place_boxes(dm, job, model)

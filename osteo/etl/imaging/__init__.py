@@ -8,7 +8,9 @@ pickle). One module per job:
 * ``display``  grey-level mapping (modality LUT / rescale, MONOCHROME1, VOI LUT, window, percentiles);
 * ``quality``  metal and blur measures of a crop;
 * ``export``   export_roi, render_png (ExportJob, ExportResult, RenderResult), the metadata-free PNG encoding,
-               canonical_digest, ALGORITHM_VERSION.
+               canonical_digest, ALGORITHM_VERSION;
+* ``windows``  prepare_windows: only the crop windows of a frame decoded (screening), equal there to prepare_display;
+* ``openjp2``  a window of a JPEG 2000 codestream decoded by libopenjp2 (ctypes).
 
 Hot path, so:
 

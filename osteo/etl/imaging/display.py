@@ -86,20 +86,30 @@ class DisplayMap:
     frames: int
     frame_index: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    windows: tuple[tuple[slice, slice], ...] | None = None  # only these were decoded (imaging.windows); None: all
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.codes.shape  # type: ignore[return-value]
 
+    def _codes(self, region: tuple[slice, slice] | None) -> np.ndarray:
+        if self.windows is not None and not any(_inside(region, w) for w in self.windows):
+            raise ValueError(f"{region} is not inside the decoded windows {self.windows}")
+        return self.codes if region is None else self.codes[region]
+
     # np.take is about twice as fast as lut[codes] for uint16 indices
     def unit(self, region: tuple[slice, slice] | None = None) -> np.ndarray:
-        return np.take(self.unit_lut, self.codes if region is None else self.codes[region])
+        return np.take(self.unit_lut, self._codes(region))
 
     def display(self, region: tuple[slice, slice] | None = None) -> np.ndarray:
-        return np.take(self.display_lut, self.codes if region is None else self.codes[region])
+        return np.take(self.display_lut, self._codes(region))
 
     def display_u8(self, region: tuple[slice, slice] | None = None) -> np.ndarray:
-        return np.take(self.display_u8_lut, self.codes if region is None else self.codes[region])
+        return np.take(self.display_u8_lut, self._codes(region))
+
+
+def _inside(region: tuple[slice, slice] | None, window: tuple[slice, slice]) -> bool:
+    return region is not None and all(w.start <= r.start and r.stop <= w.stop for r, w in zip(region, window))
 
 
 def _histogram_stride(shape: tuple[int, ...]) -> int:
@@ -167,9 +177,9 @@ def _file_window(ds: Dataset, m: np.ndarray) -> tuple[np.ndarray | None, dict[st
     return None, {"ignored_window": [str(ds.WindowCenter), str(ds.WindowWidth)]}
 
 
-def voi_display(ds: Dataset, m: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+def voi_display(ds: Dataset, m: np.ndarray, codes: np.ndarray | None) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Display values in [0, 1] of the modality values and how they were chosen: the file's VOI LUT, else its
-    window, else robust percentiles of the frame."""
+    window, else robust percentiles of the frame (None when `codes` is None: they need the whole frame)."""
     window: dict[str, Any] | None = None
     display: np.ndarray | None = None
     voi_seq = ds.get("VOILUTSequence")
@@ -178,6 +188,8 @@ def voi_display(ds: Dataset, m: np.ndarray, codes: np.ndarray) -> tuple[np.ndarr
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         display, window = _file_window(ds, m)
     if display is None:
+        if codes is None:
+            return None, window or {}
         display, pinfo = _percentile_window(m, codes)
         window = {**pinfo, **(window or {})}
     assert window is not None
@@ -201,15 +213,27 @@ def prepare_display(ds: Dataset) -> DisplayMap:
     """Decode the first frame and build its unit/display look-up tables."""
     _check_pixel_module(ds)
     arr = _decode_first_frame(ds)
+    codes = _as_codes(arr, int(ds.BitsAllocated), int(ds.PixelRepresentation) == 1)
+    dm = display_map(ds, codes)
+    assert dm is not None  # the whole frame: the percentiles can always be taken
+    return dm
+
+
+def display_map(ds: Dataset, codes: np.ndarray, *, whole_frame: bool = True) -> DisplayMap | None:
+    """The unit/display look-up tables of a checked pixel module (`_check_pixel_module`) over its decoded first
+    frame's codes (`_as_codes`). With `whole_frame` False the codes hold only some windows of the frame
+    (osteo.etl.imaging.windows): None when the file has no usable VOI of its own, as the percentiles need
+    every pixel."""
     ba, bs = int(ds.BitsAllocated), int(ds.BitsStored)
     signed = int(ds.PixelRepresentation) == 1
-    codes = _as_codes(arr, ba, signed)
     n = 1 << (8 * codes.dtype.itemsize)
     m = modality_values(ds, bs, signed)
     m_lo, m_hi = float(m.min()), float(m.max())
     unit = (m - m_lo) / (m_hi - m_lo) if m_hi > m_lo else np.zeros_like(m)
     pi = str(ds.PhotometricInterpretation).strip().upper()
-    display, window = voi_display(ds, m, codes)
+    display, window = voi_display(ds, m, codes if whole_frame else None)
+    if display is None:
+        return None
     if pi == "MONOCHROME1":
         unit = 1.0 - unit
         display = 1.0 - display
