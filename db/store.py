@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.dexa_rows import DexaRow
@@ -43,30 +43,31 @@ _ROW = (SourceFile.id, SourceFile.path, SourceFile.sha256, SourceFile.size_bytes
 
 
 def source_files(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], SourceRow]:
-    """Existing source_file rows for (path, sha256) pairs."""
-    found: dict[tuple[str, str], SourceRow] = {}
-    for chunk in chunks(list(pairs)):
-        for r in session.execute(select(*_ROW).where(tuple_(SourceFile.path, SourceFile.sha256).in_(chunk))):
-            found[(r.path, r.sha256)] = SourceRow(*r)
-    return found
+    """Existing source_file rows for (path, sha256) pairs: the rows of their paths (_PATHS), those of the pairs
+    kept (an IN list of paths costs far less to build than one of pairs; a path has a content or a few)."""
+    wanted = set(pairs)
+    return {(r.path, r.sha256): r for r in _rows_of_paths(session, sorted({p for p, _ in wanted}))
+            if (r.path, r.sha256) in wanted}
 
 
 # one statement for every chunk (a bound list, expanded when run): nothing to build or coerce per path
-_LATEST = select(*_ROW).where(SourceFile.path.in_(bindparam("paths", expanding=True))).order_by(SourceFile.id)
+_PATHS = select(*_ROW).where(SourceFile.path.in_(bindparam("paths", expanding=True))).order_by(SourceFile.id)
+
+
+def _rows_of_paths(session: Session, paths: Sequence[str]) -> Iterator[SourceRow]:
+    """Every source_file row of these paths, by ascending id within each IN chunk. Core rows on the session's
+    connection (flushed first, as the ORM's autoflush would): a rerun asks this for every file of the archive."""
+    if session.autoflush:
+        session.flush()
+    conn, make = session.connection(), SourceRow._make
+    for chunk in chunks(list(paths)):
+        yield from map(make, conn.execute(_PATHS, {"paths": list(chunk)}).all())
 
 
 def latest_sources(session: Session, paths: Sequence[str]) -> dict[str, SourceRow]:
     """Each path's latest source_file row (the highest id: a changed file is a new row), one query per
-    IN chunk (the (path, sha256) unique index serves it). Core rows on the session's connection (flushed
-    first, as the ORM's autoflush would): a rerun asks this for every file of the archive."""
-    if session.autoflush:
-        session.flush()
-    found: dict[str, SourceRow] = {}
-    conn, make = session.connection(), SourceRow._make
-    for chunk in chunks(list(paths)):
-        # ascending ids: the last row of a path stays
-        found.update({r[1]: make(r) for r in conn.execute(_LATEST, {"paths": list(chunk)}).all()})
-    return found
+    IN chunk (the (path, sha256) unique index serves it)."""
+    return {r.path: r for r in _rows_of_paths(session, paths)}  # ascending ids: the last row of a path stays
 
 
 def record_stamps(session: Session, rows: Iterable[tuple[int, int, int | None]]) -> int:
