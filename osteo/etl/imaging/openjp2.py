@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -149,14 +150,52 @@ def decode_window(codestream: bytes, x0: int, y0: int, x1: int, y1: int) -> tupl
     lib = _library()
     if lib is None:
         raise OpenJpegError("no libopenjp2")
-    src, pos = np.frombuffer(codestream, dtype=np.uint8), [0]
-    n, address = src.size, src.ctypes.data
+    callbacks = _memory_callbacks(codestream)  # kept alive until the stream is destroyed
+    stream = lib.opj_stream_create(1 << 20, 1)
+    codec = lib.opj_create_decompress(_J2K)
+    image = _IMG()
+    try:
+        if not stream or not codec:
+            raise OpenJpegError("OpenJPEG could not start")
+        for setter, cb in zip(("read", "skip", "seek"), callbacks):
+            getattr(lib, f"opj_stream_set_{setter}_function")(stream, ctypes.cast(cb, ctypes.c_void_p))
+        lib.opj_stream_set_user_data_length(stream, len(codestream))
+        parameters = ctypes.create_string_buffer(_PARAMETERS_BYTES)
+        lib.opj_set_default_decoder_parameters(parameters)
+        if not lib.opj_setup_decoder(codec, parameters) or not lib.opj_read_header(stream, codec, ctypes.byref(image)):
+            raise OpenJpegError("unreadable codestream header")
+        head = image.contents
+        width, height = head.x1 - head.x0, head.y1 - head.y0
+        if head.numcomps < 1 or head.x0 or head.y0:  # an image offset on the reference grid: not ours
+            raise OpenJpegError("unexpected image geometry")
+        if not lib.opj_set_decode_area(codec, image, x0, y0, x1, y1):
+            raise OpenJpegError("window refused")
+        if not lib.opj_decode(codec, stream, image) or not lib.opj_end_decompress(codec, stream):
+            raise OpenJpegError("decode failed")
+        comp = image.contents.comps[0]
+        if (comp.dx, comp.dy, comp.x0, comp.y0, comp.w, comp.h) != (1, 1, x0, y0, x1 - x0, y1 - y0) or not comp.data:
+            raise OpenJpegError("unexpected component geometry")
+        samples = np.ctypeslib.as_array(comp.data, shape=(comp.h, comp.w)).copy()
+        return samples, int(comp.prec), bool(comp.sgnd), int(width), int(height)
+    finally:
+        if image:
+            lib.opj_image_destroy(image)
+        if codec:
+            lib.opj_destroy_codec(codec)
+        if stream:
+            lib.opj_stream_destroy(stream)
 
-    def read(dst, size, _user):  # OpenJPEG's input: the codestream in memory
+
+def _memory_callbacks(codestream: bytes) -> tuple[Any, Any, Any]:
+    """OpenJPEG's read, skip and seek over the codestream in memory (one read usually takes it all)."""
+    src, pos = np.frombuffer(codestream, dtype=np.uint8), [0]
+    n = src.size
+
+    def read(dst, size, _user):
         k = min(size, n - pos[0])
         if k <= 0:
             return ctypes.c_size_t(-1).value
-        ctypes.memmove(dst, address + pos[0], k)
+        ctypes.memmove(dst, src.ctypes.data + pos[0], k)  # src: the closure keeps it
         pos[0] += k
         return k
 
@@ -171,35 +210,4 @@ def decode_window(codestream: bytes, x0: int, y0: int, x1: int, y1: int) -> tupl
         pos[0] = offset
         return 1
 
-    callbacks = (_READ(read), _SKIP(skip), _SEEK(seek))  # kept alive until the stream is destroyed
-    stream = lib.opj_stream_create(1 << 20, 1)
-    codec = lib.opj_create_decompress(_J2K)
-    image = _IMG()
-    try:
-        if not stream or not codec:
-            raise OpenJpegError("OpenJPEG could not start")
-        for setter, cb in zip(("read", "skip", "seek"), callbacks):
-            getattr(lib, f"opj_stream_set_{setter}_function")(stream, ctypes.cast(cb, ctypes.c_void_p))
-        lib.opj_stream_set_user_data_length(stream, n)
-        parameters = ctypes.create_string_buffer(_PARAMETERS_BYTES)
-        lib.opj_set_default_decoder_parameters(parameters)
-        if not lib.opj_setup_decoder(codec, parameters) or not lib.opj_read_header(stream, codec, ctypes.byref(image)):
-            raise OpenJpegError("unreadable codestream header")
-        head = image.contents
-        width, height = head.x1 - head.x0, head.y1 - head.y0
-        if head.numcomps < 1 or not lib.opj_set_decode_area(codec, image, x0, y0, x1, y1):
-            raise OpenJpegError("window refused")
-        if not lib.opj_decode(codec, stream, image) or not lib.opj_end_decompress(codec, stream):
-            raise OpenJpegError("decode failed")
-        comp = image.contents.comps[0]
-        if (comp.dx, comp.dy, comp.w, comp.h) != (1, 1, x1 - x0, y1 - y0) or not comp.data:
-            raise OpenJpegError("unexpected component geometry")
-        samples = np.ctypeslib.as_array(comp.data, shape=(comp.h, comp.w)).copy()
-        return samples, int(comp.prec), bool(comp.sgnd), int(width), int(height)
-    finally:
-        if image:
-            lib.opj_image_destroy(image)
-        if codec:
-            lib.opj_destroy_codec(codec)
-        if stream:
-            lib.opj_stream_destroy(stream)
+    return _READ(read), _SKIP(skip), _SEEK(seek)
