@@ -64,7 +64,9 @@ def locator():
 
     rng = np.random.default_rng(0)
     x, boxes, negs = _views(_films(rng, 60))
-    other = [view_input(o, hip_views(*o.shape, "L")[0], S) for o in _others(rng, ["chest", "knee", "abdomen"] * 3)]
+    # six films of each other kind: with three, the tiny network drew a confident box (0.72) on an abdomen on one
+    # machine and not on another (float arithmetic of a different CPU); with six the worst is 0.34 (noise)
+    other = [view_input(o, hip_views(*o.shape, "L")[0], S) for o in _others(rng, ["chest", "knee", "abdomen"] * 6)]
     negs = np.concatenate([negs, np.stack(other)])
     vx, vboxes, vnegs = _views(_films(rng, 18))
     threads = torch.get_num_threads()
