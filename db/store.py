@@ -11,9 +11,9 @@ import os
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.dexa_rows import DexaRow
@@ -38,6 +38,8 @@ class SourceRow(NamedTuple):
     kind: str  # the stage that recorded it: dicom | dexa | annotation
 
 
+# the tables themselves for the batch's inserts: Core executemany, without the ORM's bulk layer per row
+_SOURCE_FILE, _DICOM_IMAGE = (cast(Table, m.__table__) for m in (SourceFile, DicomImage))
 _ROW = (SourceFile.id, SourceFile.path, SourceFile.sha256, SourceFile.size_bytes, SourceFile.mtime_ns,
         SourceFile.status, SourceFile.kind)
 
@@ -242,7 +244,8 @@ def _write_dicom_batch(session: Session, batch: _DicomBatch, by_key: dict[tuple[
     ids = {k: row.id for k, row in batch.retried.items()}
     if batch.new_sources:
         ids.update(((p, s), i) for i, p, s in session.execute(
-            insert(SourceFile).returning(SourceFile.id, SourceFile.path, SourceFile.sha256), batch.new_sources))
+            insert(_SOURCE_FILE).returning(_SOURCE_FILE.c.id, _SOURCE_FILE.c.path, _SOURCE_FILE.c.sha256),
+            batch.new_sources))
     # a file recorded by another stage becomes a DICOM's, unless it is that stage's good file (swapped folders)
     judged_again = [{"id": row.id, "kind": "dicom", "status": status_of[k], "size_bytes": by_key[k].size,
                      "mtime_ns": by_key[k].mtime_ns} for k, row in batch.retried.items()
@@ -253,7 +256,7 @@ def _write_dicom_batch(session: Session, batch: _DicomBatch, by_key: dict[tuple[
     for uid, k in batch.moved:
         session.execute(update(DicomImage).where(DicomImage.sop_instance_uid == uid).values(source_file_id=ids[k]))
     if batch.images:  # study_day: its column default, from each row's study_date (db/models.py)
-        session.execute(insert(DicomImage), [{**rec, "source_file_id": ids[k]} for k, rec in batch.images])
+        session.execute(insert(_DICOM_IMAGE), [{**rec, "source_file_id": ids[k]} for k, rec in batch.images])
     if batch.out_rows:
         session.execute(insert(OutOfScope), [{**rec, "source_file_id": ids[k]} for k, rec in batch.out_rows])
     record_stamps(session, batch.stamps)
