@@ -228,12 +228,12 @@ def display_map(ds: Dataset, codes: np.ndarray, *, whole_frame: bool = True) -> 
     signed = int(ds.PixelRepresentation) == 1
     n = 1 << (8 * codes.dtype.itemsize)
     m = modality_values(ds, bs, signed)
-    m_lo, m_hi = float(m.min()), float(m.max())
-    unit = (m - m_lo) / (m_hi - m_lo) if m_hi > m_lo else np.zeros_like(m)
-    pi = str(ds.PhotometricInterpretation).strip().upper()
     display, window = voi_display(ds, m, codes if whole_frame else None)
     if display is None:
         return None
+    m_lo, m_hi = float(m.min()), float(m.max())
+    unit = (m - m_lo) / (m_hi - m_lo) if m_hi > m_lo else np.zeros_like(m)
+    pi = str(ds.PhotometricInterpretation).strip().upper()
     if pi == "MONOCHROME1":
         unit = 1.0 - unit
         display = 1.0 - display

@@ -6,9 +6,10 @@ grey levels (the look-up tables then depend on the header only), only those wind
 little-endian frame is cut from the file's bytes (no whole-frame copy and bit shift), a JPEG 2000 frame with the
 reversible wavelet is decoded a window at a time by OpenJPEG (osteo.etl.imaging.openjp2) for a fraction of the
 whole frame's work. The codes are the whole frame's decode at those positions (pydicom's: the same container, the
-bits above BitsStored shifted out) in a frame of zeros. A JPEG 2000 frame whose grey levels need every pixel (the
-percentiles) is decoded whole by OpenJPEG, which, unlike pylibjpeg-openjpeg, lets the classifier's thread run
-meanwhile. Anything else goes to prepare_display, as before.
+bits above BitsStored shifted out) in a frame of zeros. A frame whose grey levels need every pixel (the
+percentiles) is decoded whole the same way: once, without pydicom's decoder, and for JPEG 2000 by OpenJPEG, which,
+unlike pylibjpeg-openjpeg, lets the classifier's thread run meanwhile. Anything else (RLE, big endian, deflate,
+lossy JPEG 2000, several frames) goes to prepare_display, as before.
 """
 
 from __future__ import annotations
@@ -36,16 +37,14 @@ _J2K = (JPEG2000Lossless, JPEG2000)
 @quiet_reads()
 def prepare_windows(ds: Dataset, boxes: list[Any], margin: float) -> DisplayMap | None:
     """prepare_display's DisplayMap for less: of the crop windows of `boxes` only (its codes zero elsewhere: only
-    those windows may be read from it), or, for a JPEG 2000 frame whose grey levels need every pixel (no VOI of
-    the file's own) or with no box, of the whole frame decoded by OpenJPEG without the GIL. None where neither
-    applies (prepare_display decodes the whole frame): not one frame of native little-endian or reversible JPEG
-    2000 pixels, no libopenjp2, a box that does not crop, pixels that pydicom or OpenJPEG refuses (prepare_display
-    then says what is wrong)."""
+    those windows may be read from it), or, when the grey levels need every pixel (no VOI of the file's own) or
+    there is no box, of the whole frame. None where the frame is not cut here (prepare_display decodes it): not
+    one frame of native little-endian or reversible JPEG 2000 pixels, no libopenjp2, a box that does not crop,
+    pixels that pydicom or OpenJPEG refuses (prepare_display then says what is wrong)."""
     _check_pixel_module(ds)  # what prepare_display checks first, and raises alike
-    source = _cutter(ds)
-    if source is None:
+    cut = _cutter(ds)
+    if cut is None:
         return None
-    cut, whole_too = source
     rows, cols = int(ds.Rows), int(ds.Columns)
     try:
         windows = [_neck_window(box, (rows, cols), margin) for box in boxes]
@@ -54,7 +53,7 @@ def prepare_windows(ds: Dataset, boxes: list[Any], margin: float) -> DisplayMap 
     container = np.uint8 if int(ds.BitsAllocated) == 8 else np.uint16
     dm = display_map(ds, np.zeros((rows, cols), dtype=container), whole_frame=False) if windows else None
     if dm is None:  # the percentiles of the whole frame decide the grey levels, or there is nothing to crop
-        codes = cut((slice(0, rows), slice(0, cols))) if whole_too else None
+        codes = cut((slice(0, rows), slice(0, cols)))
         return None if codes is None else display_map(ds, codes)
     for window in windows:
         codes = cut(window)
@@ -65,10 +64,9 @@ def prepare_windows(ds: Dataset, boxes: list[Any], margin: float) -> DisplayMap 
     return dm
 
 
-def _cutter(ds: Dataset) -> tuple[Callable[[Window], np.ndarray | None], bool] | None:
-    """What decodes one window of the first frame as prepare_display's codes, and whether the whole frame is
-    worth decoding through it (OpenJPEG: the GIL released); None for pixels that cannot be cut so. Only files
-    that pydicom's decoder accepts (its own validation) are cut."""
+def _cutter(ds: Dataset) -> Callable[[Window], np.ndarray | None] | None:
+    """What decodes one window of the first frame (or the whole of it) as prepare_display's codes; None for
+    pixels that cannot be cut so. Only files that pydicom's decoder accepts (its own validation) are cut."""
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if ts is None or (ts not in _NATIVE and (ts not in _J2K or not openjp2.available())):
         return None
@@ -83,15 +81,14 @@ def _cutter(ds: Dataset) -> tuple[Callable[[Window], np.ndarray | None], bool] |
     rows, cols, ba = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
     signed = int(ds.PixelRepresentation) == 1
     if ts in _NATIVE:
-        cut = _native_cutter(ds.PixelData, rows, cols, ba, int(ds.BitsStored), signed)
-        return None if cut is None else (cut, False)
+        return _native_cutter(ds.PixelData, rows, cols, ba, int(ds.BitsStored), signed)
     try:
         frame = get_frame(ds.PixelData, 0, number_of_frames=1)
     except Exception:  # noqa: BLE001 - a damaged encapsulation: the whole-frame decode reports it
         return None
     if not openjp2.reversible(frame):
         return None
-    return (lambda window: _j2k_window(frame, window, rows, cols, ba, signed)), True
+    return lambda window: _j2k_window(frame, window, rows, cols, ba, signed)
 
 
 def _native_cutter(pixels: bytes, rows: int, cols: int, bits_allocated: int, bits_stored: int,
