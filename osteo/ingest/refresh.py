@@ -52,13 +52,13 @@ def ingest_dicom(factory: sessionmaker[Session], paths: list[str], key: bytes, *
     `io_threads`: the threads that stat the batch (discovery.io_threads; 0: chosen by the file system).
     The skeleton is osteo/ingest/stage.py's; the files of a batch are read and judged together (db/store.py)."""
     stage = Stage(DICOM, "dicom", judging_context(DICOM, config={"scope": asdict(scope)}))
-    with factory() as session:
+    with factory() as session, session.begin():
         skip = skipped(session, paths, stage, retry_quarantined=retry_quarantined, rehash=rehash, threads=io_threads)
-    results = dicom_headers.read_headers([p for p in paths if p not in skip], key, workers=workers, scope=scope)
-    if not results:  # an unchanged batch: a file deleted beside it resolves its entries
-        with factory() as session, session.begin():
+        unread = [p for p in paths if p not in skip]
+        if not unread:  # an unchanged batch (one transaction): a file deleted beside it resolves its entries
             gone = resolve_gone(session, stage, paths, skip)
-        return StageCounts(files=len(skip), already_known=len(skip), unchanged=len(skip), resolved=gone)
+            return StageCounts(files=len(skip), already_known=len(skip), unchanged=len(skip), resolved=gone)
+    results = dicom_headers.read_headers(unread, key, workers=workers, scope=scope)
     files = [(r.path, r.sha256) for r in results]
     with factory() as session, session.begin():
         known = source_files(session, files)
