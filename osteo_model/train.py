@@ -24,7 +24,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +31,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from osteo_common.ahead import made_ahead
 from osteo_model.accel import Accel, Trial, check_accel, input_shape, resolve_accel, select_device, step_timer
 from osteo_model.config import TrainConfig
 from osteo_model.stats import EpochRecord, EpochStats, EvalStats
@@ -125,30 +123,26 @@ def train_one_epoch(model, loader, optimizer, criterion, device, scaler=None, *,
     t0 = time.perf_counter()
     total_loss, correct, n = 0.0, 0, 0
     non_blocking = device.type == "cuda"
-    # without loader workers, the next batch is read and augmented on a thread while this one trains (the
-    # augmentation's draws come in the same order, and the step draws none, so the batches are the same)
-    ahead = made_ahead(loader, name="osteo-train-batches") if not getattr(loader, "num_workers", 0) else None
-    with closing(ahead) if ahead is not None else nullcontext():
-        for x, y in ahead if ahead is not None else loader:
-            x = _to(x, device, non_blocking, channels_last)
-            y = y.to(device, non_blocking=non_blocking).float().view(-1, 1)
-            optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, amp, amp_dtype):
-                logits = model(x)
-                if not isinstance(logits, torch.Tensor):  # GoogLeNet/Inception named tuples
-                    logits = logits[0]
-                loss = criterion(logits.float(), y)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            b = y.shape[0]
-            total_loss += loss.detach().item() * b
-            correct += ((logits.detach() > 0).float() == y).sum().item()
-            n += b
+    for x, y in loader:
+        x = _to(x, device, non_blocking, channels_last)
+        y = y.to(device, non_blocking=non_blocking).float().view(-1, 1)
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(device, amp, amp_dtype):
+            logits = model(x)
+            if not isinstance(logits, torch.Tensor):  # GoogLeNet/Inception named tuples
+                logits = logits[0]
+            loss = criterion(logits.float(), y)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        b = y.shape[0]
+        total_loss += loss.detach().item() * b
+        correct += ((logits.detach() > 0).float() == y).sum().item()
+        n += b
     return EpochStats(loss=total_loss / max(n, 1), accuracy=correct / max(n, 1), n=n,
                       seconds=time.perf_counter() - t0)
 
