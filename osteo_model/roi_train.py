@@ -24,9 +24,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing
-from itertools import islice
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +32,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from osteo_common.ahead import made_ahead
 from osteo_model.roi import Localiser, RoiConfig, build_localiser
 
 ROI_FORMAT = "osteo-roi/2"
@@ -216,71 +213,53 @@ def train_localiser(train_x: np.ndarray, train_boxes: np.ndarray, val_x: np.ndar
 
     history: list[dict] = []
     best_state, best_iou = None, -math.inf
-    # the augmented batches depend on the generator only, never on the model: a thread draws the next ones
-    # while this one trains (the same draws in the same order, so the same training bit for bit)
-    with closing(made_ahead(_batches(x, boxes, pool, gen, config), name="osteo-roi-batches")) as batches:
-        for epoch in range(1, config.epochs + 1):
-            t0 = time.perf_counter()
-            lr = opt.param_groups[0]["lr"]
-            total = _train_epoch(model, islice(batches, _steps(len(x), config.batch_size)), opt, sched, device)
-            rec = {"epoch": epoch, "train_loss": total / len(x), "lr": lr}
-            if val is not None:
-                rec.update(_evaluate(model, *val, vneg, device, config.batch_size))
-                if rec["val_mean_iou"] > best_iou:
-                    best_iou = rec["val_mean_iou"]
-                    best_state = copy.deepcopy(model.state_dict())
-            else:
-                rec.update(val_loss=float("nan"), val_mean_iou=float("nan"))
-            rec["seconds"] = time.perf_counter() - t0
-            history.append(rec)
-            if on_epoch is not None:
-                on_epoch(epoch, rec)
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        total = _train_epoch(model, x, boxes, pool, opt, sched, gen, config, device)
+        rec = {"epoch": epoch, "train_loss": total / len(x), "lr": lr}
+        if val is not None:
+            rec.update(_evaluate(model, *val, vneg, device, config.batch_size))
+            if rec["val_mean_iou"] > best_iou:
+                best_iou = rec["val_mean_iou"]
+                best_state = copy.deepcopy(model.state_dict())
+        else:
+            rec.update(val_loss=float("nan"), val_mean_iou=float("nan"))
+        rec["seconds"] = time.perf_counter() - t0
+        history.append(rec)
+        if on_epoch is not None:
+            on_epoch(epoch, rec)
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval(), history
 
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]  # views, boxes, targets, hip views
-
-
-def _steps(n: int, batch_size: int) -> int:
-    """An epoch's batches over ``n`` hip views: a last batch of one is skipped, unless it is the only view."""
-    return sum(1 for i in range(0, n, batch_size) if min(batch_size, n - i) >= 2 or n <= 1)
-
-
-def _batches(x: torch.Tensor, boxes: torch.Tensor, pool: torch.Tensor | None, gen: torch.Generator,
-             config: RoiConfig) -> Iterator[Batch]:
-    """Every epoch's batches in order: the hip views in a random order, each batch redrawn by the domain
-    randomisation, with its share of negatives (:func:`_steps` of them an epoch)."""
+def _train_epoch(model: Localiser, x: torch.Tensor, boxes: torch.Tensor, pool: torch.Tensor | None,
+                 opt: torch.optim.Optimizer, sched, gen: torch.Generator, config: RoiConfig, device) -> float:
+    """One pass over the hip views in a random order (each batch redrawn by the domain randomisation, with its
+    share of negatives); the summed loss, weighted by the hip views of each batch."""
     from osteo_model.roi_augment import randomise
 
-    size, n_neg = config.input_size, round(config.neg_share * config.batch_size)
-    for _ in range(config.epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(math.ceil(len(x) / config.batch_size)):
-            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-            if len(idx) < 2 and len(x) > 1:  # as _steps
-                continue
-            xb, bb, target = x[idx], boxes[idx], torch.ones(len(idx))
-            if config.augment:
-                xb, bb, target = randomise(xb, bb, gen, zoom_in=config.zoom_in, rotate=config.rotate)
-            if n_neg:
-                xb = torch.cat([xb, _negatives(pool, n_neg, size, gen, config.augment)])
-                bb, target = torch.cat([bb, torch.zeros(n_neg, 4)]), torch.cat([target, torch.zeros(n_neg)])
-            yield xb, bb, target, len(idx)
-
-
-def _train_epoch(model: Localiser, batches: Iterable[Batch], opt: torch.optim.Optimizer, sched, device) -> float:
-    """One pass over an epoch's batches; the summed loss, weighted by the hip views of each batch."""
     model.train()
+    size, n_neg = config.input_size, round(config.neg_share * config.batch_size)
+    order = torch.randperm(len(x), generator=gen)
     total = 0.0
-    for xb, bb, target, n_hip in batches:
+    for i in range(math.ceil(len(x) / config.batch_size)):
+        idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+        if len(idx) < 2 and len(x) > 1:  # a batch of one says little to BatchNorm; skip it
+            continue
+        xb, bb, target = x[idx], boxes[idx], torch.ones(len(idx))
+        if config.augment:
+            xb, bb, target = randomise(xb, bb, gen, zoom_in=config.zoom_in, rotate=config.rotate)
+        if n_neg:
+            xb = torch.cat([xb, _negatives(pool, n_neg, size, gen, config.augment)])
+            bb, target = torch.cat([bb, torch.zeros(n_neg, 4)]), torch.cat([target, torch.zeros(n_neg)])
         loss = _step_loss(model, xb.to(device), bb.to(device), target.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        total += loss.item() * n_hip
+        total += loss.item() * len(idx)
     return total
 
 

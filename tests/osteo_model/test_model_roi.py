@@ -263,24 +263,3 @@ def test_the_second_look_maps_its_zoomed_box_back_onto_the_view():
     rough = truth + torch.tensor([[0.03, -0.02, 0.05, 0.01], [-0.02, 0.02, 0.0, 0.04]])  # a first look, off
     again = refine_boxes(Bright(), x, rough, share=0.4)
     assert torch.allclose(again, truth, atol=1.5 / 64)  # zoomed ~3x: the edges within a pixel or so
-
-
-def test_the_batches_drawn_on_a_thread_equal_the_batches_drawn_here():
-    # train_localiser draws its augmented batches on a thread while it trains: the draws must not depend on
-    # the thread they run on (the same generator, the same torch ops)
-    import torch
-
-    from osteo_common.ahead import made_ahead
-    from osteo_model.roi_train import _batches, _steps
-
-    rng = np.random.default_rng(3)
-    cfg = TINY.replace(epochs=2, augment=True, neg_share=0.5)
-    size = cfg.input_size
-    x = torch.as_tensor(rng.random((9, 1, size, size), dtype=np.float32))
-    boxes = torch.as_tensor(np.tile(np.array([[0.3, 0.3, 0.6, 0.6]], np.float32), (9, 1)))
-    pool = torch.as_tensor(rng.random((4, 1, size, size), dtype=np.float32))
-    here = list(_batches(x, boxes, pool, torch.Generator().manual_seed(5), cfg))
-    ahead = list(made_ahead(_batches(x, boxes, pool, torch.Generator().manual_seed(5), cfg)))
-    assert len(here) == len(ahead) == 2 * _steps(9, cfg.batch_size)
-    for a, b in zip(here, ahead, strict=True):
-        assert all(torch.equal(u, v) for u, v in zip(a[:3], b[:3], strict=True)) and a[3] == b[3]
