@@ -33,11 +33,10 @@ def a_hip(cohort: Path, view: str = "hip") -> Path:
     return cohort / row["file"]
 
 
-def located(client, cohort: Path, view: str, sides: int, tries: int = 40) -> tuple[bytes, dict]:
+def located(client, cohort: Path, view: str, sides: int, tries: int = 12) -> tuple[bytes, dict]:
     """The first film of the view (of the first ``tries``) that the localiser boxes on ``sides`` sides: the
-    localiser refuses films it is unsure of (its recall is measured by the localiser's own tests; the suite's
-    trains a third of the demo's epochs, and on one machine boxed no pelvis of the first 12 on both
-    sides), the service must answer the others with the champion."""
+    localiser refuses films it is unsure of (its recall is measured by the localiser's own tests), the
+    service must answer the others with the champion."""
     rows = [r for r in csv.DictReader((cohort / "truth.csv").open())
             if r["view"] == view and r["expected_export"] == "1"]
     for r in rows[:tries]:
