@@ -173,21 +173,13 @@ def resolve_vanished(session: Session, *, stage: QuarantineStage, paths: Iterabl
     stages = tuple({stage, *INGEST_STAGES})
     entries = session.scalars(select(Quarantine).where(Quarantine.stage.in_(stages),
                                                        Quarantine.resolved_at.is_(None))).all()
-    folders = _folders(paths) if entries else set()  # only when some entry is active
+    folders = {os.path.dirname(p) for p in paths} if entries else set()  # only when some entry is active
     gone = [q for q in entries if os.path.dirname(q.source_path) in folders and not os.path.lexists(q.source_path)]
     now = _now()
     for q in gone:
         q.resolved_at = now
     session.flush()
     return len(gone)
-
-
-def _folders(paths: list[str]) -> set[str]:
-    """{os.path.dirname(p) for p in paths}, a dirname per distinct head (the text up to the last "/", whose
-    dirname is the path's): a batch's paths share a few folders."""
-    if os.sep != "/" or os.altsep:
-        return {os.path.dirname(p) for p in paths}
-    return {os.path.dirname(head) for head in {p[:p.rfind("/") + 1] for p in paths}}
 
 
 def tidy(session: Session, *, stage: QuarantineStage, read: list[tuple[str, str]], ours: list[tuple[str, str]]) -> int:

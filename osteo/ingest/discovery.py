@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from db.quarantine import active_contexts, active_paths, judge_again
 from db.store import SourceRow, latest_sources
-from db.values import QuarantineStage, SourceStatus
+from db.values import QuarantineStage
 from osteo.errors import UserError
 from osteo_common.chunks import batches  # noqa: F401 - the streamed batches of the walk
 from osteo_common.files import sha256_bytes, trusted_mtime_ns
@@ -136,11 +136,9 @@ def unchanged_files(session: Session, paths: list[str], stage: QuarantineStage, 
             if st is not None and st.st_mtime_ns == row.mtime_ns and st.st_size == row.size_bytes
             and path not in flagged}
     active = active_contexts(session, stage, [row.sha256 for row in same.values()])
-    # a row with no active entry here: judge_again's first rule alone (inlined: a rerun asks it of every file)
     return {p for p, row in same.items()
-            if (row.kind == kind and row.status != SourceStatus.QUARANTINED if row.sha256 not in active else
-                not judge_again(active[row.sha256], context, kind=kind, row_kind=row.kind, row_status=row.status,
-                                always=retry_quarantined))}
+            if not judge_again(active.get(row.sha256), context, kind=kind, row_kind=row.kind, row_status=row.status,
+                               always=retry_quarantined)}
 
 
 def _stat(path: str) -> os.stat_result | None:

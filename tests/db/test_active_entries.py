@@ -5,7 +5,6 @@ the same answers; a path's latest row is its highest id."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import pytest
 from sqlalchemy import select
@@ -72,8 +71,3 @@ def test_the_latest_row_of_each_path_is_its_highest_id(batch):
         latest = latest_sources(s, [*paths, "/archive/D0/unknown.dcm"])
     assert len(latest) == N and latest[paths[1]].sha256 == "s1-new" and latest[paths[2]].sha256 == "s2"
     assert (latest[paths[4]].size_bytes, latest[paths[4]].mtime_ns, latest[paths[4]].kind) == (4, 4, "dicom")
-
-
-def test_the_folders_of_a_batch_are_their_paths_dirnames():
-    paths = ["/a/b/c.dcm", "/a/b/d.dcm", "/a/e", "/f", "g", "h/i", "//j", "/k//l", "m/", "/", "", "/n/o/"]
-    assert q._folders(paths) == {os.path.dirname(p) for p in paths}
