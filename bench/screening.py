@@ -93,7 +93,9 @@ def _screening_model(folder: Path):
     net = build_model("resnet18").eval()
     checkpoint = save_checkpoint(folder / "fold-0.pth", net, {"arch": "resnet18", "image_size": IMAGE_SIZE},
                                  {"threshold": 0.5})
-    classifier, runtime = build_classifier(checkpoint, export_onnx(net, IMAGE_SIZE, folder / "model.onnx"), None)
+    # as osteo_mlflow.screening loads the champion (no spinning)
+    classifier, runtime = build_classifier(checkpoint, export_onnx(net, IMAGE_SIZE, folder / "model.onnx"), None,
+                                           spin=False)
     assert runtime == "onnxruntime", runtime
     return ScreeningModel(name="osteo-classifier", version="1", classifier=classifier, threshold=0.5, crop=CROP)
 

@@ -41,7 +41,8 @@ def screening_model(settings: Settings, champion: Champion) -> ScreeningModel:
     with _lock:
         if key not in _loaded:
             client = registry_client(settings)
-            model, runtime, files = load_classifier(client, settings, champion.name, champion.version)
+            # no spinning: the screening's reader thread works beside every run (osteo.screening.score)
+            model, runtime, files = load_classifier(client, settings, champion.name, champion.version, spin=False)
             locator = load_localiser(client, *champion.localiser) if champion.localiser else None
             _loaded.clear()  # one champion at a time: an older one is not screened with again
             _loaded[key] = ScreeningModel(name=champion.name, version=champion.version, classifier=model,

@@ -121,16 +121,16 @@ def fetch_localiser(c: MlflowClient, name: str, version: str, dst: Path) -> Path
     return found[0]
 
 
-def load_classifier(c: MlflowClient, settings: Settings, name: str, version: str):
+def load_classifier(c: MlflowClient, settings: Settings, name: str, version: str, *, spin: bool = True):
     """One classifier version in memory, as the service and `osteo screen` score with it: ONNX Runtime when
     it has an export (osteo_model.onnx.build_classifier), its stored threshold; (model, runtime, files).
-    Its files go to a temporary folder, removed once loaded."""
+    Its files go to a temporary folder, removed once loaded. spin=False for a batch that reads beside the runs."""
     from osteo_model.onnx import build_classifier
 
     with tempfile.TemporaryDirectory(prefix="osteo-serve-") as tmp:
         files = fetch_version(c, settings, name, version, Path(tmp))
         model, runtime = build_classifier(files.checkpoint, files.onnx, files.threshold,
-                                          threads=settings.serve_threads or None)
+                                          threads=settings.serve_threads or None, spin=spin)
     return model, runtime, files
 
 

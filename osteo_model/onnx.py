@@ -147,11 +147,14 @@ class OnnxClassifier:
     """
 
     def __init__(self, model: str | os.PathLike | bytes, weight, image_size: int, threshold: float = 0.5,
-                 *, threads: int | None = None, batch_size: int = 16):
+                 *, threads: int | None = None, batch_size: int = 16, spin: bool = True):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads) if threads else torch.get_num_threads()
+        # spin=False: idle pool threads sleep instead of spinning, so that work beside the runs (the screening's
+        # reader thread) gets the cores between and inside them; a single request's latency keeps the spin
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         source = bytes(model) if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(model))
         self.session = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
@@ -176,6 +179,11 @@ class OnnxClassifier:
             raise TypeError(f"the ONNX graph's outputs {names} are not all dense tensors")
         return arrays
 
+    def probabilities(self, x: np.ndarray) -> list[float]:
+        """The probability of each image of a batch already preprocessed (N x 1 x H x W, :meth:`preprocess`'s)."""
+        (logit,) = self._run([LOGIT], x)
+        return _sigmoid(logit.reshape(-1)).tolist()
+
     def predict(self, images, *, heatmaps: bool = True) -> list[dict]:
         from osteo_model.predict import _is_single
 
@@ -199,7 +207,7 @@ class OnnxClassifier:
 
     @classmethod
     def load(cls, onnx_path, checkpoint_path, *, threshold: float | None = None,
-             threads: int | None = None) -> OnnxClassifier:
+             threads: int | None = None, spin: bool = True) -> OnnxClassifier:
         """The exported graph plus, from the checkpoint (:func:`osteo_model.predict.save_checkpoint`'s
         format, read with weights_only), fc.weight, image_size and the threshold (extra's, else the
         config's, as :meth:`Predictor.from_checkpoint`)."""
@@ -216,16 +224,17 @@ class OnnxClassifier:
         if threshold is None:
             threshold = float(extra.get("threshold", config.threshold))
         weight = payload["state_dict"]["fc.weight"].float().numpy()
-        return cls(onnx_path, weight, config.image_size, threshold=threshold, threads=threads)
+        return cls(onnx_path, weight, config.image_size, threshold=threshold, threads=threads, spin=spin)
 
 
 def build_classifier(checkpoint: Path, onnx: Path | None, threshold: float | None, *,
-                     threads: int | None = None):
+                     threads: int | None = None, spin: bool = True):
     """(classifier, runtime): ONNX Runtime when the version has an ONNX export and the runtime is installed,
     else PyTorch. The threshold stored with the version wins over the checkpoint's. The service and
     `osteo screen` load every registered classifier through this."""
     from osteo_model.predict import Predictor
 
     if onnx is not None and onnxruntime_available():
-        return OnnxClassifier.load(onnx, checkpoint, threshold=threshold, threads=threads), "onnxruntime"
+        return OnnxClassifier.load(onnx, checkpoint, threshold=threshold, threads=threads,
+                                   spin=spin), "onnxruntime"
     return Predictor.from_checkpoint(checkpoint, threshold=threshold, device="cpu"), "pytorch"

@@ -55,6 +55,11 @@ class Predictor:
     def preprocess(self, images) -> torch.Tensor:
         return torch.stack([preprocess(im, self.image_size) for im in images])
 
+    def probabilities(self, x) -> list[float]:
+        """The probability of each image of a batch already preprocessed (N x 1 x H x W, a tensor or an array)."""
+        with torch.no_grad():
+            return torch.sigmoid(self.model(torch.as_tensor(x).to(self.device)).float().view(-1)).cpu().tolist()
+
     def predict(self, images, *, heatmaps: bool = True) -> list[dict]:
         from osteo_model.gradcam import gradcam
 

@@ -12,8 +12,11 @@ class Classifier(Protocol):
 
     threshold: float
     batch_size: int  # crops per run
+    image_size: int
 
     def predict(self, images, *, heatmaps: bool = True) -> list[dict]: ...
+
+    def probabilities(self, x) -> list[float]: ...  # a batch already preprocessed (osteo_model.onnx.preprocess_numpy)
 
 
 @dataclass(frozen=True)

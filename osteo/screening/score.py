@@ -1,10 +1,11 @@
 """One batch of hip images screened: each read once through the export's normalisation, its femoral necks
 boxed (a person's box, else the localiser's when confident), quality-checked as the export checks them,
-cropped as the export crops, and the crops of the batch scored in the classifier's batches (ONNX Runtime, as the
-service) while the next images are read: a reader thread judges the images in order, and each run of the
-classifier, which releases the GIL, overlaps the reading of what comes after it. The crops go to the classifier in
-the same order and the same batches as one call over the whole list, so the probabilities are the same. One
-screening_result row per image and classifier version.
+cropped as the export crops and preprocessed as the classifier's predict does, and the crops of the batch scored
+in the classifier's batches (ONNX Runtime, as the service) while the next images are read: a reader thread judges
+and preprocesses the images in order, and each run of the classifier, which releases the GIL, overlaps the reading
+of what comes after it (the screening's ONNX Runtime session does not spin, so its idle threads leave the cores to
+the reader). The crops go to the classifier in the same order and the same batches as one call over the whole
+list, so the probabilities are the same. One screening_result row per image and classifier version.
 
 An image is `screened` when at least one side was scored, `not_located` when no side has a person's box or a
 confident localiser box (the unsure boxes are kept with their confidence), `excluded: <reason>` when every
@@ -32,6 +33,7 @@ from osteo.ingest.boxes import HUMAN, MODEL
 from osteo.localiser.locate import locate_display
 from osteo.screening.model import ScreeningModel
 from osteo.screening.report import ScreenCounts
+from osteo_model.onnx import preprocess_numpy
 
 SCREENED, NOT_LOCATED = "screened", "not_located"
 MIN_BOX = 3  # pixels: a narrower or lower box has nothing to crop (as the refresh's locate step)
@@ -67,13 +69,15 @@ class SideScore:
 
 @dataclass(frozen=True)
 class Judged:
-    """An image read and judged, before scoring: its sides, the crops to score (in the order of `to_score`)."""
+    """An image read and judged, before scoring: its sides, the crops to score (in the order of `to_score`) and
+    each crop as the classifier takes it (1 x H x W, preprocessed)."""
 
     job: ImageJob
     sides: tuple[SideScore, ...]
     crops: tuple[np.ndarray, ...] = ()
     to_score: tuple[str, ...] = ()
     status: str = SCREENED
+    inputs: tuple[np.ndarray, ...] = ()
 
 
 def sides_of(laterality: str) -> tuple[str, ...]:
@@ -150,11 +154,13 @@ def judge_image(job: ImageJob, model: ScreeningModel, metal_threshold: float, bl
             crops.append(neck_crop_of(dm, s.box, s.side, size=size, margin=margin))
             to_score.append(s.side)
     status = SCREENED if crops else excluded(next(s.exclusion for s in judged if s.exclusion))
-    return Judged(job, tuple(judged), tuple(crops), tuple(to_score), status)
+    inputs = tuple(preprocess_numpy(c, int(model.classifier.image_size)) for c in crops)
+    return Judged(job, tuple(judged), tuple(crops), tuple(to_score), status, inputs)
 
 
-def probabilities(model: ScreeningModel, crops: list[np.ndarray]) -> list[float]:
-    return [float(r["probability"]) for r in model.classifier.predict(crops, heatmaps=False)] if crops else []
+def probabilities(model: ScreeningModel, inputs: list[np.ndarray]) -> list[float]:
+    """One classifier run over preprocessed crops (as its predict would have made them)."""
+    return [float(p) for p in model.classifier.probabilities(np.stack(inputs))] if inputs else []
 
 
 def with_probabilities(judged: list[Judged], scores: list[float]) -> list[Judged]:
@@ -182,7 +188,7 @@ def judge_and_score(jobs: list[ImageJob], model: ScreeningModel, metal_threshold
         try:
             for j in ahead:
                 judged.append(j)
-                waiting.extend(j.crops)
+                waiting.extend(j.inputs)
                 while len(waiting) >= batch:
                     scores += probabilities(model, waiting[:batch])
                     del waiting[:batch]

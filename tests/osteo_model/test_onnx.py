@@ -114,6 +114,20 @@ def test_single_image_no_heatmaps_and_bytes_input(tmp_path):
         [r["probability"] for r in pred.predict(many, heatmaps=False)], abs=PROB_TOL)
 
 
+def test_probabilities_of_preprocessed_batches_equal_predict_with_or_without_spinning(tmp_path):
+    """The screening's path (crops preprocessed on its reader thread, a session that does not spin) gives predict's
+    probabilities exactly: the same values in, the same graph."""
+    model = _model("resnet18", 64)
+    graph = export_onnx(model, 64, tmp_path / "m.onnx").read_bytes()
+    images = _images() + _images(1)
+    x = np.stack([preprocess_numpy(im, 64) for im in images])
+    for spin in (True, False):
+        clf = OnnxClassifier(graph, head_weight(model), 64, spin=spin)
+        assert clf.probabilities(x) == [r["probability"] for r in clf.predict(images, heatmaps=False)]
+    pred = Predictor(model, 64, device="cpu")
+    assert pred.probabilities(x) == [r["probability"] for r in pred.predict(images, heatmaps=False)]
+
+
 def test_preprocess_is_the_datasets_bit_for_bit():
     rng = np.random.default_rng(3)
     every_level = np.arange(256, dtype=np.uint8).reshape(16, 16)
