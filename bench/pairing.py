@@ -109,23 +109,23 @@ def load(engine, img: pd.DataFrame, exm: pd.DataFrame) -> None:
         raw.close()
 
 
-def _query(factory) -> list[dict]:
+def _query(factory) -> list[tuple]:
     from db.pairing import query_pairs
 
     with factory() as session:
         return query_pairs(session, window_days=WINDOW, osteoporosis_t=OSTEO_T, normal_t=NORMAL_T)
 
 
-def agreement(ours: list[dict], plain: pd.DataFrame, exm: pd.DataFrame) -> dict:
+def agreement(ours: list[tuple], plain: pd.DataFrame, exm: pd.DataFrame) -> dict:
     """Ours against merge_asof: the same images paired to an exam of the same day (so the same gap
     and direction); the exam ids too, apart from days with several exams of the patient, where
     merge_asof takes any and the rule takes the image's side, then the lower id."""
     day_of = dict(zip(exm["exam_id"].tolist(), exm["exam_date"].tolist()))
-    ours_day = {r["image_id"]: day_of[int(r["dexa_exam_id"])] for r in ours}
+    ours_day = {image_id: day_of[int(exam_id)] for image_id, exam_id, *_ in ours}
     plain_day = dict(zip(plain["image_id"].tolist(), plain["exam_date"].tolist()))
     plain_exam = dict(zip(plain["image_id"].tolist(), plain["exam_id"].astype(int).tolist()))
     return {"same_pairs": ours_day == plain_day,
-            "other_exam_same_day": sum(1 for r in ours if plain_exam.get(r["image_id"]) != int(r["dexa_exam_id"]))}
+            "other_exam_same_day": sum(1 for image_id, exam_id, *_ in ours if plain_exam.get(image_id) != int(exam_id))}
 
 
 # ---------------------------------------------------------------- databases

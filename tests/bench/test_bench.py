@@ -158,8 +158,8 @@ def test_pairing_baseline_agrees_with_our_sql_on_sqlite(tmp_path):
     plain = plain_pairs(img, exm)
     assert len(ours) == len(plain) > 100
     gaps = dict(zip(plain["image_id"], plain["gap_days"].astype(int)))
-    assert {r["image_id"]: int(r["gap_days"]) for r in ours} == gaps
-    assert {r["image_id"]: int(r["label"]) for r in ours} == dict(zip(plain["image_id"], plain["label"]))
+    assert {image_id: int(gap) for image_id, _, gap, *_ in ours} == gaps
+    assert {r[0]: int(r[4]) for r in ours} == dict(zip(plain["image_id"], plain["label"]))
 
 
 def test_cuda_stage_says_it_was_skipped_without_a_gpu(tmp_path):

@@ -46,6 +46,15 @@ def test_pairing_statement_compiles_with_oracle_binds():
     assert "julianday" not in str(compiled).lower()
 
 
+def test_pairing_runs_on_the_driver_with_its_own_bind_marks():
+    """query_pairs hands the driver the compiled text: named binds and a dict for Oracle (python-oracledb)."""
+    from db.pairing import driver_statement
+
+    params = {"window_days": 183, "osteoporosis_t": -2.5, "normal_t": -1.0}
+    sql, args = driver_statement(DIALECTS["oracle"], params)
+    assert args == params and ":window_days" in sql and ":normal_t" in sql
+
+
 @pytest.mark.parametrize("path", sorted(SQL_DIR.glob("*.sql")), ids=lambda p: p.name)
 def test_no_bind_marks_in_comments(path):
     """text() turns a :name in a comment into a placeholder that SQLite then counts as a missing bind."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
+import pytest
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db.models import DexaExam, DicomImage, Patient, SourceFile
-from db.pairing import query_pairs, sync_pairs
+from db.pairing import PAIR_COLUMNS, query_pairs, sync_pairs
 
 _uid = itertools.count(1)
 D = dt.date.fromisoformat
@@ -49,7 +51,8 @@ def add_exam(s: Session, p: Patient, date: str, t: float, side: str = "-") -> De
 
 
 def pairs(s: Session, window: int = 183) -> dict[int, dict]:
-    return {r["image_id"]: r for r in query_pairs(s, window_days=window, osteoporosis_t=-2.5, normal_t=-1.0)}
+    rows = query_pairs(s, window_days=window, osteoporosis_t=-2.5, normal_t=-1.0)
+    return {r[0]: dict(zip(PAIR_COLUMNS, r)) for r in rows}
 
 
 def test_nearest_exam_wins_and_window_is_strict(engine):
@@ -262,3 +265,12 @@ def test_sqlite_plan_walks_the_day_indexes(tmp_path):
     assert any(step.startswith("SCAN i USING") and "INDEX ix_dicom_image_patient_day" in step for step in plan), plan
     assert [step for step in plan if "TEMP B-TREE" in step] == ["USE TEMP B-TREE FOR ORDER BY"], plan
     assert before == after  # query_pairs maps the file for its query only
+
+
+def test_a_pairing_query_with_other_columns_fails_loudly(engine, monkeypatch):
+    """query_pairs' rows are positional: SQL that gives other columns is our bug, and says so."""
+    import db.pairing
+
+    monkeypatch.setattr(db.pairing, "load_sql", lambda name, dialect: text("SELECT 1 AS image_id, 2 AS t_score"))
+    with Session(engine) as s, pytest.raises(RuntimeError, match="gives the columns"):
+        query_pairs(s, window_days=183, osteoporosis_t=-2.5, normal_t=-1.0)
