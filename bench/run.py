@@ -75,7 +75,8 @@ def run_bench(mode: str = "quick", out: Path | None = DEFAULT_OUT, *, work: Path
 
         cohort = scratch / "cohort"
         sources = []
-        if only is None or set(only) - {"cuda"} or machine["cuda"]:  # the cuda stage alone skips without a GPU
+        # the pairing and simulator stages make their own data, and the cuda stage skips without a GPU
+        if only is None or set(only) - {"cuda", "pairing", "synth"} or ("cuda" in only and machine["cuda"]):
             summary = stage("cohort", lambda: corpus.make_cohort(cohort, sizes["cohort"]))
             info["cohort"] = {k: summary[k] for k in ("patients", "images", "annotated", "paired", "expected_export")}
             sources = corpus.valid_dicoms(cohort / "dicom")
