@@ -35,8 +35,7 @@ def query_pairs(session: Session, *, window_days: int, osteoporosis_t: float, no
     dbapi = conn.connection.dbapi_connection
     if dbapi is None:  # pragma: no cover - a live session's connection always has one
         raise RuntimeError("the session's connection is closed")
-    sqlite = conn.dialect.name == "sqlite"
-    before = conn.exec_driver_sql("PRAGMA mmap_size").scalar() if sqlite else None
+    before = conn.exec_driver_sql("PRAGMA mmap_size").scalar() if conn.dialect.name == "sqlite" else None
     if before is not None:  # None: an in-memory database, nothing to map
         conn.exec_driver_sql(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     cursor = dbapi.cursor()
@@ -85,6 +84,6 @@ def sync_pairs(session: Session, *, window_days: int, osteoporosis_t: float, nor
         counts["removed"] = len(gone)
     session.flush()
     counts["pairs"] = len(wanted)
-    counts["positives"] = sum(1 for r in wanted.values() if int(r[4]) == 1)
+    counts["positives"] = sum(1 for *_, label, _ in wanted.values() if int(label) == 1)
     counts["negatives"] = counts["pairs"] - counts["positives"]
     return counts
